@@ -114,8 +114,7 @@ mod error;
 mod handle;
 mod region;
 mod rss;
-#[doc(hidden)]
-pub mod slab;
+mod slab;
 mod stats;
 mod sync;
 
