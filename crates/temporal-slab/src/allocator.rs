@@ -773,7 +773,10 @@ impl SlabAllocator {
         ) {
             self.counters.handle_errors.inc();
             let raw = handle.to_raw();
-            return Err(if found == next {
+            // A recycled slab (cache or overflow, page discarded so its words read zero) has
+            // handed out nothing since its last object was freed: the handle's object was freed.
+            let recycled = self.meta(slab).list() >= ListKind::Cache;
+            return Err(if found == next || recycled {
                 Error::DoubleFree { handle: raw }
             } else {
                 Error::StaleHandle {

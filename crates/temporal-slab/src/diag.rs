@@ -119,13 +119,13 @@ pub fn slow_path_analysis(snap: &StatsSnapshot) -> SlowPathAnalysis {
     let rate = ratio(hits, allocations + closed);
     let closed_share = ratio(closed, hits);
     let contended_share = ratio(contended, fast + contended);
-    // One slow-path hit per slab of objects is the floor: 1/31 for 128-byte objects.
-    let floor = snap
+    // One slow-path hit per slab of objects is the floor: ceil(allocs / slots) per class.
+    let floor_hits: u64 = snap
         .classes
         .iter()
-        .filter(|c| c.allocs > 0)
-        .map(|c| 1.0 / f64::from(c.slots_per_slab.max(1)))
-        .fold(0.0, f64::max);
+        .map(|c| c.allocs.div_ceil(u64::from(c.slots_per_slab.max(1))))
+        .sum();
+    let floor = ratio(floor_hits, allocations + closed);
     let recommendation = if allocations + closed == 0 {
         "no allocations yet".to_owned()
     } else if closed_share > 0.5 {
@@ -140,7 +140,7 @@ pub fn slow_path_analysis(snap: &StatsSnapshot) -> SlowPathAnalysis {
              and epoch; give threads their own epochs or batch allocations",
             contended_share * 100.0
         )
-    } else if rate > 2.0 * floor {
+    } else if miss > 2 * floor_hits {
         format!(
             "slow path on {:.1}% of allocations, above the one-per-slab floor of {:.1}% \
              (worst: {}-byte class at {:.1}%): epochs are closed or advanced before their slabs \

@@ -1,0 +1,373 @@
+//! Epoch lifecycle, wrap-around, labels, refcounts, domains, collections and diagnostics.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use temporal_slab::{Config, EPOCH_COUNT, EpochState, Error, MAX_LABELS, SlabAllocator, diag};
+
+fn quiet() -> SlabAllocator {
+    SlabAllocator::with_config(Config::default().max_bytes(256 << 20)).unwrap()
+}
+
+#[test]
+fn allocating_in_a_closing_epoch_is_refused_and_counted() {
+    let slab = quiet();
+    let e = slab.epoch_current();
+    let h = slab.alloc(64, e).unwrap();
+    slab.epoch_close(e).unwrap();
+    assert_eq!(slab.epoch_state(e), Some(EpochState::Closing));
+    assert!(matches!(slab.alloc(64, e), Err(Error::EpochClosed { .. })));
+    assert!(matches!(
+        slab.alloc_ptr(64, e),
+        Err(Error::EpochClosed { .. })
+    ));
+    assert!(slab.get(h).is_some(), "live objects survive the close");
+    let stats = slab.stats();
+    assert_eq!(stats.epoch_closed_errors, 2);
+    assert_eq!(stats.classes[0].slow_path_epoch_closed, 2);
+    assert_eq!(stats.epoch_close_calls, 1, "counted once per call");
+    slab.free(h).unwrap();
+    let after = slab.stats();
+    assert_eq!(
+        after.classes[0].empty_slab_recycled, 1,
+        "last free in a closed epoch recycles"
+    );
+}
+
+#[test]
+fn close_recycles_every_empty_slab_and_counts_once_per_call() {
+    let slab = quiet();
+    let e = slab.epoch_current();
+    let handles: Vec<_> = (0..31 * 10).map(|_| slab.alloc(128, e).unwrap()).collect();
+    let keep = handles[0];
+    for h in &handles[1..] {
+        slab.free(*h).unwrap();
+    }
+    let before = slab.stats();
+    let epoch = &before.epochs[0];
+    assert_eq!(epoch.live_objects, 1);
+    assert_eq!(epoch.total_partial_slabs + epoch.total_full_slabs, 10);
+    assert_eq!(epoch.total_reclaimable_slabs, 9);
+    let recycled = slab.epoch_close(e).unwrap();
+    assert_eq!(
+        recycled, 9,
+        "all empty slabs, not the one with a live object"
+    );
+    let after = slab.stats();
+    assert_eq!(after.epoch_close_calls, 1);
+    assert_eq!(after.epoch_close_recycled_slabs, 9);
+    assert_eq!(after.epoch_close_scanned_slabs, 10);
+    assert_eq!(after.classes[2].madvise_calls, 9);
+    assert_eq!(after.classes[2].madvise_bytes, 9 * 4096);
+    assert_eq!(after.epochs[0].estimated_rss_bytes, 4096);
+    assert_eq!(after.epochs[0].recycled_slabs, 9);
+    slab.free(keep).unwrap();
+    assert_eq!(slab.stats().classes[2].empty_slab_recycled, 10);
+}
+
+#[test]
+fn wrap_around_past_sixteen_advances_makes_old_ids_stale() {
+    let slab = quiet();
+    let first = slab.epoch_current();
+    assert_eq!((first.index(), first.era()), (0, 1));
+    let mut seen = vec![first];
+    for i in 1..=40 {
+        let e = slab.epoch_advance();
+        assert_eq!(e.index(), i % EPOCH_COUNT);
+        assert!(e.era() > seen.last().unwrap().era(), "eras only grow");
+        assert_eq!(slab.epoch_current(), e);
+        slab.alloc(64, e).map(|h| slab.free(h)).unwrap().unwrap();
+        seen.push(e);
+    }
+    for (i, e) in seen.iter().enumerate() {
+        let live = i + EPOCH_COUNT > 40;
+        assert_eq!(slab.epoch_state(*e).is_some(), live, "epoch #{i}");
+        if !live {
+            assert!(matches!(slab.alloc(64, *e), Err(Error::StaleEpoch { .. })));
+            assert!(matches!(
+                slab.epoch_close(*e),
+                Err(Error::StaleEpoch { .. })
+            ));
+            assert!(slab.set_label(*e, "x").is_err());
+        }
+    }
+    assert_eq!(slab.stats().epoch_advances, 40);
+}
+
+#[test]
+fn reopening_a_slot_never_hands_out_memory_the_old_era_still_uses() {
+    let slab = quiet();
+    let old = slab.epoch_current();
+    // Old era keeps objects alive across the wrap-around, never closed.
+    let kept: Vec<_> = (0..100)
+        .map(|i| {
+            let p = slab.alloc_ptr(256, old).unwrap();
+            // SAFETY: fresh 256-byte object.
+            unsafe { std::ptr::write_bytes(p.as_ptr(), i as u8, 256) };
+            (p, i as u8)
+        })
+        .collect();
+    let kept_addrs: HashSet<usize> = kept.iter().map(|(p, _)| p.as_ptr() as usize).collect();
+    let mut new = old;
+    for _ in 0..EPOCH_COUNT {
+        new = slab.epoch_advance();
+    }
+    assert_eq!(new.index(), old.index(), "same ring slot, new era");
+    assert!(slab.epoch_state(old).is_none());
+    // Allocate a lot in the new era: none of it may overlap a kept object.
+    let fresh: Vec<_> = (0..2000)
+        .map(|_| slab.alloc_ptr(256, new).unwrap())
+        .collect();
+    for p in &fresh {
+        assert!(
+            !kept_addrs.contains(&(p.as_ptr() as usize)),
+            "old era's live object handed out again"
+        );
+    }
+    for (p, v) in &kept {
+        // SAFETY: still live.
+        let bytes = unsafe { std::slice::from_raw_parts(p.as_ptr(), 256) };
+        assert!(bytes.iter().all(|b| b == v), "old-era object clobbered");
+    }
+    let stats = slab.stats();
+    assert!(stats.classes[4].total_orphan_slabs >= 1);
+    assert_eq!(
+        stats.epochs[new.index()].live_objects,
+        2000,
+        "orphans are not the new era's"
+    );
+    for (p, _) in kept {
+        slab.free_ptr(p).unwrap();
+    }
+    let stats = slab.stats();
+    assert_eq!(
+        stats.classes[4].total_orphan_slabs, 0,
+        "orphans recycled when emptied"
+    );
+    for p in fresh {
+        slab.free_ptr(p).unwrap();
+    }
+}
+
+#[test]
+fn labels_are_cut_registered_and_safe_under_concurrency() {
+    let slab = quiet();
+    let e = slab.epoch_current();
+    slab.set_label(e, "request-handler-with-a-very-long-name")
+        .unwrap();
+    assert_eq!(slab.label(e).unwrap(), "request-handler-with-a-very-lon");
+    assert_eq!(slab.label(e).unwrap().len(), 31);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let slab = &slab;
+            s.spawn(move || {
+                for i in 0..2000 {
+                    let label = format!("worker-{}", (t * 7 + i) % 24);
+                    slab.set_label(e, &label).unwrap();
+                    let now = slab.label(e).unwrap();
+                    assert!(now.starts_with("worker-"), "torn label {now:?}");
+                }
+            });
+        }
+    });
+    let stats = slab.stats();
+    assert_eq!(stats.label_registry.count as usize, MAX_LABELS);
+    assert_eq!(stats.label_registry.max_labels as usize, MAX_LABELS);
+    let unique: HashSet<_> = stats.label_registry.labels.iter().collect();
+    assert_eq!(unique.len(), MAX_LABELS, "no label registered twice");
+    let epoch = &stats.epochs[0];
+    let id = epoch.label_id as usize;
+    if id == 0 {
+        assert!(
+            !stats.label_registry.labels.contains(&epoch.label),
+            "label past capacity gets id 0"
+        );
+    } else {
+        assert_eq!(stats.label_registry.labels[id - 1], epoch.label);
+    }
+}
+
+#[test]
+fn refcounts_balance_under_concurrency_and_never_go_below_zero() {
+    let slab = quiet();
+    let e = slab.epoch_current();
+    assert_eq!(slab.dec_refcount(e).unwrap(), 0, "saturates at zero");
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..10_000 {
+                    slab.inc_refcount(e).unwrap();
+                    slab.dec_refcount(e).unwrap();
+                }
+                slab.inc_refcount(e).unwrap();
+            });
+        }
+    });
+    assert_eq!(slab.refcount(e).unwrap(), 4);
+    for _ in 0..10 {
+        slab.dec_refcount(e).unwrap();
+    }
+    assert_eq!(slab.refcount(e).unwrap(), 0);
+}
+
+#[test]
+fn domains_nest_per_thread_and_count_threads_not_enters() {
+    let slab = quiet();
+    let e = slab.epoch_current();
+    let outer = slab.enter(e).unwrap();
+    let inner = slab.enter(e).unwrap();
+    assert_eq!(slab.domain_depth(e), 2);
+    assert_eq!(slab.refcount(e).unwrap(), 1, "one thread inside");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _d = slab.enter(e).unwrap();
+            assert_eq!(slab.refcount(e).unwrap(), 2);
+        });
+    });
+    assert_eq!(slab.refcount(e).unwrap(), 1);
+    drop(inner);
+    assert_eq!(slab.refcount(e).unwrap(), 1);
+    drop(outer);
+    assert_eq!(slab.refcount(e).unwrap(), 0);
+    assert_eq!(slab.domain_depth(e), 0);
+    assert_eq!(
+        slab.epoch_state(e),
+        Some(EpochState::Active),
+        "no auto-close by default"
+    );
+    let live = slab.alloc(64, e).unwrap();
+    assert!(slab.get(live).is_some());
+}
+
+#[test]
+fn auto_close_closes_on_last_exit_but_never_a_newer_era() {
+    let slab = quiet();
+    let e = slab.epoch_current();
+    {
+        let _a = slab.enter_auto_close(e).unwrap();
+        let _b = slab.enter_auto_close(e).unwrap();
+    }
+    assert_eq!(slab.epoch_state(e), Some(EpochState::Closing));
+    assert!(matches!(slab.enter(e), Err(Error::EpochClosed { .. })));
+
+    // A guard outlives its era: the slot is re-opened under a newer era before it exits.
+    let e2 = slab.epoch_advance();
+    let guard = slab.enter_auto_close(e2).unwrap();
+    let mut newer = e2;
+    for _ in 0..EPOCH_COUNT {
+        newer = slab.epoch_advance();
+    }
+    assert_eq!(newer.index(), e2.index());
+    drop(guard);
+    assert_eq!(
+        slab.epoch_state(newer),
+        Some(EpochState::Active),
+        "newer era left open"
+    );
+}
+
+#[test]
+fn collections_allocate_in_an_epoch_and_large_requests_fall_back() {
+    let slab = quiet();
+    let e = slab.epoch_current();
+    let epoch = slab.epoch(e);
+    {
+        let mut v: allocator_api2::vec::Vec<u32, _> = allocator_api2::vec::Vec::new_in(&epoch);
+        for i in 0..1000 {
+            v.push(i);
+        }
+        assert_eq!(v.iter().map(|&x| u64::from(x)).sum::<u64>(), 499_500);
+        let mut map = hashbrown::HashMap::new_in(&epoch);
+        for i in 0..40u64 {
+            map.insert(i, i * i);
+        }
+        assert_eq!(map[&7], 49);
+        let small: allocator_api2::vec::Vec<u8, _> =
+            allocator_api2::vec::Vec::with_capacity_in(100, &epoch);
+        assert_eq!(small.as_ptr() as usize % 16, 0);
+        let stats = slab.stats();
+        assert!(
+            stats.system_fallback_allocs > 0,
+            "4000-byte vec went to the system allocator"
+        );
+        assert!(stats.epochs[0].live_objects > 0);
+    }
+    let stats = slab.stats();
+    assert_eq!(
+        stats.epochs[0].live_objects, 0,
+        "collections freed everything"
+    );
+    slab.epoch_close(e).unwrap();
+    let mut v = allocator_api2::vec::Vec::<u8, _>::new_in(&epoch);
+    assert!(
+        v.try_reserve(10).is_err(),
+        "closed epoch refuses allocation"
+    );
+}
+
+#[test]
+fn leak_report_names_closed_epochs_still_held_by_a_domain() {
+    let slab = quiet();
+    let e = slab.epoch_current();
+    slab.set_label(e, "background-worker-3").unwrap();
+    let _leaked = slab.enter(e).unwrap();
+    let _h = slab.alloc(512, e).unwrap();
+    let other = slab.epoch_advance();
+    slab.set_label(other, "request").unwrap();
+    slab.epoch_close(e).unwrap();
+    let snap = slab.stats();
+    let leaks = diag::leak_report(&snap, Duration::ZERO);
+    assert_eq!(leaks.len(), 1);
+    assert_eq!(leaks[0].label, "background-worker-3");
+    assert_eq!(leaks[0].refcount, 1);
+    assert_eq!(
+        leaks[0].live_objects, 1,
+        "live objects reported apart from refcount"
+    );
+    assert!(
+        leaks[0].message.contains("background-worker-3"),
+        "{}",
+        leaks[0].message
+    );
+    assert!(
+        diag::leak_report(&snap, Duration::from_secs(3600)).is_empty(),
+        "age threshold"
+    );
+    let reclaim = diag::reclamation_report(&snap);
+    assert_eq!(reclaim.len(), 1);
+    assert!(reclaim[0].rss_before_close > 0);
+}
+
+#[test]
+fn slow_path_analysis_blames_allocation_after_close() {
+    let slab = quiet();
+    let e = slab.epoch_current();
+    for _ in 0..10 {
+        let _ = slab.alloc(64, e).unwrap();
+    }
+    let healthy = diag::slow_path_analysis(&slab.stats());
+    assert!(
+        healthy.recommendation.starts_with("healthy"),
+        "{}",
+        healthy.recommendation
+    );
+    slab.epoch_close(e).unwrap();
+    for _ in 0..50 {
+        assert!(slab.alloc(64, e).is_err());
+    }
+    let bad = diag::slow_path_analysis(&slab.stats());
+    assert!(bad.epoch_closed_share > 0.9);
+    assert!(
+        bad.recommendation.contains("CLOSING"),
+        "{}",
+        bad.recommendation
+    );
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn snapshot_serializes_with_screaming_states() {
+    let slab = quiet();
+    let json = serde_json::to_string(&slab.stats()).unwrap();
+    assert!(json.contains("\"state\":\"ACTIVE\""), "{json}");
+}
