@@ -119,7 +119,8 @@ pub fn slow_path_analysis(snap: &StatsSnapshot) -> SlowPathAnalysis {
     let rate = ratio(hits, allocations + closed);
     let closed_share = ratio(closed, hits);
     let contended_share = ratio(contended, fast + contended);
-    // One slow-path hit per slab of objects is the floor: ceil(allocs / slots) per class.
+    // One slow-path hit per slab-full of allocations is expected: ceil(allocs / slots) per
+    // class (fewer when freed slots are reused in place).
     let floor_hits: u64 = snap
         .classes
         .iter()
@@ -142,7 +143,7 @@ pub fn slow_path_analysis(snap: &StatsSnapshot) -> SlowPathAnalysis {
         )
     } else if miss > 2 * floor_hits {
         format!(
-            "slow path on {:.1}% of allocations, above the one-per-slab floor of {:.1}% \
+            "slow path on {:.1}% of allocations, over twice the one-per-slab-full rate of {:.1}% \
              (worst: {}-byte class at {:.1}%): epochs are closed or advanced before their slabs \
              fill; use longer-lived epochs",
             rate * 100.0,
@@ -152,7 +153,8 @@ pub fn slow_path_analysis(snap: &StatsSnapshot) -> SlowPathAnalysis {
         )
     } else {
         format!(
-            "healthy: slow path on {:.1}% of allocations, at the one-per-slab floor ({:.1}%)",
+            "healthy: slow path on {:.1}% of allocations (one per slab-full of objects would be \
+             {:.1}%)",
             rate * 100.0,
             floor * 100.0
         )

@@ -1,0 +1,63 @@
+//! The request workload on real JSON (../shared/data/json): trees built in an epoch give the
+//! same key counts as serde_json's own tree, everything is freed, and closing recycles it all.
+
+#[path = "../examples/requests/workload.rs"]
+#[allow(dead_code)]
+mod workload;
+
+use std::path::PathBuf;
+
+use temporal_slab::SlabAllocator;
+
+/// `$SHARED_DATA_DIR`, else `../shared/data` beside the workspace root. `None` (with a message)
+/// when neither exists; a panic instead when `REQUIRE_SHARED_DATA=1`.
+fn shared_data() -> Option<PathBuf> {
+    let dir = std::env::var_os("SHARED_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if std::env::var("REQUIRE_SHARED_DATA").as_deref() == Ok("1") {
+        panic!("REQUIRE_SHARED_DATA=1 but {} does not exist", dir.display());
+    }
+    eprintln!("skipped: shared data not found at {}", dir.display());
+    None
+}
+
+#[test]
+fn real_json_documents_count_the_same_in_an_epoch_and_free_everything() {
+    let Some(dir) = shared_data() else { return };
+    let slab = SlabAllocator::new().unwrap();
+    for name in ["twitter.json", "citm_catalog.json", "canada.json"] {
+        let text = std::fs::read_to_string(dir.join("json").join(name)).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let id = slab.epoch_current();
+        slab.set_label(id, name).unwrap();
+        let epoch = slab.epoch(id);
+        let expected = workload::reference_counts(&value);
+        let got = {
+            let tree = workload::build(&value, &epoch);
+            let during = slab.stats();
+            assert!(
+                during.epochs[id.index()].live_objects > 1000,
+                "{name}: tree lives in the epoch"
+            );
+            workload::count(&tree, &epoch)
+        };
+        assert_eq!(got, expected, "{name}");
+        assert!(expected.values > 10_000, "{name} is a real document");
+        let snap = slab.stats();
+        assert_eq!(snap.epochs[id.index()].live_objects, 0, "{name}: all freed");
+        assert_eq!(snap.epochs[id.index()].label, name);
+        slab.epoch_advance();
+        let recycled = slab.epoch_close(id).unwrap();
+        let after = slab.stats();
+        assert_eq!(
+            recycled,
+            snap.epochs[id.index()].total_partial_slabs,
+            "{name}: every slab recycled"
+        );
+        assert_eq!(after.epochs[id.index()].estimated_rss_bytes, 0);
+    }
+}
