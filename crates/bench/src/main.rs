@@ -1,1 +1,768 @@
-fn main() {}
+//! `bench`: allocator benchmarks for this workspace.
+//!
+//! `bench slab [--quick] [--json] [--out PATH]` compares temporal-slab with glibc malloc (with
+//! its default trim threshold and without trimming), mimalloc and jemalloc on one workload:
+//! 128-byte objects, 100,000 live, all allocated then all freed in allocation order, cycle after
+//! cycle, every allocation timed on its own (see [`workload`] for exactly what is timed).
+//!
+//! # Why child processes
+//! Each allocator's latency run, each scaling run (per allocator and thread count) and the RSS
+//! run executes in a fresh child: the parent re-executes its own binary
+//! (`std::env::current_exe()`) with a hidden subcommand (`child-latency`, `child-scaling`,
+//! `child-rss`), the child prints one JSON line on stdout and exits, and the parent parses it.
+//! glibc's behaviour depends on the heap's history (what was freed, trimmed or left in bins
+//! before), and every allocator keeps caches and mappings for the process's lifetime; a fresh
+//! process gives each the same empty start and keeps one allocator's leftovers out of another's
+//! numbers. Children run one at a time. The process's `#[global_allocator]` stays the default
+//! system allocator; mimalloc and jemalloc are only ever called directly.
+//!
+//! # Reading the numbers
+//! Percentiles include the cost of reading the clock twice (`timer_overhead_ns` in each result,
+//! not subtracted). `ops_per_sec` comes from a separate untimed pass of the same cycles in the
+//! same child. The `goals` section compares this run's numbers with the project's targets.
+
+mod machine;
+mod workload;
+
+use std::fmt;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, ExitCode, Stdio};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::machine::Machine;
+use crate::workload::{
+    Global, LatencyParams, LatencyResult, OBJECT_SIZE, RawAlloc, RssResult, ScalingRun, Slab,
+    SystemMalloc,
+};
+
+/// Objects live at once in the latency and RSS workloads.
+const LIVE_OBJECTS: usize = 100_000;
+/// Objects per round of the scaling workload.
+const SCALING_BATCH: usize = 10_000;
+/// Unrecorded cycles before the measured ones.
+const WARMUP_CYCLES: u32 = 2;
+/// `M_TRIM_THRESHOLD` of the `system-notrim` allocator.
+const NOTRIM_THRESHOLD: i32 = 1 << 30;
+
+#[derive(Debug, Parser)]
+#[command(name = "bench", about = "Allocator benchmarks for temporal-slab")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// temporal-slab vs glibc malloc, mimalloc and jemalloc: allocation latency percentiles,
+    /// throughput, 1- and 2-thread scaling, RSS after epoch close, and the project's goals.
+    Slab(SlabArgs),
+    /// (internal) One allocator's latency and throughput run.
+    #[command(hide = true)]
+    ChildLatency {
+        #[arg(long)]
+        allocator: AllocName,
+        #[arg(long)]
+        cycles: u32,
+        #[arg(long, default_value_t = WARMUP_CYCLES)]
+        warmup: u32,
+        #[arg(long, default_value_t = LIVE_OBJECTS)]
+        live: usize,
+    },
+    /// (internal) One allocator's multi-thread throughput run.
+    #[command(hide = true)]
+    ChildScaling {
+        #[arg(long)]
+        allocator: AllocName,
+        #[arg(long)]
+        threads: usize,
+        #[arg(long)]
+        ops: u64,
+        #[arg(long, default_value_t = SCALING_BATCH)]
+        batch: usize,
+    },
+    /// (internal) temporal-slab's RSS run.
+    #[command(hide = true)]
+    ChildRss {
+        #[arg(long, default_value_t = LIVE_OBJECTS)]
+        live: usize,
+    },
+}
+
+#[derive(Debug, Args)]
+struct SlabArgs {
+    /// Short run (a few cycles per allocator, fewer scaling ops): well under 30 s.
+    #[arg(long)]
+    quick: bool,
+    /// Print one JSON object on stdout instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AllocName {
+    TemporalSlab,
+    System,
+    SystemNotrim,
+    Mimalloc,
+    Jemalloc,
+}
+
+impl AllocName {
+    fn as_str(self) -> &'static str {
+        match self {
+            AllocName::TemporalSlab => "temporal-slab",
+            AllocName::System => "system",
+            AllocName::SystemNotrim => "system-notrim",
+            AllocName::Mimalloc => "mimalloc",
+            AllocName::Jemalloc => "jemalloc",
+        }
+    }
+}
+
+impl fmt::Display for AllocName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Slab(args) => match run_slab(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::ChildLatency {
+            allocator,
+            cycles,
+            warmup,
+            live,
+        } => child_exit(
+            allocator.as_str(),
+            child_latency(allocator, cycles, warmup, live),
+        ),
+        Command::ChildScaling {
+            allocator,
+            threads,
+            ops,
+            batch,
+        } => child_exit(
+            allocator.as_str(),
+            child_scaling(allocator, threads, ops, batch),
+        ),
+        Command::ChildRss { live } => child_exit("temporal-slab", child_rss(live)),
+    }
+}
+
+// ------------------------------------------------------------------------------------ children
+
+type ChildResult = Result<String, Box<dyn std::error::Error>>;
+
+/// Prints a child's JSON line, or its error on stderr with exit code 1.
+fn child_exit(name: &str, result: ChildResult) -> ExitCode {
+    match result {
+        Ok(line) => {
+            let mut out = std::io::stdout().lock();
+            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                return ExitCode::from(1);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench child ({name}): {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn child_latency(name: AllocName, cycles: u32, warmup: u32, live: usize) -> ChildResult {
+    if name == AllocName::SystemNotrim {
+        // SAFETY: mallopt only changes a malloc tunable; no allocation of ours is affected.
+        // It runs before the histogram, the pointer array or any workload allocation exist.
+        let ok = unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, NOTRIM_THRESHOLD) };
+        if ok != 1 {
+            return Err("mallopt(M_TRIM_THRESHOLD) failed".into());
+        }
+    }
+    let mut hist = workload::new_histogram()?;
+    let mut slots = workload::new_slots(live);
+    let params = LatencyParams { cycles, warmup };
+    fn go<A: RawAlloc>(
+        name: AllocName,
+        a: &A,
+        slots: &mut [*mut u8],
+        hist: &mut hdrhistogram::Histogram<u64>,
+        params: LatencyParams,
+    ) -> Result<LatencyResult, workload::WorkloadError> {
+        let overhead = workload::timer_overhead_ns();
+        workload::run_latency(name.as_str(), a, slots, hist, params, overhead)
+    }
+    let result = match name {
+        AllocName::TemporalSlab => go(name, &Slab::new()?, &mut slots, &mut hist, params)?,
+        AllocName::System | AllocName::SystemNotrim => {
+            go(name, &SystemMalloc, &mut slots, &mut hist, params)?
+        }
+        AllocName::Mimalloc => go(
+            name,
+            &Global::new(mimalloc::MiMalloc)?,
+            &mut slots,
+            &mut hist,
+            params,
+        )?,
+        AllocName::Jemalloc => go(
+            name,
+            &Global::new(tikv_jemallocator::Jemalloc)?,
+            &mut slots,
+            &mut hist,
+            params,
+        )?,
+    };
+    let line = serde_json::to_string(&result)?;
+    drop(hist);
+    Ok(line)
+}
+
+fn child_scaling(name: AllocName, threads: usize, ops: u64, batch: usize) -> ChildResult {
+    let n = name.as_str();
+    let run = match name {
+        AllocName::TemporalSlab => workload::run_scaling(n, &Slab::new()?, threads, ops, batch)?,
+        AllocName::System | AllocName::SystemNotrim => {
+            workload::run_scaling(n, &SystemMalloc, threads, ops, batch)?
+        }
+        AllocName::Mimalloc => {
+            workload::run_scaling(n, &Global::new(mimalloc::MiMalloc)?, threads, ops, batch)?
+        }
+        AllocName::Jemalloc => workload::run_scaling(
+            n,
+            &Global::new(tikv_jemallocator::Jemalloc)?,
+            threads,
+            ops,
+            batch,
+        )?,
+    };
+    Ok(serde_json::to_string(&run)?)
+}
+
+fn child_rss(live: usize) -> ChildResult {
+    Ok(serde_json::to_string(&workload::run_rss(live)?)?)
+}
+
+// ------------------------------------------------------------------------------------ parent
+
+/// Why the parent failed.
+#[derive(Debug)]
+enum BenchError {
+    /// A child could not be started, failed, or printed something unreadable.
+    Child { allocator: String, detail: String },
+    /// Something of the parent's own failed (finding its executable, writing `--out`, ...).
+    Io(String),
+}
+
+impl fmt::Display for BenchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BenchError::Child { allocator, detail } => {
+                write!(f, "child for allocator {allocator} failed: {detail}")
+            }
+            BenchError::Io(s) => f.write_str(s),
+        }
+    }
+}
+
+impl std::error::Error for BenchError {}
+
+/// Runs `exe args...` and parses the last line of its stdout as `T`.
+fn run_child<T: DeserializeOwned>(
+    exe: &Path,
+    allocator: &str,
+    args: &[String],
+) -> Result<T, BenchError> {
+    let fail = |detail: String| BenchError::Child {
+        allocator: allocator.to_owned(),
+        detail,
+    };
+    let out = Process::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| fail(format!("cannot start {}: {e}", exe.display())))?;
+    if !out.status.success() {
+        use std::os::unix::process::ExitStatusExt as _;
+        return Err(fail(match (out.status.code(), out.status.signal()) {
+            (Some(code), _) => format!("exit code {code}"),
+            (None, Some(sig)) => format!("killed by signal {sig}"),
+            (None, None) => "unknown exit status".to_owned(),
+        }));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .ok_or_else(|| fail("printed nothing".to_owned()))?;
+    serde_json::from_str(line).map_err(|e| fail(format!("unreadable output ({e}): {line}")))
+}
+
+/// Sizes of a run.
+#[derive(Debug, Clone, Serialize)]
+struct RunConfig {
+    quick: bool,
+    object_size: usize,
+    live_objects: usize,
+    cycles: u32,
+    warmup_cycles: u32,
+    timed_allocations_per_allocator: u64,
+    histogram_significant_digits: u8,
+    free_order: &'static str,
+    scaling_threads: [usize; 2],
+    scaling_ops_per_thread: u64,
+    scaling_batch: usize,
+    system_notrim_trim_threshold: i32,
+}
+
+impl RunConfig {
+    fn new(quick: bool) -> RunConfig {
+        let cycles = if quick { 3 } else { 50 };
+        RunConfig {
+            quick,
+            object_size: OBJECT_SIZE,
+            live_objects: LIVE_OBJECTS,
+            cycles,
+            warmup_cycles: WARMUP_CYCLES,
+            timed_allocations_per_allocator: u64::from(cycles) * LIVE_OBJECTS as u64,
+            histogram_significant_digits: 3,
+            free_order: "allocation order",
+            scaling_threads: [1, 2],
+            scaling_ops_per_thread: if quick { 2_000_000 } else { 20_000_000 },
+            scaling_batch: SCALING_BATCH,
+            system_notrim_trim_threshold: NOTRIM_THRESHOLD,
+        }
+    }
+}
+
+/// Latency results, in report order.
+#[derive(Debug, Clone, Serialize)]
+struct Results {
+    #[serde(rename = "temporal-slab")]
+    temporal_slab: LatencyResult,
+    system: LatencyResult,
+    #[serde(rename = "system-notrim")]
+    system_notrim: LatencyResult,
+    mimalloc: LatencyResult,
+    jemalloc: LatencyResult,
+}
+
+/// 1- and 2-thread throughput of one allocator.
+#[derive(Debug, Clone, Serialize)]
+struct Scaling {
+    threads_1_ops_per_sec: f64,
+    threads_2_ops_per_sec: f64,
+    /// 2-thread / 1-thread.
+    ratio: f64,
+    ops_per_thread: u64,
+    batch: usize,
+    /// temporal-slab's class counters of the 1- and 2-thread children.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threads_1_slab_diag: Option<workload::SlabDiag>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threads_2_slab_diag: Option<workload::SlabDiag>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct ScalingPeers {
+    mimalloc: Scaling,
+    jemalloc: Scaling,
+    system: Scaling,
+}
+
+/// A numeric goal: `value <= target` or `value >= target`.
+#[derive(Debug, Clone, Serialize)]
+struct RatioGoal {
+    value: f64,
+    target: f64,
+    comparison: &'static str,
+    met: bool,
+}
+
+impl RatioGoal {
+    fn at_most(value: f64, target: f64) -> RatioGoal {
+        RatioGoal {
+            value,
+            target,
+            comparison: "<=",
+            met: value <= target,
+        }
+    }
+    fn at_least(value: f64, target: f64) -> RatioGoal {
+        RatioGoal {
+            value,
+            target,
+            comparison: ">=",
+            met: value >= target,
+        }
+    }
+}
+
+/// temporal-slab's percentile no higher than a peer's.
+#[derive(Debug, Clone, Serialize)]
+struct CompareGoal {
+    value: bool,
+    temporal_slab_ns: u64,
+    other_ns: u64,
+    met: bool,
+}
+
+impl CompareGoal {
+    fn new(ts: u64, other: u64) -> CompareGoal {
+        CompareGoal {
+            value: ts <= other,
+            temporal_slab_ns: ts,
+            other_ns: other,
+            met: ts <= other,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Goals {
+    p99_vs_system: RatioGoal,
+    p999_vs_system: RatioGoal,
+    p50_vs_system: RatioGoal,
+    p99_le_mimalloc: CompareGoal,
+    p99_le_jemalloc: CompareGoal,
+    p999_le_mimalloc: CompareGoal,
+    p999_le_jemalloc: CompareGoal,
+    scaling_ratio: RatioGoal,
+    rss_after_close_vs_baseline: RatioGoal,
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b == 0.0 { f64::NAN } else { a / b }
+}
+
+impl Goals {
+    fn compute(r: &Results, scaling: &Scaling, rss: &RssResult) -> Goals {
+        let (ts, sys) = (&r.temporal_slab, &r.system);
+        let growth = rss.after_close_bytes as f64 - rss.baseline_bytes as f64;
+        Goals {
+            p99_vs_system: RatioGoal::at_most(ratio(ts.p99_ns as f64, sys.p99_ns as f64), 0.2),
+            p999_vs_system: RatioGoal::at_most(ratio(ts.p999_ns as f64, sys.p999_ns as f64), 0.2),
+            p50_vs_system: RatioGoal::at_most(ratio(ts.p50_ns as f64, sys.p50_ns as f64), 1.5),
+            p99_le_mimalloc: CompareGoal::new(ts.p99_ns, r.mimalloc.p99_ns),
+            p99_le_jemalloc: CompareGoal::new(ts.p99_ns, r.jemalloc.p99_ns),
+            p999_le_mimalloc: CompareGoal::new(ts.p999_ns, r.mimalloc.p999_ns),
+            p999_le_jemalloc: CompareGoal::new(ts.p999_ns, r.jemalloc.p999_ns),
+            scaling_ratio: RatioGoal::at_least(scaling.ratio, 1.6),
+            rss_after_close_vs_baseline: RatioGoal::at_most(
+                ratio(growth, rss.baseline_bytes as f64),
+                0.05,
+            ),
+        }
+    }
+
+    /// (name, value, target, met) for the table.
+    fn rows(&self) -> Vec<(&'static str, String, String, bool)> {
+        let r = |name, g: &RatioGoal| {
+            (
+                name,
+                format!("{:.3}", g.value),
+                format!("{} {}", g.comparison, g.target),
+                g.met,
+            )
+        };
+        let c = |name, g: &CompareGoal| {
+            (
+                name,
+                format!("{} vs {} ns", g.temporal_slab_ns, g.other_ns),
+                "ts <= peer".to_owned(),
+                g.met,
+            )
+        };
+        vec![
+            r("p99 / system p99", &self.p99_vs_system),
+            r("p99.9 / system p99.9", &self.p999_vs_system),
+            r("p50 / system p50", &self.p50_vs_system),
+            c("p99 <= mimalloc p99", &self.p99_le_mimalloc),
+            c("p99 <= jemalloc p99", &self.p99_le_jemalloc),
+            c("p99.9 <= mimalloc p99.9", &self.p999_le_mimalloc),
+            c("p99.9 <= jemalloc p99.9", &self.p999_le_jemalloc),
+            r("scaling 2T / 1T", &self.scaling_ratio),
+            r(
+                "RSS after close vs baseline",
+                &self.rss_after_close_vs_baseline,
+            ),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Report {
+    machine: Machine,
+    config: RunConfig,
+    results: Results,
+    scaling: Scaling,
+    scaling_peers: ScalingPeers,
+    rss: RssResult,
+    goals: Goals,
+}
+
+fn run_slab(args: &SlabArgs) -> Result<(), BenchError> {
+    let config = RunConfig::new(args.quick);
+    let machine = Machine::detect();
+    let exe = std::env::current_exe()
+        .map_err(|e| BenchError::Io(format!("cannot find this executable: {e}")))?;
+    let progress = |msg: &str| {
+        if !args.json {
+            eprintln!("bench: {msg}");
+        }
+    };
+
+    let latency = |name: AllocName| -> Result<LatencyResult, BenchError> {
+        progress(&format!("latency: {name}"));
+        run_child(
+            &exe,
+            name.as_str(),
+            &[
+                "child-latency".to_owned(),
+                "--allocator".to_owned(),
+                name.as_str().to_owned(),
+                "--cycles".to_owned(),
+                config.cycles.to_string(),
+                "--warmup".to_owned(),
+                config.warmup_cycles.to_string(),
+                "--live".to_owned(),
+                config.live_objects.to_string(),
+            ],
+        )
+    };
+    let results = Results {
+        temporal_slab: latency(AllocName::TemporalSlab)?,
+        system: latency(AllocName::System)?,
+        system_notrim: latency(AllocName::SystemNotrim)?,
+        mimalloc: latency(AllocName::Mimalloc)?,
+        jemalloc: latency(AllocName::Jemalloc)?,
+    };
+
+    let scaling_of = |name: AllocName| -> Result<Scaling, BenchError> {
+        let run = |threads: usize| -> Result<ScalingRun, BenchError> {
+            progress(&format!("scaling: {name}, {threads} thread(s)"));
+            run_child(
+                &exe,
+                name.as_str(),
+                &[
+                    "child-scaling".to_owned(),
+                    "--allocator".to_owned(),
+                    name.as_str().to_owned(),
+                    "--threads".to_owned(),
+                    threads.to_string(),
+                    "--ops".to_owned(),
+                    config.scaling_ops_per_thread.to_string(),
+                    "--batch".to_owned(),
+                    config.scaling_batch.to_string(),
+                ],
+            )
+        };
+        let (one, two) = (run(1)?, run(2)?);
+        Ok(Scaling {
+            threads_1_ops_per_sec: one.ops_per_sec,
+            threads_2_ops_per_sec: two.ops_per_sec,
+            ratio: ratio(two.ops_per_sec, one.ops_per_sec),
+            ops_per_thread: one.ops_per_thread,
+            batch: one.batch,
+            threads_1_slab_diag: one.slab_diag,
+            threads_2_slab_diag: two.slab_diag,
+        })
+    };
+    let scaling = scaling_of(AllocName::TemporalSlab)?;
+    let scaling_peers = ScalingPeers {
+        mimalloc: scaling_of(AllocName::Mimalloc)?,
+        jemalloc: scaling_of(AllocName::Jemalloc)?,
+        system: scaling_of(AllocName::System)?,
+    };
+
+    progress("rss: temporal-slab");
+    let rss: RssResult = run_child(
+        &exe,
+        "temporal-slab",
+        &[
+            "child-rss".to_owned(),
+            "--live".to_owned(),
+            config.live_objects.to_string(),
+        ],
+    )?;
+
+    let goals = Goals::compute(&results, &scaling, &rss);
+    let report = Report {
+        machine,
+        config,
+        results,
+        scaling,
+        scaling_peers,
+        rss,
+        goals,
+    };
+    let json = serde_json::to_string_pretty(&report)
+        .map_err(|e| BenchError::Io(format!("cannot serialise the report: {e}")))?;
+    if let Some(path) = &args.out {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| BenchError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        std::fs::write(path, format!("{json}\n"))
+            .map_err(|e| BenchError::Io(format!("cannot write {}: {e}", path.display())))?;
+    }
+    if args.json {
+        println!("{json}");
+    } else {
+        print_tables(&report);
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------ tables
+
+fn si(v: f64) -> String {
+    if !v.is_finite() {
+        "-".to_owned()
+    } else if v >= 1e9 {
+        format!("{:.2} G", v / 1e9)
+    } else if v >= 1e6 {
+        format!("{:.1} M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1} k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.2} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn print_tables(r: &Report) {
+    let m = &r.machine;
+    let c = &r.config;
+    println!(
+        "machine: {} ({} logical cores, {}), Linux {}, {}, glibc {}",
+        m.cpu_model.as_deref().unwrap_or("unknown CPU"),
+        m.logical_cores,
+        m.mem_total_bytes.map_or("? memory".to_owned(), |b| format!(
+            "{:.1} GiB",
+            b as f64 / (1u64 << 30) as f64
+        )),
+        m.kernel.as_deref().unwrap_or("?"),
+        m.rustc.as_deref().unwrap_or("rustc ?"),
+        m.glibc.as_deref().unwrap_or("?"),
+    );
+    println!(
+        "workload: {}-byte objects, {} live, alloc all then free all in allocation order; \
+         {} measured cycles (+{} warm-up) = {} timed allocations per allocator{}",
+        c.object_size,
+        c.live_objects,
+        c.cycles,
+        c.warmup_cycles,
+        c.timed_allocations_per_allocator,
+        if c.quick { " (quick)" } else { "" },
+    );
+    println!(
+        "latencies in ns, each including one clock pair (~{} ns, not subtracted); \
+         ops/s = allocs+frees per second of a separate untimed pass",
+        r.results.temporal_slab.timer_overhead_ns
+    );
+    println!();
+    println!(
+        "{:<15} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10}",
+        "allocator", "p50", "p99", "p99.9", "p99.99", "max", "ops/s"
+    );
+    let res = &r.results;
+    for l in [
+        &res.temporal_slab,
+        &res.system,
+        &res.system_notrim,
+        &res.mimalloc,
+        &res.jemalloc,
+    ] {
+        println!(
+            "{:<15} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10}",
+            l.allocator,
+            l.p50_ns,
+            l.p99_ns,
+            l.p999_ns,
+            l.p9999_ns,
+            l.max_ns,
+            si(l.ops_per_sec)
+        );
+    }
+    println!();
+    println!(
+        "scaling: each thread allocs {} objects then frees them, {} ops per thread, \
+         one epoch for temporal-slab",
+        c.scaling_batch, r.scaling.ops_per_thread
+    );
+    println!(
+        "{:<15} {:>12} {:>12} {:>7}",
+        "allocator", "1 thread", "2 threads", "ratio"
+    );
+    for (name, s) in [
+        ("temporal-slab", &r.scaling),
+        ("mimalloc", &r.scaling_peers.mimalloc),
+        ("jemalloc", &r.scaling_peers.jemalloc),
+        ("system", &r.scaling_peers.system),
+    ] {
+        println!(
+            "{:<15} {:>10}/s {:>10}/s {:>7.2}",
+            name,
+            si(s.threads_1_ops_per_sec),
+            si(s.threads_2_ops_per_sec),
+            s.ratio
+        );
+    }
+    println!();
+    let rss = &r.rss;
+    println!(
+        "rss (temporal-slab, {} x {} B, every byte written; {} recycled of {} slabs carved):",
+        rss.live_objects, rss.object_size, rss.slabs_recycled, rss.slabs_carved
+    );
+    println!(
+        "  baseline (allocator created)   {:>12}",
+        mib(rss.baseline_bytes)
+    );
+    println!(
+        "  after alloc                    {:>12}",
+        mib(rss.after_alloc_bytes)
+    );
+    println!(
+        "  after free, epoch open         {:>12}",
+        mib(rss.after_free_before_close_bytes)
+    );
+    println!(
+        "  after advance + close          {:>12}",
+        mib(rss.after_close_bytes)
+    );
+    println!();
+    println!("goals:");
+    let rows = r.goals.rows();
+    let met = rows.iter().filter(|row| row.3).count();
+    for (name, value, target, ok) in &rows {
+        println!(
+            "  {:<30} {:>22}  {:<12} {}",
+            name,
+            value,
+            target,
+            if *ok { "met" } else { "MISSED" }
+        );
+    }
+    println!("  {met} of {} met", rows.len());
+}
