@@ -95,31 +95,50 @@ struct List {
     len: u32,
 }
 
-/// The lists of one class, behind the class lock.
+/// Lists of one shard of a class, behind the shard's own lock: per epoch, the partial and the
+/// full slabs whose home is this shard. A slab goes back to the shard that allocated from it, so
+/// threads on different shards neither take each other's half-freed slabs nor share a lock on
+/// the slow path (both made two threads slower than one). A shard whose own partial list is empty
+/// steals from the other shards' (try-lock only) before using recycled or fresh slabs.
 #[derive(Debug, Default)]
-struct ClassLists {
+struct ShardLists {
     partial: [List; EPOCH_COUNT],
     full: [List; EPOCH_COUNT],
+}
+
+impl ShardLists {
+    fn list(&mut self, kind: ListKind, epoch: usize) -> &mut List {
+        match kind {
+            ListKind::Full => &mut self.full[epoch],
+            _ => &mut self.partial[epoch],
+        }
+    }
+}
+
+/// Class-wide lists, behind the class lock: orphans and recycled slabs. Lock order: a shard
+/// lock, then the class lock; never two shard locks except through `try_lock`.
+#[derive(Debug, Default)]
+struct ClassLists {
     orphan: List,
     cache: List,
     overflow: List,
 }
 
-impl ClassLists {
-    fn list(&mut self, kind: ListKind, epoch: usize) -> Option<&mut List> {
-        match kind {
-            ListKind::Partial => Some(&mut self.partial[epoch]),
-            ListKind::Full => Some(&mut self.full[epoch]),
-            ListKind::Orphan => Some(&mut self.orphan),
-            ListKind::Cache => Some(&mut self.cache),
-            ListKind::Overflow => Some(&mut self.overflow),
-            ListKind::Fresh | ListKind::Current => None,
-        }
-    }
+/// Slow-path counters of one shard (summed per class in snapshots).
+#[derive(Debug, Default)]
+struct ShardSlow {
+    cache_miss: Counter,
+    moves_to_full: Counter,
+    moves_to_partial: Counter,
+    current_cas_attempts: Counter,
+    current_cas_failures: Counter,
+    lock_fast: Counter,
+    lock_contended: Counter,
+    slow_hits: [Counter; EPOCH_COUNT],
 }
 
-/// One shard of a class: its current-partial slab per epoch and its hot counters. Written
-/// mostly by the threads mapped to it, so it gets its own cache lines.
+/// One shard of a class: its current-partial slab per epoch, its hot counters, its lists and
+/// slow-path counters. Used mostly by the threads mapped to it, so it gets its own cache lines.
 #[repr(C, align(128))]
 #[derive(Debug)]
 struct Shard {
@@ -128,6 +147,8 @@ struct Shard {
     alloc_retries: Counter,
     frees: Counter,
     free_retries: Counter,
+    lists: Mutex<ShardLists>,
+    slow: ShardSlow,
 }
 
 #[derive(Debug)]
@@ -195,6 +216,8 @@ fn new_shard() -> Shard {
         alloc_retries: Counter::default(),
         frees: Counter::default(),
         free_retries: Counter::default(),
+        lists: Mutex::new(ShardLists::default()),
+        slow: ShardSlow::default(),
     }
 }
 
@@ -336,29 +359,24 @@ impl SlabAllocator {
         *next_era += 1;
         let slot = &self.epochs[index];
         // New era, CLOSING until set up: old-era ids are stale from here on, and nobody knows
-        // the new era yet.
+        // the new era yet. Every slab of the old era is now "not live": `file` recycles the
+        // empty ones and orphans the rest.
         slot.state.store(pack_state(era, true), Ordering::Release);
         for class in 0..CLASS_COUNT {
             let c = &self.classes[class];
-            let mut lists = self.lock_class(class, 0);
-            for shard in &c.shards {
-                if let Some(slab) = load_current(&shard.current[index]) {
-                    c.counters.current_cas_attempts.inc();
-                    if retire(&shard.current[index], slab) {
-                        self.file(&mut lists, class, slab);
-                    } else {
-                        c.counters.current_cas_failures.inc();
+            for (s, shard) in c.shards.iter().enumerate() {
+                let mut sl = self.lock_shard(class, s, 0);
+                if let Some(slab) = self.take_current(shard, index) {
+                    self.file(&mut sl, class, slab);
+                }
+                for kind in [ListKind::Partial, ListKind::Full] {
+                    while let Some(slab) = self.pop(sl.list(kind, index)) {
+                        self.file(&mut sl, class, slab);
                     }
                 }
-            }
-            for kind in [ListKind::Partial, ListKind::Full] {
-                while let Some(slab) = self.pop(&mut lists, kind, index) {
-                    self.meta(slab).set_list(ListKind::Current);
-                    self.file(&mut lists, class, slab);
-                }
+                shard.slow.slow_hits[index].set(0);
             }
             let counters = &c.per_epoch[index];
-            counters.slow_path_hits.set(0);
             counters.new_slabs.set(0);
             counters.recycled_slabs.set(0);
         }
@@ -380,6 +398,19 @@ impl SlabAllocator {
         EpochId {
             index: index as u8,
             era,
+        }
+    }
+
+    /// Retires the current-partial slab of `shard` for epoch `index`, if any, returning it when
+    /// this call won the retire CAS. Call with the shard lock held.
+    fn take_current(&self, shard: &Shard, index: usize) -> Option<u32> {
+        let slab = load_current(&shard.current[index])?;
+        shard.slow.current_cas_attempts.inc();
+        if retire(&shard.current[index], slab) {
+            Some(slab)
+        } else {
+            shard.slow.current_cas_failures.inc();
+            None
         }
     }
 
@@ -416,29 +447,24 @@ impl SlabAllocator {
         let label = slot.label_id.load(Ordering::Relaxed);
         for class in 0..CLASS_COUNT {
             let c = &self.classes[class];
-            let mut lists = self.lock_class(class, label);
-            for shard in &c.shards {
-                if let Some(slab) = load_current(&shard.current[index]) {
-                    c.counters.current_cas_attempts.inc();
-                    if retire(&shard.current[index], slab) {
-                        scanned += 1;
-                        recycled += u64::from(self.file(&mut lists, class, slab));
-                    } else {
-                        c.counters.current_cas_failures.inc();
-                    }
-                }
-            }
-            for kind in [ListKind::Partial, ListKind::Full] {
-                let mut next = lists.list(kind, index).map_or(0, |l| l.head);
-                while next != 0 {
-                    let slab = next - 1;
-                    let meta = self.meta(slab);
-                    next = meta.next.load(Ordering::Relaxed);
+            for (s, shard) in c.shards.iter().enumerate() {
+                let mut sl = self.lock_shard(class, s, label);
+                if let Some(slab) = self.take_current(shard, index) {
                     scanned += 1;
-                    if meta.seal(c.shape.slots) {
-                        self.unlink(&mut lists, slab);
-                        self.recycle(&mut lists, class, slab);
-                        recycled += 1;
+                    recycled += u64::from(self.file(&mut sl, class, slab));
+                }
+                for kind in [ListKind::Partial, ListKind::Full] {
+                    let mut next = sl.list(kind, index).head;
+                    while next != 0 {
+                        let slab = next - 1;
+                        let meta = self.meta(slab);
+                        next = meta.next.load(Ordering::Relaxed);
+                        scanned += 1;
+                        if meta.seal(c.shape.slots) {
+                            self.unlink(sl.list(kind, index), slab);
+                            self.recycle(class, slab, label);
+                            recycled += 1;
+                        }
                     }
                 }
             }
@@ -616,11 +642,11 @@ impl SlabAllocator {
                     }
                     Claim::Full { retries } => {
                         self.count_alloc_retries(c, shard, epoch, retries);
-                        c.counters.current_cas_attempts.inc();
+                        shard.slow.current_cas_attempts.inc();
                         if retire(current, slab) {
                             retired = Some(slab);
                         } else {
-                            c.counters.current_cas_failures.inc();
+                            shard.slow.current_cas_failures.inc();
                         }
                     }
                 }
@@ -657,59 +683,86 @@ impl SlabAllocator {
         }
     }
 
-    /// Slow path, under the class lock: file the slab this thread retired (if any), then
-    /// publish a slab with room as this shard's current: the epoch's first partial slab, else a
-    /// recycled one from the cache or overflow list, else a fresh one carved from the
-    /// reservation. Returns so the caller retries the fast path.
+    /// Slow path, under this thread's shard lock: file the slab this thread retired (if any),
+    /// then publish a slab with room as the shard's current: the shard's first partial slab of the
+    /// epoch, else one stolen from another shard, else a recycled one from the cache or overflow
+    /// list, else a fresh one carved from the reservation. Returns so the caller retries the fast
+    /// path.
     #[cold]
     #[inline(never)]
     fn alloc_slow(&self, class: usize, epoch: EpochId, retired: Option<u32>) -> Result<()> {
         let c = &self.classes[class];
         let index = epoch.index();
         let slot = &self.epochs[index];
-        let mut lists = self.lock_class(class, slot.label_id.load(Ordering::Relaxed));
+        let label = slot.label_id.load(Ordering::Relaxed);
+        let home = shard_index();
+        let shard = &c.shards[home];
+        let mut sl = self.lock_shard(class, home, label);
         if let Some(slab) = retired {
-            self.file(&mut lists, class, slab);
+            // It was this shard's current, so this shard is its home.
+            self.file(&mut sl, class, slab);
         }
         let state = slot.state.load(Ordering::Acquire);
         if state != pack_state(epoch.era, false) {
-            drop(lists);
+            drop(sl);
             return Err(self.refuse(class, epoch, state));
         }
-        let current = &c.shards[shard_index()].current[index];
+        let current = &shard.current[index];
         if load_current(current).is_some() {
             return Ok(()); // another thread of this shard published meanwhile
         }
-        c.counters.slow_path_cache_miss.inc();
-        c.per_epoch[index].slow_path_hits.inc();
-        let slab = if let Some(slab) = self.pop(&mut lists, ListKind::Partial, index) {
+        shard.slow.cache_miss.inc();
+        shard.slow.slow_hits[index].inc();
+        let slab = if let Some(slab) = self.pop(&mut sl.partial[index]) {
             slab
-        } else if let Some(slab) = self
-            .pop(&mut lists, ListKind::Cache, 0)
-            .or_else(|| self.pop(&mut lists, ListKind::Overflow, 0))
-        {
-            c.counters.cache_size.set(u64::from(lists.cache.len));
-            c.counters.overflow_size.set(u64::from(lists.overflow.len));
-            c.counters.cache_reuses.inc();
-            self.reuse(slab, &c.shape, index, epoch.era);
+        } else if let Some(slab) = self.steal(class, home, index) {
             slab
         } else {
-            let slab = self.carve(class)?;
-            c.counters.new_slabs.inc();
-            c.per_epoch[index].new_slabs.inc();
-            self.meta(slab)
-                .reopen(c.shape.slots, index as u32, epoch.era);
-            slab
+            let mut cl = self.lock_class(class, label);
+            let recycled = self
+                .pop(&mut cl.cache)
+                .or_else(|| self.pop(&mut cl.overflow));
+            c.counters.cache_size.set(u64::from(cl.cache.len));
+            c.counters.overflow_size.set(u64::from(cl.overflow.len));
+            drop(cl);
+            if let Some(slab) = recycled {
+                c.counters.cache_reuses.inc();
+                self.reuse(slab, &c.shape, index, epoch.era);
+                slab
+            } else {
+                let slab = self.carve(class)?;
+                c.counters.new_slabs.inc();
+                c.per_epoch[index].new_slabs.inc();
+                self.meta(slab)
+                    .reopen(c.shape.slots, index as u32, epoch.era);
+                slab
+            }
         };
-        self.meta(slab).set_list(ListKind::Current);
-        c.counters.current_cas_attempts.inc();
+        let meta = self.meta(slab);
+        meta.set_list(ListKind::Current);
+        meta.home.store(home as u32, Ordering::Relaxed);
+        shard.slow.current_cas_attempts.inc();
         if !publish(current, slab) {
-            // Unreachable while publication happens only under this lock; keep the slab filed
-            // rather than losing it.
-            c.counters.current_cas_failures.inc();
-            self.file(&mut lists, class, slab);
+            // Unreachable while publication happens only under this shard's lock; keep the
+            // slab filed rather than losing it.
+            shard.slow.current_cas_failures.inc();
+            self.file(&mut sl, class, slab);
         }
         Ok(())
+    }
+
+    /// Takes a partial slab of `epoch` from another shard whose lock is free right now.
+    fn steal(&self, class: usize, home: usize, epoch: usize) -> Option<u32> {
+        let c = &self.classes[class];
+        (1..SHARDS).find_map(|i| {
+            let victim = &c.shards[(home + i) % SHARDS];
+            let mut vl = match victim.lists.try_lock() {
+                Ok(guard) => guard,
+                Err(TryLockError::WouldBlock) => return None,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            };
+            self.pop(&mut vl.partial[epoch])
+        })
     }
 
     /// Takes a recycled slab out of the cache for `(epoch, era)`: slot words to the generation
@@ -912,60 +965,88 @@ impl SlabAllocator {
             == pack_state(meta.era.load(Ordering::Relaxed), false)
     }
 
+    /// Under the slab's home-shard lock: moves a full slab that a free made partial to the
+    /// partial list, and recycles a slab that a free emptied in a closed or re-opened era.
     #[cold]
     fn fixup(&self, class: usize, slab: u32) {
+        let meta = self.meta(slab);
         let label = {
-            let epoch = self.meta(slab).epoch.load(Ordering::Relaxed) as usize % EPOCH_COUNT;
+            let epoch = meta.epoch.load(Ordering::Relaxed) as usize % EPOCH_COUNT;
             self.epochs[epoch].label_id.load(Ordering::Relaxed)
         };
-        let mut lists = self.lock_class(class, label);
-        let meta = self.meta(slab);
-        let kind = meta.list();
-        if !matches!(kind, ListKind::Partial | ListKind::Full | ListKind::Orphan) {
-            return; // Current: its filer decides; Cache/Overflow: already recycled
-        }
         let slots = self.classes[class].shape.slots;
-        if !self.slab_era_live(meta) && meta.seal(slots) {
-            self.unlink(&mut lists, slab);
-            self.recycle(&mut lists, class, slab);
+        loop {
+            let home = meta.home.load(Ordering::Relaxed) as usize % SHARDS;
+            let mut sl = self.lock_shard(class, home, label);
+            if meta.home.load(Ordering::Relaxed) as usize % SHARDS != home {
+                continue; // stolen and republished by another shard while we waited
+            }
+            let epoch = meta.epoch.load(Ordering::Relaxed) as usize % EPOCH_COUNT;
+            match meta.list() {
+                kind @ (ListKind::Partial | ListKind::Full) => {
+                    if !self.slab_era_live(meta) && meta.seal(slots) {
+                        self.unlink(sl.list(kind, epoch), slab);
+                        self.recycle(class, slab, label);
+                    } else if kind == ListKind::Full && meta.bitmap.load(Ordering::Relaxed) != FULL
+                    {
+                        self.unlink(&mut sl.full[epoch], slab);
+                        self.push(&mut sl.partial[epoch], ListKind::Partial, slab);
+                        self.classes[class].shards[home].slow.moves_to_partial.inc();
+                    }
+                }
+                ListKind::Orphan => {
+                    let mut cl = self.lock_class(class, label);
+                    if meta.list() == ListKind::Orphan && meta.seal(slots) {
+                        self.unlink(&mut cl.orphan, slab);
+                        self.discard(class, slab);
+                        self.cache_push(&mut cl, class, slab);
+                    }
+                }
+                // Current: its filer decides; Cache/Overflow: already recycled.
+                _ => {}
+            }
             return;
-        }
-        if kind == ListKind::Full && meta.bitmap.load(Ordering::Relaxed) != FULL {
-            self.unlink(&mut lists, slab);
-            self.push(&mut lists, ListKind::Partial, slab);
-            self.classes[class].counters.moves_to_partial.inc();
         }
     }
 
-    // ---------------------------------------------------------------- lists (class lock held)
+    // ---------------------------------------------------------------- lists
 
-    /// Files a `Current` slab that is no longer published: recycle it if its era is closed or
-    /// gone and it is empty, else orphan it if its era is gone, else partial or full list.
-    /// Returns whether it was recycled.
-    fn file(&self, lists: &mut ClassLists, class: usize, slab: u32) -> bool {
+    /// Files a `Current` slab that is no longer published, holding its home shard's lock:
+    /// recycle it if its era is closed or gone and it is empty, else orphan it if its era is
+    /// gone, else put it on the full or partial list. Returns whether it was recycled.
+    fn file(&self, sl: &mut ShardLists, class: usize, slab: u32) -> bool {
         let meta = self.meta(slab);
         let c = &self.classes[class];
         if !self.slab_era_live(meta) && meta.seal(c.shape.slots) {
-            self.recycle(lists, class, slab);
+            self.recycle(class, slab, 0);
             return true;
         }
         let epoch = meta.epoch.load(Ordering::Relaxed) as usize % EPOCH_COUNT;
         let era_here = self.epochs[epoch].state.load(Ordering::Acquire) >> 1;
+        let home = &c.shards[meta.home.load(Ordering::Relaxed) as usize % SHARDS];
         if meta.era.load(Ordering::Relaxed) != era_here {
-            self.push(lists, ListKind::Orphan, slab);
+            let mut cl = self.lock_class(class, 0);
+            self.push(&mut cl.orphan, ListKind::Orphan, slab);
             c.counters.moves_to_orphan.inc();
         } else if meta.bitmap.load(Ordering::Relaxed) == FULL {
-            self.push(lists, ListKind::Full, slab);
-            c.counters.moves_to_full.inc();
+            self.push(&mut sl.full[epoch], ListKind::Full, slab);
+            home.slow.moves_to_full.inc();
         } else {
-            self.push(lists, ListKind::Partial, slab);
+            self.push(&mut sl.partial[epoch], ListKind::Partial, slab);
         }
         false
     }
 
-    /// Recycles a sealed slab that is on no list: raise its generation floor, return its page
-    /// to the kernel, put it in the cache (or overflow list).
-    fn recycle(&self, lists: &mut ClassLists, class: usize, slab: u32) {
+    /// Recycles a sealed slab that is on no list: [`Self::discard`], then into the cache.
+    fn recycle(&self, class: usize, slab: u32, label: u32) {
+        self.discard(class, slab);
+        let mut cl = self.lock_class(class, label);
+        self.cache_push(&mut cl, class, slab);
+    }
+
+    /// Raises a sealed slab's generation floor above every slot's generation and returns its
+    /// page to the kernel.
+    fn discard(&self, class: usize, slab: u32) {
         let c = &self.classes[class];
         let meta = self.meta(slab);
         let mut max_generation = meta.gen_floor.load(Ordering::Relaxed);
@@ -996,21 +1077,25 @@ impl SlabAllocator {
             Err(_) => c.counters.madvise_failures.inc(),
         }
         c.counters.recycled_slabs.inc();
-        if lists.cache.len < self.config.empty_cache_slabs {
-            self.push(lists, ListKind::Cache, slab);
-            c.counters.cache_pushes.inc();
-        } else {
-            self.push(lists, ListKind::Overflow, slab);
-            c.counters.overflow_pushes.inc();
-        }
-        c.counters.cache_size.set(u64::from(lists.cache.len));
-        c.counters.overflow_size.set(u64::from(lists.overflow.len));
     }
 
-    fn push(&self, lists: &mut ClassLists, kind: ListKind, slab: u32) {
+    /// Puts a discarded slab in the bounded cache, or on the overflow list when it is full.
+    fn cache_push(&self, cl: &mut ClassLists, class: usize, slab: u32) {
+        let c = &self.classes[class];
+        if cl.cache.len < self.config.empty_cache_slabs {
+            self.push(&mut cl.cache, ListKind::Cache, slab);
+            c.counters.cache_pushes.inc();
+        } else {
+            self.push(&mut cl.overflow, ListKind::Overflow, slab);
+            c.counters.overflow_pushes.inc();
+        }
+        c.counters.cache_size.set(u64::from(cl.cache.len));
+        c.counters.overflow_size.set(u64::from(cl.overflow.len));
+    }
+
+    /// Pushes `slab` on `list` (whose lock the caller holds) and marks it as being on `kind`.
+    fn push(&self, list: &mut List, kind: ListKind, slab: u32) {
         let meta = self.meta(slab);
-        let epoch = meta.epoch.load(Ordering::Relaxed) as usize % EPOCH_COUNT;
-        let list = lists.list(kind, epoch).expect("push to a real list");
         meta.prev.store(0, Ordering::Relaxed);
         meta.next.store(list.head, Ordering::Relaxed);
         if list.head != 0 {
@@ -1023,12 +1108,10 @@ impl SlabAllocator {
         meta.set_list(kind);
     }
 
-    fn unlink(&self, lists: &mut ClassLists, slab: u32) {
+    /// Unlinks `slab` from `list` (the list it is on; the caller holds its lock) and marks it
+    /// `Current` (on no list).
+    fn unlink(&self, list: &mut List, slab: u32) {
         let meta = self.meta(slab);
-        let epoch = meta.epoch.load(Ordering::Relaxed) as usize % EPOCH_COUNT;
-        let list = lists
-            .list(meta.list(), epoch)
-            .expect("unlink from a real list");
         let (prev, next) = (
             meta.prev.load(Ordering::Relaxed),
             meta.next.load(Ordering::Relaxed),
@@ -1047,33 +1130,42 @@ impl SlabAllocator {
         meta.set_list(ListKind::Current);
     }
 
-    fn pop(&self, lists: &mut ClassLists, kind: ListKind, epoch: usize) -> Option<u32> {
-        let head = lists.list(kind, epoch)?.head;
-        let slab = head.checked_sub(1)?;
-        self.unlink(lists, slab);
+    fn pop(&self, list: &mut List) -> Option<u32> {
+        let slab = list.head.checked_sub(1)?;
+        self.unlink(list, slab);
         Some(slab)
+    }
+
+    /// Takes a shard lock, probing with `try_lock` first so contention is counted.
+    fn lock_shard(&self, class: usize, shard: usize, label: u32) -> MutexGuard<'_, ShardLists> {
+        let s = &self.classes[class].shards[shard];
+        let (guard, contended) = lock_counted(&s.lists, &s.slow.lock_fast, &s.slow.lock_contended);
+        self.count_label_lock(class, label, contended);
+        guard
     }
 
     /// Takes a class lock, probing with `try_lock` first so contention is counted.
     fn lock_class(&self, class: usize, label: u32) -> MutexGuard<'_, ClassLists> {
         let c = &self.classes[class];
-        let _ = label;
-        match c.lists.try_lock() {
-            Ok(guard) => {
-                c.counters.lock_fast.inc();
-                #[cfg(feature = "label-contention")]
-                c.counters.lock_fast_by_label[label as usize % crate::stats::LABEL_BUCKETS].inc();
-                guard
+        let (guard, contended) =
+            lock_counted(&c.lists, &c.counters.lock_fast, &c.counters.lock_contended);
+        self.count_label_lock(class, label, contended);
+        guard
+    }
+
+    #[inline]
+    fn count_label_lock(&self, class: usize, label: u32, contended: bool) {
+        #[cfg(feature = "label-contention")]
+        {
+            let c = &self.classes[class].counters;
+            let id = label as usize % crate::stats::LABEL_BUCKETS;
+            if contended {
+                c.lock_contended_by_label[id].inc();
+            } else {
+                c.lock_fast_by_label[id].inc();
             }
-            Err(TryLockError::WouldBlock) => {
-                c.counters.lock_contended.inc();
-                #[cfg(feature = "label-contention")]
-                c.counters.lock_contended_by_label[label as usize % crate::stats::LABEL_BUCKETS]
-                    .inc();
-                lock(&c.lists)
-            }
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
         }
+        let _ = (class, label, contended);
     }
 
     // ---------------------------------------------------------------- allocator-trait support
@@ -1118,7 +1210,6 @@ impl SlabAllocator {
         let mut orphans = [(0u64, 0u64); CLASS_COUNT];
         for (class, c) in self.classes.iter().enumerate() {
             let slots = c.shape.slots;
-            let lists = lock(&c.lists);
             let count = |acc: &mut Acc, slab: u32, full: bool| {
                 let live = u64::from(self.meta(slab).live(slots));
                 if full {
@@ -1129,24 +1220,25 @@ impl SlabAllocator {
                 acc.reclaimable += u64::from(live == 0);
                 acc.live += live;
             };
-            for (index, acc) in per_epoch[class].iter_mut().enumerate() {
-                for kind in [ListKind::Partial, ListKind::Full] {
-                    let mut next = match kind {
-                        ListKind::Partial => lists.partial[index].head,
-                        _ => lists.full[index].head,
-                    };
-                    while next != 0 {
-                        count(acc, next - 1, kind == ListKind::Full);
-                        next = self.meta(next - 1).next.load(Ordering::Relaxed);
+            for shard in &c.shards {
+                let sl = lock(&shard.lists);
+                for (index, acc) in per_epoch[class].iter_mut().enumerate() {
+                    for (head, full) in
+                        [(sl.partial[index].head, false), (sl.full[index].head, true)]
+                    {
+                        let mut next = head;
+                        while next != 0 {
+                            count(acc, next - 1, full);
+                            next = self.meta(next - 1).next.load(Ordering::Relaxed);
+                        }
                     }
-                }
-                for shard in &c.shards {
                     if let Some(slab) = load_current(&shard.current[index]) {
                         let full = self.meta(slab).bitmap.load(Ordering::Relaxed) == FULL;
                         count(acc, slab, full);
                     }
                 }
             }
+            let lists = lock(&c.lists);
             let mut next = lists.orphan.head;
             while next != 0 {
                 orphans[class].0 += 1;
@@ -1206,6 +1298,9 @@ impl SlabAllocator {
             let alloc_retries = sum(|s| &s.alloc_retries);
             let frees = sum(|s| &s.frees);
             let free_retries = sum(|s| &s.free_retries);
+            let cache_miss = sum(|s| &s.slow.cache_miss);
+            let lock_fast = sum(|s| &s.slow.lock_fast) + k.lock_fast.get();
+            let lock_contended = sum(|s| &s.slow.lock_contended) + k.lock_contended.get();
             let acc = per_epoch[class].iter().fold(Acc::default(), |a, e| Acc {
                 partial: a.partial + e.partial,
                 full: a.full + e.full,
@@ -1218,13 +1313,13 @@ impl SlabAllocator {
                 slots_per_slab: c.shape.slots as u32,
                 allocs,
                 frees,
-                slow_path_hits: k.slow_path_cache_miss.get() + k.slow_path_epoch_closed.get(),
-                slow_path_cache_miss: k.slow_path_cache_miss.get(),
+                slow_path_hits: cache_miss + k.slow_path_epoch_closed.get(),
+                slow_path_cache_miss: cache_miss,
                 slow_path_epoch_closed: k.slow_path_epoch_closed.get(),
                 new_slab_count: k.new_slabs.get(),
                 cache_reuses: k.cache_reuses.get(),
-                list_move_partial_to_full: k.moves_to_full.get(),
-                list_move_full_to_partial: k.moves_to_partial.get(),
+                list_move_partial_to_full: sum(|s| &s.slow.moves_to_full),
+                list_move_full_to_partial: sum(|s| &s.slow.moves_to_partial),
                 list_move_to_orphan: k.moves_to_orphan.get(),
                 empty_slab_recycled: k.recycled_slabs.get(),
                 empty_slab_cache_size: k.cache_size.get(),
@@ -1237,10 +1332,10 @@ impl SlabAllocator {
                 bitmap_alloc_cas_retries: alloc_retries,
                 bitmap_free_attempts: frees + free_retries,
                 bitmap_free_cas_retries: free_retries,
-                current_partial_cas_attempts: k.current_cas_attempts.get(),
-                current_partial_cas_failures: k.current_cas_failures.get(),
-                lock_fast_acquire: k.lock_fast.get(),
-                lock_contended: k.lock_contended.get(),
+                current_partial_cas_attempts: sum(|s| &s.slow.current_cas_attempts),
+                current_partial_cas_failures: sum(|s| &s.slow.current_cas_failures),
+                lock_fast_acquire: lock_fast,
+                lock_contended: lock_contended,
                 total_partial_slabs: acc.partial,
                 total_full_slabs: acc.full,
                 total_orphan_slabs: orphans[class].0,
@@ -1292,7 +1387,12 @@ impl SlabAllocator {
                 estimated_rss_bytes: (acc.partial + acc.full) * SLAB_SIZE as u64,
                 rss_before_close: slot.rss_before_close.load(Ordering::Relaxed),
                 rss_after_close: slot.rss_after_close.load(Ordering::Relaxed),
-                slow_path_hits: per_class(|c| &c.slow_path_hits),
+                slow_path_hits: self
+                    .classes
+                    .iter()
+                    .flat_map(|c| c.shards.iter())
+                    .map(|s| s.slow.slow_hits[index].get())
+                    .sum(),
                 new_slabs: per_class(|c| &c.new_slabs),
                 recycled_slabs: per_class(|c| &c.recycled_slabs),
             });
@@ -1316,6 +1416,26 @@ fn label_contention(k: &ClassCounters) -> Vec<crate::stats::LabelContention> {
 #[cfg(not(feature = "label-contention"))]
 fn label_contention(_: &ClassCounters) -> Vec<crate::stats::LabelContention> {
     Vec::new()
+}
+
+/// Locks `m`, probing with `try_lock` first; counts the acquisition as fast or contended and
+/// says which.
+fn lock_counted<'m, T>(
+    m: &'m Mutex<T>,
+    fast: &Counter,
+    contended: &Counter,
+) -> (MutexGuard<'m, T>, bool) {
+    match m.try_lock() {
+        Ok(guard) => {
+            fast.inc();
+            (guard, false)
+        }
+        Err(TryLockError::WouldBlock) => {
+            contended.inc();
+            (lock(m), true)
+        }
+        Err(TryLockError::Poisoned(p)) => (p.into_inner(), false),
+    }
 }
 
 /// Locks a mutex, recovering from poisoning (nothing under our locks can panic half-way

@@ -88,6 +88,8 @@ pub(crate) struct SlabMeta {
     pub epoch: AtomicU32,
     /// Size class; set once when the slab is carved (slabs never change class).
     pub class: AtomicU32,
+    /// Home shard: the shard that last published the slab; its partial and full lists hold it.
+    pub home: AtomicU32,
     /// [`ListKind`] as u32. Under the class lock.
     pub list: AtomicU32,
     /// Intrusive list links, slab index + 1 (0 = none). Under the class lock.
@@ -117,6 +119,7 @@ impl SlabMeta {
             era: AtomicU64::new(0),
             epoch: AtomicU32::new(0),
             class: AtomicU32::new(0),
+            home: AtomicU32::new(0),
             list: AtomicU32::new(0),
             next: AtomicU32::new(0),
             prev: AtomicU32::new(0),

@@ -36,14 +36,12 @@ impl Counter {
     }
 }
 
-/// Per size class counters touched on the slow path.
+/// Per size class counters touched when slabs are carved, recycled or orphaned, and the class
+/// lock's acquisitions (slow-path counters of the shards live beside each shard).
 #[derive(Debug, Default)]
 pub(crate) struct ClassCounters {
-    pub slow_path_cache_miss: Counter,
     pub slow_path_epoch_closed: Counter,
     pub new_slabs: Counter,
-    pub moves_to_full: Counter,
-    pub moves_to_partial: Counter,
     pub moves_to_orphan: Counter,
     pub recycled_slabs: Counter,
     pub cache_pushes: Counter,
@@ -54,8 +52,6 @@ pub(crate) struct ClassCounters {
     pub madvise_calls: Counter,
     pub madvise_bytes: Counter,
     pub madvise_failures: Counter,
-    pub current_cas_attempts: Counter,
-    pub current_cas_failures: Counter,
     pub lock_fast: Counter,
     pub lock_contended: Counter,
     #[cfg(feature = "label-contention")]
@@ -69,7 +65,6 @@ pub(crate) struct ClassCounters {
 /// Per (class, epoch) counters, reset when the ring slot is re-opened.
 #[derive(Debug, Default)]
 pub(crate) struct ClassEpochCounters {
-    pub slow_path_hits: Counter,
     pub new_slabs: Counter,
     pub recycled_slabs: Counter,
 }
