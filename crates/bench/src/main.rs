@@ -334,7 +334,7 @@ struct RunConfig {
 
 impl RunConfig {
     fn new(quick: bool) -> RunConfig {
-        let cycles = if quick { 3 } else { 50 };
+        let cycles = if quick { 3 } else { 300 };
         RunConfig {
             quick,
             object_size: OBJECT_SIZE,
