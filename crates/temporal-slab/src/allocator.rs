@@ -1335,7 +1335,7 @@ impl SlabAllocator {
                 current_partial_cas_attempts: sum(|s| &s.slow.current_cas_attempts),
                 current_partial_cas_failures: sum(|s| &s.slow.current_cas_failures),
                 lock_fast_acquire: lock_fast,
-                lock_contended: lock_contended,
+                lock_contended,
                 total_partial_slabs: acc.partial,
                 total_full_slabs: acc.full,
                 total_orphan_slabs: orphans[class].0,

@@ -63,7 +63,7 @@ pub fn leak_report(snap: &StatsSnapshot, min_age: Duration) -> Vec<EpochLeak> {
             }
         })
         .collect();
-    leaks.sort_by(|a, b| b.estimated_rss_bytes.cmp(&a.estimated_rss_bytes));
+    leaks.sort_by_key(|l| std::cmp::Reverse(l.estimated_rss_bytes));
     leaks
 }
 

@@ -11,6 +11,7 @@
 //! slow-path analysis, leaks) to stdout.
 
 #[path = "workload.rs"]
+#[allow(dead_code)] // `reference_counts` is for the real-input test
 mod workload;
 
 use std::time::Instant;
@@ -138,6 +139,8 @@ fn main() {
             totals.keys += c.keys;
             totals.distinct_keys = totals.distinct_keys.max(c.distinct_keys);
             totals.top_key_count = totals.top_key_count.max(c.top_key_count);
+            totals.string_bytes += c.string_bytes;
+            totals.numbers += c.numbers;
         }
         peak_rss = peak_rss.max(process_rss_bytes().unwrap_or(0));
         slab.epoch_advance();
@@ -161,7 +164,10 @@ fn main() {
         format!("{} files", paths.len())
     };
     println!("requests:            {} ({source})", requests.len());
-    println!("json values walked:  {}", totals.values);
+    println!(
+        "json values walked:  {} ({} numbers, {} string bytes)",
+        totals.values, totals.numbers, totals.string_bytes
+    );
     println!(
         "object keys counted: {} (max distinct per request {})",
         totals.keys, totals.distinct_keys

@@ -55,6 +55,12 @@ pub struct Counts {
     pub distinct_keys: u64,
     /// Occurrences of the most frequent key.
     pub top_key_count: u64,
+    /// Bytes of all string values.
+    pub string_bytes: u64,
+    /// Finite numbers.
+    pub numbers: u64,
+    /// `true` values.
+    pub trues: u64,
 }
 
 /// Walks the tree, counting keys in a map allocated in the same epoch.
@@ -75,7 +81,10 @@ pub fn count<'e>(root: &Node<'e>, epoch: &'e Epoch<'e>) -> Counts {
                     stack.push(v);
                 }
             }
-            Node::Null | Node::Bool(_) | Node::Number(_) | Node::String(_) => {}
+            Node::String(bytes) => counts.string_bytes += bytes.len() as u64,
+            Node::Number(n) => counts.numbers += u64::from(n.is_finite()),
+            Node::Bool(b) => counts.trues += u64::from(*b),
+            Node::Null => {}
         }
     }
     counts.distinct_keys = per_key.len() as u64;
@@ -99,7 +108,12 @@ pub fn reference_counts(value: &serde_json::Value) -> Counts {
                     stack.push(v);
                 }
             }
-            _ => {}
+            serde_json::Value::String(text) => counts.string_bytes += text.len() as u64,
+            serde_json::Value::Number(n) => {
+                counts.numbers += u64::from(n.as_f64().unwrap_or(f64::NAN).is_finite())
+            }
+            serde_json::Value::Bool(b) => counts.trues += u64::from(*b),
+            serde_json::Value::Null => {}
         }
     }
     counts.distinct_keys = per_key.len() as u64;
