@@ -4,15 +4,17 @@
 //! - One [`Region`] of `max_bytes` for slab pages (slab `i` at `base + i * 4096`) and one for
 //!   [`SlabMeta`] (entry `i` at `meta_base + i * 64`). Both are committed in chunks of
 //!   [`CHUNK_SLABS`] slabs under the grow lock; slabs are carved in index order and never move.
-//! - Per class: a lock over its lists (per epoch a partial and a full list, one orphan list, the
-//!   bounded empty cache and its overflow list), slow-path counters, and [`SHARDS`] shards. A
-//!   shard holds, per epoch, the current-partial word the fast path allocates from, plus that
-//!   shard's hot counters; each thread maps to one shard, so two threads rarely share a slab or a
-//!   counter line.
+//! - Per class: [`SHARDS`] shards and a class lock over the class-wide lists (orphans, the
+//!   bounded empty cache and its overflow list). A shard holds, per epoch, the current-partial
+//!   word the fast path allocates from, its partial and full lists behind its own lock, and its
+//!   counters; each thread maps to one shard, so two threads rarely share a slab, a lock or a
+//!   counter line. Lock order: shard lock, then class lock, then grow lock; a second shard lock
+//!   only through `try_lock`.
 //!
 //! # Invariants
 //! - A slab is on exactly one list, or is `Current` (published, or retired and about to be
-//!   filed by the thread that won the retire CAS). List membership changes only under the lock.
+//!   filed by the thread that won the retire CAS). A slab on a partial or full list is on its
+//!   home shard's; membership changes only under the lock of the list it leaves or joins.
 //! - A slab in the cache or overflow list is sealed (bitmap [`FULL`]), its page discarded, its
 //!   `gen_floor` above every generation its slots ever reached.
 //! - A slab's era equals its ring slot's era while the slot holds that era; when the slot is
