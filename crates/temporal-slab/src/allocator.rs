@@ -165,7 +165,7 @@ struct Class {
 /// The epoch-scoped slab allocator. See the crate docs for the model.
 ///
 /// `SlabAllocator` is `Send` and `Sync`: all shared state is atomics or behind its own mutexes,
-/// and the raw mappings it owns are only reached through those (see [`Region`]'s impls). Every
+/// and the two mappings it owns are only reached through those (see `region.rs`). Every
 /// method takes `&self`; share it with `Arc` or a `static`.
 #[derive(Debug)]
 pub struct SlabAllocator {
