@@ -45,6 +45,7 @@ pub const SHARDS: usize = 8;
 /// Slabs committed at a time (2 MiB of pages).
 pub const CHUNK_SLABS: usize = 512;
 const META_SIZE: usize = std::mem::size_of::<SlabMeta>();
+#[cfg(not(loom))]
 const _: () = assert!(META_SIZE == 64);
 
 /// Settings of a [`SlabAllocator`].
