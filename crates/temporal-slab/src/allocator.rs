@@ -1205,6 +1205,17 @@ impl SlabAllocator {
             reclaimable: u64,
             live: u64,
         }
+        impl std::ops::Add for Acc {
+            type Output = Acc;
+            fn add(self, o: Acc) -> Acc {
+                Acc {
+                    partial: self.partial + o.partial,
+                    full: self.full + o.full,
+                    reclaimable: self.reclaimable + o.reclaimable,
+                    live: self.live + o.live,
+                }
+            }
+        }
         let (registry, registry_len, epoch_labels) = {
             let l = lock(&self.labels);
             (l.registry, l.registry_len, l.epoch)
@@ -1304,12 +1315,7 @@ impl SlabAllocator {
             let cache_miss = sum(|s| &s.slow.cache_miss);
             let lock_fast = sum(|s| &s.slow.lock_fast) + k.lock_fast.get();
             let lock_contended = sum(|s| &s.slow.lock_contended) + k.lock_contended.get();
-            let acc = per_epoch[class].iter().fold(Acc::default(), |a, e| Acc {
-                partial: a.partial + e.partial,
-                full: a.full + e.full,
-                reclaimable: a.reclaimable + e.reclaimable,
-                live: a.live + e.live,
-            });
+            let acc = per_epoch[class].iter().fold(Acc::default(), |a, &e| a + e);
             let stats = ClassStats {
                 class: class as u32,
                 object_size: c.shape.size as u32,
@@ -1358,15 +1364,7 @@ impl SlabAllocator {
             if era == 0 {
                 continue;
             }
-            let acc = (0..CLASS_COUNT).fold(Acc::default(), |a, class| {
-                let e = per_epoch[class][index];
-                Acc {
-                    partial: a.partial + e.partial,
-                    full: a.full + e.full,
-                    reclaimable: a.reclaimable + e.reclaimable,
-                    live: a.live + e.live,
-                }
-            });
+            let acc = (0..CLASS_COUNT).fold(Acc::default(), |a, class| a + per_epoch[class][index]);
             let opened = slot.opened_ns.load(Ordering::Relaxed);
             let per_class = |f: fn(&ClassEpochCounters) -> &Counter| {
                 self.classes
