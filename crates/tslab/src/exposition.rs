@@ -1,0 +1,427 @@
+//! Prometheus exposition of a [`Snapshot`], rendered with `prometheus-client`.
+//!
+//! [`render`] writes the OpenMetrics text format (`# EOF`-terminated, [`CONTENT_TYPE`]), which
+//! Prometheus asks for when it scrapes. [`render_text`] writes the classic Prometheus text format
+//! 0.0.4 ([`TEXT_CONTENT_TYPE`]) that `promtool check metrics`, node_exporter's textfile collector
+//! and older scrapers read. Metric names, types and labels are listed in `docs/metrics.md`. A snapshot is a point-in-time copy, so every render builds a
+//! fresh registry from it: nothing is shared with the allocator's counters.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+use crate::snapshot::{ClassSnapshot, Snapshot};
+
+/// The content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The content type of [`render_text`]'s output.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The default metric name prefix.
+pub const DEFAULT_PREFIX: &str = "temporal_slab";
+
+/// A label value, escaped as the exposition formats require: prometheus-client 0.24 writes
+/// label values verbatim (prometheus/client_rust#151), so an epoch label containing `"`, `\` or
+/// a line feed would make the whole scrape unparseable.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct Value(String);
+
+impl EncodeLabelValue for Value {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        for c in self.0.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn v(s: impl Into<String>) -> Value {
+    Value(s.into())
+}
+
+type Labels = Vec<(&'static str, Value)>;
+type IntGauges = Family<Labels, Gauge>;
+type FloatGauges = Family<Labels, Gauge<f64, AtomicU64>>;
+type Counters = Family<Labels, Counter>;
+
+/// Builds the families of one render. Counter names are given without `_total`;
+/// prometheus-client appends it.
+struct Builder {
+    registry: Registry,
+}
+
+impl Builder {
+    fn int_gauges(&mut self, name: &str, help: &str) -> IntGauges {
+        let f = IntGauges::default();
+        self.registry.register(name, help, f.clone());
+        f
+    }
+    fn float_gauges(&mut self, name: &str, help: &str) -> FloatGauges {
+        let f = FloatGauges::default();
+        self.registry.register(name, help, f.clone());
+        f
+    }
+    fn counters(&mut self, name: &str, help: &str) -> Counters {
+        let f = Counters::default();
+        self.registry.register(name, help, f.clone());
+        f
+    }
+    /// A gauge without labels.
+    fn gauge(&mut self, name: &str, help: &str, value: u64) {
+        let g = Gauge::<i64>::default();
+        g.set(clamp_i64(value));
+        self.registry.register(name, help, g);
+    }
+    /// A counter without labels.
+    fn counter(&mut self, name: &str, help: &str, value: u64) {
+        let c = Counter::<u64>::default();
+        c.inc_by(value);
+        self.registry.register(name, help, c);
+    }
+}
+
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Renders `snap` as exposition text, every metric name starting with `prefix_`.
+///
+/// `prefix` must be a valid metric name prefix (`[a-zA-Z_:][a-zA-Z0-9_:]*`); the CLI checks it
+/// with [`valid_prefix`].
+pub fn render(snap: &Snapshot, prefix: &str) -> String {
+    let mut b = Builder {
+        registry: Registry::with_prefix(prefix),
+    };
+    global(&mut b, snap);
+    classes(&mut b, snap);
+    epochs(&mut b, snap);
+    let mut out = String::new();
+    encode(&mut out, &b.registry).expect("writing to a String cannot fail");
+    out
+}
+
+/// Renders `snap` in the classic Prometheus text format 0.0.4.
+///
+/// prometheus-client writes only OpenMetrics, where a counter family `x` has samples `x_total`
+/// but `# HELP x` / `# TYPE x counter` lines (prometheus/client_rust#51, #194); the 0.0.4 format
+/// names the family `x_total`. This renames the descriptor lines of counter families and drops
+/// `# EOF`; samples, labels and escaping are prometheus-client's, untouched.
+pub fn render_text(snap: &Snapshot, prefix: &str) -> String {
+    let open = render(snap, prefix);
+    let lines: Vec<&str> = open.lines().collect();
+    let mut out = String::with_capacity(open.len() + 1024);
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            i += 1;
+            continue;
+        }
+        if let (Some(help), Some(next)) = (line.strip_prefix("# HELP "), lines.get(i + 1)) {
+            let name = help.split(' ').next().unwrap_or("");
+            if *next == format!("# TYPE {name} counter") {
+                out.push_str(&format!("# HELP {name}_total{}\n", &help[name.len()..]));
+                out.push_str(&format!("# TYPE {name}_total counter\n"));
+                i += 2;
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+        i += 1;
+    }
+    out
+}
+
+/// Whether `prefix` can start a metric name.
+pub fn valid_prefix(prefix: &str) -> bool {
+    let mut chars = prefix.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+fn global(b: &mut Builder, s: &Snapshot) {
+    b.gauge("rss_bytes", "Process resident set size (/proc/self/statm)", s.rss_bytes);
+    b.gauge(
+        "estimated_slab_rss_bytes",
+        "Pages held by slabs (partial + full + orphan) of all size classes",
+        s.estimated_slab_rss_bytes(),
+    );
+    b.gauge("reserved_bytes", "Address space reserved for slabs", s.reserved_bytes);
+    b.gauge("current_epoch", "Ring index of the current epoch", u64::from(s.current_epoch));
+    b.gauge("current_era", "Era of the current epoch", s.current_era);
+    b.gauge(
+        "labels_registered",
+        "Entries in the epoch label registry",
+        u64::from(s.label_registry.count),
+    );
+    let counters: [(&str, &str, u64); 11] = [
+        ("slabs_carved", "Slabs carved from the reservation", s.slabs_carved),
+        ("epoch_advances", "epoch_advance calls.", s.epoch_advances),
+        ("epoch_close", "epoch_close calls.", s.epoch_close_calls),
+        (
+            "epoch_close_scanned_slabs",
+            "Slabs examined by epoch_close",
+            s.epoch_close_scanned_slabs,
+        ),
+        (
+            "epoch_close_recycled_slabs",
+            "Slabs recycled by epoch_close",
+            s.epoch_close_recycled_slabs,
+        ),
+        (
+            "epoch_closed_errors",
+            "Allocations refused because their epoch was CLOSING",
+            s.epoch_closed_errors,
+        ),
+        (
+            "stale_epoch_errors",
+            "Operations refused because their epoch id was stale",
+            s.stale_epoch_errors,
+        ),
+        ("handle_errors", "Bad, stale or double-freed handles", s.handle_errors),
+        ("pointer_errors", "Refused free_ptr calls", s.pointer_errors),
+        (
+            "system_fallback_allocs",
+            "Requests sent to the system allocator (too large or over-aligned)",
+            s.system_fallback_allocs,
+        ),
+        (
+            "system_fallback_bytes",
+            "Bytes of requests sent to the system allocator",
+            s.system_fallback_bytes,
+        ),
+    ];
+    for (name, help, value) in counters {
+        b.counter(name, help, value);
+    }
+    let close_seconds = Counter::<f64, AtomicU64>::default();
+    close_seconds.inc_by(s.epoch_close_total_ns as f64 / 1e9);
+    b.registry
+        .register("epoch_close_seconds", "Time spent in epoch_close", close_seconds);
+
+    let info = b.int_gauges("label_info", "Epoch label registry: id to text (value 1)");
+    for (i, text) in s.label_registry.labels.iter().enumerate() {
+        info.get_or_create(&vec![
+            ("label_id", v((i + 1).to_string())),
+            ("label", v(text.clone())),
+        ])
+        .set(1);
+    }
+}
+
+fn class_labels(c: &ClassSnapshot) -> Labels {
+    vec![
+        ("class", v(c.class.to_string())),
+        ("object_size", v(c.object_size.to_string())),
+    ]
+}
+
+type ClassField = fn(&ClassSnapshot) -> u64;
+
+fn classes(b: &mut Builder, s: &Snapshot) {
+    let counters: [(&str, &str, ClassField); 20] = [
+        ("class_allocs", "Objects allocated", |c| c.allocs),
+        ("class_frees", "Objects freed", |c| c.frees),
+        ("class_slow_path_hits", "Allocations that took the slow path", |c| {
+            c.slow_path_hits
+        }),
+        (
+            "class_slow_path_cache_miss",
+            "Slow-path allocations because no current slab had room",
+            |c| c.slow_path_cache_miss,
+        ),
+        (
+            "class_slow_path_epoch_closed",
+            "Allocations refused because the epoch was CLOSING or stale",
+            |c| c.slow_path_epoch_closed,
+        ),
+        ("class_new_slabs", "Slabs carved fresh", |c| c.new_slab_count),
+        ("class_cache_reuses", "Slabs reused from the empty cache or overflow list", |c| {
+            c.cache_reuses
+        }),
+        ("class_empty_slab_recycled", "Empty slabs recycled (pages returned)", |c| {
+            c.empty_slab_recycled
+        }),
+        (
+            "class_empty_slab_overflowed",
+            "Recycled slabs sent to the overflow list because the cache was full",
+            |c| c.empty_slab_overflowed,
+        ),
+        ("class_madvise_calls", "madvise(MADV_DONTNEED) calls.", |c| c.madvise_calls),
+        ("class_madvise_bytes", "Bytes given back with madvise", |c| c.madvise_bytes),
+        ("class_madvise_failures", "Failed madvise calls", |c| c.madvise_failures),
+        ("class_bitmap_alloc_attempts", "Allocation-side bitmap CAS attempts", |c| {
+            c.bitmap_alloc_attempts
+        }),
+        ("class_bitmap_alloc_cas_retries", "Allocation-side bitmap CAS failures", |c| {
+            c.bitmap_alloc_cas_retries
+        }),
+        ("class_bitmap_free_attempts", "Free-side bitmap CAS attempts", |c| {
+            c.bitmap_free_attempts
+        }),
+        ("class_bitmap_free_cas_retries", "Free-side bitmap CAS failures", |c| {
+            c.bitmap_free_cas_retries
+        }),
+        ("class_current_partial_cas_attempts", "Current-partial CAS attempts", |c| {
+            c.current_partial_cas_attempts
+        }),
+        ("class_current_partial_cas_failures", "Current-partial CAS failures", |c| {
+            c.current_partial_cas_failures
+        }),
+        ("class_lock_fast_acquire", "Slab-list lock acquisitions won on the first try", |c| {
+            c.lock_fast_acquire
+        }),
+        ("class_lock_contended", "Slab-list lock acquisitions that blocked", |c| {
+            c.lock_contended
+        }),
+    ];
+    for (name, help, field) in counters {
+        let family = b.counters(name, help);
+        for c in &s.classes {
+            family.get_or_create(&class_labels(c)).inc_by(field(c));
+        }
+    }
+    let acquisitions = b.counters(
+        "class_lock_acquisitions",
+        "Slab-list lock acquisitions (fast + contended)",
+    );
+    let moves = b.counters("class_list_moves", "Slab list moves, by kind of move");
+    for c in &s.classes {
+        acquisitions
+            .get_or_create(&class_labels(c))
+            .inc_by(c.lock_fast_acquire + c.lock_contended);
+        for (kind, n) in [
+            ("partial_to_full", c.list_move_partial_to_full),
+            ("full_to_partial", c.list_move_full_to_partial),
+            ("to_orphan", c.list_move_to_orphan),
+        ] {
+            let mut l = class_labels(c);
+            l.push(("move", v(kind)));
+            moves.get_or_create(&l).inc_by(n);
+        }
+    }
+    let gauges: [(&str, &str, fn(&ClassSnapshot) -> i64); 7] = [
+        ("class_partial_slabs", "Slabs with room", |c| {
+            clamp_i64(c.total_partial_slabs)
+        }),
+        ("class_full_slabs", "Full slabs", |c| clamp_i64(c.total_full_slabs)),
+        ("class_orphan_slabs", "Slabs of re-opened ring slots still holding objects", |c| {
+            clamp_i64(c.total_orphan_slabs)
+        }),
+        ("class_live_objects", "Live objects", |c| clamp_i64(c.live_objects)),
+        ("class_net_slabs", "Slabs held: new + reused - recycled", |c| c.net_slabs),
+        ("class_empty_slab_cache_size", "Slabs in the empty cache", |c| {
+            clamp_i64(c.empty_slab_cache_size)
+        }),
+        ("class_empty_slab_overflow_size", "Slabs on the overflow list", |c| {
+            clamp_i64(c.empty_slab_overflow_size)
+        }),
+    ];
+    for (name, help, field) in gauges {
+        let family = b.int_gauges(name, help);
+        for c in &s.classes {
+            family.get_or_create(&class_labels(c)).set(field(c));
+        }
+    }
+    if s.classes.iter().any(|c| !c.by_label.is_empty()) {
+        let per_label: [(&str, &str, fn(&crate::snapshot::LabelContention) -> u64); 3] = [
+            (
+                "class_lock_fast_acquire_by_label",
+                "Lock acquisitions won on the first try, by label id",
+                |l| l.lock_fast_acquire,
+            ),
+            (
+                "class_lock_contended_by_label",
+                "Lock acquisitions that blocked, by label id",
+                |l| l.lock_contended,
+            ),
+            (
+                "class_bitmap_alloc_cas_retries_by_label",
+                "Allocation-side bitmap CAS failures, by label id",
+                |l| l.bitmap_alloc_cas_retries,
+            ),
+        ];
+        for (name, help, field) in per_label {
+            let family = b.counters(name, help);
+            for c in &s.classes {
+                for l in &c.by_label {
+                    let mut labels = class_labels(c);
+                    labels.push(("label_id", v(l.label_id.to_string())));
+                    family.get_or_create(&labels).inc_by(field(l));
+                }
+            }
+        }
+    }
+}
+
+fn epochs(b: &mut Builder, s: &Snapshot) {
+    let Some(epochs) = &s.epochs else {
+        return;
+    };
+    let by_state = b.int_gauges("epochs", "Opened ring slots, by state");
+    for state in ["ACTIVE", "CLOSING"] {
+        let n = epochs.iter().filter(|e| e.state.as_str() == state).count();
+        by_state
+            .get_or_create(&vec![("state", v(state))])
+            .set(n as i64);
+    }
+    let info = b.int_gauges(
+        "epoch_info",
+        "Epoch metadata; carries the label text (value 1)",
+    );
+    let age = b.float_gauges("epoch_age_seconds", "Whole seconds since the era opened");
+    let fields: [(&str, &str, fn(&crate::EpochSnapshot, u32) -> u64); 6] = [
+        ("epoch_refcount", "Domain refcount", |e, _| e.refcount),
+        ("epoch_estimated_rss_bytes", "Pages the epoch's slabs hold", |e, _| {
+            e.estimated_rss_bytes
+        }),
+        (
+            "epoch_reclaimable_bytes",
+            "Bytes of the epoch's slabs with no live object, not yet recycled",
+            |e, page| e.reclaimable_bytes(page),
+        ),
+        ("epoch_live_objects", "Live objects", |e, _| e.live_objects),
+        (
+            "epoch_rss_before_close_bytes",
+            "Process RSS before the era's last epoch_close (0 = not closed)",
+            |e, _| e.rss_before_close,
+        ),
+        (
+            "epoch_rss_after_close_bytes",
+            "Process RSS after the era's last epoch_close (0 = not closed)",
+            |e, _| e.rss_after_close,
+        ),
+    ];
+    let families: Vec<(IntGauges, fn(&crate::EpochSnapshot, u32) -> u64)> = fields
+        .into_iter()
+        .map(|(name, help, f)| (b.int_gauges(name, help), f))
+        .collect();
+    for e in epochs {
+        let labels: Labels = vec![
+            ("epoch", v(e.epoch_id.to_string())),
+            ("era", v(e.epoch_era.to_string())),
+            ("state", v(e.state.as_str())),
+        ];
+        let mut with_text = labels.clone();
+        with_text.push(("label", v(e.label.clone())));
+        info.get_or_create(&with_text).set(1);
+        age.get_or_create(&labels).set(e.age_sec as f64);
+        for (family, f) in &families {
+            family
+                .get_or_create(&labels)
+                .set(clamp_i64(f(e, s.page_size)));
+        }
+    }
+}

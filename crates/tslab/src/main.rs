@@ -1,0 +1,389 @@
+//! `tslab`: observe temporal-slab allocators, live or from saved snapshots.
+//!
+//! Exit codes: 0 success; 1 `diff` found a regression; 2 bad input (malformed JSON, unknown
+//! schema version, schema violation, unreachable URL, bad arguments).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use tslab::report::{ClassMetric, Diff, EpochMetric, Rates, Summary};
+use tslab::source::Source;
+use tslab::{Error, Result, Snapshot, exposition};
+
+/// Observability for temporal-slab: stats, rates, rankings, Prometheus export, diff, validation,
+/// and the demo workload.
+///
+/// A SOURCE is a file path, `-` for standard input, or `http://host:port` for a live endpoint
+/// (its `/stats.json`).
+#[derive(Debug, Parser)]
+#[command(name = "tslab", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Summary: RSS, slabs, slow path and its causes, madvise, contention, epochs.
+    Stats {
+        /// Snapshot source.
+        source: Source,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-second rates between successive samples of a file or URL.
+    Watch {
+        /// Snapshot source (a file is re-read each interval; stdin cannot be watched).
+        source: Source,
+        /// Time between samples.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Rate lines to print, then exit (default: until interrupted).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Print one JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rank size classes or epochs.
+    Top(TopArgs),
+    /// Convert a snapshot to another format.
+    Export {
+        #[command(subcommand)]
+        format: ExportFormat,
+    },
+    /// Re-serve a snapshot source as /metrics and /stats.json.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:2112")]
+        listen: SocketAddr,
+        /// Metric name prefix.
+        #[arg(long, default_value = exposition::DEFAULT_PREFIX)]
+        prefix: String,
+        /// Snapshot source (files and URLs are re-read on every scrape; stdin is read once).
+        source: Source,
+    },
+    /// Compare two snapshots; exit 1 when a figure got worse by more than the threshold.
+    Diff {
+        /// The older snapshot.
+        before: Source,
+        /// The newer snapshot.
+        after: Source,
+        /// Percent a figure may grow before it counts as a regression.
+        #[arg(long, default_value_t = 10.0)]
+        threshold: f64,
+        /// When to exit 1.
+        #[arg(long, value_enum, default_value_t = FailOn::Regression)]
+        fail_on: FailOn,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a snapshot against schemas/stats_v1.schema.json.
+    Validate {
+        /// Snapshot file (or `-`).
+        file: Source,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum FailOn {
+    /// Exit 1 when any figure regressed.
+    Regression,
+    /// Always exit 0 (report only).
+    Never,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ExpositionFormat {
+    /// Prometheus text format 0.0.4.
+    Text,
+    /// OpenMetrics 1.0 text.
+    Openmetrics,
+}
+
+#[derive(Debug, Subcommand)]
+enum ExportFormat {
+    /// Prometheus exposition text.
+    Prometheus {
+        /// Snapshot source.
+        source: Source,
+        /// Metric name prefix.
+        #[arg(long, default_value = exposition::DEFAULT_PREFIX)]
+        prefix: String,
+        /// `text`: Prometheus text format 0.0.4 (promtool, textfile collector);
+        /// `openmetrics`: OpenMetrics 1.0 (what /metrics serves to Prometheus).
+        #[arg(long, value_enum, default_value_t = ExpositionFormat::Text)]
+        format: ExpositionFormat,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["classes", "epochs"])))]
+struct TopArgs {
+    /// Rank size classes (by slow_path_hits, new_slab_count, madvise_bytes, net_slabs,
+    /// lock_contended, bitmap_alloc_cas_retries).
+    #[arg(long)]
+    classes: bool,
+    /// Rank epochs (by rss_bytes, age_sec, refcount, reclaimable_bytes).
+    #[arg(long)]
+    epochs: bool,
+    /// The metric to rank by (default slow_path_hits for classes, rss_bytes for epochs).
+    #[arg(long)]
+    by: Option<String>,
+    /// Rows to show.
+    #[arg(long, default_value_t = 5)]
+    n: usize,
+    /// Smallest first.
+    #[arg(long)]
+    asc: bool,
+    /// Take two samples this far apart and rank by per-second rate.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    window: Option<Duration>,
+    /// Snapshot source.
+    source: Source,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("report types always serialize");
+    out(&format!("{text}\n"))
+}
+
+fn out(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|source| Error::Io {
+            path: "-".into(),
+            source,
+        })
+}
+
+fn show<T: Serialize + std::fmt::Display>(value: &T, json: bool) -> Result<()> {
+    if json {
+        print_json(value)
+    } else {
+        out(&value.to_string())
+    }
+}
+
+fn check_prefix(prefix: &str) -> Result<()> {
+    if exposition::valid_prefix(prefix) {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "--prefix {prefix:?} is not a valid metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*)"
+        )))
+    }
+}
+
+/// Samples `source` twice, `window` apart.
+fn two_samples(source: &Source, window: Duration) -> Result<(Snapshot, Snapshot)> {
+    if !source.can_resample() {
+        return Err(Error::Usage(
+            "a window needs two samples: give a file or URL source, not stdin".into(),
+        ));
+    }
+    let before = source.snapshot()?;
+    std::thread::sleep(window);
+    Ok((before, source.snapshot()?))
+}
+
+fn top(args: &TopArgs) -> Result<()> {
+    let (before, after) = match args.window {
+        Some(w) => {
+            let (b, a) = two_samples(&args.source, w)?;
+            (Some(b), a)
+        }
+        None => (None, args.source.snapshot()?),
+    };
+    let bad_metric = |kind: &str, list: &str| {
+        Error::Usage(format!(
+            "--by {:?} is not a {kind} metric (one of {list})",
+            args.by.as_deref().unwrap_or("")
+        ))
+    };
+    if args.classes {
+        let by = match &args.by {
+            None => ClassMetric::SlowPathHits,
+            Some(s) => ClassMetric::from_str(s, false).map_err(|_| {
+                bad_metric(
+                    "class",
+                    "slow_path_hits, new_slab_count, madvise_bytes, net_slabs, lock_contended, bitmap_alloc_cas_retries",
+                )
+            })?,
+        };
+        let top = tslab::report::top_classes(&after, before.as_ref(), by, args.n, args.asc);
+        return show(&top, args.json);
+    }
+    let by = match &args.by {
+        None => EpochMetric::RssBytes,
+        Some(s) => EpochMetric::from_str(s, false).map_err(|_| {
+            bad_metric("epoch", "rss_bytes, age_sec, refcount, reclaimable_bytes")
+        })?,
+    };
+    match tslab::report::top_epochs(&after, before.as_ref(), by, args.n, args.asc) {
+        Some(top) => show(&top, args.json),
+        None if args.json => print_json(&serde_json::json!({
+            "by": serde_json::to_value(by).expect("serializes"),
+            "epochs": null,
+            "note": "the source has no epoch data",
+        })),
+        None => out(&format!(
+            "{}: the source has no epoch data (snapshot written before Phase 2.3)\n",
+            args.source
+        )),
+    }
+}
+
+fn watch(source: &Source, interval: Duration, count: Option<u64>, json: bool) -> Result<()> {
+    if !source.can_resample() {
+        return Err(Error::Usage(
+            "watch needs a file or URL source, not stdin".into(),
+        ));
+    }
+    let mut before = source.snapshot()?;
+    if !json {
+        out(&format!("{}\n", Rates::HEADER))?;
+    }
+    let mut printed = 0u64;
+    while count.is_none_or(|n| printed < n) {
+        std::thread::sleep(interval);
+        let after = source.snapshot()?;
+        let rates = Rates::between(&before, &after);
+        if json {
+            out(&format!(
+                "{}\n",
+                serde_json::to_string(&rates).expect("rates serialize")
+            ))?;
+        } else {
+            out(&format!("{rates}\n"))?;
+        }
+        before = after;
+        printed += 1;
+    }
+    Ok(())
+}
+
+fn serve(listen: SocketAddr, prefix: String, source: Source) -> Result<()> {
+    check_prefix(&prefix)?;
+    let fetch: Box<tslab::endpoint::SnapshotFn> = if source.can_resample() {
+        source.snapshot()?; // fail now, not on the first scrape, when the source is bad
+        Box::new(move || source.snapshot().map_err(|e| e.to_string()))
+    } else {
+        let snap = source.snapshot()?;
+        Box::new(move || Ok(snap.clone()))
+    };
+    let endpoint = tslab::endpoint::serve_with(listen, prefix, fetch).map_err(|source| {
+        Error::Io {
+            path: listen.to_string(),
+            source,
+        }
+    })?;
+    eprintln!(
+        "tslab: serving http://{0}/metrics and http://{0}/stats.json (Ctrl-C to stop)",
+        endpoint.local_addr()
+    );
+    loop {
+        std::thread::park();
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Stats { source, json } => show(&Summary::of(&source.snapshot()?), json)?,
+        Command::Watch {
+            source,
+            interval,
+            count,
+            json,
+        } => watch(&source, interval, count, json)?,
+        Command::Top(args) => top(&args)?,
+        Command::Export {
+            format:
+                ExportFormat::Prometheus {
+                    source,
+                    prefix,
+                    format,
+                },
+        } => {
+            check_prefix(&prefix)?;
+            let snap = source.snapshot()?;
+            out(&match format {
+                ExpositionFormat::Text => exposition::render_text(&snap, &prefix),
+                ExpositionFormat::Openmetrics => exposition::render(&snap, &prefix),
+            })?;
+        }
+        Command::Serve {
+            listen,
+            prefix,
+            source,
+        } => serve(listen, prefix, source)?,
+        Command::Diff {
+            before,
+            after,
+            threshold,
+            fail_on,
+            json,
+        } => {
+            let diff = Diff::between(&before.snapshot()?, &after.snapshot()?, threshold);
+            show(&diff, json)?;
+            if fail_on == FailOn::Regression && diff.regressed() {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Validate { file, json } => {
+            let origin = file.to_string();
+            let snap = tslab::source::validate(&file.read_text()?, &origin)?;
+            let epochs = snap.epochs.as_ref().map(Vec::len);
+            if json {
+                print_json(&serde_json::json!({
+                    "valid": true,
+                    "source": origin,
+                    "schema_version": snap.schema_version,
+                    "classes": snap.classes.len(),
+                    "epochs": epochs,
+                }))?;
+            } else {
+                out(&format!(
+                    "{origin}: valid (schema version {}, {} classes, {})\n",
+                    snap.schema_version,
+                    snap.classes.len(),
+                    epochs.map_or_else(|| "no epoch data".to_owned(), |n| format!("{n} epochs"))
+                ))?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version print and exit 0; usage errors exit 2.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tslab: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
