@@ -635,6 +635,7 @@ impl SlabAllocator {
                         self.count_alloc_retries(c, shard, epoch, retries);
                         // The claim's Acquire makes the era of a reopened slab visible.
                         if meta.era.load(Ordering::Relaxed) == epoch.era {
+                            #[cfg(feature = "fast-path-counters")]
                             shard.allocs.inc();
                             return Ok((slab, slot));
                         }
@@ -951,10 +952,14 @@ impl SlabAllocator {
         let meta = self.meta(slab);
         let slots = self.classes[class].shape.slots;
         let (before, after, retries) = meta.release(slot);
-        shard.frees.inc();
-        if retries > 0 {
-            shard.free_retries.add(u64::from(retries));
+        #[cfg(feature = "fast-path-counters")]
+        {
+            shard.frees.inc();
+            if retries > 0 {
+                shard.free_retries.add(u64::from(retries));
+            }
         }
+        let _ = (shard, retries);
         if before == FULL || (after == empty_bitmap(slots) && !self.slab_era_live(meta)) {
             self.fixup(class, slab);
         }

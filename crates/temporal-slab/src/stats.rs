@@ -96,9 +96,10 @@ pub struct ClassStats {
     pub object_size: u32,
     /// Objects per 4 KiB slab.
     pub slots_per_slab: u32,
-    /// Objects handed out (successful bitmap claims that were kept).
+    /// Objects handed out (successful bitmap claims that were kept). 0 when the crate is built
+    /// without the default feature `fast-path-counters`.
     pub allocs: u64,
-    /// Objects freed.
+    /// Objects freed (0 without `fast-path-counters`).
     pub frees: u64,
     /// Allocations that took the slow path (any cause).
     pub slow_path_hits: u64,
