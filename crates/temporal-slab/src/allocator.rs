@@ -146,9 +146,15 @@ struct ShardSlow {
 #[derive(Debug)]
 struct Shard {
     current: [AtomicU32; EPOCH_COUNT],
-    allocs: Counter,
+    /// Allocations by the shard's owner thread (single writer, see [`thread_shard`]).
+    allocs_owned: Counter,
+    /// Allocations by threads sharing the shard.
+    allocs_shared: Counter,
     alloc_retries: Counter,
-    frees: Counter,
+    /// Frees by the owner thread (single writer).
+    frees_owned: Counter,
+    /// Frees by threads sharing the shard.
+    frees_shared: Counter,
     free_retries: Counter,
     lists: Mutex<ShardLists>,
     slow: ShardSlow,
@@ -195,29 +201,59 @@ static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
-    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// This thread's ordinal: the order in which threads first used any allocator.
+    static ORDINAL: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
-/// This thread's shard: assigned round-robin on first use, the same for every allocator.
+/// This thread's ordinal, assigned on first use.
 #[inline]
-fn shard_index() -> usize {
-    SHARD.with(|s| {
+fn thread_ordinal() -> usize {
+    ORDINAL.with(|s| {
         let v = s.get();
         if v != usize::MAX {
             return v;
         }
-        let v = NEXT_SHARD.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SHARDS;
+        let v = NEXT_SHARD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         s.set(v);
         v
     })
 }
 
+/// This thread's shard: assigned round-robin on first use, the same for every allocator.
+#[inline]
+fn shard_index() -> usize {
+    thread_ordinal() % SHARDS
+}
+
+/// Whether this thread is the owner of its shard: the first [`SHARDS`] threads each own one
+/// shard, and only an owner writes its shard's `*_owned` counters, so those are bumped with a
+/// plain load and store instead of a locked read-modify-write. Later threads share shards and
+/// count with `fetch_add` into the `*_shared` counters. Both are exact.
+#[inline]
+fn thread_shard() -> (usize, bool) {
+    let ordinal = thread_ordinal();
+    (ordinal % SHARDS, ordinal < SHARDS)
+}
+
+/// Counts one event: single-writer bump for the shard's owner, `fetch_add` for the others.
+#[cfg(feature = "fast-path-counters")]
+#[inline]
+fn count_one(owned: &Counter, shared: &Counter, owner: bool) {
+    if owner {
+        owned.bump_single_writer();
+    } else {
+        shared.inc();
+    }
+}
+
 fn new_shard() -> Shard {
     Shard {
         current: std::array::from_fn(|_| AtomicU32::new(0)),
-        allocs: Counter::default(),
+        allocs_owned: Counter::default(),
+        allocs_shared: Counter::default(),
         alloc_retries: Counter::default(),
-        frees: Counter::default(),
+        frees_owned: Counter::default(),
+        frees_shared: Counter::default(),
         free_retries: Counter::default(),
         lists: Mutex::new(ShardLists::default()),
         slow: ShardSlow::default(),
@@ -618,7 +654,8 @@ impl SlabAllocator {
     #[inline]
     fn alloc_slot(&self, class: usize, epoch: EpochId) -> Result<(u32, u32)> {
         let c = &self.classes[class];
-        let shard = &c.shards[shard_index()];
+        let (shard_ix, owner) = thread_shard();
+        let shard = &c.shards[shard_ix];
         let current = &shard.current[epoch.index()];
         let live = pack_state(epoch.era, false);
         loop {
@@ -636,12 +673,12 @@ impl SlabAllocator {
                         // The claim's Acquire makes the era of a reopened slab visible.
                         if meta.era.load(Ordering::Relaxed) == epoch.era {
                             #[cfg(feature = "fast-path-counters")]
-                            shard.allocs.inc();
+                            count_one(&shard.allocs_owned, &shard.allocs_shared, owner);
                             return Ok((slab, slot));
                         }
                         // The slab was retired, recycled and reopened for another era between
                         // our load of `current` and our claim: give the slot back.
-                        self.release_slot(class, slab, slot, shard);
+                        self.release_slot(class, slab, slot, shard, None);
                         continue;
                     }
                     Claim::Full { retries } => {
@@ -843,8 +880,9 @@ impl SlabAllocator {
                 }
             });
         }
-        let shard = &self.classes[class].shards[shard_index()];
-        self.release_slot(class, slab, slot, shard);
+        let (shard_ix, owner) = thread_shard();
+        let shard = &self.classes[class].shards[shard_ix];
+        self.release_slot(class, slab, slot, shard, Some(owner));
         Ok(())
     }
 
@@ -940,26 +978,39 @@ impl SlabAllocator {
                 Err(now) => w = now,
             }
         }
-        let shard = &self.classes[class].shards[shard_index()];
-        self.release_slot(class, slab, slot, shard);
+        let (shard_ix, owner) = thread_shard();
+        let shard = &self.classes[class].shards[shard_ix];
+        self.release_slot(class, slab, slot, shard, Some(owner));
         Ok(())
     }
 
     /// Gives a claimed slot back to its slab's bitmap, and fixes up the slab's list when the
     /// free made a full slab partial, or emptied a slab of a closed or re-opened era.
     #[inline]
-    fn release_slot(&self, class: usize, slab: u32, slot: u32, shard: &Shard) {
+    ///
+    /// `counted` is `Some(owner)` for a real free (counted as one, see [`thread_shard`]), `None`
+    /// for a slot claimed and given back before it was handed out (not an allocation either).
+    fn release_slot(
+        &self,
+        class: usize,
+        slab: u32,
+        slot: u32,
+        shard: &Shard,
+        counted: Option<bool>,
+    ) {
         let meta = self.meta(slab);
         let slots = self.classes[class].shape.slots;
         let (before, after, retries) = meta.release(slot);
         #[cfg(feature = "fast-path-counters")]
         {
-            shard.frees.inc();
+            if let Some(owner) = counted {
+                count_one(&shard.frees_owned, &shard.frees_shared, owner);
+            }
             if retries > 0 {
                 shard.free_retries.add(u64::from(retries));
             }
         }
-        let _ = (shard, retries);
+        let _ = (shard, retries, counted);
         if before == FULL || (after == empty_bitmap(slots) && !self.slab_era_live(meta)) {
             self.fixup(class, slab);
         }
@@ -1313,9 +1364,9 @@ impl SlabAllocator {
         for (class, c) in self.classes.iter().enumerate() {
             let k = &c.counters;
             let sum = |f: fn(&Shard) -> &Counter| c.shards.iter().map(|s| f(s).get()).sum::<u64>();
-            let allocs = sum(|s| &s.allocs);
+            let allocs = sum(|s| &s.allocs_owned) + sum(|s| &s.allocs_shared);
             let alloc_retries = sum(|s| &s.alloc_retries);
-            let frees = sum(|s| &s.frees);
+            let frees = sum(|s| &s.frees_owned) + sum(|s| &s.frees_shared);
             let free_retries = sum(|s| &s.free_retries);
             let cache_miss = sum(|s| &s.slow.cache_miss);
             let lock_fast = sum(|s| &s.slow.lock_fast) + k.lock_fast.get();

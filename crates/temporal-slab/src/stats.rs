@@ -26,6 +26,13 @@ impl Counter {
     pub(crate) fn inc(&self) {
         self.add(1);
     }
+    /// Adds one with a plain load and store: no locked instruction. Only for counters that one
+    /// thread alone ever writes (readers still see whole values: the cell is atomic).
+    #[inline]
+    pub(crate) fn bump_single_writer(&self) {
+        self.0
+            .store(self.0.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
     #[inline]
     pub(crate) fn set(&self, n: u64) {
         self.0.store(n, Ordering::Relaxed);
