@@ -59,7 +59,8 @@ fn read(rel: &str) -> String {
 }
 
 fn dashboard() -> Value {
-    serde_json::from_str(&read(DASHBOARD)).unwrap_or_else(|e| panic!("{DASHBOARD} is not JSON: {e}"))
+    serde_json::from_str(&read(DASHBOARD))
+        .unwrap_or_else(|e| panic!("{DASHBOARD} is not JSON: {e}"))
 }
 
 /// `promtool` from `PATH`; `None` (with a note) when it is missing, unless
@@ -77,7 +78,9 @@ fn promtool(test: &str) -> Option<PathBuf> {
                  (Debian/Ubuntu: apt-get install prometheus) or put promtool on PATH"
             );
         }
-        eprintln!("note: {test}: promtool not on PATH, skipping (set REQUIRE_PROMETHEUS=1 to fail)");
+        eprintln!(
+            "note: {test}: promtool not on PATH, skipping (set REQUIRE_PROMETHEUS=1 to fail)"
+        );
     }
     found
 }
@@ -153,7 +156,11 @@ fn targets(dash: &Value) -> Vec<Target> {
                         if let Some(expr) = t.get("expr").and_then(Value::as_str) {
                             out.push(Target {
                                 panel: panel.to_owned(),
-                                ref_id: t.get("refId").and_then(Value::as_str).unwrap_or("?").to_owned(),
+                                ref_id: t
+                                    .get("refId")
+                                    .and_then(Value::as_str)
+                                    .unwrap_or("?")
+                                    .to_owned(),
                                 expr: expr.to_owned(),
                             });
                         }
@@ -453,11 +460,19 @@ fn alert_rules_pass_promtool_check() {
 fn dashboard_structure() {
     let dash = dashboard();
     assert!(
-        dash.get("schemaVersion").and_then(Value::as_u64).is_some_and(|v| v >= 36),
+        dash.get("schemaVersion")
+            .and_then(Value::as_u64)
+            .is_some_and(|v| v >= 36),
         "schemaVersion should be recent"
     );
-    assert!(dash.get("title").and_then(Value::as_str).is_some(), "dashboard needs a title");
-    assert!(dash.get("uid").and_then(Value::as_str).is_some(), "dashboard needs a uid");
+    assert!(
+        dash.get("title").and_then(Value::as_str).is_some(),
+        "dashboard needs a title"
+    );
+    assert!(
+        dash.get("uid").and_then(Value::as_str).is_some(),
+        "dashboard needs a uid"
+    );
 
     let vars = template_vars(&dash);
     let var = |name: &str| {
@@ -493,22 +508,72 @@ fn dashboard_structure() {
     for p in &all {
         let title = p.get("title").and_then(Value::as_str).unwrap_or("?");
         assert!(
-            p.get("id").and_then(Value::as_u64).is_some_and(|id| ids.insert(id)),
+            p.get("id")
+                .and_then(Value::as_u64)
+                .is_some_and(|id| ids.insert(id)),
             "panel {title:?} needs a unique id"
         );
         assert!(p.get("gridPos").is_some(), "panel {title:?} has no gridPos");
         if p.get("type").and_then(Value::as_str) == Some("row") {
             continue;
         }
-        assert_eq!(p.get("datasource"), Some(&wanted_ds), "panel {title:?} datasource");
+        assert_eq!(
+            p.get("datasource"),
+            Some(&wanted_ds),
+            "panel {title:?} datasource"
+        );
         let ts = p
             .get("targets")
             .and_then(Value::as_array)
             .unwrap_or_else(|| panic!("panel {title:?} has no targets"));
         assert!(!ts.is_empty(), "panel {title:?} has no targets");
         for t in ts {
-            assert_eq!(t.get("datasource"), Some(&wanted_ds), "panel {title:?} target datasource");
+            assert_eq!(
+                t.get("datasource"),
+                Some(&wanted_ds),
+                "panel {title:?} target datasource"
+            );
         }
+    }
+
+    // Every data-source reference anywhere (rows, variables, panels, targets) except Grafana's
+    // built-in annotation source.
+    fn check_datasources(v: &Value, wanted: &Value, path: &str) {
+        match v {
+            Value::Object(map) => {
+                for (k, child) in map {
+                    let here = format!("{path}/{k}");
+                    if k == "datasource"
+                        && child.get("type").and_then(Value::as_str) != Some("grafana")
+                    {
+                        assert_eq!(child, wanted, "data source at {here}");
+                    }
+                    check_datasources(child, wanted, &here);
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    check_datasources(child, wanted, &format!("{path}/{i}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    check_datasources(
+        &dash.get("panels").cloned().unwrap_or_default(),
+        &wanted_ds,
+        "/panels",
+    );
+    for v in vars
+        .iter()
+        .filter(|v| v.get("type").and_then(Value::as_str) == Some("query"))
+    {
+        assert_eq!(
+            v.get("datasource"),
+            Some(&wanted_ds),
+            "variable {:?} data source",
+            v.get("name")
+        );
     }
 
     let ts = targets(&dash);
@@ -551,7 +616,10 @@ fn dashboard_queries_pass_promtool_check() {
     let scratch = Scratch::new("dashboard_check");
     let file = scratch.write("dashboard-queries.rules.yml", &rules);
     let (ok, out) = run_promtool(&promtool, &["check", "rules", &file.to_string_lossy()]);
-    assert!(ok, "dashboard queries do not parse:\n{out}\n--- rules ---\n{rules}");
+    assert!(
+        ok,
+        "dashboard queries do not parse:\n{out}\n--- rules ---\n{rules}"
+    );
     assert!(
         out.contains(&format!("SUCCESS: {} rules found", ts.len())),
         "unexpected promtool output:\n{out}"
@@ -574,7 +642,10 @@ fn metric_names_are_documented() {
         "temporal_slab_epoch_info",
         "temporal_slab_epoch_rss_after_close_bytes",
     ] {
-        assert!(documented.contains(name), "{METRICS_DOC} parse missed {name}");
+        assert!(
+            documented.contains(name),
+            "{METRICS_DOC} parse missed {name}"
+        );
     }
     assert!(
         documented.len() >= 50,
@@ -586,7 +657,10 @@ fn metric_names_are_documented() {
     let rules_text = read(RULES);
     let in_dashboard = used_metrics(&dash_text);
     let in_rules = used_metrics(&rules_text);
-    assert!(in_dashboard.len() >= 30, "dashboard uses only {in_dashboard:?}");
+    assert!(
+        in_dashboard.len() >= 30,
+        "dashboard uses only {in_dashboard:?}"
+    );
     assert!(in_rules.len() >= 10, "rules use only {in_rules:?}");
     for (file, used) in [(DASHBOARD, &in_dashboard), (RULES, &in_rules)] {
         let unknown: Vec<&String> = used.difference(&documented).collect();
@@ -891,7 +965,10 @@ fn alert_rules_unit_tests() {
     let file = scratch.write("alerts.test.yml", &tests);
     let (ok, out) = run_promtool(&promtool, &["test", "rules", &file.to_string_lossy()]);
     assert!(ok, "promtool test rules failed:\n{out}");
-    assert!(out.contains("SUCCESS"), "unexpected promtool output:\n{out}");
+    assert!(
+        out.contains("SUCCESS"),
+        "unexpected promtool output:\n{out}"
+    );
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1011,5 +1088,8 @@ fn dashboard_joins_evaluate_on_synthetic_series() {
     let scratch = Scratch::new("dashboard_eval");
     let file = scratch.write("dashboard.test.yml", &tests);
     let (ok, out) = run_promtool(&promtool, &["test", "rules", &file.to_string_lossy()]);
-    assert!(ok, "dashboard queries gave unexpected results:\n{out}\n--- test ---\n{tests}");
+    assert!(
+        ok,
+        "dashboard queries gave unexpected results:\n{out}\n--- test ---\n{tests}"
+    );
 }
