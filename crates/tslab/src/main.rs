@@ -29,6 +29,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The main job: JSON requests parsed into epoch-allocated trees by worker threads, with
+    /// labeled epoch domains, per-batch epoch closes, a live /metrics and /stats.json endpoint,
+    /// and a final report (requests/s, latency percentiles, RSS over time, top epochs).
+    Demo(tslab::demo::DemoArgs),
     /// Summary: RSS, slabs, slow path and its causes, madvise, contention, epochs.
     Stats {
         /// Snapshot source.
@@ -304,6 +308,18 @@ fn serve(listen: SocketAddr, prefix: String, source: Source) -> Result<()> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Demo(args) => {
+            let report = tslab::demo::run(&args)?;
+            if args.json {
+                print_json(&report)?;
+            } else {
+                let mut text = Vec::new();
+                report
+                    .print_human(&mut text)
+                    .expect("writing to a Vec cannot fail");
+                out(&String::from_utf8_lossy(&text))?;
+            }
+        }
         Command::Stats { source, json } => show(&Summary::of(&source.snapshot()?), json)?,
         Command::Watch {
             source,
