@@ -133,7 +133,9 @@ fn run(server: &tiny_http::Server, stop: &AtomicBool, prefix: &str, source: &Sna
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Endpoint").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("Endpoint")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 

@@ -152,14 +152,26 @@ pub fn valid_prefix(prefix: &str) -> bool {
 }
 
 fn global(b: &mut Builder, s: &Snapshot) {
-    b.gauge("rss_bytes", "Process resident set size (/proc/self/statm)", s.rss_bytes);
+    b.gauge(
+        "rss_bytes",
+        "Process resident set size (/proc/self/statm)",
+        s.rss_bytes,
+    );
     b.gauge(
         "estimated_slab_rss_bytes",
         "Pages held by slabs (partial + full + orphan) of all size classes",
         s.estimated_slab_rss_bytes(),
     );
-    b.gauge("reserved_bytes", "Address space reserved for slabs", s.reserved_bytes);
-    b.gauge("current_epoch", "Ring index of the current epoch", u64::from(s.current_epoch));
+    b.gauge(
+        "reserved_bytes",
+        "Address space reserved for slabs",
+        s.reserved_bytes,
+    );
+    b.gauge(
+        "current_epoch",
+        "Ring index of the current epoch",
+        u64::from(s.current_epoch),
+    );
     b.gauge("current_era", "Era of the current epoch", s.current_era);
     b.gauge(
         "labels_registered",
@@ -167,7 +179,11 @@ fn global(b: &mut Builder, s: &Snapshot) {
         u64::from(s.label_registry.count),
     );
     let counters: [(&str, &str, u64); 11] = [
-        ("slabs_carved", "Slabs carved from the reservation", s.slabs_carved),
+        (
+            "slabs_carved",
+            "Slabs carved from the reservation",
+            s.slabs_carved,
+        ),
         ("epoch_advances", "epoch_advance calls.", s.epoch_advances),
         ("epoch_close", "epoch_close calls.", s.epoch_close_calls),
         (
@@ -190,7 +206,11 @@ fn global(b: &mut Builder, s: &Snapshot) {
             "Operations refused because their epoch id was stale",
             s.stale_epoch_errors,
         ),
-        ("handle_errors", "Bad, stale or double-freed handles", s.handle_errors),
+        (
+            "handle_errors",
+            "Bad, stale or double-freed handles",
+            s.handle_errors,
+        ),
         ("pointer_errors", "Refused free_ptr calls", s.pointer_errors),
         (
             "system_fallback_allocs",
@@ -208,8 +228,11 @@ fn global(b: &mut Builder, s: &Snapshot) {
     }
     let close_seconds = Counter::<f64, AtomicU64>::default();
     close_seconds.inc_by(s.epoch_close_total_ns as f64 / 1e9);
-    b.registry
-        .register("epoch_close_seconds", "Time spent in epoch_close", close_seconds);
+    b.registry.register(
+        "epoch_close_seconds",
+        "Time spent in epoch_close",
+        close_seconds,
+    );
 
     let info = b.int_gauges("label_info", "Epoch label registry: id to text (value 1)");
     for (i, text) in s.label_registry.labels.iter().enumerate() {
@@ -234,9 +257,11 @@ fn classes(b: &mut Builder, s: &Snapshot) {
     let counters: [(&str, &str, ClassField); 20] = [
         ("class_allocs", "Objects allocated", |c| c.allocs),
         ("class_frees", "Objects freed", |c| c.frees),
-        ("class_slow_path_hits", "Allocations that took the slow path", |c| {
-            c.slow_path_hits
-        }),
+        (
+            "class_slow_path_hits",
+            "Allocations that took the slow path",
+            |c| c.slow_path_hits,
+        ),
         (
             "class_slow_path_cache_miss",
             "Slow-path allocations because no current slab had room",
@@ -247,45 +272,77 @@ fn classes(b: &mut Builder, s: &Snapshot) {
             "Allocations refused because the epoch was CLOSING or stale",
             |c| c.slow_path_epoch_closed,
         ),
-        ("class_new_slabs", "Slabs carved fresh", |c| c.new_slab_count),
-        ("class_cache_reuses", "Slabs reused from the empty cache or overflow list", |c| {
-            c.cache_reuses
+        ("class_new_slabs", "Slabs carved fresh", |c| {
+            c.new_slab_count
         }),
-        ("class_empty_slab_recycled", "Empty slabs recycled (pages returned)", |c| {
-            c.empty_slab_recycled
-        }),
+        (
+            "class_cache_reuses",
+            "Slabs reused from the empty cache or overflow list",
+            |c| c.cache_reuses,
+        ),
+        (
+            "class_empty_slab_recycled",
+            "Empty slabs recycled (pages returned)",
+            |c| c.empty_slab_recycled,
+        ),
         (
             "class_empty_slab_overflowed",
             "Recycled slabs sent to the overflow list because the cache was full",
             |c| c.empty_slab_overflowed,
         ),
-        ("class_madvise_calls", "madvise(MADV_DONTNEED) calls.", |c| c.madvise_calls),
-        ("class_madvise_bytes", "Bytes given back with madvise", |c| c.madvise_bytes),
-        ("class_madvise_failures", "Failed madvise calls", |c| c.madvise_failures),
-        ("class_bitmap_alloc_attempts", "Allocation-side bitmap CAS attempts", |c| {
-            c.bitmap_alloc_attempts
+        (
+            "class_madvise_calls",
+            "madvise(MADV_DONTNEED) calls.",
+            |c| c.madvise_calls,
+        ),
+        (
+            "class_madvise_bytes",
+            "Bytes given back with madvise",
+            |c| c.madvise_bytes,
+        ),
+        ("class_madvise_failures", "Failed madvise calls", |c| {
+            c.madvise_failures
         }),
-        ("class_bitmap_alloc_cas_retries", "Allocation-side bitmap CAS failures", |c| {
-            c.bitmap_alloc_cas_retries
-        }),
-        ("class_bitmap_free_attempts", "Free-side bitmap CAS attempts", |c| {
-            c.bitmap_free_attempts
-        }),
-        ("class_bitmap_free_cas_retries", "Free-side bitmap CAS failures", |c| {
-            c.bitmap_free_cas_retries
-        }),
-        ("class_current_partial_cas_attempts", "Current-partial CAS attempts", |c| {
-            c.current_partial_cas_attempts
-        }),
-        ("class_current_partial_cas_failures", "Current-partial CAS failures", |c| {
-            c.current_partial_cas_failures
-        }),
-        ("class_lock_fast_acquire", "Slab-list lock acquisitions won on the first try", |c| {
-            c.lock_fast_acquire
-        }),
-        ("class_lock_contended", "Slab-list lock acquisitions that blocked", |c| {
-            c.lock_contended
-        }),
+        (
+            "class_bitmap_alloc_attempts",
+            "Allocation-side bitmap CAS attempts",
+            |c| c.bitmap_alloc_attempts,
+        ),
+        (
+            "class_bitmap_alloc_cas_retries",
+            "Allocation-side bitmap CAS failures",
+            |c| c.bitmap_alloc_cas_retries,
+        ),
+        (
+            "class_bitmap_free_attempts",
+            "Free-side bitmap CAS attempts",
+            |c| c.bitmap_free_attempts,
+        ),
+        (
+            "class_bitmap_free_cas_retries",
+            "Free-side bitmap CAS failures",
+            |c| c.bitmap_free_cas_retries,
+        ),
+        (
+            "class_current_partial_cas_attempts",
+            "Current-partial CAS attempts",
+            |c| c.current_partial_cas_attempts,
+        ),
+        (
+            "class_current_partial_cas_failures",
+            "Current-partial CAS failures",
+            |c| c.current_partial_cas_failures,
+        ),
+        (
+            "class_lock_fast_acquire",
+            "Slab-list lock acquisitions won on the first try",
+            |c| c.lock_fast_acquire,
+        ),
+        (
+            "class_lock_contended",
+            "Slab-list lock acquisitions that blocked",
+            |c| c.lock_contended,
+        ),
     ];
     for (name, help, field) in counters {
         let family = b.counters(name, help);
@@ -316,18 +373,32 @@ fn classes(b: &mut Builder, s: &Snapshot) {
         ("class_partial_slabs", "Slabs with room", |c| {
             clamp_i64(c.total_partial_slabs)
         }),
-        ("class_full_slabs", "Full slabs", |c| clamp_i64(c.total_full_slabs)),
-        ("class_orphan_slabs", "Slabs of re-opened ring slots still holding objects", |c| {
-            clamp_i64(c.total_orphan_slabs)
+        ("class_full_slabs", "Full slabs", |c| {
+            clamp_i64(c.total_full_slabs)
         }),
-        ("class_live_objects", "Live objects", |c| clamp_i64(c.live_objects)),
-        ("class_net_slabs", "Slabs held: new + reused - recycled", |c| c.net_slabs),
-        ("class_empty_slab_cache_size", "Slabs in the empty cache", |c| {
-            clamp_i64(c.empty_slab_cache_size)
+        (
+            "class_orphan_slabs",
+            "Slabs of re-opened ring slots still holding objects",
+            |c| clamp_i64(c.total_orphan_slabs),
+        ),
+        ("class_live_objects", "Live objects", |c| {
+            clamp_i64(c.live_objects)
         }),
-        ("class_empty_slab_overflow_size", "Slabs on the overflow list", |c| {
-            clamp_i64(c.empty_slab_overflow_size)
-        }),
+        (
+            "class_net_slabs",
+            "Slabs held: new + reused - recycled",
+            |c| c.net_slabs,
+        ),
+        (
+            "class_empty_slab_cache_size",
+            "Slabs in the empty cache",
+            |c| clamp_i64(c.empty_slab_cache_size),
+        ),
+        (
+            "class_empty_slab_overflow_size",
+            "Slabs on the overflow list",
+            |c| clamp_i64(c.empty_slab_overflow_size),
+        ),
     ];
     for (name, help, field) in gauges {
         let family = b.int_gauges(name, help);
@@ -384,9 +455,11 @@ fn epochs(b: &mut Builder, s: &Snapshot) {
     let age = b.float_gauges("epoch_age_seconds", "Whole seconds since the era opened");
     let fields: [(&str, &str, fn(&crate::EpochSnapshot, u32) -> u64); 6] = [
         ("epoch_refcount", "Domain refcount", |e, _| e.refcount),
-        ("epoch_estimated_rss_bytes", "Pages the epoch's slabs hold", |e, _| {
-            e.estimated_rss_bytes
-        }),
+        (
+            "epoch_estimated_rss_bytes",
+            "Pages the epoch's slabs hold",
+            |e, _| e.estimated_rss_bytes,
+        ),
         (
             "epoch_reclaimable_bytes",
             "Bytes of the epoch's slabs with no live object, not yet recycled",

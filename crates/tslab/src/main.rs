@@ -235,9 +235,8 @@ fn top(args: &TopArgs) -> Result<()> {
     }
     let by = match &args.by {
         None => EpochMetric::RssBytes,
-        Some(s) => EpochMetric::from_str(s, false).map_err(|_| {
-            bad_metric("epoch", "rss_bytes, age_sec, refcount, reclaimable_bytes")
-        })?,
+        Some(s) => EpochMetric::from_str(s, false)
+            .map_err(|_| bad_metric("epoch", "rss_bytes, age_sec, refcount, reclaimable_bytes"))?,
     };
     match tslab::report::top_epochs(&after, before.as_ref(), by, args.n, args.asc) {
         Some(top) => show(&top, args.json),
@@ -291,12 +290,11 @@ fn serve(listen: SocketAddr, prefix: String, source: Source) -> Result<()> {
         let snap = source.snapshot()?;
         Box::new(move || Ok(snap.clone()))
     };
-    let endpoint = tslab::endpoint::serve_with(listen, prefix, fetch).map_err(|source| {
-        Error::Io {
+    let endpoint =
+        tslab::endpoint::serve_with(listen, prefix, fetch).map_err(|source| Error::Io {
             path: listen.to_string(),
             source,
-        }
-    })?;
+        })?;
     eprintln!(
         "tslab: serving http://{0}/metrics and http://{0}/stats.json (Ctrl-C to stop)",
         endpoint.local_addr()

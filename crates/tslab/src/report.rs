@@ -137,7 +137,11 @@ impl fmt::Display for Summary {
         writeln!(
             f,
             "  slabs          {} partial, {} full, {} orphan; net {}; {} carved",
-            self.partial_slabs, self.full_slabs, self.orphan_slabs, self.net_slabs, self.slabs_carved
+            self.partial_slabs,
+            self.full_slabs,
+            self.orphan_slabs,
+            self.net_slabs,
+            self.slabs_carved
         )?;
         writeln!(
             f,
@@ -331,7 +335,8 @@ pub fn top_classes(
         })
         .collect();
     Top {
-        by: serde_json::to_value(by).map_or_else(|_| String::new(), |v| v.as_str().unwrap_or("").to_owned()),
+        by: serde_json::to_value(by)
+            .map_or_else(|_| String::new(), |v| v.as_str().unwrap_or("").to_owned()),
         window_sec: window,
         rows: rank(rows, n, ascending),
     }
@@ -369,7 +374,8 @@ pub fn top_epochs(
         })
         .collect();
     Some(Top {
-        by: serde_json::to_value(by).map_or_else(|_| String::new(), |v| v.as_str().unwrap_or("").to_owned()),
+        by: serde_json::to_value(by)
+            .map_or_else(|_| String::new(), |v| v.as_str().unwrap_or("").to_owned()),
         window_sec: window,
         rows: rank(rows, n, ascending),
     })
@@ -384,7 +390,15 @@ impl fmt::Display for Top<ClassSnapshot> {
         writeln!(
             f,
             "  {:<5} {:>6} {:>14} {:>12} {:>10} {:>10} {:>12} {:>10} {:>10}",
-            "class", "size", "value", "slow_path", "new_slabs", "net_slabs", "madvise", "contended", "cas_retry"
+            "class",
+            "size",
+            "value",
+            "slow_path",
+            "new_slabs",
+            "net_slabs",
+            "madvise",
+            "contended",
+            "cas_retry"
         )?;
         for r in &self.rows {
             let c = &r.entry;
@@ -458,9 +472,8 @@ impl Rates {
     pub fn between(before: &Snapshot, after: &Snapshot) -> Rates {
         let dt = seconds_between(before, after);
         let sum = |s: &Snapshot, f: fn(&ClassSnapshot) -> u64| s.classes.iter().map(f).sum::<u64>();
-        let per_sec = |f: fn(&ClassSnapshot) -> u64| {
-            sum(after, f).saturating_sub(sum(before, f)) as f64 / dt
-        };
+        let per_sec =
+            |f: fn(&ClassSnapshot) -> u64| sum(after, f).saturating_sub(sum(before, f)) as f64 / dt;
         Rates {
             timestamp_ns: after.timestamp_ns,
             interval_sec: dt,
@@ -471,8 +484,9 @@ impl Rates {
             madvise_bytes_per_sec: per_sec(|c| c.madvise_bytes),
             madvise_failures_per_sec: per_sec(|c| c.madvise_failures),
             lock_contended_per_sec: per_sec(|c| c.lock_contended),
-            epoch_closes_per_sec: after.epoch_close_calls.saturating_sub(before.epoch_close_calls)
-                as f64
+            epoch_closes_per_sec: after
+                .epoch_close_calls
+                .saturating_sub(before.epoch_close_calls) as f64
                 / dt,
             rss_bytes: after.rss_bytes,
             rss_bytes_per_sec: (after.rss_bytes as f64 - before.rss_bytes as f64) / dt,
@@ -481,8 +495,7 @@ impl Rates {
     }
 
     /// The header line matching [`Rates`]'s `Display`.
-    pub const HEADER: &'static str =
-        "   allocs/s    frees/s  slow/s  slabs/s  madvise/s  mfail/s  contended/s  closes/s        RSS   dRSS/s";
+    pub const HEADER: &'static str = "   allocs/s    frees/s  slow/s  slabs/s  madvise/s  mfail/s  contended/s  closes/s        RSS   dRSS/s";
 }
 
 impl fmt::Display for Rates {
@@ -536,9 +549,14 @@ impl Diff {
     /// Compares slow-path rate, madvise failures, RSS and lock contention rate. A figure
     /// regresses when it grew by more than `threshold_pct` percent, or grew from 0.
     pub fn between(before: &Snapshot, after: &Snapshot, threshold_pct: f64) -> Diff {
-        let failures = |s: &Snapshot| s.classes.iter().map(|c| c.madvise_failures).sum::<u64>() as f64;
+        let failures =
+            |s: &Snapshot| s.classes.iter().map(|c| c.madvise_failures).sum::<u64>() as f64;
         let figures: [(&'static str, f64, f64); 4] = [
-            ("slow_path_rate", before.slow_path_rate(), after.slow_path_rate()),
+            (
+                "slow_path_rate",
+                before.slow_path_rate(),
+                after.slow_path_rate(),
+            ),
             ("madvise_failures", failures(before), failures(after)),
             ("rss_bytes", before.rss_bytes as f64, after.rss_bytes as f64),
             (

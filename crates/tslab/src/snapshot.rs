@@ -270,7 +270,11 @@ impl EpochSnapshot {
 }
 
 fn ratio(num: u64, den: u64) -> f64 {
-    if den == 0 { 0.0 } else { num as f64 / den as f64 }
+    if den == 0 {
+        0.0
+    } else {
+        num as f64 / den as f64
+    }
 }
 
 impl ClassSnapshot {
@@ -278,10 +282,12 @@ impl ClassSnapshot {
     pub fn derive(&mut self) {
         self.slow_path_rate = ratio(self.slow_path_hits, self.allocs);
         self.cas_retries_per_alloc = ratio(self.bitmap_alloc_cas_retries, self.allocs);
-        self.lock_contention_rate =
-            ratio(self.lock_contended, self.lock_fast_acquire + self.lock_contended);
-        self.net_slabs = (self.new_slab_count + self.cache_reuses) as i64
-            - self.empty_slab_recycled as i64;
+        self.lock_contention_rate = ratio(
+            self.lock_contended,
+            self.lock_fast_acquire + self.lock_contended,
+        );
+        self.net_slabs =
+            (self.new_slab_count + self.cache_reuses) as i64 - self.empty_slab_recycled as i64;
     }
 }
 
@@ -489,7 +495,10 @@ impl Snapshot {
 
     /// `total_slow_path_hits / allocs`, 0 with no allocations.
     pub fn slow_path_rate(&self) -> f64 {
-        ratio(self.classes.iter().map(|c| c.slow_path_hits).sum(), self.allocs())
+        ratio(
+            self.classes.iter().map(|c| c.slow_path_hits).sum(),
+            self.allocs(),
+        )
     }
 
     /// `lock_contended / lock_acquisitions`, 0 with no acquisitions.

@@ -125,7 +125,9 @@ pub fn validate(text: &str, origin: &str) -> Result<Snapshot> {
         origin: origin.to_owned(),
         source,
     })?;
-    if instance.get("schema_version").and_then(serde_json::Value::as_u64)
+    if instance
+        .get("schema_version")
+        .and_then(serde_json::Value::as_u64)
         != Some(u64::from(crate::snapshot::SCHEMA_VERSION))
     {
         // Missing or unknown version: the parser's error says which.

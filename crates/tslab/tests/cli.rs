@@ -52,7 +52,13 @@ fn stats_text_and_json() {
     let o = run(&["stats", &f]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
-    for needle in ["RSS", "slow path", "madvise", "2 open, 1 closing", "top epochs by RSS"] {
+    for needle in [
+        "RSS",
+        "slow path",
+        "madvise",
+        "2 open, 1 closing",
+        "top epochs by RSS",
+    ] {
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
     }
     let o = run(&["stats", "--json", &f]);
@@ -61,7 +67,10 @@ fn stats_text_and_json() {
     assert_eq!(v["epochs_active"], 2);
     assert_eq!(v["epochs_closing"], 1);
     assert_eq!(v["top_epochs_by_rss"].as_array().unwrap().len(), 3);
-    assert_eq!(v["top_epochs_by_rss"][0]["label"], "requests", "the big epoch first");
+    assert_eq!(
+        v["top_epochs_by_rss"][0]["label"], "requests",
+        "the big epoch first"
+    );
     assert!(v["allocs"].as_u64().unwrap() >= 20_110);
 }
 
@@ -74,7 +83,9 @@ fn top_epochs_and_classes() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["rows"][0]["entry"]["label"], common::NASTY_LABEL);
     assert_eq!(v["rows"][0]["value"], 2.0);
-    let o = run(&["top", "--epochs", "--by", "refcount", "--asc", "--n", "1", "--json", &f]);
+    let o = run(&[
+        "top", "--epochs", "--by", "refcount", "--asc", "--n", "1", "--json", &f,
+    ]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["rows"].as_array().unwrap().len(), 1);
     assert_eq!(v["rows"][0]["value"], 0.0);
@@ -82,7 +93,10 @@ fn top_epochs_and_classes() {
     let o = run(&["top", "--epochs", "--by", "refcount", &f]);
     let text = stdout(&o);
     let first_row = text.lines().nth(2).unwrap();
-    assert!(first_row.contains("\"q\\\"b\\\\s\\nn\\tt\\u{1}é\""), "{text}");
+    assert!(
+        first_row.contains("\"q\\\"b\\\\s\\nn\\tt\\u{1}é\""),
+        "{text}"
+    );
     for by in [
         "slow_path_hits",
         "new_slab_count",
@@ -101,10 +115,17 @@ fn top_epochs_and_classes() {
             .map(|r| r["value"].as_f64().unwrap())
             .collect();
         assert_eq!(values.len(), 5);
-        assert!(values.windows(2).all(|w| w[0] >= w[1]), "{by}: not descending: {values:?}");
+        assert!(
+            values.windows(2).all(|w| w[0] >= w[1]),
+            "{by}: not descending: {values:?}"
+        );
     }
     let o = run(&["top", "--classes", "--by", "refcount", &f]);
-    assert_eq!(o.status.code(), Some(2), "an epoch metric for classes is a usage error");
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an epoch metric for classes is a usage error"
+    );
     assert!(stderr(&o).contains("not a class metric"), "{}", stderr(&o));
 }
 
@@ -133,7 +154,10 @@ fn export_prometheus_passes_promtool_and_escapes_labels() {
         text.contains(r#"label="q\"b\\s\nn	t"#),
         "label not escaped as the exposition format requires:\n{text}"
     );
-    for line in text.lines().filter(|l| l.starts_with("temporal_slab_epoch_")) {
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("temporal_slab_epoch_"))
+    {
         assert_eq!(
             line.starts_with("temporal_slab_epoch_info{"),
             line.contains("label="),
@@ -146,7 +170,13 @@ fn export_prometheus_passes_promtool_and_escapes_labels() {
     assert!(stdout(&o).contains("myapp_slab_epoch_refcount{"));
     let o = run(&["export", "prometheus", "--prefix", "9bad", &f]);
     assert_eq!(o.status.code(), Some(2));
-    let om = stdout(&run(&["export", "prometheus", "--format", "openmetrics", &f]));
+    let om = stdout(&run(&[
+        "export",
+        "prometheus",
+        "--format",
+        "openmetrics",
+        &f,
+    ]));
     assert!(om.ends_with("# EOF\n"));
     assert!(om.contains("# TYPE temporal_slab_class_allocs counter"));
 
@@ -158,7 +188,12 @@ fn export_prometheus_passes_promtool_and_escapes_labels() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),
@@ -187,11 +222,15 @@ fn diff_exit_codes() {
     assert!(stdout(&o).contains("REGRESSION"));
     assert_eq!(run(&["diff", &before, &slight]).status.code(), Some(0));
     assert_eq!(
-        run(&["diff", "--threshold", "2", &before, &slight]).status.code(),
+        run(&["diff", "--threshold", "2", &before, &slight])
+            .status
+            .code(),
         Some(1)
     );
     assert_eq!(
-        run(&["diff", "--fail-on", "never", &before, &after]).status.code(),
+        run(&["diff", "--fail-on", "never", &before, &after])
+            .status
+            .code(),
         Some(0)
     );
     // Improvements are not regressions.
@@ -211,7 +250,9 @@ fn diff_exit_codes() {
     failing.classes[0].madvise_failures = 1;
     let f = write(&dir.join("d.json"), &failing.to_json_pretty());
     assert_eq!(
-        run(&["diff", "--threshold", "1000", &before, &f]).status.code(),
+        run(&["diff", "--threshold", "1000", &before, &f])
+            .status
+            .code(),
         Some(1)
     );
 }
@@ -231,15 +272,24 @@ fn validate_and_bad_input_exit_two() {
     let mut v = serde_json::to_value(common::snapshot()).unwrap();
     v["epochs"][0]["state"] = serde_json::json!("OPEN");
     let bad_schema = write(&dir.join("schema.json"), &v.to_string());
-    let malformed = write(&dir.join("malformed.json"), "{\"schema_version\": 1, \"pid\": ");
+    let malformed = write(
+        &dir.join("malformed.json"),
+        "{\"schema_version\": 1, \"pid\": ",
+    );
     let v2 = write(&dir.join("v2.json"), "{\"schema_version\": 2}");
     let cases: [(&[&str], &str); 6] = [
         (&["validate", &bad_schema], "/epochs/0/state"),
         (&["stats", &malformed], "malformed stats JSON"),
         (&["validate", &malformed], "malformed stats JSON"),
         (&["stats", &v2], "unknown schema_version 2"),
-        (&["stats", "http://127.0.0.1:9/"], "http://127.0.0.1:9/stats.json"),
-        (&["stats", "/nonexistent/snap.json"], "/nonexistent/snap.json"),
+        (
+            &["stats", "http://127.0.0.1:9/"],
+            "http://127.0.0.1:9/stats.json",
+        ),
+        (
+            &["stats", "/nonexistent/snap.json"],
+            "/nonexistent/snap.json",
+        ),
     ];
     for (args, needle) in cases {
         let o = run(args);
@@ -260,7 +310,12 @@ fn stdin_source() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -298,7 +353,15 @@ fn watch_and_top_window_on_a_live_endpoint() {
             n
         })
     };
-    let o = run(&["watch", "--interval", "300ms", "--count", "2", "--json", &url]);
+    let o = run(&[
+        "watch",
+        "--interval",
+        "300ms",
+        "--count",
+        "2",
+        "--json",
+        &url,
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let lines: Vec<serde_json::Value> = stdout(&o)
         .lines()
@@ -310,10 +373,22 @@ fn watch_and_top_window_on_a_live_endpoint() {
         assert!(l["epoch_closes_per_sec"].as_f64().unwrap() > 0.0, "{l}");
         assert_eq!(l["restarted"], false);
     }
-    let o = run(&["top", "--classes", "--window", "300ms", "--n", "1", "--json", &url]);
+    let o = run(&[
+        "top",
+        "--classes",
+        "--window",
+        "300ms",
+        "--n",
+        "1",
+        "--json",
+        &url,
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(v["rows"][0]["entry"]["object_size"], 128, "the busy class ranks first");
+    assert_eq!(
+        v["rows"][0]["entry"]["object_size"], 128,
+        "the busy class ranks first"
+    );
     assert!(v["window_sec"].as_f64().unwrap() >= 0.29);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(worker.join().unwrap() > 0);
@@ -345,7 +420,9 @@ fn serve_re_serves_a_file() {
     let _ = child.kill();
     let _ = child.wait();
     let body = body.expect("tslab serve answered within 5 s");
-    assert!(body.contains("temporal_slab_epoch_refcount{epoch=\"1\",era=\"2\",state=\"ACTIVE\"} 2"));
+    assert!(
+        body.contains("temporal_slab_epoch_refcount{epoch=\"1\",era=\"2\",state=\"ACTIVE\"} 2")
+    );
     // A bad source fails at start, not at the first scrape.
     let o = run(&["serve", "--listen", "127.0.0.1:0", "/nonexistent.json"]);
     assert_eq!(o.status.code(), Some(2));

@@ -22,7 +22,11 @@ fn get(url: &str, accept: Option<&str>) -> (u16, String, String) {
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
-    (r.status().as_u16(), ct, r.body_mut().read_to_string().unwrap())
+    (
+        r.status().as_u16(),
+        ct,
+        r.body_mut().read_to_string().unwrap(),
+    )
 }
 
 #[test]
@@ -57,7 +61,13 @@ fn serves_metrics_and_stats_of_a_live_allocator() {
     }
     let (_, _, body) = get(&format!("{base}/stats.json"), None);
     let second = Snapshot::from_json(&body, "endpoint").unwrap();
-    let class96 = |s: &Snapshot| s.classes.iter().find(|c| c.object_size == 96).unwrap().allocs;
+    let class96 = |s: &Snapshot| {
+        s.classes
+            .iter()
+            .find(|c| c.object_size == 96)
+            .unwrap()
+            .allocs
+    };
     assert_eq!(class96(&second) - class96(&first), 1000);
 
     let (status, _, _) = get(&format!("{base}/nope"), None);
@@ -115,5 +125,9 @@ fn scrapes_while_threads_allocate() {
     let frees: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
     assert!(frees > 0);
     let end = Snapshot::of(&alloc);
-    assert_eq!(end.allocs(), frees, "every allocation was freed and counted");
+    assert_eq!(
+        end.allocs(),
+        frees,
+        "every allocation was freed and counted"
+    );
 }

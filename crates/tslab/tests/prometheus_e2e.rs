@@ -22,7 +22,9 @@ fn alert_expr(rules: &str, name: &str) -> String {
         .skip_while(|l| l.trim() != format!("- alert: {name}"))
         .skip(1)
         .skip_while(|l| !l.trim_start().starts_with("expr:"));
-    let first = lines.next().unwrap_or_else(|| panic!("no expr for alert {name}"));
+    let first = lines
+        .next()
+        .unwrap_or_else(|| panic!("no expr for alert {name}"));
     let inline = first.trim_start().trim_start_matches("expr:").trim();
     if inline != "|" && !inline.is_empty() {
         return inline.to_owned();
@@ -39,7 +41,7 @@ fn alert_expr(rules: &str, name: &str) -> String {
 }
 
 /// Kills the child when dropped.
-struct Killed(Child, &'static str);
+struct Killed(Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -90,7 +92,10 @@ fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }
@@ -132,13 +137,19 @@ fn prometheus_scrapes_the_demo_and_finds_the_leak() {
     let demo_log = std::fs::File::create(dir.join("demo.log")).unwrap();
     let _demo = Killed(
         common::tslab()
-            .args(["demo", "--inject-leak", "--requests", "4000", "--linger", "120"])
+            .args([
+                "demo",
+                "--inject-leak",
+                "--requests",
+                "4000",
+                "--linger",
+                "120",
+            ])
             .args(["--listen", &demo_addr])
             .stdout(demo_log.try_clone().unwrap())
             .stderr(demo_log)
             .spawn()
             .expect("start tslab demo"),
-        "demo",
     );
     let config = dir.join("prometheus.yml");
     std::fs::write(
@@ -153,13 +164,15 @@ fn prometheus_scrapes_the_demo_and_finds_the_leak() {
     let _prometheus = Killed(
         Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address={prom}"))
             .stdout(prom_log.try_clone().unwrap())
             .stderr(prom_log)
             .spawn()
             .expect("start prometheus"),
-        "prometheus",
     );
     let logs = || {
         format!(

@@ -77,7 +77,10 @@ fn original_minimal_layout_parses() {
     let snap = Snapshot::from_json(text, "orig.json").unwrap();
     assert_eq!(snap.epochs()[0].label, "background-worker-3");
     assert_eq!(snap.epochs()[0].age_sec, 600);
-    assert_eq!(snap.classes[0].net_slabs, 2, "derived fields are recomputed");
+    assert_eq!(
+        snap.classes[0].net_slabs, 2,
+        "derived fields are recomputed"
+    );
 }
 
 #[test]
@@ -96,12 +99,36 @@ fn schema_rejects_what_it_should() {
         v
     };
     for (path, value, pointer) in [
-        (&["schema_version"][..], serde_json::json!(2), "/schema_version"),
-        (&["epochs", "0", "state"][..], serde_json::json!("OPEN"), "/epochs/0/state"),
-        (&["epochs", "0", "refcount"][..], serde_json::json!(-1), "/epochs/0/refcount"),
-        (&["epochs", "0", "epoch_id"][..], serde_json::json!(16), "/epochs/0/epoch_id"),
-        (&["classes", "0", "allocs"][..], serde_json::json!("many"), "/classes/0/allocs"),
-        (&["label_registry", "labels"][..], serde_json::json!("x"), "/label_registry/labels"),
+        (
+            &["schema_version"][..],
+            serde_json::json!(2),
+            "/schema_version",
+        ),
+        (
+            &["epochs", "0", "state"][..],
+            serde_json::json!("OPEN"),
+            "/epochs/0/state",
+        ),
+        (
+            &["epochs", "0", "refcount"][..],
+            serde_json::json!(-1),
+            "/epochs/0/refcount",
+        ),
+        (
+            &["epochs", "0", "epoch_id"][..],
+            serde_json::json!(16),
+            "/epochs/0/epoch_id",
+        ),
+        (
+            &["classes", "0", "allocs"][..],
+            serde_json::json!("many"),
+            "/classes/0/allocs",
+        ),
+        (
+            &["label_registry", "labels"][..],
+            serde_json::json!("x"),
+            "/label_registry/labels",
+        ),
     ] {
         let errs = errors(&broken(path, value));
         assert!(
@@ -130,7 +157,11 @@ fn version_and_syntax_errors_are_typed() {
     ));
     let err = Snapshot::from_json("{\"schema_version\": 1,", "snap.json").unwrap_err();
     assert!(matches!(err, Error::Json { .. }));
-    assert!(err.to_string().starts_with("snap.json: malformed stats JSON"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("snap.json: malformed stats JSON"),
+        "{err}"
+    );
     // Right version, wrong field type: a JSON error naming the line.
     let err = Snapshot::from_json("{\"schema_version\": 1, \"pid\": \"x\"}", "s").unwrap_err();
     assert!(matches!(err, Error::Json { .. }), "{err}");
