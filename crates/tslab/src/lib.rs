@@ -73,6 +73,12 @@ pub enum Error {
         /// What went wrong (connection refused, status code, ...).
         message: String,
     },
+    /// A demo corpus is empty or holds a malformed document (the message names `FILE:LINE:COL`).
+    #[error("{0}")]
+    Corpus(String),
+    /// A demo request failed (the allocator refused an allocation while building its tree).
+    #[error("{0}")]
+    Request(String),
     /// A command-line value is invalid.
     #[error("{0}")]
     Usage(String),

@@ -1,1 +1,1045 @@
-//! The demo workload (being written).
+//! `tslab demo`: a request-processing workload on a temporal-slab allocator, observable while it
+//! runs.
+//!
+//! Each **request** is one JSON document of the [`corpus`] (a file, or one line of an NDJSON
+//! file; without `--corpus`, a generated default corpus). Handling a request means: enter the
+//! batch's epoch domain ([`SlabAllocator::enter`]), parse the document with serde_json straight
+//! into a tree whose nodes are `allocator_api2` collections allocated in that epoch
+//! ([`tree::NodeSeed`], no intermediate `serde_json::Value`), walk the tree counting every object
+//! key in an epoch-allocated `hashbrown` map ([`tree::count`]), drop the tree and leave the
+//! domain. The request's latency (enter to leave) goes into an HDR histogram.
+//!
+//! ## Batches and epochs
+//! Workers (`--workers`, default 2) take **batches** of `--batch` requests (default 128) of one
+//! document kind from a shared budget (`--requests`, or until `--duration` has passed). Per batch
+//! a worker opens its own epoch with [`SlabAllocator::epoch_advance`], labels it with the kind
+//! (the file name or the generated kind), runs the batch's requests in it, then closes it with
+//! [`SlabAllocator::epoch_close`], which hands the epoch's now empty slabs back to the kernel.
+//!
+//! `epoch_advance` re-opens the next of the ring's 16 slots whatever it holds, so the workers
+//! advance through one coordinator: a worker whose next slot is still held by another worker's
+//! unfinished batch waits until that batch is closed. An epoch is therefore never re-opened
+//! under a batch that is still allocating in it.
+//!
+//! ## The injected leak
+//! With `--inject-leak`, worker 0 runs one extra, last batch after all other workers finished,
+//! labeled `leak:` + the kind's label. Its last request's domain guard is `std::mem::forget`-ten
+//! (and its tree with it, as if a handler were stuck holding it), so after the batch's close the
+//! epoch stays CLOSING with refcount 1 and live objects. Nothing advances the ring after it, so it
+//! is in the final snapshot (`--json-out`), on `/metrics` while the endpoint lingers
+//! (`--linger`), and first in `tslab top --epochs --by refcount`.
+//!
+//! ## Observing it
+//! While it runs, `/metrics` and `/stats.json` are served on `--listen` (default
+//! 127.0.0.1:2112; port 0 picks a free port; `none` disables), a progress bar is drawn on
+//! stderr when it is a terminal, and the process RSS is sampled every 100 ms. The
+//! [`DemoReport`] has requests/s, latency percentiles, the RSS curve, the top epochs of the
+//! final snapshot and the leaked epoch.
+
+pub mod corpus;
+pub mod tree;
+
+use std::fmt;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use temporal_slab::{EPOCH_COUNT, Epoch, EpochId, MAX_LABEL_LEN, SlabAllocator};
+
+use crate::snapshot::{EpochSnapshot, Snapshot};
+use crate::{Error, Result};
+
+pub use corpus::{Corpus, Kind};
+pub use tree::Counts;
+
+/// Requests run when neither `--requests` nor `--duration` is given.
+pub const DEFAULT_REQUESTS: u64 = 20_000;
+
+/// Default `--batch`: requests per epoch.
+pub const DEFAULT_BATCH: usize = 128;
+
+/// Largest `--workers`: every worker holds one of the ring's 16 slots while its batch runs.
+pub const MAX_WORKERS: usize = EPOCH_COUNT - 2;
+
+/// Requests in the leak batch at most (it runs after the other workers finished).
+pub const LEAK_BATCH_MAX: usize = 64;
+
+/// Prefix of the leaked epoch's label.
+pub const LEAK_LABEL_PREFIX: &str = "leak:";
+
+/// Time between two RSS samples.
+pub const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Where the demo serves `/metrics` and `/stats.json`: `none` (or `off`) or an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listen {
+    /// No endpoint.
+    Off,
+    /// Listen on this address (port 0: a free port, see [`DemoReport::listen`]).
+    On(SocketAddr),
+}
+
+impl FromStr for Listen {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Listen, String> {
+        match s.trim() {
+            "none" | "off" => Ok(Listen::Off),
+            t => t
+                .parse()
+                .map(Listen::On)
+                .map_err(|e| format!("{s:?} is not an address like 127.0.0.1:2112 (or none): {e}")),
+        }
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Off => f.write_str("none"),
+            Listen::On(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// Parses `"30s"`, `"1m 30s"`, `"250ms"` (humantime) or plain seconds (`"2"`, `"0.5"`).
+///
+/// # Errors
+/// A message for anything else.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("{s:?} is not a duration (negative or too large)"));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 30s: {e}"))
+}
+
+/// Arguments of `tslab demo` (also usable from code: [`DemoArgs::default`] has the CLI's
+/// defaults).
+#[derive(Clone, Debug, clap::Args)]
+pub struct DemoArgs {
+    /// JSON documents to serve as requests: a .json file (one request), an NDJSON file (one
+    /// request per line) or a directory of them. Default: a generated corpus.
+    #[arg(long, value_name = "PATH")]
+    pub corpus: Option<PathBuf>,
+    /// Worker threads (1 to 14).
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Stop after this many requests (default 20000 unless --duration is given).
+    #[arg(long, value_name = "N")]
+    pub requests: Option<u64>,
+    /// Stop after this long (e.g. 30s, 2m); with --requests, whichever comes first.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Requests per batch; each batch runs in its own epoch, closed when the batch is done.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH)]
+    pub batch: usize,
+    /// Leak one epoch domain on purpose: worker 0's last batch never leaves the domain of its
+    /// last request, so that epoch stays CLOSING with refcount 1 (label "leak:...").
+    #[arg(long)]
+    pub inject_leak: bool,
+    /// Serve /metrics and /stats.json on this address while running (port 0: any free port;
+    /// "none" to disable).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2112")]
+    pub listen: Listen,
+    /// Write the final stats snapshot (schema v1 JSON) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json_out: Option<PathBuf>,
+    /// After the work is done, keep serving the endpoint this long (e.g. 60s) so a scraper sees
+    /// the final state, the leak included (ignored with --listen none).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0")]
+    pub linger: Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar and no status lines on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl Default for DemoArgs {
+    fn default() -> DemoArgs {
+        DemoArgs {
+            corpus: None,
+            workers: 2,
+            requests: None,
+            duration: None,
+            batch: DEFAULT_BATCH,
+            inject_leak: false,
+            listen: Listen::On(SocketAddr::from(([127, 0, 0, 1], 2112))),
+            json_out: None,
+            linger: Duration::ZERO,
+            json: false,
+            quiet: false,
+        }
+    }
+}
+
+/// Request latency percentiles over all requests, nanoseconds (HDR histogram, 3 significant
+/// digits).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50_ns: u64,
+    /// 99th percentile.
+    pub p99_ns: u64,
+    /// 99.9th percentile.
+    pub p999_ns: u64,
+    /// Slowest request.
+    pub max_ns: u64,
+    /// Mean.
+    pub mean_ns: f64,
+}
+
+/// One sample of the process RSS.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct RssSample {
+    /// Seconds since the workers started.
+    pub t_sec: f64,
+    /// Resident set size, bytes (0 when /proc is unreadable).
+    pub rss_bytes: u64,
+}
+
+/// The process RSS over the run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RssReport {
+    /// Before the workers started, bytes.
+    pub start_bytes: u64,
+    /// Largest sample, bytes.
+    pub peak_bytes: u64,
+    /// After the last batch, bytes.
+    pub end_bytes: u64,
+    /// Samples every [`RSS_SAMPLE_INTERVAL`] (thinned out on long runs: at most 4096 kept).
+    pub samples: Vec<RssSample>,
+}
+
+/// Requests of one document kind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KindReport {
+    /// The kind's label (file name or generated kind).
+    pub label: String,
+    /// Documents of this kind in the corpus.
+    pub documents: usize,
+    /// Requests served.
+    pub requests: u64,
+}
+
+/// The epoch leaked by `--inject-leak`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LeakedEpoch {
+    /// Ring index.
+    pub epoch_id: u32,
+    /// Era.
+    pub epoch_era: u64,
+    /// Label (`leak:` + the batch's kind).
+    pub label: String,
+}
+
+/// What a demo run did. `Serialize` is the `--json` output (without the final snapshot, which
+/// `--json-out` writes).
+#[derive(Clone, Debug, Serialize)]
+pub struct DemoReport {
+    /// `--corpus` path, or `"generated"`.
+    pub corpus: String,
+    /// Documents in the corpus.
+    pub documents: usize,
+    /// Bytes of the corpus's documents.
+    pub corpus_bytes: u64,
+    /// Requests per kind.
+    pub kinds: Vec<KindReport>,
+    /// Worker threads.
+    pub workers: usize,
+    /// Requests per batch (one epoch per batch).
+    pub batch: usize,
+    /// Requests served.
+    pub requests: u64,
+    /// Wall time from the workers' start to the last batch's close, seconds.
+    pub elapsed_sec: f64,
+    /// `requests / elapsed_sec`.
+    pub requests_per_sec: f64,
+    /// JSON bytes parsed.
+    pub bytes_parsed: u64,
+    /// Request latency (enter the domain, parse, count, drop, leave).
+    pub latency: Latency,
+    /// Sums of the per-request counts (`distinct_keys` and `top_key_count` are maxima).
+    pub counts: Counts,
+    /// Batches run, the leak batch included.
+    pub batches: u64,
+    /// `epoch_close` calls made by the workers.
+    pub epochs_closed: u64,
+    /// Process RSS over the run.
+    pub rss: RssReport,
+    /// Up to 5 epochs of the final snapshot, by refcount, then estimated RSS, then live objects.
+    pub top_epochs: Vec<EpochSnapshot>,
+    /// The epoch `--inject-leak` leaked.
+    pub leaked: Option<LeakedEpoch>,
+    /// The address `/metrics` was served on (the real port when 0 was asked).
+    pub listen: Option<SocketAddr>,
+    /// Where the final snapshot was written.
+    pub json_out: Option<PathBuf>,
+    /// The final stats snapshot, taken after the last batch (not in the `--json` output).
+    #[serde(skip)]
+    pub snapshot: Snapshot,
+}
+
+/// Loads the corpus (`--corpus`, or the generated one) and runs the demo; see [`run_corpus`].
+///
+/// # Errors
+/// As [`Corpus::load`] and [`run_corpus`].
+pub fn run(args: &DemoArgs) -> Result<DemoReport> {
+    check_args(args)?;
+    let corpus = match &args.corpus {
+        Some(path) => Corpus::load(path)?,
+        None => Corpus::generated(corpus::GENERATED_PER_KIND),
+    };
+    run_corpus(args, &corpus)
+}
+
+fn check_args(args: &DemoArgs) -> Result<()> {
+    if args.workers == 0 || args.workers > MAX_WORKERS {
+        return Err(Error::Usage(format!(
+            "--workers {} is out of range (1 to {MAX_WORKERS}: each worker holds one of the \
+             {EPOCH_COUNT} epoch slots)",
+            args.workers
+        )));
+    }
+    if args.batch == 0 {
+        return Err(Error::Usage("--batch must be at least 1".into()));
+    }
+    if args.requests == Some(0) {
+        return Err(Error::Usage("--requests must be at least 1".into()));
+    }
+    if args.duration == Some(Duration::ZERO) {
+        return Err(Error::Usage("--duration must be longer than 0".into()));
+    }
+    Ok(())
+}
+
+/// Runs the demo on `corpus` (`args.corpus` is ignored): serves the endpoint, runs the
+/// workers, takes the final snapshot, writes `--json-out`, lingers, and returns the report.
+///
+/// # Errors
+/// [`Error::Usage`] for out-of-range arguments; [`Error::Io`] naming the address when the
+/// endpoint cannot listen, or naming the file when `--json-out` cannot be written;
+/// [`Error::Alloc`] when the allocator cannot reserve its address space or refuses an epoch
+/// operation.
+pub fn run_corpus(args: &DemoArgs, corpus: &Corpus) -> Result<DemoReport> {
+    check_args(args)?;
+    let alloc = Arc::new(SlabAllocator::new()?);
+    let endpoint = match args.listen {
+        Listen::Off => None,
+        Listen::On(addr) => Some(crate::endpoint::serve(addr, alloc.clone()).map_err(
+            |source| Error::Io {
+                path: addr.to_string(),
+                source,
+            },
+        )?),
+    };
+    let listen = endpoint.as_ref().map(crate::endpoint::Endpoint::local_addr);
+    let status = !args.quiet;
+    if status {
+        eprintln!(
+            "tslab demo: {} documents ({}) from {}, {} workers, batch {}{}",
+            corpus.documents(),
+            human_bytes(corpus.bytes()),
+            corpus.source(),
+            args.workers,
+            args.batch,
+            listen.map_or_else(String::new, |a| format!(
+                "; metrics on http://{a}/metrics and http://{a}/stats.json"
+            )),
+        );
+    }
+    // The fresh allocator's epoch 0 is never used: close it, so every epoch in the snapshots
+    // is one of ours.
+    alloc.epoch_close(alloc.epoch_current())?;
+
+    let total = args.requests.unwrap_or(if args.duration.is_some() {
+        u64::MAX
+    } else {
+        DEFAULT_REQUESTS
+    });
+    let leak_reserve = if args.inject_leak {
+        (args.batch.min(LEAK_BATCH_MAX) as u64).min(total)
+    } else {
+        0
+    };
+    let kinds = corpus.kinds();
+    let progress = progress_bar(args, total);
+    let rss_start = temporal_slab::process_rss_bytes().unwrap_or(0);
+    let mut samples = vec![RssSample {
+        t_sec: 0.0,
+        rss_bytes: rss_start,
+    }];
+    let start = Instant::now();
+    let shared = Shared {
+        alloc: &alloc,
+        corpus,
+        ring: Ring::default(),
+        budget: AtomicU64::new(total - leak_reserve),
+        leak_reserve: leak_reserve as usize,
+        next_batch: AtomicU64::new(0),
+        cursors: kinds.iter().map(|_| AtomicUsize::new(0)).collect(),
+        done: AtomicU64::new(0),
+        deadline: args.duration.map(|d| start + d),
+        abort: AtomicBool::new(false),
+        others_finished: AtomicUsize::new(0),
+        workers: args.workers,
+        batch: args.batch,
+        leak_labels: kinds.iter().map(|k| leak_label(k.label())).collect(),
+    };
+
+    let outcomes: Vec<std::thread::Result<Result<WorkerOut>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..args.workers)
+            .map(|w| {
+                let shared = &shared;
+                std::thread::Builder::new()
+                    .name(format!("demo-worker-{w}"))
+                    .spawn_scoped(s, move || shared.worker(w, args.inject_leak))
+            })
+            .collect::<std::io::Result<_>>()
+            .map_err(|source| Error::Io {
+                path: "spawning demo workers".into(),
+                source,
+            })?;
+        let mut interval = RSS_SAMPLE_INTERVAL;
+        let mut next_sample = start + interval;
+        loop {
+            let finished = handles.iter().all(|h| h.is_finished());
+            let now = Instant::now();
+            if now >= next_sample && !finished {
+                samples.push(RssSample {
+                    t_sec: (now - start).as_secs_f64(),
+                    rss_bytes: temporal_slab::process_rss_bytes().unwrap_or(0),
+                });
+                if samples.len() >= 4096 {
+                    // Long run: keep every other sample, sample half as often.
+                    let mut i = 0;
+                    samples.retain(|_| {
+                        i += 1;
+                        i % 2 == 1
+                    });
+                    interval *= 2;
+                }
+                next_sample = now + interval;
+            }
+            match args.duration {
+                Some(d) if args.requests.is_none() => {
+                    progress.set_position((now - start).as_millis().min(d.as_millis()) as u64);
+                    progress
+                        .set_message(format!("{} requests", shared.done.load(Ordering::Relaxed)));
+                }
+                _ => progress.set_position(shared.done.load(Ordering::Relaxed)),
+            }
+            if finished {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok::<_, Error>(handles.into_iter().map(|h| h.join()).collect())
+    })?;
+    let elapsed = start.elapsed();
+    progress.finish_and_clear();
+
+    let mut merged = WorkerOut::new(kinds.len());
+    let mut first_error = None;
+    for outcome in outcomes {
+        match outcome {
+            Ok(Ok(out)) => merged.merge(out),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+
+    let rss_end = temporal_slab::process_rss_bytes().unwrap_or(0);
+    samples.push(RssSample {
+        t_sec: elapsed.as_secs_f64(),
+        rss_bytes: rss_end,
+    });
+    let snapshot = Snapshot::of(&alloc);
+    if let Some(path) = &args.json_out {
+        std::fs::write(path, snapshot.to_json_pretty() + "\n").map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+    }
+    let mut top_epochs = snapshot.epochs().to_vec();
+    top_epochs.sort_by(|a, b| {
+        (
+            b.refcount,
+            b.estimated_rss_bytes,
+            b.live_objects,
+            b.epoch_era,
+        )
+            .cmp(&(
+                a.refcount,
+                a.estimated_rss_bytes,
+                a.live_objects,
+                a.epoch_era,
+            ))
+    });
+    top_epochs.truncate(5);
+    let h = &merged.hist;
+    let report = DemoReport {
+        corpus: corpus.source().to_owned(),
+        documents: corpus.documents(),
+        corpus_bytes: corpus.bytes(),
+        kinds: kinds
+            .iter()
+            .zip(&merged.per_kind)
+            .map(|(k, &requests)| KindReport {
+                label: k.label().to_owned(),
+                documents: k.len(),
+                requests,
+            })
+            .collect(),
+        workers: args.workers,
+        batch: args.batch,
+        requests: merged.requests,
+        elapsed_sec: elapsed.as_secs_f64(),
+        requests_per_sec: merged.requests as f64 / elapsed.as_secs_f64().max(1e-9),
+        bytes_parsed: merged.bytes,
+        latency: if h.is_empty() {
+            Latency::default()
+        } else {
+            Latency {
+                p50_ns: h.value_at_quantile(0.50),
+                p99_ns: h.value_at_quantile(0.99),
+                p999_ns: h.value_at_quantile(0.999),
+                max_ns: h.max(),
+                mean_ns: h.mean(),
+            }
+        },
+        counts: merged.counts,
+        batches: merged.batches,
+        epochs_closed: merged.epochs_closed,
+        rss: RssReport {
+            start_bytes: rss_start,
+            peak_bytes: samples.iter().map(|s| s.rss_bytes).max().unwrap_or(0),
+            end_bytes: rss_end,
+            samples,
+        },
+        top_epochs,
+        leaked: merged.leaked,
+        listen,
+        json_out: args.json_out.clone(),
+        snapshot,
+    };
+    if let Some(endpoint) = &endpoint {
+        if !args.linger.is_zero() {
+            if status {
+                eprintln!(
+                    "tslab demo: done ({} requests); serving the final state on http://{}/metrics \
+                     for {}",
+                    report.requests,
+                    endpoint.local_addr(),
+                    humantime::format_duration(args.linger)
+                );
+            }
+            std::thread::sleep(args.linger);
+        }
+    }
+    drop(endpoint);
+    Ok(report)
+}
+
+fn progress_bar(args: &DemoArgs, total: u64) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    if args.quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let (len, template) = match (args.requests, args.duration) {
+        (None, Some(d)) => (
+            d.as_millis() as u64,
+            "{spinner} [{elapsed_precise}] {wide_bar} {percent}% of the duration, {msg}",
+        ),
+        _ => (
+            total,
+            "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} requests ({per_sec}, eta {eta})",
+        ),
+    };
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// `leak:` + `label`, cut at a char boundary to the allocator's 31 bytes.
+fn leak_label(label: &str) -> String {
+    let mut text = format!("{LEAK_LABEL_PREFIX}{label}");
+    let mut end = text.len().min(MAX_LABEL_LEN);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Serialises `epoch_advance` among the workers and keeps it off slots whose batch still runs.
+#[derive(Debug, Default)]
+struct Ring {
+    held: Mutex<[bool; EPOCH_COUNT]>,
+    released: Condvar,
+}
+
+/// A ring slot held by one batch; dropping it lets the ring re-open the slot.
+#[derive(Debug)]
+struct Lease<'r> {
+    ring: &'r Ring,
+    id: EpochId,
+    keep: bool,
+}
+
+impl Ring {
+    /// Opens a new epoch labeled `label`, waiting while the slot `epoch_advance` would re-open
+    /// is held by a running batch. Every `epoch_advance` of the allocator goes through here, so
+    /// the slot checked is the slot opened.
+    fn acquire(&self, alloc: &SlabAllocator, label: &str) -> Result<Lease<'_>> {
+        let mut held = lock(&self.held);
+        loop {
+            let next = (alloc.epoch_current().index() + 1) % EPOCH_COUNT;
+            if !held[next] {
+                let id = alloc.epoch_advance();
+                held[id.index()] = true;
+                drop(held);
+                let lease = Lease {
+                    ring: self,
+                    id,
+                    keep: false,
+                };
+                alloc.set_label(id, label)?;
+                return Ok(lease);
+            }
+            // A waiting worker holds no slot, so the holder is running a batch and will
+            // release it: no deadlock.
+            held = self
+                .released
+                .wait(held)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if !self.keep {
+            lock(&self.ring.held)[self.id.index()] = false;
+            self.ring.released.notify_all();
+        }
+    }
+}
+
+struct Shared<'a> {
+    alloc: &'a SlabAllocator,
+    corpus: &'a Corpus,
+    ring: Ring,
+    /// Requests not yet claimed by a batch (the leak batch's are reserved apart).
+    budget: AtomicU64,
+    leak_reserve: usize,
+    next_batch: AtomicU64,
+    /// Next document of each kind.
+    cursors: Vec<AtomicUsize>,
+    /// Requests done, for the progress bar.
+    done: AtomicU64,
+    deadline: Option<Instant>,
+    /// A worker failed: the others stop.
+    abort: AtomicBool,
+    /// Workers other than worker 0 that returned.
+    others_finished: AtomicUsize,
+    workers: usize,
+    batch: usize,
+    leak_labels: Vec<String>,
+}
+
+/// What one worker did.
+struct WorkerOut {
+    hist: Histogram<u64>,
+    requests: u64,
+    bytes: u64,
+    batches: u64,
+    epochs_closed: u64,
+    counts: Counts,
+    per_kind: Vec<u64>,
+    leaked: Option<LeakedEpoch>,
+}
+
+impl WorkerOut {
+    fn new(kinds: usize) -> WorkerOut {
+        WorkerOut {
+            // 1 ns to 1 hour, 3 significant digits.
+            hist: Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
+                .expect("static histogram bounds are valid"),
+            requests: 0,
+            bytes: 0,
+            batches: 0,
+            epochs_closed: 0,
+            counts: Counts::default(),
+            per_kind: vec![0; kinds],
+            leaked: None,
+        }
+    }
+
+    fn merge(&mut self, other: WorkerOut) {
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.hist.add(&other.hist);
+        self.requests += other.requests;
+        self.bytes += other.bytes;
+        self.batches += other.batches;
+        self.epochs_closed += other.epochs_closed;
+        self.counts.accumulate(&other.counts);
+        for (a, b) in self.per_kind.iter_mut().zip(&other.per_kind) {
+            *a += b;
+        }
+        if other.leaked.is_some() {
+            self.leaked = other.leaked;
+        }
+    }
+}
+
+/// Counts a worker other than 0 as finished when dropped (also on error or panic).
+struct Finished<'s, 'a>(&'s Shared<'a>, usize);
+
+impl Drop for Finished<'_, '_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.abort.store(true, Ordering::Release);
+        }
+        if self.1 != 0 {
+            self.0.others_finished.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Shared<'_> {
+    fn stopping(&self) -> bool {
+        self.abort.load(Ordering::Acquire) || self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Claims up to one batch of requests from the budget; 0 when it is spent.
+    fn claim(&self) -> usize {
+        let batch = self.batch as u64;
+        match self
+            .budget
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                (left > 0).then(|| left - left.min(batch))
+            }) {
+            Ok(left) => left.min(batch) as usize,
+            Err(_) => 0,
+        }
+    }
+
+    fn worker(&self, w: usize, inject_leak: bool) -> Result<WorkerOut> {
+        let finished = Finished(self, w);
+        let mut out = WorkerOut::new(self.corpus.kinds().len());
+        let result = self.work(w, inject_leak, &mut out);
+        if result.is_err() {
+            self.abort.store(true, Ordering::Release);
+        }
+        drop(finished);
+        result.map(|()| out)
+    }
+
+    fn work(&self, w: usize, inject_leak: bool, out: &mut WorkerOut) -> Result<()> {
+        let kinds = self.corpus.kinds().len() as u64;
+        while !self.stopping() {
+            let n = self.claim();
+            if n == 0 {
+                break;
+            }
+            let kind = (self.next_batch.fetch_add(1, Ordering::Relaxed) % kinds) as usize;
+            self.run_batch(kind, n, false, out)?;
+        }
+        if inject_leak && w == 0 {
+            // The leak batch is the run's last, so no advance re-opens its slot afterwards.
+            while self.others_finished.load(Ordering::Acquire) < self.workers - 1 {
+                if self.abort.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if self.abort.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            let kind = (self.next_batch.fetch_add(1, Ordering::Relaxed) % kinds) as usize;
+            self.run_batch(kind, self.leak_reserve, true, out)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `n` requests of `kind` in a new epoch and closes it; with `leak`, the last
+    /// request's domain (and tree) is never released.
+    fn run_batch(&self, kind: usize, n: usize, leak: bool, out: &mut WorkerOut) -> Result<()> {
+        let k = &self.corpus.kinds()[kind];
+        let label = if leak {
+            &self.leak_labels[kind]
+        } else {
+            k.label()
+        };
+        let mut lease = self.ring.acquire(self.alloc, label)?;
+        let id = lease.id;
+        let epoch = self.alloc.epoch(id);
+        for i in 0..n {
+            if !leak && self.stopping() {
+                break;
+            }
+            let d = self.cursors[kind].fetch_add(1, Ordering::Relaxed) % k.len();
+            let doc = k.doc(d);
+            let t0 = Instant::now();
+            let counts = request(self.alloc, id, &epoch, doc, leak && i + 1 == n)
+                .map_err(|e| e.at(&k.origin(d)))?;
+            out.hist
+                .saturating_record((t0.elapsed().as_nanos() as u64).max(1));
+            out.requests += 1;
+            out.bytes += doc.len() as u64;
+            out.per_kind[kind] += 1;
+            out.counts.accumulate(&counts);
+            self.done.fetch_add(1, Ordering::Relaxed);
+        }
+        self.alloc.epoch_close(id)?;
+        out.batches += 1;
+        out.epochs_closed += 1;
+        if leak {
+            lease.keep = true;
+            out.leaked = Some(LeakedEpoch {
+                epoch_id: id.index() as u32,
+                epoch_era: id.era(),
+                label: label.to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why one request failed (after the corpus was validated, only allocation can fail).
+enum RequestError {
+    Alloc(temporal_slab::Error),
+    Parse(serde_json::Error),
+    Walk(tree::AllocFailed),
+}
+
+impl RequestError {
+    fn at(self, origin: &str) -> Error {
+        match self {
+            RequestError::Alloc(e) => Error::Alloc(e),
+            RequestError::Parse(e) => Error::Request(format!("{origin}: request failed: {e}")),
+            RequestError::Walk(e) => Error::Request(format!("{origin}: request failed: {e}")),
+        }
+    }
+}
+
+/// One request: enter the epoch's domain, build the tree in the epoch, count its keys, drop the
+/// tree and leave. With `leak`, the tree and the domain guard are forgotten instead.
+fn request<'e>(
+    alloc: &SlabAllocator,
+    id: EpochId,
+    epoch: &'e Epoch<'e>,
+    doc: &[u8],
+    leak: bool,
+) -> std::result::Result<Counts, RequestError> {
+    let domain = alloc.enter(id).map_err(RequestError::Alloc)?;
+    let tree = tree::parse_in(doc, epoch).map_err(RequestError::Parse)?;
+    let counts = tree::count(&tree, epoch).map_err(RequestError::Walk)?;
+    if leak {
+        std::mem::forget(tree);
+        std::mem::forget(domain);
+    } else {
+        drop(tree);
+        drop(domain);
+    }
+    Ok(counts)
+}
+
+/// `1.5 KiB`, `12.0 MiB`, ...
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// `850 ns`, `12.3 us`, `4.56 ms`, `1.23 s`.
+fn human_ns(ns: f64) -> String {
+    if ns < 1e3 {
+        format!("{ns:.0} ns")
+    } else if ns < 1e6 {
+        format!("{:.1} us", ns / 1e3)
+    } else if ns < 1e9 {
+        format!("{:.2} ms", ns / 1e6)
+    } else {
+        format!("{:.2} s", ns / 1e9)
+    }
+}
+
+/// Eight-level bar chart of `values` scaled between their minimum and maximum.
+fn sparkline(values: &[u64]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let (min, max) = match (values.iter().min(), values.iter().max()) {
+        (Some(&a), Some(&b)) => (a, b),
+        _ => return String::new(),
+    };
+    values
+        .iter()
+        .map(|&v| {
+            let i = if max == min {
+                0
+            } else {
+                ((v - min) as f64 / (max - min) as f64 * 7.0).round() as usize
+            };
+            BARS[i.min(7)]
+        })
+        .collect()
+}
+
+/// At most `n` samples evenly spread over `samples`, first and last included.
+fn thin(samples: &[RssSample], n: usize) -> Vec<RssSample> {
+    if samples.len() <= n || n < 2 {
+        return samples.to_vec();
+    }
+    (0..n)
+        .map(|i| samples[i * (samples.len() - 1) / (n - 1)])
+        .collect()
+}
+
+impl DemoReport {
+    /// The human-readable report: throughput, latency, RSS over time, top epochs, the leak.
+    ///
+    /// # Errors
+    /// Errors of `out`.
+    pub fn print_human(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let snap = &self.snapshot;
+        writeln!(
+            out,
+            "requests      {} in {:.2} s = {:.0} requests/s ({} workers, batch {})",
+            self.requests, self.elapsed_sec, self.requests_per_sec, self.workers, self.batch
+        )?;
+        writeln!(
+            out,
+            "corpus        {}: {} documents, {} ({})",
+            self.corpus,
+            self.documents,
+            human_bytes(self.corpus_bytes),
+            self.kinds
+                .iter()
+                .map(|k| format!("{} x{}", k.label, k.requests))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+        writeln!(
+            out,
+            "parsed        {} ({}/s); {} values, {} keys, {} numbers, {} string bytes",
+            human_bytes(self.bytes_parsed),
+            human_bytes((self.bytes_parsed as f64 / self.elapsed_sec.max(1e-9)) as u64),
+            self.counts.values,
+            self.counts.keys,
+            self.counts.numbers,
+            self.counts.string_bytes
+        )?;
+        let l = &self.latency;
+        writeln!(
+            out,
+            "latency       p50 {}  p99 {}  p99.9 {}  max {}  (mean {})",
+            human_ns(l.p50_ns as f64),
+            human_ns(l.p99_ns as f64),
+            human_ns(l.p999_ns as f64),
+            human_ns(l.max_ns as f64),
+            human_ns(l.mean_ns)
+        )?;
+        writeln!(
+            out,
+            "allocator     {} slab allocations, {} system fallbacks (> 768 B), {} slabs carved, \
+             {} madvise calls ({})",
+            snap.allocs(),
+            snap.system_fallback_allocs,
+            snap.slabs_carved,
+            snap.total_madvise_calls,
+            human_bytes(snap.total_madvise_bytes)
+        )?;
+        writeln!(
+            out,
+            "epochs        {} batches, {} closed ({:.1} us per close)",
+            self.batches,
+            self.epochs_closed,
+            snap.epoch_close_total_ns as f64 / snap.epoch_close_calls.max(1) as f64 / 1e3
+        )?;
+        let r = &self.rss;
+        writeln!(
+            out,
+            "rss           start {}, peak {}, end {}",
+            human_bytes(r.start_bytes),
+            human_bytes(r.peak_bytes),
+            human_bytes(r.end_bytes)
+        )?;
+        let curve: Vec<u64> = thin(&r.samples, 60).iter().map(|s| s.rss_bytes).collect();
+        writeln!(out, "rss over time {}", sparkline(&curve))?;
+        let points = thin(&r.samples, 6)
+            .iter()
+            .map(|s| format!("{:.1}s {}", s.t_sec, human_bytes(s.rss_bytes)))
+            .collect::<Vec<_>>()
+            .join(" | ");
+        writeln!(out, "              {points}")?;
+        writeln!(out, "top epochs (by refcount, then estimated RSS):")?;
+        writeln!(
+            out,
+            "  {:>5} {:>7} {:<8} {:>8} {:>8} {:>10} {:>5}  LABEL",
+            "EPOCH", "ERA", "STATE", "REFCOUNT", "LIVE", "RSS", "AGE"
+        )?;
+        for e in &self.top_epochs {
+            writeln!(
+                out,
+                "  {:>5} {:>7} {:<8} {:>8} {:>8} {:>10} {:>4}s  {}",
+                e.epoch_id,
+                e.epoch_era,
+                e.state.as_str(),
+                e.refcount,
+                e.live_objects,
+                human_bytes(e.estimated_rss_bytes),
+                e.age_sec,
+                e.label
+            )?;
+        }
+        match &self.leaked {
+            Some(l) => writeln!(
+                out,
+                "leaked epoch  {} (era {}) label {:?}: CLOSING with a domain never left \
+                 (--inject-leak)",
+                l.epoch_id, l.epoch_era, l.label
+            )?,
+            None => writeln!(out, "leaked epoch  none")?,
+        }
+        if let Some(a) = self.listen {
+            writeln!(
+                out,
+                "served        http://{a}/metrics and http://{a}/stats.json"
+            )?;
+        }
+        if let Some(p) = &self.json_out {
+            writeln!(out, "snapshot      {}", p.display())?;
+        }
+        Ok(())
+    }
+}
