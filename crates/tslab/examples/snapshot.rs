@@ -10,7 +10,9 @@ use temporal_slab::SlabAllocator;
 fn main() {
     let alloc = SlabAllocator::new().expect("reserve address space");
     let a = alloc.epoch_current();
-    alloc.set_label(a, "request \"quoted\" \\ \t").expect("label");
+    alloc
+        .set_label(a, "request \"quoted\" \\ \t")
+        .expect("label");
     let handles: Vec<_> = (0..10_000)
         .map(|i| alloc.alloc(64 + (i % 8) * 90, a).expect("alloc"))
         .collect();

@@ -252,6 +252,9 @@ fn class_labels(c: &ClassSnapshot) -> Labels {
 }
 
 type ClassField = fn(&ClassSnapshot) -> u64;
+type ClassGauge = fn(&ClassSnapshot) -> i64;
+type LabelField = fn(&crate::snapshot::LabelContention) -> u64;
+type EpochField = fn(&crate::EpochSnapshot, u32) -> u64;
 
 fn classes(b: &mut Builder, s: &Snapshot) {
     let counters: [(&str, &str, ClassField); 20] = [
@@ -369,7 +372,7 @@ fn classes(b: &mut Builder, s: &Snapshot) {
             moves.get_or_create(&l).inc_by(n);
         }
     }
-    let gauges: [(&str, &str, fn(&ClassSnapshot) -> i64); 7] = [
+    let gauges: [(&str, &str, ClassGauge); 7] = [
         ("class_partial_slabs", "Slabs with room", |c| {
             clamp_i64(c.total_partial_slabs)
         }),
@@ -407,7 +410,7 @@ fn classes(b: &mut Builder, s: &Snapshot) {
         }
     }
     if s.classes.iter().any(|c| !c.by_label.is_empty()) {
-        let per_label: [(&str, &str, fn(&crate::snapshot::LabelContention) -> u64); 3] = [
+        let per_label: [(&str, &str, LabelField); 3] = [
             (
                 "class_lock_fast_acquire_by_label",
                 "Lock acquisitions won on the first try, by label id",
@@ -453,7 +456,7 @@ fn epochs(b: &mut Builder, s: &Snapshot) {
         "Epoch metadata; carries the label text (value 1)",
     );
     let age = b.float_gauges("epoch_age_seconds", "Whole seconds since the era opened");
-    let fields: [(&str, &str, fn(&crate::EpochSnapshot, u32) -> u64); 6] = [
+    let fields: [(&str, &str, EpochField); 6] = [
         ("epoch_refcount", "Domain refcount", |e, _| e.refcount),
         (
             "epoch_estimated_rss_bytes",
@@ -477,7 +480,7 @@ fn epochs(b: &mut Builder, s: &Snapshot) {
             |e, _| e.rss_after_close,
         ),
     ];
-    let families: Vec<(IntGauges, fn(&crate::EpochSnapshot, u32) -> u64)> = fields
+    let families: Vec<(IntGauges, EpochField)> = fields
         .into_iter()
         .map(|(name, help, f)| (b.int_gauges(name, help), f))
         .collect();
