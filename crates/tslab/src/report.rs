@@ -294,6 +294,11 @@ pub struct Top<T> {
     pub rows: Vec<Ranked<T>>,
 }
 
+fn metric_name(by: impl clap::ValueEnum) -> String {
+    by.to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_owned())
+}
+
 fn rank<T>(mut rows: Vec<(u64, Ranked<T>)>, n: usize, ascending: bool) -> Vec<Ranked<T>> {
     rows.sort_by(|(ia, a), (ib, b)| {
         let ord = a.value.total_cmp(&b.value);
@@ -335,8 +340,7 @@ pub fn top_classes(
         })
         .collect();
     Top {
-        by: serde_json::to_value(by)
-            .map_or_else(|_| String::new(), |v| v.as_str().unwrap_or("").to_owned()),
+        by: metric_name(by),
         window_sec: window,
         rows: rank(rows, n, ascending),
     }
@@ -374,8 +378,7 @@ pub fn top_epochs(
         })
         .collect();
     Some(Top {
-        by: serde_json::to_value(by)
-            .map_or_else(|_| String::new(), |v| v.as_str().unwrap_or("").to_owned()),
+        by: metric_name(by),
         window_sec: window,
         rows: rank(rows, n, ascending),
     })
@@ -609,12 +612,19 @@ impl fmt::Display for Diff {
             let change = r
                 .change_pct
                 .map_or_else(|| "new".to_owned(), |p| format!("{p:+.1}%"));
+            let show = |v: f64| {
+                if r.metric.ends_with("_rate") {
+                    format!("{:.4}%", v * 100.0)
+                } else {
+                    format!("{v:.0}")
+                }
+            };
             writeln!(
                 f,
-                "{:<22} {:>16.6} {:>16.6} {:>10}  {}",
+                "{:<22} {:>16} {:>16} {:>10}  {}",
                 r.metric,
-                r.before,
-                r.after,
+                show(r.before),
+                show(r.after),
                 change,
                 if r.regression { "REGRESSION" } else { "ok" }
             )?;
