@@ -1,7 +1,7 @@
 //! The request workload on real JSON (../shared/data/json): trees built in an epoch give the
 //! same key counts as serde_json's own tree, everything is freed, and closing recycles it all.
 
-#[path = "../examples/requests/workload.rs"]
+#[path = "support/workload.rs"]
 #[allow(dead_code)]
 mod workload;
 

@@ -14,6 +14,23 @@ fn run(args: &[&str]) -> Output {
     tslab().args(args).output().expect("run tslab")
 }
 
+/// Runs `cmd` with `text` on its standard input, capturing its output.
+fn with_stdin(cmd: &mut Command, text: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -181,20 +198,8 @@ fn export_prometheus_passes_promtool_and_escapes_labels() {
     assert!(om.contains("# TYPE temporal_slab_class_allocs counter"));
 
     if let Some(promtool) = promtool() {
-        let mut child = Command::new(promtool)
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let mut cmd = Command::new(promtool);
+        let out = with_stdin(cmd.args(["check", "metrics"]), &text);
         assert!(
             out.status.success(),
             "promtool check metrics failed:\n{}{}",
@@ -304,19 +309,11 @@ fn validate_and_bad_input_exit_two() {
 #[test]
 fn stdin_source() {
     let text = common::snapshot().to_json_pretty();
-    let mut child = tslab()
-        .args(["top", "--epochs", "--by", "refcount", "--json", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut cmd = tslab();
+    let out = with_stdin(
+        cmd.args(["top", "--epochs", "--by", "refcount", "--json", "-"]),
+        &text,
+    );
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["rows"][0]["entry"]["refcount"], 2);

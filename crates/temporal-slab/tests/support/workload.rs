@@ -1,4 +1,4 @@
-//! The request workload shared by the `requests` example and the real-input test: one JSON
+//! The request workload of the real-input test (`tslab demo` runs the full version): one JSON
 //! document is one request; its tree is copied into objects allocated in the request's epoch
 //! (strings, arrays and objects as `allocator_api2` vectors on an [`Epoch`]), walked to count
 //! every object key in an epoch-allocated `hashbrown` map, then dropped. Parsing is serde_json's.
