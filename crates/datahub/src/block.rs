@@ -1,0 +1,383 @@
+//! A mapped DataBlock: the POSIX shared-memory segment, typed views of its regions, and the
+//! bookkeeping every role shares (consumer liveness, reclaiming dead consumers, the read floor).
+
+use std::fs::File;
+use std::io;
+use std::time::{Duration, Instant};
+
+use memmap2::{MmapOptions, MmapRaw};
+use rustix::fs::Mode;
+use rustix::shm;
+
+use crate::Error;
+use crate::layout::{
+    self, ChecksumEntry, ConsumerEntry, Decoded, HEADER_SIZE, Header, IDENTITY_SIZE, MAGIC,
+    MAX_CONSUMERS, NO_SEQ, Params, SlotCtl, reg,
+};
+use crate::proc::{self, Liveness};
+use crate::sync::Ordering::{Acquire, Relaxed, Release, SeqCst};
+
+/// Longest block name (without the leading `/`).
+pub const MAX_NAME_LEN: usize = 200;
+
+/// Checks a block name: 1..=200 bytes, no `/`, no NUL, not `.` or `..`.
+pub(crate) fn check_name(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name.contains('/')
+        && !name.contains('\0')
+        && name != "."
+        && name != "..";
+    if ok { Ok(()) } else { Err(Error::InvalidName { name: name.to_owned() }) }
+}
+
+fn io_err(op: &'static str, name: &str, e: impl Into<io::Error>) -> Error {
+    Error::Io { op, name: name.to_owned(), source: e.into() }
+}
+
+/// A mapped block.
+#[derive(Debug)]
+pub(crate) struct Block {
+    map: MmapRaw,
+    pub name: String,
+    pub info: Decoded,
+}
+
+/// What [`Block::create`] found.
+pub(crate) enum Created {
+    /// A new block, initialised and published.
+    New(Block),
+    /// A segment of that name already exists.
+    Exists,
+}
+
+impl Block {
+    /// Creates segment `/name` (mode 0600, `O_EXCL`), sizes it, initialises the header with
+    /// `init` (which sees zeroed memory) and publishes the magic last (Release).
+    pub(crate) fn create(
+        name: &str,
+        params: Params,
+        init: impl FnOnce(&Block),
+        identity: impl FnOnce(&mut [u8]),
+    ) -> Result<Created, Error> {
+        check_name(name)?;
+        params.check()?;
+        let regions = params.regions().ok_or(Error::InvalidConfig {
+            what: "slot_size × slot_count overflows".into(),
+        })?;
+        let path = format!("/{name}");
+        let fd = match shm::open(
+            path.as_str(),
+            shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR,
+            Mode::RUSR | Mode::WUSR,
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::EXIST) => return Ok(Created::Exists),
+            Err(e) => return Err(io_err("shm_open", name, e)),
+        };
+        let file = File::from(fd);
+        let undo = |e: Error| {
+            let _ = shm::unlink(path.as_str());
+            e
+        };
+        file.set_len(regions.total_size).map_err(|e| undo(io_err("ftruncate", name, e)))?;
+        let map = MmapOptions::new()
+            .len(regions.total_size as usize)
+            .map_raw(&file)
+            .map_err(|e| undo(io_err("mmap", name, e)))?;
+        // The identity bytes are written through a byte view before anyone can see the block
+        // (the magic is still 0), then decoded back as an opener would.
+        {
+            // SAFETY: the mapping is `total_size` ≥ HEADER_SIZE bytes long, writable, and no
+            // other process uses it yet (the magic is 0, so openers wait).
+            let bytes = unsafe { std::slice::from_raw_parts_mut(map.as_mut_ptr(), IDENTITY_SIZE) };
+            identity(bytes);
+            bytes[..8].copy_from_slice(&0u64.to_le_bytes());
+        }
+        let mut copy = [0u8; IDENTITY_SIZE];
+        // SAFETY: as above; reading our own private writes.
+        unsafe { std::ptr::copy_nonoverlapping(map.as_ptr(), copy.as_mut_ptr(), IDENTITY_SIZE) };
+        copy[..8].copy_from_slice(&MAGIC.to_le_bytes());
+        let info = layout::decode(&copy, regions.total_size).map_err(undo)?;
+        let block = Block { map, name: name.to_owned(), info };
+        init(&block);
+        block.header().id.magic.store(MAGIC, Release);
+        Ok(Created::New(block))
+    }
+
+    /// Opens an existing block. A block whose magic is still 0 (being created) or whose size is
+    /// still 0 is waited for until `ready_timeout`; then [`Error::NotReady`].
+    pub(crate) fn open(name: &str, ready_timeout: Duration) -> Result<Block, Error> {
+        check_name(name)?;
+        let path = format!("/{name}");
+        let deadline = Instant::now() + ready_timeout;
+        loop {
+            let fd = match shm::open(path.as_str(), shm::OFlags::RDWR, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(rustix::io::Errno::NOENT) => {
+                    return Err(Error::NotFound { name: name.to_owned() });
+                }
+                Err(e) => return Err(io_err("shm_open", name, e)),
+            };
+            let file = File::from(fd);
+            let len = file.metadata().map_err(|e| io_err("fstat", name, e))?.len();
+            let not_ready = if len == 0 {
+                true
+            } else {
+                if len < HEADER_SIZE as u64 {
+                    return Err(Error::Truncated { expected: HEADER_SIZE as u64, found: len });
+                }
+                let map = MmapOptions::new()
+                    .len(len as usize)
+                    .map_raw(&file)
+                    .map_err(|e| io_err("mmap", name, e))?;
+                // SAFETY: the mapping is at least HEADER_SIZE bytes and 8-aligned (page), so
+                // the magic word is in bounds; it is only accessed atomically.
+                let magic = unsafe { &*(map.as_ptr() as *const crate::sync::AtomicU64) };
+                let m = magic.load(Acquire);
+                if m == 0 {
+                    true
+                } else {
+                    let mut copy = [0u8; IDENTITY_SIZE];
+                    // SAFETY: IDENTITY_SIZE < HEADER_SIZE ≤ len; the identity bytes do not
+                    // change after the magic is published (Acquire above).
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(map.as_ptr(), copy.as_mut_ptr(), IDENTITY_SIZE)
+                    };
+                    let info = layout::decode(&copy, len)?;
+                    return Ok(Block { map, name: name.to_owned(), info });
+                }
+            };
+            if not_ready && Instant::now() >= deadline {
+                return Err(Error::NotReady { name: name.to_owned() });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// The header.
+    #[inline]
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: the mapping is at least HEADER_SIZE bytes, page-aligned, and `Header` is
+        // repr(C) of atomics and plain integers (any bit pattern valid); the identity fields
+        // are not written after the magic is published.
+        unsafe { &*(self.map.as_ptr() as *const Header) }
+    }
+
+    pub(crate) fn params(&self) -> &Params {
+        &self.info.params
+    }
+
+    pub(crate) fn slot_count(&self) -> u64 {
+        u64::from(self.info.params.slot_count)
+    }
+
+    pub(crate) fn slot_size(&self) -> usize {
+        self.info.params.slot_size as usize
+    }
+
+    /// Coordination line of slot `i` (< slot_count).
+    #[inline]
+    pub(crate) fn slot(&self, i: usize) -> &SlotCtl {
+        debug_assert!(i < self.info.params.slot_count as usize);
+        // SAFETY: decode() checked slot_state_offset + slot_count × 64 ≤ total_size ≤ the
+        // mapping's length; the offset is 64-aligned and SlotCtl is repr(C) of atomics.
+        unsafe {
+            &*(self.map.as_ptr().add(self.info.regions.slot_state_offset as usize) as *const SlotCtl)
+                .add(i)
+        }
+    }
+
+    /// Checksum entry of slot `i` (raw: it is plain bytes, guarded by the slot protocol).
+    #[inline]
+    pub(crate) fn checksum_entry(&self, i: usize) -> *mut ChecksumEntry {
+        debug_assert!(i < self.info.params.slot_count as usize);
+        // SAFETY: in bounds as for `slot`.
+        unsafe {
+            (self.map.as_mut_ptr().add(self.info.regions.checksum_offset as usize)
+                as *mut ChecksumEntry)
+                .add(i)
+        }
+    }
+
+    /// First byte of slot `i`'s payload.
+    #[inline]
+    pub(crate) fn payload(&self, i: usize) -> *mut u8 {
+        debug_assert!(i < self.info.params.slot_count as usize);
+        // SAFETY: ring_offset + slot_count × slot_size ≤ total_size (decode()).
+        unsafe {
+            self.map
+                .as_mut_ptr()
+                .add(self.info.regions.ring_offset as usize + i * self.slot_size())
+        }
+    }
+
+    /// The flexible zone's first byte and length.
+    pub(crate) fn flex_zone(&self) -> (*mut u8, usize) {
+        // SAFETY: flex_offset + flex_zone_size ≤ ring_offset ≤ total_size (decode()).
+        let p = unsafe { self.map.as_mut_ptr().add(self.info.regions.flex_offset as usize) };
+        (p, self.info.params.flex_zone_size as usize)
+    }
+
+    /// Consumer entry `i` (< MAX_CONSUMERS).
+    #[inline]
+    pub(crate) fn consumer(&self, i: usize) -> &ConsumerEntry {
+        &self.header().consumers[i]
+    }
+
+    /// Liveness of consumer entry `i` (an entry that is not ACTIVE counts as dead).
+    pub(crate) fn consumer_liveness(&self, i: usize) -> Liveness {
+        let e = self.consumer(i);
+        if e.state.load(Acquire) != reg::ACTIVE {
+            return Liveness::Dead;
+        }
+        proc::liveness(e.pid.load(Relaxed), e.start_time.load(Relaxed))
+    }
+
+    /// Liveness of the producer.
+    pub(crate) fn producer_liveness(&self) -> Liveness {
+        let p = &self.header().producer;
+        proc::liveness(p.pid.load(Acquire), p.start_time.load(Relaxed))
+    }
+
+    /// Lossless modes: the lowest position among registered consumers, or the retained floor
+    /// when none is registered. The producer may claim `seq` while `seq < floor + slot_count`.
+    #[inline]
+    pub(crate) fn read_floor(&self, except: Option<usize>) -> u64 {
+        let h = self.header();
+        let mut mask = h.release.active_mask.load(SeqCst);
+        if let Some(i) = except {
+            mask &= !(1u64 << i);
+        }
+        if mask == 0 {
+            return h.release.retained_floor.load(SeqCst);
+        }
+        let mut floor = u64::MAX;
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            floor = floor.min(h.consumers[i].position.load(SeqCst));
+        }
+        floor
+    }
+
+    /// Removes consumer entry `i`: evicts its reader bits from every slot, keeps its position as
+    /// the retained floor if it was the last registered consumer (lossless), folds its counters
+    /// into the block's, and frees the entry. Returns the slots it was evicted from.
+    pub(crate) fn retire_consumer(&self, i: usize) -> Vec<usize> {
+        let h = self.header();
+        let e = &h.consumers[i];
+        let bit = 1u64 << i;
+        let mut evicted = Vec::new();
+        for s in 0..self.slot_count() as usize {
+            if self.slot(s).reader_mask() & bit != 0 && self.slot(s).evict(bit) != 0 {
+                evicted.push(s);
+            }
+        }
+        let remaining = h.release.active_mask.fetch_and(!bit, SeqCst) & !bit;
+        if remaining == 0 && self.params().policy.is_lossless() {
+            h.release.retained_floor.fetch_max(e.position.load(SeqCst), SeqCst);
+        }
+        h.metrics.reads_retired.fetch_add(e.reads.load(Relaxed), Relaxed);
+        h.metrics.bytes_read_retired.fetch_add(e.bytes_read.load(Relaxed), Relaxed);
+        e.held_seq.store(NO_SEQ, Relaxed);
+        e.pid.store(0, Relaxed);
+        e.state.store(reg::FREE, Release);
+        // A producer waiting for this consumer's slots or position can go on.
+        crate::wait::wake_all(&h.release.release_word, &h.release.release_waiters);
+        evicted
+    }
+
+    /// Retires every registered consumer whose process is dead. Returns (entry, pid) pairs.
+    pub(crate) fn reclaim_dead_consumers(&self) -> Vec<(usize, u32)> {
+        let h = self.header();
+        let mut mask = h.release.active_mask.load(SeqCst);
+        let mut out = Vec::new();
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let e = &h.consumers[i];
+            if self.consumer_liveness(i) == Liveness::Dead {
+                // Claim the entry for cleaning so two reclaimers do not both retire it.
+                if e.state.compare_exchange(reg::ACTIVE, reg::CLAIMING, SeqCst, Relaxed).is_ok() {
+                    let pid = e.pid.load(Relaxed);
+                    self.retire_consumer(i);
+                    h.metrics.consumers_reclaimed.fetch_add(1, Relaxed);
+                    h.metrics.recovery_actions.fetch_add(1, Relaxed);
+                    out.push((i, pid));
+                }
+            }
+        }
+        out
+    }
+
+    /// Reader bits in `mask` whose consumers are dead (or not registered).
+    pub(crate) fn dead_readers(&self, mut mask: u64) -> u64 {
+        let mut dead = 0;
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            if i >= MAX_CONSUMERS || self.consumer_liveness(i) == Liveness::Dead {
+                dead |= 1 << i;
+            }
+        }
+        dead
+    }
+
+    /// Records an error in the block's metrics (code and wall-clock time).
+    pub(crate) fn note_error(&self, e: &Error) {
+        let m = &self.header().metrics;
+        m.last_error_code.store(u64::from(e.code()), Relaxed);
+        m.last_error_unix_ns.store(proc::unix_ns(), Relaxed);
+    }
+
+    /// Wakes readers sleeping for a commit.
+    #[inline]
+    pub(crate) fn notify_commit(&self) {
+        let c = &self.header().commit;
+        crate::wait::wake_all(&c.commit_word, &c.commit_waiters);
+    }
+
+    /// Wakes a producer sleeping for a release.
+    #[inline]
+    pub(crate) fn notify_release(&self) {
+        let r = &self.header().release;
+        crate::wait::wake_all(&r.release_word, &r.release_waiters);
+    }
+
+    /// Removes the segment's name (the mapping stays valid for whoever has it).
+    pub(crate) fn unlink(&self) -> Result<(), Error> {
+        shm::unlink(format!("/{}", self.name).as_str()).map_err(|e| io_err("shm_unlink", &self.name, e))
+    }
+}
+
+/// Removes block `name` from `/dev/shm` (processes that have it mapped keep their mapping).
+///
+/// # Errors
+/// [`Error::NotFound`] if there is no such segment, [`Error::Io`] otherwise.
+pub fn remove(name: &str) -> Result<(), Error> {
+    check_name(name)?;
+    match shm::unlink(format!("/{name}").as_str()) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::NOENT) => Err(Error::NotFound { name: name.to_owned() }),
+        Err(e) => Err(io_err("shm_unlink", name, e)),
+    }
+}
+
+/// Names of the DataHub blocks in `/dev/shm` (segments whose first 8 bytes are the magic and
+/// that this user may read), sorted.
+pub fn list() -> Result<Vec<String>, Error> {
+    use std::io::Read;
+    let dir = std::fs::read_dir("/dev/shm").map_err(|e| io_err("read_dir", "/dev/shm", e))?;
+    let mut names = Vec::new();
+    for entry in dir.flatten() {
+        let Ok(name) = entry.file_name().into_string() else { continue };
+        let Ok(mut f) = File::open(entry.path()) else { continue };
+        let mut magic = [0u8; 8];
+        if f.read_exact(&mut magic).is_ok() && u64::from_le_bytes(magic) == MAGIC {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}

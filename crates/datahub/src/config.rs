@@ -1,0 +1,243 @@
+//! Producer configuration, consumer expectations and schemas.
+
+use std::time::Duration;
+
+use blake2::digest::consts::U32;
+use blake2::{Blake2b, Digest};
+
+use crate::layout::{ChecksumPolicy, FLAG_KEYED, MAX_CONSUMERS, Params, Policy};
+use crate::{Error, checksum};
+
+/// A payload schema: a 32-byte hash and a version, stored in the header and checked at attach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Schema {
+    /// BLAKE2b-256 of the schema's description.
+    pub hash: [u8; 32],
+    /// The schema's version.
+    pub version: u32,
+}
+
+impl Schema {
+    /// A schema named by free text (for example a message type's name and field list).
+    pub fn named(description: &str, version: u32) -> Schema {
+        Schema { hash: Blake2b::<U32>::digest(description.as_bytes()).into(), version }
+    }
+
+    /// The schema of a `Pod` type: BLAKE2b-256 over its type name, size and alignment.
+    /// Two programs agree when both name the same type path with the same layout.
+    pub fn of<T: bytemuck::Pod>(version: u32) -> Schema {
+        let mut h = Blake2b::<U32>::new();
+        h.update(b"datahub-pod\0");
+        h.update(std::any::type_name::<T>().as_bytes());
+        h.update((std::mem::size_of::<T>() as u64).to_le_bytes());
+        h.update((std::mem::align_of::<T>() as u64).to_le_bytes());
+        Schema { hash: h.finalize().into(), version }
+    }
+
+    /// No schema: all-zero hash, version 0.
+    pub const NONE: Schema = Schema { hash: [0; 32], version: 0 };
+
+    /// The hash in hex.
+    pub fn hex(&self) -> String {
+        checksum::hex(&self.hash)
+    }
+}
+
+/// Ready-made shapes from the design review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// One slot, [`Policy::Latest`]: a shared "current value".
+    Single,
+    /// Two slots, [`Policy::Latest`]: the producer writes one while readers read the other.
+    DoubleBuffer,
+    /// `n` slots, [`Policy::Sequential`]: a lossless FIFO.
+    RingBuffer(u32),
+}
+
+/// How a producer creates a block. Built with [`Config::new`] or [`Config::preset`] and the
+/// setters; checked by [`crate::Producer::create`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) policy: Policy,
+    pub(crate) slot_size: u32,
+    pub(crate) slot_count: u32,
+    pub(crate) flex_zone_size: u64,
+    pub(crate) max_consumers: Option<u32>,
+    pub(crate) checksum: ChecksumPolicy,
+    pub(crate) key: Option<[u8; 32]>,
+    pub(crate) schema: Schema,
+    pub(crate) heartbeat_timeout: Duration,
+    pub(crate) spin: Duration,
+    pub(crate) unlink_on_drop: bool,
+}
+
+impl Config {
+    /// Defaults: 4096-byte slots, 8 of them, no flexible zone, no checksums, no schema,
+    /// heartbeat timeout 1 s, 20 µs of spinning before a futex sleep, block removed when the
+    /// producer is dropped.
+    pub fn new(policy: Policy) -> Config {
+        Config {
+            policy,
+            slot_size: 4096,
+            slot_count: 8,
+            flex_zone_size: 0,
+            max_consumers: None,
+            checksum: ChecksumPolicy::None,
+            key: None,
+            schema: Schema::NONE,
+            heartbeat_timeout: Duration::from_secs(1),
+            spin: Duration::from_micros(20),
+            unlink_on_drop: true,
+        }
+    }
+
+    /// A [`Preset`]'s policy and slot count.
+    pub fn preset(p: Preset) -> Config {
+        match p {
+            Preset::Single => Config::new(Policy::Latest).slot_count(1),
+            Preset::DoubleBuffer => Config::new(Policy::Latest).slot_count(2),
+            Preset::RingBuffer(n) => Config::new(Policy::Sequential).slot_count(n),
+        }
+    }
+
+    /// The policy.
+    pub fn policy(mut self, p: Policy) -> Config {
+        self.policy = p;
+        self
+    }
+    /// Payload capacity of a slot in bytes (rounded up to a multiple of 64; at most 1 GiB).
+    pub fn slot_size(mut self, bytes: u32) -> Config {
+        self.slot_size = bytes;
+        self
+    }
+    /// Slots in the ring (1..=2^24).
+    pub fn slot_count(mut self, n: u32) -> Config {
+        self.slot_count = n;
+        self
+    }
+    /// Bytes of the flexible zone (shared, spinlock-guarded metadata; 0 for none).
+    pub fn flex_zone_size(mut self, bytes: u64) -> Config {
+        self.flex_zone_size = bytes;
+        self
+    }
+    /// Most consumers at once: 1 for `Sequential` (the default there), up to 64 otherwise
+    /// (default 64 for `Latest`, 8 for `SequentialSync`).
+    pub fn max_consumers(mut self, n: u32) -> Config {
+        self.max_consumers = Some(n);
+        self
+    }
+    /// The checksum policy.
+    pub fn checksum(mut self, c: ChecksumPolicy) -> Config {
+        self.checksum = c;
+        self
+    }
+    /// Keyed checksums (BLAKE2b MAC): consumers must present the same key. Needs a checksum
+    /// policy other than `None`.
+    pub fn checksum_key(mut self, key: [u8; 32]) -> Config {
+        self.key = Some(key);
+        self
+    }
+    /// The payload schema.
+    pub fn schema(mut self, s: Schema) -> Config {
+        self.schema = s;
+        self
+    }
+    /// A peer whose heartbeat is older than this is reported as stalled; waits look after dead
+    /// peers at least 4 times per timeout.
+    pub fn heartbeat_timeout(mut self, t: Duration) -> Config {
+        self.heartbeat_timeout = t;
+        self
+    }
+    /// How long a producer wait spins before it sleeps on a futex.
+    pub fn spin(mut self, t: Duration) -> Config {
+        self.spin = t;
+        self
+    }
+    /// Whether dropping the producer removes the block's name from `/dev/shm` (default true).
+    pub fn unlink_on_drop(mut self, yes: bool) -> Config {
+        self.unlink_on_drop = yes;
+        self
+    }
+
+    pub(crate) fn params(&self) -> Result<Params, Error> {
+        let slot_size = self
+            .slot_size
+            .checked_add(63)
+            .map(|s| s / 64 * 64)
+            .filter(|&s| s > 0)
+            .ok_or_else(|| Error::InvalidConfig { what: format!("slot_size {}", self.slot_size) })?;
+        let max_consumers = self.max_consumers.unwrap_or(match self.policy {
+            Policy::Sequential => 1,
+            Policy::SequentialSync => 8,
+            Policy::Latest => MAX_CONSUMERS as u32,
+        });
+        if self.key.is_some() && self.checksum == ChecksumPolicy::None {
+            return Err(Error::InvalidConfig {
+                what: "a checksum key needs a checksum policy (Manual or Enforced)".into(),
+            });
+        }
+        if self.heartbeat_timeout.is_zero() {
+            return Err(Error::InvalidConfig { what: "heartbeat_timeout must be > 0".into() });
+        }
+        let p = Params {
+            policy: self.policy,
+            checksum: self.checksum,
+            flags: if self.key.is_some() { FLAG_KEYED } else { 0 },
+            slot_size,
+            slot_count: self.slot_count,
+            flex_zone_size: self.flex_zone_size,
+            max_consumers,
+        };
+        p.check().map_err(|e| match e {
+            Error::InvalidHeader { field, value } => {
+                Error::InvalidConfig { what: format!("{field} = {value} for policy {}", self.policy) }
+            }
+            other => other,
+        })?;
+        p.regions()
+            .ok_or_else(|| Error::InvalidConfig { what: "slot_size × slot_count overflows".into() })?;
+        Ok(p)
+    }
+}
+
+/// What a consumer requires of the block it attaches to. Everything is optional.
+#[derive(Debug, Clone, Default)]
+pub struct Expectations {
+    pub(crate) policy: Option<Policy>,
+    pub(crate) schema: Option<Schema>,
+    pub(crate) min_slot_size: Option<u32>,
+    pub(crate) key: Option<[u8; 32]>,
+    pub(crate) spin: Option<Duration>,
+}
+
+impl Expectations {
+    /// No requirements.
+    pub fn new() -> Expectations {
+        Expectations::default()
+    }
+    /// Require this policy.
+    pub fn policy(mut self, p: Policy) -> Expectations {
+        self.policy = Some(p);
+        self
+    }
+    /// Require this schema (hash and version).
+    pub fn schema(mut self, s: Schema) -> Expectations {
+        self.schema = Some(s);
+        self
+    }
+    /// Require slots of at least this many bytes.
+    pub fn min_slot_size(mut self, bytes: u32) -> Expectations {
+        self.min_slot_size = Some(bytes);
+        self
+    }
+    /// The checksum key (keyed blocks).
+    pub fn checksum_key(mut self, key: [u8; 32]) -> Expectations {
+        self.key = Some(key);
+        self
+    }
+    /// How long reads spin before sleeping on a futex (default 20 µs).
+    pub fn spin(mut self, t: Duration) -> Expectations {
+        self.spin = Some(t);
+        self
+    }
+}

@@ -1,0 +1,563 @@
+//! The consumer side: up to `max_consumers` per block, each with its own registration.
+
+use std::ops::Deref;
+use std::time::{Duration, Instant};
+
+use crate::block::Block;
+use crate::checksum;
+use crate::config::Expectations;
+use crate::flex::{FlexZoneGuard, SharedSpinlock};
+use crate::layout::{ChecksumPolicy, FLAG_KEYED, MAX_CONSUMERS, NO_SEQ, Policy, reg};
+use crate::metrics::Metrics;
+use crate::proc::{self, Liveness};
+use crate::sync::Ordering::{Relaxed, Release, SeqCst};
+use crate::sync::spin_hint;
+use crate::wait::{WaitPlan, wait_until};
+use crate::{Error, WaitCause};
+
+/// Reads between two heartbeat stores on the hot path.
+const HEARTBEAT_EVERY: u32 = 256;
+/// Spinlock that serialises consumer registration changes.
+const REGISTRATION_LOCK: usize = 1;
+
+/// A registered reader of a block.
+///
+/// Each consumer owns one entry of the block's consumer table (pid, process start time,
+/// heartbeat, read position, held slot) and one bit in every slot's reader mask, so a consumer
+/// that dies holding a slot is identified and its hold released (by the producer's waits, by
+/// the next attach, or by [`crate::Admin`]). Dropping it unregisters it.
+#[derive(Debug)]
+pub struct Consumer {
+    block: Block,
+    entry: usize,
+    bit: u64,
+    /// Lossless: next sequence number to read. Latest: lowest acceptable sequence number.
+    position: u64,
+    /// Latest: the next read must be exactly `position` (after `seek_to`).
+    exact: bool,
+    plan: WaitPlan,
+    key: Option<[u8; 32]>,
+    ops: u32,
+}
+
+impl Consumer {
+    /// Attaches to an existing block now.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::NotReady`] (waits up to 1 s for a block being created),
+    /// any header error of [`crate::open_info`], [`Error::ExpectationMismatch`],
+    /// [`Error::SchemaMismatch`], [`Error::KeyMismatch`], [`Error::TooManyConsumers`].
+    pub fn attach(name: &str, exp: Expectations) -> Result<Consumer, Error> {
+        let block = Block::open(name, Duration::from_secs(1))?;
+        Self::register(block, exp)
+    }
+
+    /// Attaches, waiting up to `timeout` for the block to appear (and be published).
+    pub fn attach_wait(name: &str, exp: Expectations, timeout: Duration) -> Result<Consumer, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match Block::open(name, left) {
+                Ok(b) => return Self::register(b, exp),
+                Err(Error::NotFound { .. }) if !left.is_zero() => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn register(block: Block, exp: Expectations) -> Result<Consumer, Error> {
+        let info = &block.info;
+        if let Some(p) = exp.policy
+            && p != info.params.policy
+        {
+            return Err(Error::ExpectationMismatch {
+                what: "policy",
+                expected: p.to_string(),
+                found: info.params.policy.to_string(),
+            });
+        }
+        if let Some(min) = exp.min_slot_size
+            && info.params.slot_size < min
+        {
+            return Err(Error::ExpectationMismatch {
+                what: "slot_size",
+                expected: format!(">= {min}"),
+                found: info.params.slot_size.to_string(),
+            });
+        }
+        if let Some(s) = exp.schema
+            && (s.hash != info.schema_hash || s.version != info.schema_version)
+        {
+            return Err(Error::SchemaMismatch {
+                expected: s.hex(),
+                expected_version: s.version,
+                found: checksum::hex(&info.schema_hash),
+                found_version: info.schema_version,
+            });
+        }
+        let keyed = info.params.flags & FLAG_KEYED != 0;
+        match (&exp.key, keyed) {
+            (Some(k), true) if checksum::key_check(k) != info.key_check => {
+                return Err(Error::KeyMismatch { why: "the key differs from the producer's" });
+            }
+            (None, true) => return Err(Error::KeyMismatch { why: "the block is keyed; no key given" }),
+            (Some(_), false) => {
+                return Err(Error::KeyMismatch { why: "a key was given; the block is not keyed" });
+            }
+            _ => {}
+        }
+        let timeout_ns = info.heartbeat_timeout_ns.max(4_000_000);
+        let plan = WaitPlan {
+            spin: exp.spin.unwrap_or(Duration::from_micros(20)),
+            slice: Duration::from_nanos(timeout_ns / 4),
+        };
+        let entry = {
+            let lock = SharedSpinlock::new(&block, REGISTRATION_LOCK)?;
+            let _g = lock.lock(Duration::from_secs(5))?;
+            block.reclaim_dead_consumers();
+            claim_entry(&block)?
+        };
+        let position = block.consumer(entry).position.load(Relaxed);
+        block.header().metrics.attaches.fetch_add(1, Relaxed);
+        Ok(Consumer { block, entry, bit: 1 << entry, position, exact: false, plan, key: exp.key, ops: 0 })
+    }
+
+    /// The block's name.
+    pub fn name(&self) -> &str {
+        &self.block.name
+    }
+
+    /// The block's policy.
+    pub fn policy(&self) -> Policy {
+        self.block.params().policy
+    }
+
+    /// This consumer's entry in the consumer table (its reader bit).
+    pub fn entry(&self) -> usize {
+        self.entry
+    }
+
+    /// Lossless modes: the next sequence number to be read. Latest: the lowest one accepted.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Waits up to `timeout` for the next message and returns a guard over it.
+    ///
+    /// Lossless modes return messages in order, each once (a message being read when its
+    /// consumer died is delivered again to the consumer that takes over its position).
+    /// `Latest` returns the newest committed message newer than the last one returned
+    /// (after [`seek_to`](Self::seek_to): exactly that one).
+    ///
+    /// # Errors
+    /// [`Error::EndOfStream`]; [`Error::Timeout`] (cause `NoData` or `ProducerDead`);
+    /// [`Error::ChecksumMismatch`] (Enforced; the message counts as read, so the next call
+    /// moves on); [`Error::Overrun`] if this consumer was evicted and the message is gone;
+    /// [`Error::SeqUnavailable`] after a `seek_to` to an overwritten message.
+    pub fn read(&mut self, timeout: Duration) -> Result<ReadGuard<'_>, Error> {
+        let r = self.read_inner(timeout);
+        if let Err(e) = &r {
+            if !matches!(e, Error::EndOfStream) {
+                self.block.note_error(e);
+            }
+        }
+        let (slot, seq, len) = r?;
+        Ok(ReadGuard { consumer: self, slot, seq, len, released: false })
+    }
+
+    /// Like [`read`](Self::read) without waiting: `Ok(None)` when nothing new is there.
+    pub fn try_read(&mut self) -> Result<Option<ReadGuard<'_>>, Error> {
+        match self.read_inner(Duration::ZERO) {
+            Ok((slot, seq, len)) => Ok(Some(ReadGuard { consumer: self, slot, seq, len, released: false })),
+            Err(Error::Timeout { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads through a closure; the slot is released (and validated) after `f` returns.
+    pub fn with_read<R>(
+        &mut self,
+        timeout: Duration,
+        f: impl FnOnce(&ReadGuard<'_>) -> R,
+    ) -> Result<R, Error> {
+        let g = self.read(timeout)?;
+        let r = f(&g);
+        g.release()?;
+        Ok(r)
+    }
+
+    /// A lending iterator over incoming slots: `while let Some(slot) = it.next() { ... }`.
+    /// Each `next` waits up to `timeout`; the iterator ends at the end of the stream.
+    pub fn slots(&mut self, timeout: Duration) -> Slots<'_> {
+        Slots { consumer: self, timeout }
+    }
+
+    /// Skips to the newest committed message: the next read returns it (or the next one to
+    /// be committed, if there is none yet).
+    pub fn seek_latest(&mut self) {
+        let c = self.block.header().commit.commit_index.load(SeqCst);
+        self.set_position(c.saturating_sub(1));
+        self.exact = false;
+    }
+
+    /// Makes the next read return message `seq`. Lossless modes only move forward (to at most
+    /// the commit index); `Latest` may go anywhere still in the ring.
+    ///
+    /// # Errors
+    /// [`Error::SeqUnavailable`] when `seq` is outside what can be read.
+    pub fn seek_to(&mut self, seq: u64) -> Result<(), Error> {
+        let h = self.block.header();
+        let next = h.commit.commit_index.load(SeqCst);
+        let oldest = h.producer.write_index.load(SeqCst).saturating_sub(self.block.slot_count());
+        let lossless = self.policy().is_lossless();
+        let ok = if lossless { seq >= self.position && seq <= next } else { seq >= oldest && seq <= next };
+        if !ok {
+            return Err(Error::SeqUnavailable { requested: seq, oldest: oldest.max(if lossless { self.position } else { 0 }), next });
+        }
+        self.set_position(seq);
+        self.exact = !lossless;
+        Ok(())
+    }
+
+    fn set_position(&mut self, seq: u64) {
+        self.position = seq;
+        self.block.consumer(self.entry).position.store(seq, SeqCst);
+        self.block.notify_release();
+    }
+
+    fn read_inner(&mut self, timeout: Duration) -> Result<(usize, u64, u32), Error> {
+        let blk = &self.block;
+        let h = blk.header();
+        let n = blk.slot_count();
+        let lossless = blk.params().policy.is_lossless();
+        let started = Instant::now();
+        let pos = self.position;
+        // Wait for a message at or after `pos`, or the end of the stream.
+        let commit = wait_until(
+            &h.commit.commit_word,
+            &h.commit.commit_waiters,
+            timeout,
+            self.plan,
+            || {
+                let c = h.commit.commit_index.load(SeqCst);
+                if c > pos || h.commit.end_of_stream.load(SeqCst) <= pos {
+                    Some(c)
+                } else {
+                    None
+                }
+            },
+            || heartbeat(blk, self.entry),
+        );
+        let Some(commit) = commit else {
+            h.metrics.reader_timeouts.fetch_add(1, Relaxed);
+            let cause = if blk.producer_liveness() == Liveness::Dead {
+                WaitCause::ProducerDead
+            } else {
+                WaitCause::NoData
+            };
+            return Err(Error::Timeout { op: "read", cause, waited_ms: started.elapsed().as_millis() as u64 });
+        };
+        if commit <= pos {
+            return Err(Error::EndOfStream);
+        }
+        let deadline = started + timeout;
+        let mut races = 0u32;
+        let (slot, entered) = loop {
+            let want = if lossless || self.exact { pos } else { h.commit.commit_index.load(SeqCst) - 1 };
+            let i = (want % n) as usize;
+            if let Some(e) = blk.slot(i).try_enter(self.bit) {
+                if e.seq == want || (!lossless && !self.exact && e.seq != NO_SEQ && e.seq >= pos) {
+                    break (i, e);
+                }
+                blk.slot(i).leave(self.bit);
+                if e.seq != NO_SEQ && e.seq > want {
+                    // The message due is gone.
+                    if lossless {
+                        self.position = e.seq;
+                        blk.consumer(self.entry).position.store(e.seq, SeqCst);
+                        blk.notify_release();
+                        h.metrics.overruns.fetch_add(1, Relaxed);
+                        return Err(Error::Overrun { expected: want, found: e.seq });
+                    }
+                    if self.exact {
+                        self.exact = false;
+                        let oldest = h.producer.write_index.load(SeqCst).saturating_sub(n);
+                        return Err(Error::SeqUnavailable { requested: want, oldest, next: h.commit.commit_index.load(SeqCst) });
+                    }
+                }
+            }
+            races += 1;
+            if races % 64 == 0 && Instant::now() >= deadline {
+                h.metrics.reader_races.fetch_add(u64::from(races), Relaxed);
+                return Err(Error::Timeout { op: "read", cause: WaitCause::NoData, waited_ms: started.elapsed().as_millis() as u64 });
+            }
+            spin_hint();
+        };
+        if races > 0 {
+            h.metrics.reader_races.fetch_add(u64::from(races), Relaxed);
+        }
+        let peak = u64::from(entered.mask.count_ones());
+        if peak > h.metrics.peak_readers.load(Relaxed) {
+            h.metrics.peak_readers.fetch_max(peak, Relaxed);
+        }
+        let me = blk.consumer(self.entry);
+        me.held_seq.store(entered.seq, Relaxed);
+        if blk.params().checksum == ChecksumPolicy::Enforced {
+            if let Err(e) = self.verify(slot, entered.seq, entered.len) {
+                blk.slot(slot).leave(self.bit);
+                me.held_seq.store(NO_SEQ, Relaxed);
+                self.advance(entered.seq, entered.len);
+                return Err(e);
+            }
+        }
+        self.ops += 1;
+        if self.ops >= HEARTBEAT_EVERY {
+            self.ops = 0;
+            heartbeat(blk, self.entry);
+        }
+        Ok((slot, entered.seq, entered.len))
+    }
+
+    /// Verifies slot `i` (held by this consumer, holding `seq`, `len` bytes) against its stored
+    /// checksum.
+    fn verify(&self, i: usize, seq: u64, len: u32) -> Result<(), Error> {
+        let blk = &self.block;
+        let m = &blk.header().metrics;
+        // SAFETY: this consumer holds slot `i` (its bit is set and the state was COMMITTED),
+        // so the producer does not write its payload or checksum entry; `len` ≤ slot_size was
+        // stored by the producer (clamped below against a damaged header).
+        let (stored, stored_seq, computed) = unsafe {
+            let e = &*blk.checksum_entry(i);
+            let len = (len as usize).min(blk.slot_size());
+            let data = std::slice::from_raw_parts(blk.payload(i), len);
+            (e.digest, e.seq, checksum::digest(self.key.as_ref(), data))
+        };
+        if stored_seq != seq {
+            m.checksum_failures.fetch_add(1, Relaxed);
+            return Err(Error::ChecksumMissing { slot: i, seq });
+        }
+        if stored != computed {
+            m.checksum_failures.fetch_add(1, Relaxed);
+            return Err(Error::ChecksumMismatch {
+                slot: i,
+                seq,
+                expected: checksum::hex(&stored),
+                found: checksum::hex(&computed),
+            });
+        }
+        m.checksums_verified.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Counts message `seq` as read and moves past it.
+    fn advance(&mut self, seq: u64, len: u32) {
+        let me = self.block.consumer(self.entry);
+        me.reads.store(me.reads.load(Relaxed) + 1, Relaxed);
+        me.bytes_read.store(me.bytes_read.load(Relaxed) + u64::from(len), Relaxed);
+        self.exact = false;
+        self.position = seq + 1;
+        if self.block.params().policy.is_lossless() {
+            me.position.store(seq + 1, SeqCst);
+        } else {
+            me.position.store(seq + 1, Relaxed);
+        }
+        self.block.notify_release();
+    }
+
+    fn release_slot(&mut self, slot: usize, seq: u64, len: u32) -> Result<(), Error> {
+        let valid = self.block.slot(slot).still_holds(seq);
+        self.block.slot(slot).leave(self.bit);
+        self.block.consumer(self.entry).held_seq.store(NO_SEQ, Relaxed);
+        self.advance(seq, len);
+        let blk = &self.block;
+        if valid {
+            Ok(())
+        } else {
+            blk.header().metrics.validation_failures.fetch_add(1, Relaxed);
+            let e = Error::ValidationFailed { slot, seq };
+            blk.note_error(&e);
+            Err(e)
+        }
+    }
+
+    /// Whether the producer process is alive.
+    pub fn producer_alive(&self) -> bool {
+        self.block.producer_liveness() == Liveness::Alive
+    }
+
+    /// Stores a fresh heartbeat (reads and waits do this on their own).
+    pub fn heartbeat(&self) {
+        heartbeat(&self.block, self.entry);
+    }
+
+    /// The block's counters.
+    pub fn metrics(&self) -> Metrics {
+        Metrics::read(&self.block)
+    }
+
+    /// Locks the flexible zone (spinlock 0) for up to `timeout`.
+    pub fn flex_zone(&self, timeout: Duration) -> Result<FlexZoneGuard<'_>, Error> {
+        FlexZoneGuard::lock(&self.block, timeout)
+    }
+
+    /// Shared spinlock `index`.
+    pub fn spinlock(&self, index: usize) -> Result<SharedSpinlock<'_>, Error> {
+        SharedSpinlock::new(&self.block, index)
+    }
+}
+
+fn heartbeat(blk: &Block, entry: usize) {
+    blk.consumer(entry).heartbeat_ns.store(proc::monotonic_ns(), Relaxed);
+}
+
+/// Claims a free consumer entry (caller holds the registration lock and has retired dead
+/// consumers) and sets its start position. See the crate docs, "Attaching to a lossless
+/// stream", for why the position is safe.
+fn claim_entry(blk: &Block) -> Result<usize, Error> {
+    let h = blk.header();
+    let max = blk.params().max_consumers as usize;
+    let active = h.release.active_mask.load(SeqCst);
+    if active.count_ones() as usize >= max {
+        return Err(Error::TooManyConsumers { max: max as u32 });
+    }
+    let lossless = blk.params().policy.is_lossless();
+    let n = blk.slot_count();
+    for i in 0..max.min(MAX_CONSUMERS) {
+        let e = &h.consumers[i];
+        if e.state.compare_exchange(reg::FREE, reg::CLAIMING, SeqCst, Relaxed).is_err() {
+            continue;
+        }
+        let (pid, start) = proc::me();
+        let start_pos = if lossless { blk.read_floor(None) } else { 0 };
+        e.generation.fetch_add(1, Relaxed);
+        e.pid.store(pid, Relaxed);
+        e.start_time.store(start, Relaxed);
+        e.heartbeat_ns.store(proc::monotonic_ns(), Relaxed);
+        e.held_seq.store(NO_SEQ, Relaxed);
+        e.reads.store(0, Relaxed);
+        e.bytes_read.store(0, Relaxed);
+        e.position.store(start_pos, SeqCst);
+        e.state.store(reg::ACTIVE, Release);
+        h.release.active_mask.fetch_or(1 << i, SeqCst);
+        if lossless {
+            // The producer may have claimed one slot with a floor computed before our bit was
+            // visible; everything it claims later sees us.
+            let w = h.producer.write_index.load(SeqCst);
+            let others = blk.read_floor(Some(i));
+            let first_intact = if w < others + n { (w + 1).saturating_sub(n) } else { w.saturating_sub(n) };
+            if first_intact > start_pos {
+                e.position.store(first_intact, SeqCst);
+            }
+        }
+        return Ok(i);
+    }
+    Err(Error::TooManyConsumers { max: max as u32 })
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let blk = &self.block;
+        let e = blk.consumer(self.entry);
+        let lock = SharedSpinlock::new(blk, REGISTRATION_LOCK);
+        let guard = lock.as_ref().ok().and_then(|l| l.lock(Duration::from_secs(1)).ok());
+        if e.state.compare_exchange(reg::ACTIVE, reg::CLAIMING, SeqCst, Relaxed).is_ok() {
+            blk.retire_consumer(self.entry);
+            blk.header().metrics.detaches.fetch_add(1, Relaxed);
+        }
+        drop(guard);
+    }
+}
+
+/// A held slot. Derefs to the committed bytes; its [`seq`](Self::seq) is read while the slot
+/// is held, so it always labels these bytes. Released (and validated) by
+/// [`release`](Self::release) or on drop.
+#[derive(Debug)]
+pub struct ReadGuard<'a> {
+    consumer: &'a mut Consumer,
+    slot: usize,
+    seq: u64,
+    len: u32,
+    released: bool,
+}
+
+impl ReadGuard<'_> {
+    /// Sequence number of the message.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Slot index.
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
+    /// Verifies the bytes against the stored checksum (Manual mode; Enforced already did).
+    ///
+    /// # Errors
+    /// [`Error::ChecksumMismatch`], [`Error::ChecksumMissing`].
+    pub fn verify_checksum(&self) -> Result<(), Error> {
+        self.consumer.verify(self.slot, self.seq, self.len)
+    }
+
+    /// Releases the slot and checks that it still held this message while it was read.
+    ///
+    /// # Errors
+    /// [`Error::ValidationFailed`] if recovery reset the slot under the reader (the bytes read
+    /// may be torn).
+    pub fn release(mut self) -> Result<(), Error> {
+        self.released = true;
+        let (slot, seq, len) = (self.slot, self.seq, self.len);
+        self.consumer.release_slot(slot, seq, len)
+    }
+}
+
+impl Deref for ReadGuard<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let blk = &self.consumer.block;
+        let len = (self.len as usize).min(blk.slot_size());
+        // SAFETY: this consumer's bit is set in the slot's reader mask and the slot was
+        // COMMITTED when it entered, so the producer does not write the payload until the bit
+        // is cleared (in release); `len` is clamped to the slot.
+        unsafe { std::slice::from_raw_parts(blk.payload(self.slot), len) }
+    }
+}
+
+impl Drop for ReadGuard<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            let _ = self.consumer.release_slot(self.slot, self.seq, self.len);
+        }
+    }
+}
+
+/// Lending iterator over incoming slots (see [`Consumer::slots`]). Not a `std::iter::Iterator`:
+/// each guard borrows the consumer until it is released.
+#[derive(Debug)]
+pub struct Slots<'a> {
+    consumer: &'a mut Consumer,
+    timeout: Duration,
+}
+
+impl Slots<'_> {
+    /// The next slot; `None` at the end of the stream.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Option<Result<ReadGuard<'_>, Error>> {
+        match self.consumer.read(self.timeout) {
+            Err(Error::EndOfStream) => None,
+            r => Some(r),
+        }
+    }
+
+    /// See [`Consumer::seek_latest`].
+    pub fn seek_latest(&mut self) {
+        self.consumer.seek_latest();
+    }
+
+    /// See [`Consumer::seek_to`].
+    pub fn seek_to(&mut self, seq: u64) -> Result<(), Error> {
+        self.consumer.seek_to(seq)
+    }
+}

@@ -1,0 +1,288 @@
+//! The crate's one error type.
+
+use std::io;
+
+/// What a wait was waiting for when it timed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum WaitCause {
+    /// Producer: the ring is full of messages a consumer has not read (lossless modes).
+    RingFull,
+    /// Producer: a reader still holds the slot to be overwritten.
+    ReadersActive,
+    /// Consumer: no new message arrived.
+    NoData,
+    /// Consumer: no new message, and the producer process is gone.
+    ProducerDead,
+    /// Producer: consumers have not read to the end of the stream (or none attached).
+    Drain,
+    /// A shared spinlock stayed held by a live owner.
+    Lock,
+}
+
+impl std::fmt::Display for WaitCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WaitCause::RingFull => "ring full",
+            WaitCause::ReadersActive => "readers hold the slot",
+            WaitCause::NoData => "no new message",
+            WaitCause::ProducerDead => "no new message and the producer is dead",
+            WaitCause::Drain => "consumers have not drained the stream",
+            WaitCause::Lock => "spinlock held",
+        })
+    }
+}
+
+/// Errors of every DataHub operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A system call on the segment failed.
+    #[error("{op} on block {name:?}: {source}")]
+    Io {
+        /// The call (`shm_open`, `mmap`, ...).
+        op: &'static str,
+        /// Block name.
+        name: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Block names are 1..=200 bytes without `/` or NUL.
+    #[error("invalid block name {name:?}: 1 to 200 bytes, no '/'")]
+    InvalidName {
+        /// The name given.
+        name: String,
+    },
+    /// No segment of that name exists.
+    #[error("no block named {name:?} in /dev/shm")]
+    NotFound {
+        /// Block name.
+        name: String,
+    },
+    /// The segment exists but its creator has not published it (magic still 0).
+    #[error("block {name:?} exists but was never published (creator still initialising, or died while doing so)")]
+    NotReady {
+        /// Block name.
+        name: String,
+    },
+    /// A live producer owns the block.
+    #[error("block {name:?} already exists and its producer (pid {pid}) is alive")]
+    AlreadyExists {
+        /// Block name.
+        name: String,
+        /// The owner's pid.
+        pid: u32,
+    },
+    /// The first 8 bytes are not the DataHub magic.
+    #[error("not a DataHub block: magic {found:#018x}, expected {expected:#018x}")]
+    BadMagic {
+        /// [`crate::layout::MAGIC`].
+        expected: u64,
+        /// What the segment holds.
+        found: u64,
+    },
+    /// The block's format major version is not this library's.
+    #[error("unsupported format version {found_major}.{found_minor}, this library reads {expected}.x")]
+    UnsupportedVersion {
+        /// The major version this library reads.
+        expected: u16,
+        /// The block's major version.
+        found_major: u16,
+        /// The block's minor version.
+        found_minor: u16,
+    },
+    /// The stored layout hash differs from the one computed from the header's parameters.
+    #[error("layout hash mismatch: expected {expected:#018x}, found {found:#018x} (other build, or damaged header)")]
+    LayoutMismatch {
+        /// Computed from the header's parameters by this build.
+        expected: u64,
+        /// Stored in the header.
+        found: u64,
+    },
+    /// The segment is shorter than its header says.
+    #[error("truncated block: expected {expected} bytes, found {found}")]
+    Truncated {
+        /// Bytes needed.
+        expected: u64,
+        /// Bytes present.
+        found: u64,
+    },
+    /// A header field holds an impossible value.
+    #[error("invalid header field {field}: {value}")]
+    InvalidHeader {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid configuration: {what}")]
+    InvalidConfig {
+        /// What is wrong.
+        what: String,
+    },
+    /// The block's schema is not the expected one.
+    #[error("schema mismatch: expected {expected} v{expected_version}, found {found} v{found_version}")]
+    SchemaMismatch {
+        /// Expected schema hash (hex).
+        expected: String,
+        /// Expected schema version.
+        expected_version: u32,
+        /// The block's schema hash (hex).
+        found: String,
+        /// The block's schema version.
+        found_version: u32,
+    },
+    /// The block's policy or slot size is not what the consumer expects.
+    #[error("block {what} is {found}, expected {expected}")]
+    ExpectationMismatch {
+        /// Which property.
+        what: &'static str,
+        /// Expected value.
+        expected: String,
+        /// The block's value.
+        found: String,
+    },
+    /// Keyed checksums: the consumer's key is not the producer's (or one side has none).
+    #[error("checksum key mismatch: {why}")]
+    KeyMismatch {
+        /// What differs.
+        why: &'static str,
+    },
+    /// A wait ran out of time.
+    #[error("timed out after {waited_ms} ms in {op}: {cause}")]
+    Timeout {
+        /// The operation (`write`, `read`, ...).
+        op: &'static str,
+        /// What it waited for.
+        cause: WaitCause,
+        /// How long it waited.
+        waited_ms: u64,
+    },
+    /// A slot's bytes do not match its stored checksum.
+    #[error("checksum mismatch in slot {slot} (seq {seq}): stored {expected}, computed {found}")]
+    ChecksumMismatch {
+        /// Slot index.
+        slot: usize,
+        /// Message sequence number.
+        seq: u64,
+        /// Stored digest (hex).
+        expected: String,
+        /// Digest of the bytes (hex).
+        found: String,
+    },
+    /// Manual checksums: no checksum was computed for this message.
+    #[error("no checksum stored for seq {seq} in slot {slot}")]
+    ChecksumMissing {
+        /// Slot index.
+        slot: usize,
+        /// Message sequence number.
+        seq: u64,
+    },
+    /// All consumer registrations the block allows are taken by live consumers.
+    #[error("block already has its maximum of {max} live consumer(s)")]
+    TooManyConsumers {
+        /// The block's `max_consumers`.
+        max: u32,
+    },
+    /// A message longer than a slot.
+    #[error("payload of {len} bytes does not fit a {slot_size}-byte slot")]
+    PayloadTooLarge {
+        /// Requested length.
+        len: usize,
+        /// The block's slot size.
+        slot_size: usize,
+    },
+    /// The slot a reader held was reset or reused under it (recovery evicted the reader).
+    #[error("slot {slot} no longer holds seq {seq} (reset by recovery while read)")]
+    ValidationFailed {
+        /// Slot index.
+        slot: usize,
+        /// The sequence number the reader held.
+        seq: u64,
+    },
+    /// A lossless reader found a newer message than the one it was due (it was evicted).
+    #[error("message {expected} was overwritten (slot holds {found}); this consumer was evicted")]
+    Overrun {
+        /// The sequence number due.
+        expected: u64,
+        /// What the slot holds.
+        found: u64,
+    },
+    /// The requested message is no longer (or not yet) in the ring.
+    #[error("seq {requested} is not available (available: {oldest}..{next})")]
+    SeqUnavailable {
+        /// Requested sequence number.
+        requested: u64,
+        /// Oldest message still in the ring.
+        oldest: u64,
+        /// One past the newest committed.
+        next: u64,
+    },
+    /// The producer closed the stream and every message has been read.
+    #[error("end of stream")]
+    EndOfStream,
+    /// The producer already closed the stream.
+    #[error("stream closed")]
+    Closed,
+    /// Recovery refused to act on a live owner without `force`.
+    #[error("refused: {what} is owned by live pid {pid} (use force)")]
+    OwnerAlive {
+        /// What was to be reset.
+        what: String,
+        /// The live owner.
+        pid: u32,
+    },
+    /// The calling thread already holds this spinlock (the flexible zone is not re-entrant).
+    #[error("spinlock {index} is already held by this thread")]
+    WouldDeadlock {
+        /// Lock index.
+        index: usize,
+    },
+    /// An index out of range (slot, spinlock).
+    #[error("{what} {index} out of range (< {limit})")]
+    OutOfRange {
+        /// What was indexed.
+        what: &'static str,
+        /// The index.
+        index: usize,
+        /// The bound.
+        limit: usize,
+    },
+}
+
+impl Error {
+    /// A small stable number for the header's `last_error_code` metric.
+    pub fn code(&self) -> u32 {
+        match self {
+            Error::Io { .. } => 1,
+            Error::InvalidName { .. } => 2,
+            Error::NotFound { .. } => 3,
+            Error::NotReady { .. } => 4,
+            Error::AlreadyExists { .. } => 5,
+            Error::BadMagic { .. } => 6,
+            Error::UnsupportedVersion { .. } => 7,
+            Error::LayoutMismatch { .. } => 8,
+            Error::Truncated { .. } => 9,
+            Error::InvalidHeader { .. } => 10,
+            Error::InvalidConfig { .. } => 11,
+            Error::SchemaMismatch { .. } => 12,
+            Error::ExpectationMismatch { .. } => 13,
+            Error::KeyMismatch { .. } => 14,
+            Error::Timeout { .. } => 15,
+            Error::ChecksumMismatch { .. } => 16,
+            Error::ChecksumMissing { .. } => 17,
+            Error::TooManyConsumers { .. } => 18,
+            Error::PayloadTooLarge { .. } => 19,
+            Error::ValidationFailed { .. } => 20,
+            Error::Overrun { .. } => 21,
+            Error::SeqUnavailable { .. } => 22,
+            Error::EndOfStream => 23,
+            Error::Closed => 24,
+            Error::OwnerAlive { .. } => 25,
+            Error::WouldDeadlock { .. } => 26,
+            Error::OutOfRange { .. } => 27,
+        }
+    }
+}

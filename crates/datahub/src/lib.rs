@@ -1,0 +1,153 @@
+//! DataHub: zero-copy data exchange between processes through shared-memory **DataBlocks**.
+//!
+//! A producer creates a block (a POSIX shared-memory segment in `/dev/shm`, mode 0600) holding
+//! a header, a ring of fixed-size **slots**, a per-slot state array, a per-slot checksum array
+//! and a flexible zone; consumers in other processes attach to it by name and read slots in
+//! place. The byte layout is in `docs/datahub-format.md`.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use datahub::{Config, Consumer, Expectations, Policy, Producer};
+//! # fn main() -> Result<(), datahub::Error> {
+//! let mut p = Producer::create("quotes", Config::new(Policy::Sequential).slot_size(256))?;
+//! let mut w = p.write(Duration::from_secs(1))?;
+//! w[..5].copy_from_slice(b"hello");
+//! w.commit(5)?;
+//! // in another process:
+//! let mut c = Consumer::attach("quotes", Expectations::new())?;
+//! let r = c.read(Duration::from_secs(1))?;
+//! assert_eq!((&r[..], r.seq()), (&b"hello"[..], 0));
+//! # Ok(()) }
+//! ```
+//!
+//! # Model
+//! One producer per block writes messages numbered 0, 1, 2, ... (the **sequence number**,
+//! `seq`); message `seq` goes to slot `seq % slot_count`. Three [`Policy`]s:
+//! - **Latest**: a reader gets the newest committed message; the producer never waits except
+//!   for readers of the one slot it is about to overwrite.
+//! - **Sequential**: one reader, lossless FIFO; the producer waits while the ring is full.
+//! - **SequentialSync**: up to `max_consumers` readers, each with its own position, all
+//!   lossless; the producer waits for the slowest.
+//!
+//! Each consumer **registers** in the header's consumer table (pid, process start time,
+//! heartbeat, position, held slot) and owns bit `entry` of every slot's reader mask, so every
+//! hold has a known owner. A consumer whose process dies (checked through `/proc`, pid and
+//! start time) is retired: its bits are cleared and its position is kept for whoever
+//! continues. A producer that dies mid-write leaves one slot `WRITING`; the next producer
+//! (or [`Admin::release_zombie_writer`]) discards it and continues from the commit index.
+//!
+//! # Slot protocol and its invariants
+//! Every slot has a state word (`FREE`, `WRITING`, `COMMITTED`, `DRAINING`), its message's
+//! `seq` and `len`, a 64-bit reader mask and a write generation ([`layout`] has the structs).
+//!
+//! 1. A reader reads a slot's payload only while its bit is set in the slot's mask and after
+//!    it saw the state `COMMITTED`; the producer writes a slot's payload only in `WRITING`,
+//!    which it enters only after it stored `DRAINING` and then saw the mask empty.
+//! 2. While a reader holds a slot, the slot's `seq`, `len` and payload do not change; the
+//!    `seq` a reader reports is the one it read while holding, so a slot is never mislabelled.
+//! 3. `commit_index` (one past the newest committed `seq`) only grows, and a slot's message is
+//!    complete before `commit_index` covers it.
+//! 4. Lossless modes: the producer claims `seq` only while `seq < floor + slot_count`, where
+//!    `floor` is the lowest position of the registered consumers (or, with none, the retained
+//!    floor), so no message is overwritten before every registered consumer has read it.
+//!
+//! # Memory ordering (every Acquire/Release pair)
+//! - **Publish**: the producer's payload and checksum writes, then `state = COMMITTED`
+//!   (Release) → a reader's load of `state` seeing `COMMITTED` (Acquire). Then
+//!   `commit_index` store (SeqCst) → a reader's `commit_index` load (SeqCst) before it enters.
+//! - **Enter/drain (Dekker)**: producer: `state = DRAINING` (AcqRel swap), SeqCst fence,
+//!   load mask (Acquire). Reader: `mask |= bit` (AcqRel), SeqCst fence, load `state`
+//!   (Acquire). The two fences are ordered in the single SeqCst order, so one side sees the
+//!   other: the producer waits, or the reader backs off. Details in [`protocol`] (source);
+//!   the `loom_*` models fail without the fences.
+//! - **Leave**: the reader's payload reads, then `mask &= !bit` (SeqCst ⊇ Release) → the
+//!   producer's mask load (Acquire) that sees the bit gone, before it writes again.
+//! - **Position** (lossless): a reader stores its position (SeqCst) after leaving the slot →
+//!   the producer loads every position (SeqCst) before claiming a slot that far ahead.
+//! - **Sleep/wake** (futex): waiter increments `waiters`, loads the futex word, re-checks;
+//!   waker changes the condition, loads `waiters`, and only then bumps the word and wakes; all
+//!   SeqCst (see [`wait`](crate::wait) in the source).
+//! - **Block publication**: all header fields, then `magic` (Release) → an opener's `magic`
+//!   load (Acquire) before it reads the identity lines.
+//! - **Registration**: entry fields, `state = ACTIVE` (Release), `active_mask |= bit`
+//!   (SeqCst) → the producer's `active_mask` (SeqCst) and position loads.
+//!
+//! # Attaching to a lossless stream
+//! A new consumer starts at the read floor (so, after a crash, where the dead consumer
+//! stopped: its in-flight message is delivered again). Its position is stored before its bit
+//! appears in `active_mask`; the producer may have claimed one slot with a floor computed
+//! before that, so the consumer then moves its start past any message that claim could have
+//! overwritten. Messages from the start on are never lost.
+//!
+//! # Waiting
+//! Waits spin for a configurable time (default 20 µs), then sleep on a futex word in the
+//! header, waking every quarter of the heartbeat timeout to heartbeat and to retire dead peers.
+//! Every wait takes a timeout and returns [`Error::Timeout`] naming its [`WaitCause`].
+//!
+//! # Checksums
+//! BLAKE2b-256 (RFC 7693) of the committed bytes, per slot: [`ChecksumPolicy::Manual`] or
+//! [`ChecksumPolicy::Enforced`] (computed at commit, verified before a read guard is handed
+//! out). With a 32-byte key ([`Config::checksum_key`]) it is BLAKE2b's keyed MAC, for tamper
+//! detection; the header keeps a MAC of a fixed string so a wrong key is refused at attach.
+//!
+//! # Limits
+//! Linux only (`/proc`, futex). At most 64 consumers per block. A consumer that is alive but
+//! stuck (stopped, or not calling into the library) keeps its holds; it is reported as
+//! stalled by [`Admin::diagnose`] and only released with `force`.
+
+#![warn(missing_docs)]
+
+mod sync;
+
+pub mod layout;
+mod protocol;
+
+#[cfg(not(loom))]
+mod admin;
+#[cfg(not(loom))]
+mod block;
+#[cfg(not(loom))]
+pub mod checksum;
+#[cfg(not(loom))]
+mod config;
+#[cfg(not(loom))]
+mod consumer;
+mod error;
+#[cfg(not(loom))]
+mod flex;
+#[cfg(not(loom))]
+mod metrics;
+#[cfg(not(loom))]
+pub mod proc;
+#[cfg(not(loom))]
+mod producer;
+#[cfg(not(loom))]
+mod typed;
+#[cfg(not(loom))]
+pub(crate) mod wait;
+
+pub use crate::error::{Error, WaitCause};
+#[cfg(not(loom))]
+pub use crate::{
+    admin::{Action, Admin, BlockInfo, Diagnosis, PeerInfo, SlotReport, Validation},
+    block::{MAX_NAME_LEN, list, remove},
+    config::{Config, Expectations, Preset, Schema},
+    consumer::{Consumer, ReadGuard, Slots},
+    flex::{FlexZoneGuard, SharedSpinlock, SpinGuard},
+    layout::{ChecksumPolicy, Policy},
+    metrics::Metrics,
+    producer::{Producer, Takeover, WriteGuard},
+    typed::{TypedConsumer, TypedProducer},
+};
+
+/// Decodes and checks a block header from raw bytes (a copy of the segment's start, or all of
+/// it) without mapping anything: what an opener does first. `segment_len` is the segment's
+/// size. Exposed for tools and fuzzing; any input gives `Ok` or a typed error.
+///
+/// # Errors
+/// [`Error::Truncated`], [`Error::BadMagic`], [`Error::UnsupportedVersion`],
+/// [`Error::InvalidHeader`], [`Error::LayoutMismatch`].
+#[cfg(not(loom))]
+pub fn check_header(bytes: &[u8], segment_len: u64) -> Result<(), Error> {
+    layout::decode(bytes, segment_len).map(|_| ())
+}

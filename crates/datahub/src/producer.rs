@@ -1,0 +1,617 @@
+//! The producer side: one per block.
+
+use std::ops::{Deref, DerefMut};
+use std::time::{Duration, Instant};
+
+use crate::block::{Block, Created};
+use crate::checksum;
+use crate::config::Config;
+use crate::flex::{FlexZoneGuard, SharedSpinlock};
+use crate::layout::{ChecksumPolicy, NO_SEQ, Params, reg, state};
+use crate::metrics::Metrics;
+use crate::proc::{self, Liveness};
+use crate::sync::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use crate::wait::{WaitPlan, wait_until};
+use crate::{Error, WaitCause};
+
+/// Operations between two heartbeat stores on the hot path (waits heartbeat on every tick).
+const HEARTBEAT_EVERY: u32 = 256;
+
+/// The writing end of a block. Creating it creates (or takes over) the block; dropping it
+/// removes the block's name (unless configured not to) and marks the block producer-less.
+#[derive(Debug)]
+pub struct Producer {
+    block: Block,
+    next_seq: u64,
+    /// Lowest consumer position seen last time it was computed (lossless modes).
+    floor_cache: u64,
+    plan: WaitPlan,
+    key: Option<[u8; 32]>,
+    unlink_on_drop: bool,
+    pid: u32,
+    ops: u32,
+    closed: bool,
+}
+
+/// What a producer found when it took over a block from a dead producer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Takeover {
+    /// Pid of the dead producer.
+    pub previous_pid: u32,
+    /// Slots that held a half-written message and were discarded.
+    pub discarded_slots: Vec<usize>,
+    /// A message committed but not yet announced by the dead producer, now announced.
+    pub finished_seq: Option<u64>,
+}
+
+impl Producer {
+    /// Creates block `name` in `/dev/shm` (mode 0600) with `config`.
+    ///
+    /// If a block of that name exists and its producer is dead (or gone cleanly without
+    /// removing it), and its layout and schema equal `config`'s, this producer takes it over:
+    /// committed messages are kept, a half-written slot is discarded, and writing goes on
+    /// from the commit index ([`Producer::takeover`] says what was found).
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::InvalidConfig`]; [`Error::AlreadyExists`] if a live
+    /// producer owns the block; [`Error::LayoutMismatch`] / [`Error::SchemaMismatch`] if the
+    /// existing block has another shape; [`Error::Io`] for system-call failures.
+    pub fn create(name: &str, config: Config) -> Result<Producer, Error> {
+        Self::create_inner(name, config).map(|(p, _)| p)
+    }
+
+    /// Like [`Producer::create`], also returning what was taken over from a dead producer
+    /// (`None` for a new block).
+    pub fn create_or_take_over(
+        name: &str,
+        config: Config,
+    ) -> Result<(Producer, Option<Takeover>), Error> {
+        Self::create_inner(name, config)
+    }
+
+    fn create_inner(name: &str, config: Config) -> Result<(Producer, Option<Takeover>), Error> {
+        let params = config.params()?;
+        let (pid, start) = proc::me();
+        let tid = proc::tid();
+        let now = proc::monotonic_ns();
+        let regions = params.regions().expect("checked by params()");
+        let identity = |b: &mut [u8]| write_identity(b, &params, &config, regions);
+        let init = |blk: &Block| {
+            let h = blk.header();
+            let p = &h.producer;
+            p.pid.store(pid, Relaxed);
+            p.tid.store(tid, Relaxed);
+            p.start_time.store(start, Relaxed);
+            p.heartbeat_ns.store(now, Relaxed);
+            p.incarnation.store(1, Relaxed);
+            h.commit.end_of_stream.store(NO_SEQ, Relaxed);
+            for e in &h.consumers {
+                e.held_seq.store(NO_SEQ, Relaxed);
+            }
+            for i in 0..blk.slot_count() as usize {
+                blk.slot(i).seq.store(NO_SEQ, Relaxed);
+                // SAFETY: the block is private until the magic is published.
+                unsafe { (*blk.checksum_entry(i)).seq = NO_SEQ };
+            }
+        };
+        let plan = WaitPlan { spin: config.spin, slice: config.heartbeat_timeout / 4 };
+        match Block::create(name, params, init, identity)? {
+            Created::New(block) => Ok((
+                Producer {
+                    block,
+                    next_seq: 0,
+                    floor_cache: 0,
+                    plan,
+                    key: config.key,
+                    unlink_on_drop: config.unlink_on_drop,
+                    pid,
+                    ops: 0,
+                    closed: false,
+                },
+                None,
+            )),
+            Created::Exists => {
+                let block = Block::open(name, Duration::from_secs(1))?;
+                let (p, t) = Self::take_over(block, params, &config, plan)?;
+                Ok((p, Some(t)))
+            }
+        }
+    }
+
+    fn take_over(
+        block: Block,
+        params: Params,
+        config: &Config,
+        plan: WaitPlan,
+    ) -> Result<(Producer, Takeover), Error> {
+        let h = block.header();
+        let old_pid = h.producer.pid.load(Acquire);
+        if block.producer_liveness() == Liveness::Alive {
+            return Err(Error::AlreadyExists { name: block.name.clone(), pid: old_pid });
+        }
+        if block.info.params != params {
+            let want = params.layout_hash(&params.regions().expect("checked"));
+            return Err(Error::LayoutMismatch { expected: want, found: block.info.layout_hash });
+        }
+        if block.info.schema_hash != config.schema.hash
+            || block.info.schema_version != config.schema.version
+        {
+            return Err(Error::SchemaMismatch {
+                expected: config.schema.hex(),
+                expected_version: config.schema.version,
+                found: checksum::hex(&block.info.schema_hash),
+                found_version: block.info.schema_version,
+            });
+        }
+        if let Some(k) = &config.key
+            && checksum::key_check(k) != block.info.key_check
+        {
+            return Err(Error::KeyMismatch { why: "the block was created with another key" });
+        }
+        let (pid, start) = proc::me();
+        // One taker wins; a second one sees a live pid.
+        if h.producer.pid.compare_exchange(old_pid, pid, SeqCst, Relaxed).is_err() {
+            let now = h.producer.pid.load(Relaxed);
+            return Err(Error::AlreadyExists { name: block.name.clone(), pid: now });
+        }
+        h.producer.start_time.store(start, Relaxed);
+        h.producer.tid.store(proc::tid(), Relaxed);
+        h.producer.heartbeat_ns.store(proc::monotonic_ns(), Relaxed);
+        h.producer.incarnation.fetch_add(1, Relaxed);
+        let mut t = Takeover { previous_pid: old_pid, ..Takeover::default() };
+        let n = block.slot_count();
+        let commit = h.commit.commit_index.load(SeqCst);
+        // A message the dead producer published (state COMMITTED) but did not announce.
+        let last = block.slot((commit % n) as usize);
+        let mut commit = commit;
+        if last.state.load(Acquire) == state::COMMITTED && last.seq.load(Acquire) == commit {
+            commit += 1;
+            h.commit.commit_index.store(commit, SeqCst);
+            t.finished_seq = Some(commit - 1);
+        }
+        for i in 0..n as usize {
+            let s = block.slot(i);
+            match s.state.load(Acquire) {
+                state::WRITING => {
+                    s.discard();
+                    t.discarded_slots.push(i);
+                }
+                state::DRAINING => {
+                    // The old message was not touched yet.
+                    let keep = s.seq.load(Relaxed) != NO_SEQ;
+                    s.reopen(if keep { state::COMMITTED } else { state::FREE });
+                }
+                _ => {}
+            }
+        }
+        h.producer.write_index.store(commit, SeqCst);
+        // A new producer continues the stream.
+        h.commit.end_of_stream.store(NO_SEQ, SeqCst);
+        h.metrics.recovery_actions.fetch_add(1, Relaxed);
+        block.notify_commit();
+        let p = Producer {
+            floor_cache: block.read_floor(None),
+            block,
+            next_seq: commit,
+            plan,
+            key: config.key,
+            unlink_on_drop: config.unlink_on_drop,
+            pid,
+            ops: 0,
+            closed: false,
+        };
+        Ok((p, t))
+    }
+
+    /// The block's name.
+    pub fn name(&self) -> &str {
+        &self.block.name
+    }
+
+    /// Sequence number the next write will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Payload capacity of a slot, bytes.
+    pub fn slot_size(&self) -> usize {
+        self.block.slot_size()
+    }
+
+    /// Claims the next slot for writing, waiting up to `timeout` for space (lossless modes:
+    /// the slowest consumer must have read the message `slot_count` behind) and for readers of
+    /// the slot to leave. While it waits it heartbeats and, every quarter heartbeat timeout,
+    /// retires consumers whose processes have died, so a dead reader holds it up for at most
+    /// that long.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] (cause `RingFull` or `ReadersActive`); [`Error::Closed`] after
+    /// [`Producer::close`].
+    pub fn write(&mut self, timeout: Duration) -> Result<WriteGuard<'_>, Error> {
+        let (slot, seq) = self.claim(timeout)?;
+        Ok(WriteGuard { producer: self, slot, seq, done: false })
+    }
+
+    /// Writes through a closure: `f` fills the slot and returns `Some(len)` to commit `len`
+    /// bytes, or `None` to abort. Returns the committed sequence number.
+    pub fn with_write(
+        &mut self,
+        timeout: Duration,
+        f: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Result<Option<u64>, Error> {
+        let mut g = self.write(timeout)?;
+        match f(&mut g) {
+            Some(len) => g.commit(len).map(Some),
+            None => {
+                g.abort();
+                Ok(None)
+            }
+        }
+    }
+
+    /// Copies `data` into the next slot and commits it; returns its sequence number.
+    pub fn send(&mut self, data: &[u8], timeout: Duration) -> Result<u64, Error> {
+        if data.len() > self.block.slot_size() {
+            return Err(Error::PayloadTooLarge { len: data.len(), slot_size: self.block.slot_size() });
+        }
+        let mut g = self.write(timeout)?;
+        g[..data.len()].copy_from_slice(data);
+        g.commit(data.len())
+    }
+
+    fn claim(&mut self, timeout: Duration) -> Result<(usize, u64), Error> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        let seq = self.next_seq;
+        let n = self.block.slot_count();
+        let i = (seq % n) as usize;
+        let lossless = self.block.params().policy.is_lossless();
+        if lossless && seq >= self.floor_cache + n {
+            let blk = &self.block;
+            let rel = &blk.header().release;
+            let started = Instant::now();
+            let floor = wait_until(
+                &rel.release_word,
+                &rel.release_waiters,
+                timeout,
+                self.plan,
+                || {
+                    let f = blk.read_floor(None);
+                    (seq < f + n).then_some(f)
+                },
+                || {
+                    heartbeat(blk);
+                    blk.reclaim_dead_consumers();
+                },
+            );
+            match floor {
+                Some(f) => self.floor_cache = f,
+                None => {
+                    blk.header().metrics.writer_timeouts_ring_full.fetch_add(1, Relaxed);
+                    let e = Error::Timeout {
+                        op: "write",
+                        cause: WaitCause::RingFull,
+                        waited_ms: started.elapsed().as_millis() as u64,
+                    };
+                    blk.note_error(&e);
+                    return Err(e);
+                }
+            }
+        }
+        let blk = &self.block;
+        let slot = blk.slot(i);
+        let (prev, mask) = slot.close_for_write();
+        if mask != 0 {
+            let rel = &blk.header().release;
+            let started = Instant::now();
+            let ok = wait_until(
+                &rel.release_word,
+                &rel.release_waiters,
+                timeout,
+                self.plan,
+                || (slot.reader_mask() == 0).then_some(()),
+                || {
+                    heartbeat(blk);
+                    let dead = blk.dead_readers(slot.reader_mask());
+                    if dead != 0 {
+                        blk.reclaim_dead_consumers();
+                        // Bits of entries that are no longer registered at all.
+                        let left = blk.dead_readers(slot.reader_mask());
+                        if left != 0 {
+                            slot.evict(left);
+                            blk.header().metrics.recovery_actions.fetch_add(1, Relaxed);
+                        }
+                    }
+                },
+            );
+            if ok.is_none() {
+                slot.reopen(prev);
+                blk.header().metrics.writer_timeouts_readers.fetch_add(1, Relaxed);
+                let e = Error::Timeout {
+                    op: "write",
+                    cause: WaitCause::ReadersActive,
+                    waited_ms: started.elapsed().as_millis() as u64,
+                };
+                blk.note_error(&e);
+                return Err(e);
+            }
+        }
+        slot.begin_write(seq, self.pid, proc::monotonic_ns());
+        blk.header().producer.write_index.store(seq + 1, Release);
+        Ok((i, seq))
+    }
+
+    fn commit(&mut self, i: usize, seq: u64, len: usize, digest_done: bool) -> Result<u64, Error> {
+        let blk = &self.block;
+        if len > blk.slot_size() {
+            return Err(Error::PayloadTooLarge { len, slot_size: blk.slot_size() });
+        }
+        if blk.params().checksum == ChecksumPolicy::Enforced && !digest_done {
+            self.store_digest(i, seq, len);
+        }
+        let h = blk.header();
+        blk.slot(i).publish(len as u32, proc::monotonic_ns());
+        h.commit.commit_index.store(seq + 1, SeqCst);
+        blk.notify_commit();
+        let p = &h.producer;
+        p.slots_written.store(p.slots_written.load(Relaxed) + 1, Relaxed);
+        p.bytes_written.store(p.bytes_written.load(Relaxed) + len as u64, Relaxed);
+        self.next_seq = seq + 1;
+        self.ops += 1;
+        if self.ops >= HEARTBEAT_EVERY {
+            self.ops = 0;
+            heartbeat(blk);
+        }
+        Ok(seq)
+    }
+
+    fn store_digest(&self, i: usize, seq: u64, len: usize) {
+        // SAFETY: the producer holds slot `i` in WRITING state: no reader reads its payload
+        // or checksum entry until `publish`; `len` ≤ slot_size was checked by the caller.
+        unsafe {
+            let data = std::slice::from_raw_parts(self.block.payload(i), len);
+            let d = checksum::digest(self.key.as_ref(), data);
+            let e = self.block.checksum_entry(i);
+            (*e).digest = d;
+            (*e).seq = seq;
+        }
+    }
+
+    fn abort(&mut self, i: usize, seq: u64) {
+        let h = self.block.header();
+        self.block.slot(i).discard();
+        h.producer.write_index.store(seq, Release);
+        h.producer.aborted_writes.fetch_add(1, Relaxed);
+    }
+
+    /// Marks the end of the stream: consumers that have read every message get
+    /// [`Error::EndOfStream`]. Later writes fail with [`Error::Closed`].
+    pub fn close(&mut self) {
+        let h = self.block.header();
+        self.closed = true;
+        h.commit.end_of_stream.store(self.next_seq, SeqCst);
+        // Close changes the readers' condition without a commit: always wake.
+        h.commit.commit_word.fetch_add(1, SeqCst);
+        let _ = rustix::thread::futex::wake(
+            &h.commit.commit_word,
+            rustix::thread::futex::Flags::empty(),
+            i32::MAX as u32,
+        );
+    }
+
+    /// Registered consumers.
+    pub fn consumers(&self) -> u32 {
+        self.block.header().release.active_mask.load(SeqCst).count_ones()
+    }
+
+    /// Waits until at least `n` consumers are registered.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] with cause `Drain`.
+    pub fn wait_for_consumers(&self, n: u32, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        while self.consumers() < n {
+            heartbeat(&self.block);
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    op: "wait_for_consumers",
+                    cause: WaitCause::Drain,
+                    waited_ms: timeout.as_millis() as u64,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    /// Waits until every registered consumer has read every committed message (and, when
+    /// none is registered, until the retained floor reaches the end, i.e. a consumer read
+    /// everything and left). Dead consumers are retired meanwhile.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] with cause `Drain`.
+    pub fn wait_drained(&self, timeout: Duration) -> Result<(), Error> {
+        let blk = &self.block;
+        let rel = &blk.header().release;
+        let end = self.next_seq;
+        let started = Instant::now();
+        wait_until(
+            &rel.release_word,
+            &rel.release_waiters,
+            timeout,
+            self.plan,
+            || (blk.read_floor(None) >= end).then_some(()),
+            || {
+                heartbeat(blk);
+                blk.reclaim_dead_consumers();
+            },
+        )
+        .ok_or(Error::Timeout {
+            op: "wait_drained",
+            cause: WaitCause::Drain,
+            waited_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Stores a fresh heartbeat (waits and every 256th commit do this on their own).
+    pub fn heartbeat(&self) {
+        heartbeat(&self.block);
+    }
+
+    /// The block's counters.
+    pub fn metrics(&self) -> Metrics {
+        Metrics::read(&self.block)
+    }
+
+    /// Locks the flexible zone (spinlock 0) for up to `timeout`.
+    pub fn flex_zone(&self, timeout: Duration) -> Result<FlexZoneGuard<'_>, Error> {
+        FlexZoneGuard::lock(&self.block, timeout)
+    }
+
+    /// Shared spinlock `index` (< [`crate::layout::SPINLOCKS`]; 0 is the flexible zone's).
+    pub fn spinlock(&self, index: usize) -> Result<SharedSpinlock<'_>, Error> {
+        SharedSpinlock::new(&self.block, index)
+    }
+}
+
+fn heartbeat(blk: &Block) {
+    blk.header().producer.heartbeat_ns.store(proc::monotonic_ns(), Relaxed);
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        let h = self.block.header();
+        // No producer any more: consumers see `ProducerDead` when they run dry, and a new
+        // producer may take the block over.
+        h.producer.pid.store(0, Release);
+        self.block.notify_commit();
+        if self.unlink_on_drop {
+            let _ = self.block.unlink();
+        }
+        let _ = reg::FREE;
+    }
+}
+
+/// Writes the identity lines (0..192) of a new block.
+fn write_identity(b: &mut [u8], p: &Params, c: &Config, r: crate::layout::Regions) {
+    let put = |b: &mut [u8], at: usize, v: &[u8]| b[at..at + v.len()].copy_from_slice(v);
+    put(b, 8, &crate::layout::VERSION_MAJOR.to_le_bytes());
+    put(b, 10, &crate::layout::VERSION_MINOR.to_le_bytes());
+    put(b, 12, &(crate::layout::HEADER_SIZE as u32).to_le_bytes());
+    put(b, 16, &r.total_size.to_le_bytes());
+    put(b, 24, &p.layout_hash(&r).to_le_bytes());
+    put(b, 32, &p.policy.code().to_le_bytes());
+    put(b, 36, &p.checksum.code().to_le_bytes());
+    put(b, 40, &p.slot_size.to_le_bytes());
+    put(b, 44, &p.slot_count.to_le_bytes());
+    put(b, 48, &p.flex_zone_size.to_le_bytes());
+    put(b, 56, &p.max_consumers.to_le_bytes());
+    put(b, 60, &p.flags.to_le_bytes());
+    put(b, 64, &c.schema.hash);
+    put(b, 96, &c.schema.version.to_le_bytes());
+    put(b, 104, &(c.heartbeat_timeout.as_nanos() as u64).to_le_bytes());
+    put(b, 112, &proc::unix_ns().to_le_bytes());
+    put(b, 128, &r.slot_state_offset.to_le_bytes());
+    put(b, 136, &r.checksum_offset.to_le_bytes());
+    put(b, 144, &r.flex_offset.to_le_bytes());
+    put(b, 152, &r.ring_offset.to_le_bytes());
+    if let Some(k) = &c.key {
+        put(b, 160, &checksum::key_check(k));
+    }
+}
+
+/// A claimed slot. Derefs to the slot's whole payload area (`slot_size` bytes); [`commit`]
+/// publishes the first `len` bytes. Dropped without commit, the write is aborted: the slot is
+/// returned empty and the sequence number is reused.
+///
+/// [`commit`]: WriteGuard::commit
+#[derive(Debug)]
+pub struct WriteGuard<'a> {
+    producer: &'a mut Producer,
+    slot: usize,
+    seq: u64,
+    done: bool,
+}
+
+impl WriteGuard<'_> {
+    /// Sequence number this message will have.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Slot index.
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
+    /// Publishes the first `len` bytes (with their checksum under `Enforced`). Returns the
+    /// sequence number.
+    ///
+    /// # Errors
+    /// [`Error::PayloadTooLarge`] if `len` exceeds the slot (the write is then aborted).
+    pub fn commit(mut self, len: usize) -> Result<u64, Error> {
+        self.done = true;
+        let (slot, seq) = (self.slot, self.seq);
+        match self.producer.commit(slot, seq, len, false) {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                self.producer.abort(slot, seq);
+                Err(e)
+            }
+        }
+    }
+
+    /// Manual checksums: computes and stores the checksum of the first `len` bytes now; the
+    /// commit must then use the same `len`.
+    pub fn compute_checksum(&mut self, len: usize) -> Result<(), Error> {
+        if len > self.producer.block.slot_size() {
+            return Err(Error::PayloadTooLarge { len, slot_size: self.producer.block.slot_size() });
+        }
+        self.producer.store_digest(self.slot, self.seq, len);
+        Ok(())
+    }
+
+    /// Manual checksums: [`compute_checksum`](Self::compute_checksum) then commit.
+    pub fn commit_with_checksum(mut self, len: usize) -> Result<u64, Error> {
+        self.compute_checksum(len)?;
+        self.done = true;
+        let (slot, seq) = (self.slot, self.seq);
+        self.producer.commit(slot, seq, len, true)
+    }
+
+    /// Gives the slot back without publishing.
+    pub fn abort(mut self) {
+        self.done = true;
+        self.producer.abort(self.slot, self.seq);
+    }
+}
+
+impl Deref for WriteGuard<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the slot is in WRITING state and owned by this guard (only the producer
+        // writes it, no reader enters it); the range is the slot's payload area.
+        unsafe { std::slice::from_raw_parts(self.producer.block.payload(self.slot), self.producer.block.slot_size()) }
+    }
+}
+
+impl DerefMut for WriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.producer.block.payload(self.slot),
+                self.producer.block.slot_size(),
+            )
+        }
+    }
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.producer.abort(self.slot, self.seq);
+        }
+    }
+}

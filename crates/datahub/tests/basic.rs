@@ -1,0 +1,444 @@
+//! In-process behaviour: producer and consumers on separate mappings of one block, threads
+//! standing in for processes (the cross-process tests are in `multiprocess.rs`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use datahub::{
+    Admin, ChecksumPolicy, Config, Consumer, Error, Expectations, Policy, Preset, Producer, Schema,
+    TypedConsumer, TypedProducer, WaitCause,
+};
+
+const T: Duration = Duration::from_secs(5);
+
+fn name(tag: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("dh-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+#[test]
+fn write_commit_read_roundtrip_and_mode_0600() {
+    let n = name("rt");
+    let mut p = Producer::create(&n, Config::new(Policy::Sequential).slot_size(100)).unwrap();
+    assert_eq!(p.slot_size(), 128, "rounded up to 64");
+    let mode = std::fs::metadata(format!("/dev/shm/{n}")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+    let mut c = Consumer::attach(&n, Expectations::new()).unwrap();
+    let mut w = p.write(T).unwrap();
+    assert_eq!(w.seq(), 0);
+    w[..5].copy_from_slice(b"hello");
+    assert_eq!(w.commit(5).unwrap(), 0);
+    let r = c.read(T).unwrap();
+    assert_eq!(&r[..], b"hello");
+    assert_eq!(r.seq(), 0);
+    r.release().unwrap();
+    assert!(matches!(c.try_read(), Ok(None)));
+    let m = p.metrics();
+    assert_eq!((m.slots_written, m.slots_read, m.bytes_written, m.bytes_read), (1, 1, 5, 5));
+    drop(c);
+    drop(p);
+    assert!(!std::path::Path::new(&format!("/dev/shm/{n}")).exists());
+}
+
+#[test]
+fn dropped_write_guard_aborts_and_reuses_seq() {
+    let n = name("abort");
+    let mut p = Producer::create(&n, Config::new(Policy::Sequential)).unwrap();
+    let mut c = Consumer::attach(&n, Expectations::new()).unwrap();
+    {
+        let mut w = p.write(T).unwrap();
+        w[0] = 9;
+    }
+    assert_eq!(p.with_write(T, |_| None).unwrap(), None);
+    assert_eq!(p.send(b"x", T).unwrap(), 0);
+    let r = c.read(T).unwrap();
+    assert_eq!((r.seq(), &r[..]), (0, &b"x"[..]));
+    drop(r);
+    assert_eq!(p.metrics().aborted_writes, 2);
+    assert!(matches!(
+        p.send(&vec![0; 5000], T),
+        Err(Error::PayloadTooLarge { len: 5000, slot_size: 4096 })
+    ));
+}
+
+#[test]
+fn sequential_lossless_in_order_across_threads() {
+    let n = name("seq");
+    let mut p = Producer::create(&n, Config::preset(Preset::RingBuffer(4)).slot_size(64)).unwrap();
+    let mut c = Consumer::attach(&n, Expectations::new().policy(Policy::Sequential)).unwrap();
+    const N: u64 = 50_000;
+    let reader = std::thread::spawn(move || {
+        for want in 0..N {
+            let r = c.read(T).unwrap();
+            assert_eq!(r.seq(), want);
+            assert_eq!(&r[..8], &want.to_le_bytes());
+        }
+        assert!(matches!(c.read(T), Err(Error::EndOfStream)));
+    });
+    for i in 0..N {
+        p.send(&i.to_le_bytes(), T).unwrap();
+    }
+    p.close();
+    reader.join().unwrap();
+    p.wait_drained(T).unwrap();
+}
+
+#[test]
+fn sequential_allows_one_consumer_and_ring_full_times_out() {
+    let n = name("one");
+    let mut p = Producer::create(&n, Config::preset(Preset::RingBuffer(2))).unwrap();
+    let c = Consumer::attach(&n, Expectations::new()).unwrap();
+    assert!(matches!(
+        Consumer::attach(&n, Expectations::new()),
+        Err(Error::TooManyConsumers { max: 1 })
+    ));
+    p.send(b"a", T).unwrap();
+    p.send(b"b", T).unwrap();
+    match p.send(b"c", Duration::from_millis(50)) {
+        Err(Error::Timeout { cause: WaitCause::RingFull, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.metrics().writer_timeouts_ring_full, 1);
+    drop(c);
+}
+
+#[test]
+fn late_consumer_gets_retained_messages() {
+    let n = name("late");
+    let mut p = Producer::create(&n, Config::new(Policy::Sequential).slot_count(4)).unwrap();
+    for i in 0..4u8 {
+        p.send(&[i], T).unwrap();
+    }
+    let mut c = Consumer::attach(&n, Expectations::new()).unwrap();
+    for i in 0..4u8 {
+        let r = c.read(T).unwrap();
+        assert_eq!((r.seq(), r[0]), (u64::from(i), i));
+    }
+    // It leaves after reading two more; the next consumer continues where it stopped.
+    p.send(&[4], T).unwrap();
+    p.send(&[5], T).unwrap();
+    c.read(T).unwrap().release().unwrap();
+    drop(c);
+    let mut c2 = Consumer::attach(&n, Expectations::new()).unwrap();
+    let r = c2.read(T).unwrap();
+    assert_eq!(r.seq(), 5);
+}
+
+#[test]
+fn sequential_sync_three_readers_each_get_everything() {
+    let n = name("sync");
+    let mut p =
+        Producer::create(&n, Config::new(Policy::SequentialSync).slot_count(4).max_consumers(3)).unwrap();
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let mut c = Consumer::attach(&n, Expectations::new()).unwrap();
+        readers.push(std::thread::spawn(move || {
+            let mut sum = 0u64;
+            let mut want = 0;
+            let mut it = c.slots(T);
+            while let Some(r) = it.next() {
+                let r = r.unwrap();
+                assert_eq!(r.seq(), want);
+                want += 1;
+                sum += u64::from_le_bytes(r[..8].try_into().unwrap());
+            }
+            (want, sum)
+        }));
+    }
+    assert!(matches!(Consumer::attach(&n, Expectations::new()), Err(Error::TooManyConsumers { max: 3 })));
+    for i in 0..10_000u64 {
+        p.send(&i.to_le_bytes(), T).unwrap();
+    }
+    p.close();
+    for h in readers {
+        assert_eq!(h.join().unwrap(), (10_000, (0..10_000u64).sum()));
+    }
+}
+
+#[test]
+fn latest_returns_newest_and_labels_it() {
+    let n = name("latest");
+    let mut p = Producer::create(&n, Config::preset(Preset::DoubleBuffer)).unwrap();
+    let mut c = Consumer::attach(&n, Expectations::new()).unwrap();
+    for i in 0..5u64 {
+        p.send(&i.to_le_bytes(), T).unwrap();
+    }
+    let r = c.read(T).unwrap();
+    assert_eq!(r.seq(), 4);
+    assert_eq!(&r[..8], &4u64.to_le_bytes());
+    drop(r);
+    assert!(matches!(c.try_read(), Ok(None)), "nothing newer than 4");
+    p.send(&5u64.to_le_bytes(), T).unwrap();
+    assert_eq!(c.read(T).unwrap().seq(), 5);
+    // seek_to an older message still in the ring.
+    c.seek_to(4).unwrap();
+    assert_eq!(c.read(T).unwrap().seq(), 4);
+    assert!(matches!(c.seek_to(1), Err(Error::SeqUnavailable { requested: 1, .. })));
+}
+
+#[test]
+fn latest_single_slot_writer_waits_only_for_the_held_slot() {
+    let n = name("single");
+    let mut p = Producer::create(&n, Config::preset(Preset::Single)).unwrap();
+    let mut c = Consumer::attach(&n, Expectations::new()).unwrap();
+    p.send(b"a", T).unwrap();
+    let r = c.read(T).unwrap();
+    match p.send(b"b", Duration::from_millis(30)) {
+        Err(Error::Timeout { cause: WaitCause::ReadersActive, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(&r[..], b"a", "the held message is intact after the timed-out write");
+    drop(r);
+    p.send(b"b", T).unwrap();
+    assert_eq!(&c.read(T).unwrap()[..], b"b");
+}
+
+#[test]
+fn latest_concurrent_reader_never_sees_torn_or_mislabelled() {
+    let n = name("torn");
+    let mut p = Producer::create(&n, Config::new(Policy::Latest).slot_count(2).slot_size(4096)).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for _ in 0..2 {
+        let mut c = Consumer::attach(&n, Expectations::new()).unwrap();
+        let stop = stop.clone();
+        handles.push(std::thread::spawn(move || {
+            let mut last = None;
+            let mut reads = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(Some(r)) = c.try_read() {
+                    let b = (r.seq() % 251) as u8;
+                    assert!(r.iter().all(|&x| x == b), "torn or mislabelled slot {}", r.seq());
+                    assert!(last.is_none_or(|l| r.seq() > l));
+                    last = Some(r.seq());
+                    reads += 1;
+                }
+            }
+            reads
+        }));
+    }
+    for i in 0..20_000u64 {
+        let mut w = p.write(T).unwrap();
+        w.fill((i % 251) as u8);
+        w.commit(4096).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        assert!(h.join().unwrap() > 0);
+    }
+}
+
+#[test]
+fn enforced_checksum_catches_a_flipped_byte() {
+    let n = name("sum");
+    let mut p = Producer::create(&n, Config::new(Policy::Sequential).checksum(ChecksumPolicy::Enforced)).unwrap();
+    let mut c = Consumer::attach(&n, Expectations::new()).unwrap();
+    p.send(b"good message", T).unwrap();
+    c.read(T).unwrap().release().unwrap();
+    p.send(b"to be damaged", T).unwrap();
+    // Flip a byte of slot 1's payload through the file, as another process could.
+    let info = Admin::open(&n).unwrap().info();
+    let off = info.regions.ring_offset + u64::from(info.slot_size);
+    flip_byte(&n, off + 3);
+    match c.read(T) {
+        Err(Error::ChecksumMismatch { slot: 1, seq: 1, .. }) => {}
+        other => panic!("{:?}", other.map(|g| g.seq())),
+    }
+    assert_eq!(p.metrics().checksum_failures, 1);
+    // The damaged message counts as consumed; the stream goes on.
+    p.send(b"next", T).unwrap();
+    assert_eq!(c.read(T).unwrap().seq(), 2);
+}
+
+fn flip_byte(name: &str, offset: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(format!("/dev/shm/{name}")).unwrap();
+    let mut b = [0u8];
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    b[0] ^= 0x20;
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(&b).unwrap();
+}
+
+#[test]
+fn manual_and_keyed_checksums() {
+    let n = name("keyed");
+    let key = [7u8; 32];
+    let mut p = Producer::create(
+        &n,
+        Config::new(Policy::Sequential).checksum(ChecksumPolicy::Manual).checksum_key(key),
+    )
+    .unwrap();
+    assert!(matches!(Consumer::attach(&n, Expectations::new()), Err(Error::KeyMismatch { .. })));
+    assert!(matches!(
+        Consumer::attach(&n, Expectations::new().checksum_key([8; 32])),
+        Err(Error::KeyMismatch { .. })
+    ));
+    let mut c = Consumer::attach(&n, Expectations::new().checksum_key(key)).unwrap();
+    let mut w = p.write(T).unwrap();
+    w[..3].copy_from_slice(b"abc");
+    w.commit_with_checksum(3).unwrap();
+    p.send(b"no sum", T).unwrap();
+    c.read(T).unwrap().verify_checksum().unwrap();
+    assert!(matches!(c.read(T).unwrap().verify_checksum(), Err(Error::ChecksumMissing { seq: 1, .. })));
+}
+
+#[test]
+fn expectations_are_checked_at_attach() {
+    let n = name("exp");
+    let _p = Producer::create(&n, Config::new(Policy::Latest).slot_size(256).schema(Schema::named("quote", 2))).unwrap();
+    assert!(matches!(
+        Consumer::attach(&n, Expectations::new().policy(Policy::Sequential)),
+        Err(Error::ExpectationMismatch { what: "policy", .. })
+    ));
+    assert!(matches!(
+        Consumer::attach(&n, Expectations::new().min_slot_size(1024)),
+        Err(Error::ExpectationMismatch { what: "slot_size", .. })
+    ));
+    assert!(matches!(
+        Consumer::attach(&n, Expectations::new().schema(Schema::named("quote", 3))),
+        Err(Error::SchemaMismatch { expected_version: 3, found_version: 2, .. })
+    ));
+    Consumer::attach(&n, Expectations::new().schema(Schema::named("quote", 2))).unwrap();
+    assert!(matches!(Consumer::attach("dh-test-missing-block", Expectations::new()), Err(Error::NotFound { .. })));
+    assert!(matches!(Producer::create("a/b", Config::new(Policy::Latest)), Err(Error::InvalidName { .. })));
+    assert!(matches!(
+        Producer::create(&n, Config::new(Policy::Latest)),
+        Err(Error::AlreadyExists { .. })
+    ));
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+struct Pose {
+    x: f64,
+    y: f64,
+    stamp: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+struct Other {
+    a: u64,
+}
+
+#[test]
+fn typed_blocks_check_the_type() {
+    let n = name("typed");
+    let mut p = TypedProducer::<Pose>::create(&n, Config::new(Policy::Sequential), 1).unwrap();
+    assert!(matches!(
+        TypedConsumer::<Other>::attach(&n, Expectations::new(), 1, T),
+        Err(Error::SchemaMismatch { .. })
+    ));
+    let mut c = TypedConsumer::<Pose>::attach(&n, Expectations::new(), 1, T).unwrap();
+    p.send(&Pose { x: 1.0, y: 2.0, stamp: 3 }, T).unwrap();
+    p.with_write(T, |v| v.stamp = 9).unwrap();
+    assert_eq!(c.recv(T).unwrap(), (0, Pose { x: 1.0, y: 2.0, stamp: 3 }));
+    assert_eq!(c.with_read(T, |seq, v| (seq, v.stamp)).unwrap(), (1, 9));
+}
+
+#[test]
+fn flex_zone_is_shared_and_locked() {
+    let n = name("flex");
+    let p = Producer::create(&n, Config::new(Policy::Latest).flex_zone_size(100)).unwrap();
+    let c = Consumer::attach(&n, Expectations::new()).unwrap();
+    {
+        let mut z = p.flex_zone(T).unwrap();
+        assert_eq!(z.len(), 100);
+        z[..4].copy_from_slice(b"meta");
+        assert!(matches!(p.flex_zone(T), Err(Error::WouldDeadlock { index: 0 })));
+    }
+    assert_eq!(&c.flex_zone(T).unwrap()[..4], b"meta");
+    let l = p.spinlock(3).unwrap();
+    let g1 = l.lock(T).unwrap();
+    let g2 = l.lock(T).unwrap(); // re-entrant
+    drop(g2);
+    assert!(l.held_by_me());
+    drop(g1);
+    assert!(!l.held_by_me());
+    assert!(matches!(p.spinlock(8), Err(Error::OutOfRange { .. })));
+}
+
+#[test]
+fn admin_reports_and_validates_a_healthy_block() {
+    let n = name("admin");
+    let mut p = Producer::create(&n, Config::new(Policy::SequentialSync).checksum(ChecksumPolicy::Enforced)).unwrap();
+    let mut c = Consumer::attach(&n, Expectations::new()).unwrap();
+    p.send(b"abc", T).unwrap();
+    let g = c.read(T).unwrap();
+    let a = Admin::open(&n).unwrap();
+    let d = a.diagnose();
+    assert!(d.problems.is_empty(), "{:?}", d.problems);
+    assert_eq!(d.slots[0].state, "committed");
+    assert_eq!(d.slots[0].readers, vec![c_entry(&d)]);
+    assert_eq!(d.info.consumers.len(), 1);
+    assert_eq!(d.info.consumers[0].held_seq, Some(0));
+    assert!(d.info.producer.alive);
+    let v = a.validate(false);
+    assert!(v.ok(), "{:?}", v.problems);
+    // A live reader's slot is not reset without force.
+    assert!(matches!(a.force_reset_slot(0, false), Err(Error::OwnerAlive { .. })));
+    assert!(a.auto_recover(true).is_empty());
+    // Forced: the reader's guard fails validation on release.
+    a.force_reset_slot(0, true).unwrap();
+    assert!(matches!(g.release(), Err(Error::ValidationFailed { slot: 0, seq: 0 })));
+    assert_eq!(a.metrics().validation_failures, 1);
+}
+
+fn c_entry(d: &datahub::Diagnosis) -> usize {
+    d.info.consumers[0].entry.unwrap()
+}
+
+#[test]
+fn header_errors_are_typed() {
+    use std::io::Write;
+    // A segment with garbage, one too short, and one with a newer major version.
+    let n = name("bad");
+    let path = format!("/dev/shm/{n}");
+    std::fs::File::create(&path).unwrap().write_all(&[0xAB; 9000]).unwrap();
+    assert!(matches!(Consumer::attach(&n, Expectations::new()), Err(Error::BadMagic { found: 0xABAB_ABAB_ABAB_ABAB, .. })));
+    std::fs::File::create(&path).unwrap().write_all(&[1; 100]).unwrap();
+    assert!(matches!(Consumer::attach(&n, Expectations::new()), Err(Error::Truncated { found: 100, .. })));
+    std::fs::remove_file(&path).unwrap();
+    // A real block cut short.
+    let p = Producer::create(&n, Config::new(Policy::Latest).unlink_on_drop(false)).unwrap();
+    let full = std::fs::metadata(&path).unwrap().len();
+    drop(p);
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(full - 4096).unwrap();
+    match Consumer::attach(&n, Expectations::new()) {
+        Err(Error::Truncated { expected, found }) => assert_eq!((expected, found), (full, full - 4096)),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    datahub::remove(&n).unwrap();
+}
+
+#[test]
+fn new_producer_takes_over_a_block_whose_producer_left() {
+    let n = name("take");
+    let cfg = || Config::new(Policy::Sequential).slot_count(4).unlink_on_drop(false);
+    let mut p = Producer::create(&n, cfg()).unwrap();
+    p.send(b"0", T).unwrap();
+    let mut w = p.write(T).unwrap();
+    w[0] = b'X';
+    std::mem::forget(w); // the producer "dies" mid-write
+    drop(p);
+    let a = Admin::open(&n).unwrap();
+    assert_eq!(a.diagnose().slots[1].state, "writing");
+    let (mut p2, t) = Producer::create_or_take_over(&n, cfg()).unwrap();
+    let t = t.expect("took over");
+    assert_eq!(t.discarded_slots, vec![1]);
+    assert_eq!(p2.next_seq(), 1);
+    p2.send(b"1", T).unwrap();
+    let mut c = Consumer::attach(&n, Expectations::new()).unwrap();
+    assert_eq!(&c.read(T).unwrap()[..], b"0");
+    assert_eq!(&c.read(T).unwrap()[..], b"1");
+    // A different layout is refused.
+    drop(p2);
+    assert!(matches!(
+        Producer::create(&n, Config::new(Policy::Sequential).slot_count(8)),
+        Err(Error::LayoutMismatch { .. })
+    ));
+    datahub::remove(&n).unwrap();
+}
