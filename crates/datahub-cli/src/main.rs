@@ -1,1 +1,411 @@
-fn main() {}
+//! `datahub`: inspect, diagnose and recover DataHub blocks, and move files through them.
+//!
+//! The inspection commands map a block through [`datahub::Admin`] without registering, so they
+//! change nothing (except `recover`, `reset-slot` and `validate --repair`, which say what they
+//! did). `pub`/`sub` stream files through a lossless block with the framing of [`frame`].
+//!
+//! Exit codes: 0 ok; 1 a check failed (`diagnose`/`validate` found problems, a received file's
+//! digest did not match, `reset-slot`/`recover` refused to touch a live owner); 2 usage or input
+//! error (bad arguments, no such block, not a DataHub block, I/O, timeouts). Errors are one line
+//! on standard error, `datahub: <what was wrong>`.
+
+mod exposition;
+mod fail;
+mod frame;
+mod publish;
+mod report;
+mod subscribe;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use datahub::{Action, Admin};
+use serde::Serialize;
+
+use fail::{Fail, Result};
+
+/// Inspect, diagnose and recover DataHub shared-memory blocks (in /dev/shm), and move files
+/// through them.
+#[derive(Debug, Parser)]
+#[command(name = "datahub", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Blocks in /dev/shm: owner (producer pid, alive), size, policy, slots, consumers.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A block's identity (version, layout hash, schema, policy, slots, regions), producer,
+    /// consumers and indices.
+    Inspect {
+        /// Block name.
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every slot (state, seq, length, readers, dead readers, age) and the problems seen;
+    /// exit 1 when there are problems.
+    Diagnose {
+        /// Block name.
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Safe recovery: retire dead consumers, evict their reader bits, clean up after a dead
+    /// producer. Prints the actions.
+    Recover {
+        /// Block name.
+        name: String,
+        /// Only say what would be done.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also reset slots held by live consumers whose heartbeat is stale (stalled), when no
+        /// other consumer still needs the message in them; the stalled consumer's read then
+        /// fails validation. Other slots and live producers are never touched.
+        #[arg(long)]
+        force: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Force one slot back to free, evicting its readers. Refused (exit 1) while the block's
+    /// producer is alive, or the slot is held by a live process, unless --force.
+    ResetSlot {
+        /// Block name.
+        name: String,
+        /// Slot index.
+        slot: usize,
+        /// Reset even though a live process owns the block or the slot (its message is lost).
+        #[arg(long)]
+        force: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the block's invariants; exit 1 when problems are found (with --repair: when
+    /// problems remain after repairing).
+    Validate {
+        /// Block name.
+        name: String,
+        /// Fix what can be fixed without a live owner (zombie reader bits, the active mask, a
+        /// dead producer's indices).
+        #[arg(long)]
+        repair: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The block's counters: a table, JSON, or Prometheus exposition.
+    Metrics {
+        /// Block name.
+        name: String,
+        /// Print JSON instead of a table.
+        #[arg(long, conflicts_with_all = ["prometheus", "openmetrics"])]
+        json: bool,
+        /// Prometheus text format 0.0.4 (`datahub_slot_writes_total{block="NAME"}`, ...).
+        #[arg(long, conflicts_with = "openmetrics")]
+        prometheus: bool,
+        /// OpenMetrics 1.0 text.
+        #[arg(long)]
+        openmetrics: bool,
+    },
+    /// Create a block and stream files through it (lossless), then wait until the consumers
+    /// have read everything.
+    Pub(publish::PubArgs),
+    /// Receive the files of a `pub` block, verifying each one's BLAKE2b-256 digest.
+    Sub(subscribe::SubArgs),
+}
+
+/// Parses `--wait`: seconds, possibly fractional.
+pub(crate) fn parse_secs(s: &str) -> std::result::Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !v.is_finite() || !(0.0..=1e9).contains(&v) {
+        return Err(format!("{s:?} is not between 0 and 1e9 seconds"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn out(text: &str) -> Result {
+    let mut o = std::io::stdout().lock();
+    o.write_all(text.as_bytes())
+        .and_then(|()| o.flush())
+        .map_err(|e| Fail::usage(format!("writing to standard output: {e}")))
+}
+
+fn print_json<T: Serialize + ?Sized>(v: &T) -> Result {
+    let text = serde_json::to_string_pretty(v).expect("report types serialize");
+    out(&format!("{text}\n"))
+}
+
+fn open(name: &str) -> Result<Admin> {
+    Admin::open(name).map_err(|e| Fail::block(name, e))
+}
+
+fn ok_or_check(failed: bool, what: String) -> Result<ExitCode> {
+    if failed {
+        // The report is already printed; the line says why the exit code is 1.
+        eprintln!("datahub: {what}");
+        Ok(ExitCode::from(fail::CHECK_FAILED))
+    } else {
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[derive(Serialize)]
+struct Actions<'a> {
+    block: &'a str,
+    dry_run: bool,
+    actions: &'a [Action],
+}
+
+/// `recover`: [`Admin::auto_recover`], then with `force` the slots held by stalled consumers
+/// (see the command's help).
+fn recover(name: &str, dry_run: bool, force: bool) -> Result<Vec<Action>> {
+    let a = open(name)?;
+    let mut actions = a.auto_recover(dry_run);
+    if force {
+        let d = a.diagnose();
+        let stalled: Vec<usize> = d
+            .info
+            .consumers
+            .iter()
+            .filter(|c| c.alive && c.stalled)
+            .filter_map(|c| c.entry)
+            .collect();
+        for s in &d.slots {
+            if !s.readers.iter().any(|r| stalled.contains(r)) {
+                continue;
+            }
+            // A lossless consumer that has not read this message yet would wait for it forever
+            // once the slot is empty: leave such slots alone.
+            let needed = s.seq.is_some_and(|seq| {
+                d.info.consumers.iter().any(|c| {
+                    c.entry.is_some_and(|e| !stalled.contains(&e))
+                        && c.alive
+                        && c.position.is_some_and(|p| p <= seq)
+                })
+            });
+            if needed {
+                continue;
+            }
+            if dry_run {
+                actions.push(Action::ResetSlot {
+                    slot: s.slot,
+                    seq: s.seq,
+                });
+            } else {
+                actions.push(
+                    a.force_reset_slot(s.slot, true)
+                        .map_err(|e| Fail::block(name, e))?,
+                );
+            }
+        }
+    }
+    Ok(actions)
+}
+
+fn reset_slot(name: &str, slot: usize, force: bool) -> Result<Action> {
+    let a = open(name)?;
+    let info = a.info();
+    if !force && info.producer.alive && slot < info.slot_count as usize {
+        // The library refuses a slot a live process holds or (lossless) whose message a live
+        // consumer has not read; the tool is stricter: a producer that lives may be about to
+        // claim the slot, so without --force it refuses while the producer lives.
+        return Err(Fail::check(format!(
+            "refused: block {name:?} is owned by live producer pid {} (slot {slot} may hold an unread message; use --force)",
+            info.producer.pid
+        )));
+    }
+    a.force_reset_slot(slot, force).map_err(|e| match e {
+        datahub::Error::OutOfRange { .. } => Fail::usage(format!("block {name:?}: {e}")),
+        e => Fail::block(name, e),
+    })
+}
+
+#[derive(Serialize)]
+struct Validated<'a> {
+    block: &'a str,
+    #[serde(flatten)]
+    validation: &'a datahub::Validation,
+    /// With `--repair`: problems still there afterwards.
+    remaining: Option<&'a [String]>,
+}
+
+#[derive(Serialize)]
+struct NamedMetrics<'a> {
+    block: &'a str,
+    #[serde(flatten)]
+    metrics: &'a datahub::Metrics,
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::List { json } => {
+            let names = datahub::list().map_err(|e| Fail::usage(e.to_string()))?;
+            let rows: Vec<report::ListEntry> = names
+                .into_iter()
+                .map(|n| match Admin::open(&n) {
+                    Ok(a) => report::ListEntry::of(&a.info()),
+                    Err(e) => {
+                        let why = Fail::block(&n, e).to_string();
+                        report::ListEntry::failed(n, why)
+                    }
+                })
+                .collect();
+            if json {
+                print_json(&rows)?
+            } else {
+                out(&report::list(&rows))?
+            }
+        }
+        Command::Inspect { name, json } => {
+            let info = open(&name)?.info();
+            if json {
+                print_json(&info)?
+            } else {
+                out(&report::info(&info))?
+            }
+        }
+        Command::Diagnose { name, json } => {
+            let d = open(&name)?.diagnose();
+            if json {
+                print_json(&d)?
+            } else {
+                out(&report::diagnosis(&d))?
+            }
+            return ok_or_check(
+                !d.problems.is_empty(),
+                format!("block {name:?}: {} problem(s)", d.problems.len()),
+            );
+        }
+        Command::Recover {
+            name,
+            dry_run,
+            force,
+            json,
+        } => {
+            let actions = recover(&name, dry_run, force)?;
+            if json {
+                print_json(&Actions {
+                    block: &name,
+                    dry_run,
+                    actions: &actions,
+                })?;
+            } else {
+                out(&report::actions(&name, &actions, dry_run))?;
+            }
+        }
+        Command::ResetSlot {
+            name,
+            slot,
+            force,
+            json,
+        } => {
+            let action = reset_slot(&name, slot, force)?;
+            let actions = [action];
+            if json {
+                print_json(&Actions {
+                    block: &name,
+                    dry_run: false,
+                    actions: &actions,
+                })?;
+            } else {
+                out(&report::actions(&name, &actions, false))?;
+            }
+        }
+        Command::Validate { name, repair, json } => {
+            let a = open(&name)?;
+            let v = a.validate(repair);
+            let remaining = repair.then(|| a.validate(false).problems);
+            if json {
+                print_json(&Validated {
+                    block: &name,
+                    validation: &v,
+                    remaining: remaining.as_deref(),
+                })?;
+            } else {
+                let mut text = report::validation(&name, &v);
+                if let Some(r) = &remaining {
+                    text.push_str(&if r.is_empty() {
+                        "after repair: valid\n".to_owned()
+                    } else {
+                        format!("after repair: {} problem(s) remain\n", r.len())
+                    });
+                }
+                out(&text)?;
+            }
+            let left = remaining.as_ref().map_or(v.problems.len(), Vec::len);
+            return ok_or_check(left > 0, format!("block {name:?}: {left} problem(s)"));
+        }
+        Command::Metrics {
+            name,
+            json,
+            prometheus,
+            openmetrics,
+        } => {
+            let a = open(&name)?;
+            let m = a.metrics();
+            if json {
+                print_json(&NamedMetrics {
+                    block: &name,
+                    metrics: &m,
+                })?;
+            } else if prometheus {
+                out(&exposition::render_text(&name, &m, Some(&a.info())))?;
+            } else if openmetrics {
+                out(&exposition::render(&name, &m, Some(&a.info())))?;
+            } else {
+                out(&report::metrics(&name, &m))?;
+            }
+        }
+        Command::Pub(args) => {
+            let summary = publish::run(&args)?;
+            if args.json {
+                print_json(&summary)?
+            } else {
+                out(&summary.to_string())?
+            }
+        }
+        Command::Sub(args) => {
+            let summary = subscribe::run(&args)?;
+            if args.out.is_some() {
+                if args.json {
+                    print_json(&summary)?
+                } else {
+                    out(&summary.to_string())?
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version print and exit 0; usage errors exit 2.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { fail::USAGE } else { 0 });
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("datahub: {f}");
+            ExitCode::from(f.code)
+        }
+    }
+}

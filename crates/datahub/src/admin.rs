@@ -169,8 +169,8 @@ pub struct SlotReport {
     pub writer_pid: u32,
     /// Writing or draining, and that producer is dead.
     pub writer_dead: bool,
-    /// Time since its last claim or commit, ms.
-    pub age_ms: u64,
+    /// Time since the producer last claimed it, ms (`None`: never written).
+    pub age_ms: Option<u64>,
 }
 
 /// Everything [`Admin::diagnose`] found.
@@ -310,7 +310,7 @@ impl Admin {
             dead_readers: bits(dead),
             writer_pid: s.writer_pid.load(Relaxed),
             writer_dead: busy && b.producer_liveness() == Liveness::Dead,
-            age_ms: age_ms(now, s.stamp_ns.load(Relaxed)),
+            age_ms: (s.generation.load(Relaxed) != 0).then(|| age_ms(now, s.stamp_ns.load(Relaxed))),
         }
     }
 
@@ -442,7 +442,9 @@ impl Admin {
     }
 
     /// Forces slot `slot` back to free, evicting its readers. Refused while a live producer
-    /// is writing it or live consumers hold it, unless `force`.
+    /// is writing it, live consumers hold it, or (lossless modes) a live consumer has yet to
+    /// read its message, unless `force`. A lossless consumer that finds its message reset
+    /// gets [`Error::Discarded`] and moves on.
     ///
     /// # Errors
     /// [`Error::OutOfRange`], [`Error::OwnerAlive`].
@@ -462,6 +464,23 @@ impl Admin {
                     what: format!("slot {slot} ({})", state::name(st)),
                     pid: b.header().producer.pid.load(Relaxed),
                 });
+            }
+            let seq = s.seq.load(Acquire);
+            if st == state::COMMITTED && seq != NO_SEQ && b.params().policy.is_lossless() {
+                // A message some live consumer has not read yet: resetting it loses it.
+                let mut active = b.header().release.active_mask.load(SeqCst);
+                while active != 0 {
+                    let e = active.trailing_zeros() as usize;
+                    active &= active - 1;
+                    if b.consumer_liveness(e) == Liveness::Alive
+                        && b.consumer(e).position.load(SeqCst) <= seq
+                    {
+                        return Err(Error::OwnerAlive {
+                            what: format!("slot {slot} (message {seq} not yet read by consumer {e})"),
+                            pid: b.consumer(e).pid.load(Relaxed),
+                        });
+                    }
+                }
             }
             let mask = s.reader_mask();
             let live = mask & !b.dead_readers(mask);

@@ -46,7 +46,7 @@ pub(crate) struct Block {
 /// What [`Block::create`] found.
 pub(crate) enum Created {
     /// A new block, initialised and published.
-    New(Block),
+    New(Box<Block>),
     /// A segment of that name already exists.
     Exists,
 }
@@ -102,7 +102,7 @@ impl Block {
         let block = Block { map, name: name.to_owned(), info };
         init(&block);
         block.header().id.magic.store(MAGIC, Release);
-        Ok(Created::New(block))
+        Ok(Created::New(Box::new(block)))
     }
 
     /// Opens an existing block. A block whose magic is still 0 (being created) or whose size is

@@ -10,7 +10,7 @@ use crate::flex::{FlexZoneGuard, SharedSpinlock};
 use crate::layout::{ChecksumPolicy, FLAG_KEYED, MAX_CONSUMERS, NO_SEQ, Policy, reg};
 use crate::metrics::Metrics;
 use crate::proc::{self, Liveness};
-use crate::sync::Ordering::{Relaxed, Release, SeqCst};
+use crate::sync::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use crate::sync::spin_hint;
 use crate::wait::{WaitPlan, wait_until};
 use crate::{Error, WaitCause};
@@ -288,7 +288,26 @@ impl Consumer {
                     }
                 }
             }
+            if lossless
+                && blk.slot(i).state.load(Acquire) == crate::layout::state::FREE
+                && h.commit.commit_index.load(SeqCst) > want
+            {
+                // Committed, then reset by recovery before this reader got to it.
+                self.position = want + 1;
+                blk.consumer(self.entry).position.store(want + 1, SeqCst);
+                blk.notify_release();
+                h.metrics.overruns.fetch_add(1, Relaxed);
+                return Err(Error::Discarded { slot: i, seq: want });
+            }
             races += 1;
+            if races >= 64 {
+                // Not a short race with the producer: back off instead of burning the core.
+                if races < 1024 {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            }
             if races % 64 == 0 && Instant::now() >= deadline {
                 h.metrics.reader_races.fetch_add(u64::from(races), Relaxed);
                 return Err(Error::Timeout { op: "read", cause: WaitCause::NoData, waited_ms: started.elapsed().as_millis() as u64 });

@@ -210,6 +210,15 @@ pub enum Error {
         /// What the slot holds.
         found: u64,
     },
+    /// A lossless reader's message was discarded by recovery (a forced slot reset) before it
+    /// was read; the reader moves past it.
+    #[error("message {seq} in slot {slot} was discarded by recovery before it was read")]
+    Discarded {
+        /// Slot index.
+        slot: usize,
+        /// The lost message.
+        seq: u64,
+    },
     /// The requested message is no longer (or not yet) in the ring.
     #[error("seq {requested} is not available (available: {oldest}..{next})")]
     SeqUnavailable {
@@ -283,6 +292,7 @@ impl Error {
             Error::OwnerAlive { .. } => 25,
             Error::WouldDeadlock { .. } => 26,
             Error::OutOfRange { .. } => 27,
+            Error::Discarded { .. } => 28,
         }
     }
 }

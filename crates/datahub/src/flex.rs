@@ -3,8 +3,9 @@
 //! A lock word holds `pid << 32 | tid` of its holder (0: free) and a second word the holder
 //! process's start time. The holder may re-enter (a recursion count). A waiter that finds the
 //! holder's thread gone (`/proc/PID/task/TID` missing) or its process dead or replaced
-//! (start time differs) takes the lock over with a compare-and-swap on the word it saw, so two
-//! waiters cannot both take it; the takeover is counted.
+//! (start time differs), twice in a row 5 ms apart, takes the lock over with a
+//! compare-and-swap on the word it saw, so two waiters cannot both take it; the takeover is
+//! counted.
 
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
@@ -68,6 +69,7 @@ impl<'a> SharedSpinlock<'a> {
         let start = Instant::now();
         let mut next_check = start + LIVENESS_CHECK;
         let mut spins = 0u32;
+        let mut suspect: Option<(u64, u64)> = None;
         loop {
             let cur = l.owner.load(Relaxed);
             if cur == 0 && l.owner.compare_exchange_weak(0, me, Acquire, Relaxed).is_ok() {
@@ -82,12 +84,15 @@ impl<'a> SharedSpinlock<'a> {
                 if cur != 0 && now >= next_check {
                     next_check = now + LIVENESS_CHECK;
                     let (pid, tid) = ((cur >> 32) as u32, cur as u32);
-                    let dead = proc::liveness(pid, l.owner_start.load(Relaxed)) == Liveness::Dead
+                    let start_seen = l.owner_start.load(Relaxed);
+                    let dead = proc::liveness(pid, start_seen) == Liveness::Dead
                         || !proc::thread_exists(pid, tid);
-                    // The start time is written just after the owner word; re-check the word
-                    // so a holder that has only just locked is not judged by its predecessor's
-                    // start time.
-                    if dead && l.owner.load(Relaxed) == cur {
+                    // A holder stores its start time just after its owner word, so one "dead"
+                    // verdict may have used the predecessor's start time: take the lock only
+                    // when two checks, one interval apart, saw the same owner and start time
+                    // and both found it dead.
+                    let verdict = (cur, start_seen);
+                    if dead && suspect == Some(verdict) {
                         if l.owner.compare_exchange(cur, me, Acquire, Relaxed).is_ok() {
                             l.owner_start.store(proc::me().1, Relaxed);
                             l.recursion.store(0, Relaxed);
@@ -95,6 +100,9 @@ impl<'a> SharedSpinlock<'a> {
                             l.reclaims.fetch_add(1, Relaxed);
                             return Ok(SpinGuard { line: l });
                         }
+                        suspect = None;
+                    } else {
+                        suspect = dead.then_some(verdict);
                     }
                 }
                 if now >= start + timeout {

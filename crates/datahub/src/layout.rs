@@ -257,7 +257,7 @@ pub(crate) struct SlotCtl {
     /// Pid of the producer that last claimed it.
     pub writer_pid: AtomicU32,
     pub _pad: u32,
-    /// `CLOCK_MONOTONIC` ns of the last claim or commit.
+    /// `CLOCK_MONOTONIC` ns of the last claim (one clock read per message).
     pub stamp_ns: AtomicU64,
     pub _reserved: [u64; 2],
 }

@@ -98,7 +98,7 @@ impl Producer {
         match Block::create(name, params, init, identity)? {
             Created::New(block) => Ok((
                 Producer {
-                    block,
+                    block: *block,
                     next_seq: 0,
                     floor_cache: 0,
                     plan,
@@ -351,7 +351,7 @@ impl Producer {
             self.store_digest(i, seq, len);
         }
         let h = blk.header();
-        blk.slot(i).publish(len as u32, proc::monotonic_ns());
+        blk.slot(i).publish(len as u32);
         h.commit.commit_index.store(seq + 1, SeqCst);
         blk.notify_commit();
         let p = &h.producer;

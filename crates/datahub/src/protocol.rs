@@ -92,9 +92,8 @@ impl SlotCtl {
     /// producer wrote to the payload and checksum before this is visible to a reader that
     /// sees `COMMITTED`.
     #[inline]
-    pub(crate) fn publish(&self, len: u32, now_ns: u64) {
+    pub(crate) fn publish(&self, len: u32) {
         self.len.store(len, Relaxed);
-        self.stamp_ns.store(now_ns, Relaxed);
         self.state.store(state::COMMITTED, Release);
     }
 
@@ -212,7 +211,7 @@ mod loom_tests {
         }
         s.begin_write(seq, 1, 0);
         r.payload[i].with_mut(|p| unsafe { *p = pattern(seq) });
-        s.publish(16, 0);
+        s.publish(16);
         r.commit.store(seq + 1, SeqCst);
     }
 

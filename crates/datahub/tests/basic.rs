@@ -442,3 +442,21 @@ fn new_producer_takes_over_a_block_whose_producer_left() {
     ));
     datahub::remove(&n).unwrap();
 }
+
+#[test]
+fn unread_lossless_message_is_not_reset_without_force_and_a_forced_reset_is_reported() {
+    let n = name("reset");
+    let mut p = Producer::create(&n, Config::new(Policy::Sequential).slot_count(4)).unwrap();
+    let mut c = Consumer::attach(&n, Expectations::new()).unwrap();
+    p.send(b"a", T).unwrap();
+    let a = Admin::open(&n).unwrap();
+    assert!(matches!(a.force_reset_slot(0, false), Err(Error::OwnerAlive { .. })));
+    a.force_reset_slot(0, true).unwrap();
+    p.send(b"b", T).unwrap();
+    match c.read(T) {
+        Err(Error::Discarded { slot: 0, seq: 0 }) => {}
+        other => panic!("{:?}", other.map(|g| g.seq())),
+    }
+    let r = c.read(T).unwrap();
+    assert_eq!((r.seq(), &r[..]), (1, &b"b"[..]));
+}

@@ -1,0 +1,416 @@
+//! `datahub pub`: create a block and stream files through it (framing in [`crate::frame`]).
+//!
+//! Steps: check every source first (exists, not a directory, base names valid and distinct);
+//! remove a stale block of the same name whose producer is dead; create the block (lossless:
+//! `Sequential`, or `SequentialSync` with `--consumers N` > 1) with the file-stream schema;
+//! wait up to `--wait` for the consumers to attach; send each source as FILE_START, DATA...,
+//! FILE_END; `close()` the stream; wait until the consumers have read to the end; exit, which
+//! removes the block. Every wait gives up after `--wait` without progress: attaching, room in
+//! the ring (one slot freed), draining (any message read).
+//!
+//! A source that fails while being read (I/O error) ends the run with exit 2: an ABORT frame
+//! is sent if a slot frees up within 200 ms, and the stream is *not* closed, so a consumer
+//! never takes a failed transfer for a finished one.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, IsTerminal, Read};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use blake2::Digest;
+use datahub::{Admin, ChecksumPolicy, Config, Error, Policy, Producer, WriteGuard};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::fail::{Fail, Result};
+use crate::frame::{self, Blake2b256, HEADER_LEN};
+
+/// Smallest slot `pub` accepts: a frame header plus the longest base name.
+pub const MIN_SLOT_SIZE: u32 = 512;
+
+/// Checksum policy of the block `pub` creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Checksum {
+    /// No per-slot checksums (the per-file BLAKE2b digests are still checked).
+    None,
+    /// BLAKE2b-256 of every slot, computed at commit and verified before it is read.
+    Enforced,
+}
+
+/// Arguments of `datahub pub`.
+#[derive(Debug, clap::Args)]
+pub struct PubArgs {
+    /// Block name (created in /dev/shm).
+    pub name: String,
+    /// Files to send, in order; `-` (or no file at all) is standard input, as one unnamed stream.
+    pub files: Vec<PathBuf>,
+    /// Payload bytes per slot (at least 512; rounded up to a multiple of 64).
+    #[arg(long, default_value_t = 65536)]
+    pub slot_size: u32,
+    /// Slots in the ring.
+    #[arg(long, default_value_t = 16)]
+    pub slots: u32,
+    /// Per-slot checksums.
+    #[arg(long, value_enum, default_value_t = Checksum::Enforced)]
+    pub checksum: Checksum,
+    /// Seconds to wait for consumers to attach, and at most between two signs of their progress.
+    #[arg(long, default_value = "30", value_parser = crate::parse_secs)]
+    pub wait: Duration,
+    /// Consumers to wait for; more than 1 selects SequentialSync (each of them gets every file).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub consumers: u32,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+enum Input {
+    Path(PathBuf),
+    Stdin,
+}
+
+struct Source {
+    input: Input,
+    /// Name on the wire ("" for standard input).
+    name: String,
+    /// Length, when it is a regular file.
+    len: Option<u64>,
+}
+
+impl Source {
+    fn shown(&self) -> String {
+        match &self.input {
+            Input::Path(p) => p.display().to_string(),
+            Input::Stdin => "standard input".to_owned(),
+        }
+    }
+
+    fn open(&self) -> Result<Box<dyn Read>> {
+        match &self.input {
+            Input::Path(p) => File::open(p)
+                .map(|f| Box::new(f) as Box<dyn Read>)
+                .map_err(|e| Fail::usage(format!("{}: {e}", p.display()))),
+            Input::Stdin => Ok(Box::new(std::io::stdin().lock())),
+        }
+    }
+}
+
+/// One file as sent.
+#[derive(Debug, Serialize)]
+pub struct Sent {
+    /// Base name ("" for standard input).
+    pub name: String,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// BLAKE2b-256 of those bytes, hex.
+    pub blake2b: String,
+}
+
+/// What `pub` did.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    /// Block name.
+    pub block: String,
+    /// Stream id, hex.
+    pub stream: String,
+    /// Slot policy.
+    pub policy: Policy,
+    /// Files in order.
+    pub files: Vec<Sent>,
+    /// Messages committed.
+    pub messages: u64,
+}
+
+fn sources(files: &[PathBuf]) -> Result<Vec<Source>> {
+    let dash = std::path::Path::new("-");
+    let stdin = || Source {
+        input: Input::Stdin,
+        name: String::new(),
+        len: None,
+    };
+    if files.is_empty() {
+        return Ok(vec![stdin()]);
+    }
+    let mut out: Vec<Source> = Vec::with_capacity(files.len());
+    for f in files {
+        let s = if f == dash {
+            stdin()
+        } else {
+            let meta =
+                std::fs::metadata(f).map_err(|e| Fail::usage(format!("{}: {e}", f.display())))?;
+            if meta.is_dir() {
+                return Err(Fail::usage(format!(
+                    "{}: is a directory (give its files)",
+                    f.display()
+                )));
+            }
+            let name = f
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| Fail::usage(format!("{}: base name is not UTF-8", f.display())))?
+                .to_owned();
+            frame::check_name(&name).map_err(|e| Fail::usage(format!("{}: {e}", f.display())))?;
+            Source {
+                input: Input::Path(f.clone()),
+                name,
+                len: meta.is_file().then_some(meta.len()),
+            }
+        };
+        let key = |s: &Source| {
+            if s.name.is_empty() {
+                "stdin".to_owned()
+            } else {
+                s.name.clone()
+            }
+        };
+        if let Some(prev) = out.iter().find(|o| key(o) == key(&s)) {
+            return Err(Fail::usage(format!(
+                "{} and {} have the same base name {:?}: a consumer would overwrite one with the other",
+                prev.shown(),
+                s.shown(),
+                key(&s)
+            )));
+        }
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// A stream id that differs between runs: BLAKE2b of pid and wall clock.
+fn stream_id() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut h = Blake2b256::new();
+    h.update(std::process::id().to_le_bytes());
+    h.update(now.as_nanos().to_le_bytes());
+    u64::from_le_bytes(h.finalize()[..8].try_into().expect("8 bytes"))
+}
+
+/// Removes block `name` if it exists and its producer is dead (a previous `pub` that was
+/// killed): its stream can never be finished, and taking it over would mix two streams.
+fn remove_stale(name: &str) {
+    if let Ok(a) = Admin::open(name) {
+        let p = a.info().producer;
+        if !p.alive && datahub::remove(name).is_ok() {
+            eprintln!(
+                "datahub: removed stale block {name:?} (its producer pid {} is gone)",
+                p.pid
+            );
+        }
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64())
+}
+
+/// Claims the next slot, waiting up to `wait` for room.
+fn claim<'a>(p: &'a mut Producer, wait: Duration) -> Result<WriteGuard<'a>> {
+    let name = p.name().to_owned();
+    p.write(wait).map_err(|e| match e {
+        Error::Timeout { cause, .. } => Fail::usage(format!(
+            "block {name:?}: no room in the ring within {} ({cause}): the consumer is gone or stuck",
+            secs(wait)
+        )),
+        e => Fail::block(&name, e),
+    })
+}
+
+fn commit(g: WriteGuard<'_>, len: usize, name: &str) -> Result<()> {
+    g.commit(len).map(|_| ()).map_err(|e| Fail::block(name, e))
+}
+
+/// Reads until `buf` is full or the source ends; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+struct Sender<'a> {
+    p: &'a mut Producer,
+    stream: u64,
+    wait: Duration,
+    bar: ProgressBar,
+}
+
+impl Sender<'_> {
+    fn send(&mut self, index: u32, src: &Source) -> Result<Sent> {
+        let block = self.p.name().to_owned();
+        let mut g = claim(self.p, self.wait)?;
+        let len =
+            frame::file_start(&mut g, self.stream, index, src.len, &src.name).ok_or_else(|| {
+                Fail::usage(format!("{}: base name does not fit a slot", src.shown()))
+            })?;
+        commit(g, len, &block)?;
+        let mut r = BufReader::with_capacity(64 * 1024, src.open()?);
+        let io = |e: std::io::Error| Fail::usage(format!("reading {}: {e}", src.shown()));
+        let mut hasher = Blake2b256::new();
+        let mut offset = 0u64;
+        while !r.fill_buf().map_err(io)?.is_empty() {
+            let mut g = claim(self.p, self.wait)?;
+            let n = read_full(&mut r, &mut g[HEADER_LEN..]).map_err(io)?;
+            hasher.update(&g[HEADER_LEN..HEADER_LEN + n]);
+            let len = frame::data_header(&mut g, self.stream, index, offset, n);
+            commit(g, len, &block)?;
+            offset += n as u64;
+            self.bar.inc(n as u64);
+        }
+        let digest: [u8; 32] = hasher.finalize().into();
+        let mut g = claim(self.p, self.wait)?;
+        let len = frame::file_end(&mut g, self.stream, index, offset, &digest);
+        commit(g, len, &block)?;
+        Ok(Sent {
+            name: src.name.clone(),
+            bytes: offset,
+            blake2b: frame::hex(&digest),
+        })
+    }
+
+    /// Best effort: tells the consumers why the stream stops.
+    fn abort(&mut self, reason: &str) {
+        if let Ok(mut g) = self.p.write(Duration::from_millis(200)) {
+            let len = frame::abort(&mut g, self.stream, reason);
+            let _ = g.commit(len);
+        }
+    }
+}
+
+fn progress_bar(total: Option<u64>) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = match total {
+        Some(t) => ProgressBar::new(t),
+        None => ProgressBar::no_length(),
+    };
+    let style = ProgressStyle::with_template(
+        "{msg} [{elapsed_precise}] {wide_bar} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec}",
+    )
+    .expect("valid template");
+    bar.set_style(style);
+    bar
+}
+
+/// Waits until the consumers have read every message; gives up after `wait` without any read.
+fn drain(p: &Producer, wait: Duration) -> Result<()> {
+    let mut seen = p.metrics().slots_read;
+    loop {
+        match p.wait_drained(wait) {
+            Ok(()) => return Ok(()),
+            Err(Error::Timeout { .. }) => {
+                let now = p.metrics().slots_read;
+                if now == seen {
+                    return Err(Fail::usage(format!(
+                        "block {:?}: the consumers read nothing for {} before the end of the stream",
+                        p.name(),
+                        secs(wait)
+                    )));
+                }
+                seen = now;
+            }
+            Err(e) => return Err(Fail::block(p.name(), e)),
+        }
+    }
+}
+
+/// Runs `datahub pub`; returns the summary to print.
+pub fn run(args: &PubArgs) -> Result<Summary> {
+    let sources = sources(&args.files)?;
+    if args.slot_size < MIN_SLOT_SIZE {
+        return Err(Fail::usage(format!(
+            "--slot-size {} is below the minimum of {MIN_SLOT_SIZE}",
+            args.slot_size
+        )));
+    }
+    let name = args.name.as_str();
+    let (policy, n) = if args.consumers > 1 {
+        (Policy::SequentialSync, args.consumers)
+    } else {
+        (Policy::Sequential, 1)
+    };
+    let mut config = Config::new(policy)
+        .slot_size(args.slot_size)
+        .slot_count(args.slots)
+        .checksum(match args.checksum {
+            Checksum::None => ChecksumPolicy::None,
+            Checksum::Enforced => ChecksumPolicy::Enforced,
+        })
+        .schema(frame::schema());
+    if policy == Policy::SequentialSync {
+        config = config.max_consumers(n);
+    }
+    remove_stale(name);
+    let mut p = Producer::create(name, config).map_err(|e| Fail::block(name, e))?;
+    let total = sources.iter().map(|s| s.len).sum::<Option<u64>>();
+    let bar = progress_bar(total);
+    bar.set_message(format!("{name}: waiting for {n} consumer(s)"));
+    p.wait_for_consumers(n, args.wait).map_err(|_| {
+        Fail::usage(format!(
+            "block {name:?}: {n} consumer(s) did not attach within {}",
+            secs(args.wait)
+        ))
+    })?;
+    bar.set_message(name.to_owned());
+    let stream = stream_id();
+    let mut sender = Sender {
+        p: &mut p,
+        stream,
+        wait: args.wait,
+        bar: bar.clone(),
+    };
+    let mut files = Vec::with_capacity(sources.len());
+    for (i, src) in sources.iter().enumerate() {
+        let index = u32::try_from(i).map_err(|_| Fail::usage("more than 2^32 files"))?;
+        match sender.send(index, src) {
+            Ok(sent) => files.push(sent),
+            Err(f) => {
+                bar.finish_and_clear();
+                sender.abort(&f.to_string());
+                return Err(f);
+            }
+        }
+    }
+    p.close();
+    bar.set_message(format!("{name}: waiting for the consumers to finish"));
+    let drained = drain(&p, args.wait);
+    bar.finish_and_clear();
+    drained?;
+    Ok(Summary {
+        block: name.to_owned(),
+        stream: format!("{stream:016x}"),
+        policy,
+        files,
+        messages: p.next_seq(),
+    })
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for s in &self.files {
+            let name = if s.name.is_empty() {
+                "(stdin)"
+            } else {
+                &s.name
+            };
+            writeln!(f, "sent {name} {} bytes blake2b {}", s.bytes, s.blake2b)?;
+        }
+        writeln!(
+            f,
+            "block {}: {} file(s) in {} messages ({}), stream {}",
+            self.block,
+            self.files.len(),
+            self.messages,
+            self.policy,
+            self.stream
+        )
+    }
+}

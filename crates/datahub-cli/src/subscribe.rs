@@ -1,0 +1,525 @@
+//! `datahub sub`: attach to a `pub` block and receive its files (framing in [`crate::frame`]).
+//!
+//! Without `--out` the files' bytes go to standard output one after the other. With
+//! `--out DIR` each file is written to `DIR/.datahub-partial.<block>.data` and, once its length
+//! and BLAKE2b-256 digest match the FILE_END, renamed to `DIR/<base name>` (the unnamed
+//! standard-input stream is saved as `DIR/stdin`). Base names are checked by
+//! [`frame::check_name`], so nothing is written outside DIR.
+//!
+//! # Resuming after a dead consumer
+//! Lossless blocks deliver the message a dead consumer was holding, and everything after it, to
+//! the next consumer. So that this consumer can finish the dead one's file, every side effect of
+//! a message happens while its slot is held (the position advances only after), and the journal
+//! `DIR/.datahub-partial.<block>.json` records `{stream, index, name, done}`: written when a file
+//! starts, and with `done` once its digest matched (just before the rename). A `sub` whose first
+//! message is a DATA or FILE_END of file `i` (it joined mid-file) continues from that journal if
+//! it names the same stream and file: it cuts the partial data back to the message's offset,
+//! re-hashes it and goes on. Without such a journal (or with standard output) the file cannot be
+//! delivered intact, and `sub` says so (exit 2). Run one `sub` per block and DIR.
+//!
+//! Exit codes: 0 at the end of the stream with every file verified; 1 a file's digest or length
+//! did not match, a slot checksum failed, or the stream ended inside a file; 2 anything else
+//! (no block, a block that is not a file stream, a producer that died or aborted, I/O).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use blake2::Digest;
+use datahub::{Consumer, Error, Expectations, WaitCause};
+use serde::{Deserialize, Serialize};
+
+use crate::fail::{Fail, Result};
+use crate::frame::{self, Blake2b256, Frame};
+
+/// How long one read waits before `sub` checks that the producer is still alive. (Each such
+/// idle wait counts once in the block's `reader_timeouts` metric.)
+const READ_SLICE: Duration = Duration::from_secs(2);
+
+/// Arguments of `datahub sub`.
+#[derive(Debug, clap::Args)]
+pub struct SubArgs {
+    /// Block name.
+    pub name: String,
+    /// Directory to write the files to (created if missing); without it, the files' bytes go to
+    /// standard output one after the other.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Seconds to wait for the block to appear.
+    #[arg(long, default_value = "30", value_parser = crate::parse_secs)]
+    pub wait: Duration,
+    /// Print the summary as JSON (needs --out).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One file as received.
+#[derive(Debug, Serialize)]
+pub struct Received {
+    /// Base name as sent ("" for standard input).
+    pub name: String,
+    /// Where it was written (None: standard output).
+    pub path: Option<PathBuf>,
+    /// Bytes.
+    pub bytes: u64,
+    /// BLAKE2b-256, hex (verified against the sender's).
+    pub blake2b: String,
+    /// Continued from a dead consumer's partial file.
+    pub resumed: bool,
+}
+
+/// What `sub` received.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    /// Block name.
+    pub block: String,
+    /// Files in order (a file a dead predecessor had already finished is not listed).
+    pub files: Vec<Received>,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for r in &self.files {
+            let path = r
+                .path
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |p| p.display().to_string());
+            let resumed = if r.resumed { " (resumed)" } else { "" };
+            writeln!(
+                f,
+                "received {path} {} bytes blake2b {}{resumed}",
+                r.bytes, r.blake2b
+            )?;
+        }
+        writeln!(
+            f,
+            "block {}: {} file(s), end of stream",
+            self.block,
+            self.files.len()
+        )
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Journal {
+    stream: u64,
+    index: u32,
+    name: String,
+    done: bool,
+}
+
+/// Where received bytes go.
+enum Sink {
+    Stdout(std::io::StdoutLock<'static>),
+    Dir(DirSink),
+}
+
+struct DirSink {
+    dir: PathBuf,
+    data: PathBuf,
+    journal: PathBuf,
+    file: Option<File>,
+}
+
+fn io_fail(what: &Path, e: std::io::Error) -> Fail {
+    Fail::usage(format!("{}: {e}", what.display()))
+}
+
+impl DirSink {
+    fn new(dir: &Path, block: &str) -> Result<DirSink> {
+        std::fs::create_dir_all(dir).map_err(|e| io_fail(dir, e))?;
+        Ok(DirSink {
+            dir: dir.to_owned(),
+            data: dir.join(format!("{}.{block}.data", frame::RESERVED_PREFIX)),
+            journal: dir.join(format!("{}.{block}.json", frame::RESERVED_PREFIX)),
+            file: None,
+        })
+    }
+
+    fn final_path(&self, name: &str) -> PathBuf {
+        self.dir.join(if name.is_empty() { "stdin" } else { name })
+    }
+
+    fn write_journal(&self, j: &Journal) -> Result<()> {
+        let tmp = self.journal.with_extension("json.tmp");
+        let text = serde_json::to_vec(j).expect("journal serializes");
+        std::fs::write(&tmp, text).map_err(|e| io_fail(&tmp, e))?;
+        std::fs::rename(&tmp, &self.journal).map_err(|e| io_fail(&self.journal, e))
+    }
+
+    fn read_journal(&self) -> Option<Journal> {
+        let text = std::fs::read(&self.journal).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    fn start(&mut self, j: &Journal) -> Result<()> {
+        self.write_journal(j)?;
+        let f = File::create(&self.data).map_err(|e| io_fail(&self.data, e))?;
+        self.file = Some(f);
+        Ok(())
+    }
+
+    /// Reopens the partial file, cut back to `len` bytes; returns the hasher over them.
+    fn reopen(&mut self, len: u64) -> Result<Blake2b256> {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.data)
+            .map_err(|e| io_fail(&self.data, e))?;
+        let have = f.metadata().map_err(|e| io_fail(&self.data, e))?.len();
+        if have < len {
+            return Err(Fail::usage(format!(
+                "{}: partial file has {have} bytes, the stream continues at {len}",
+                self.data.display()
+            )));
+        }
+        f.set_len(len).map_err(|e| io_fail(&self.data, e))?;
+        let mut hasher = Blake2b256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        f.seek(SeekFrom::Start(0))
+            .map_err(|e| io_fail(&self.data, e))?;
+        loop {
+            let n = f.read(&mut buf).map_err(|e| io_fail(&self.data, e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        f.seek(SeekFrom::End(0))
+            .map_err(|e| io_fail(&self.data, e))?;
+        self.file = Some(f);
+        Ok(hasher)
+    }
+
+    /// Marks file `j` done and moves it to its name.
+    fn finish(&mut self, j: &Journal) -> Result<PathBuf> {
+        self.file = None;
+        self.write_journal(j)?;
+        self.publish(&j.name)
+    }
+
+    fn publish(&self, name: &str) -> Result<PathBuf> {
+        let to = self.final_path(name);
+        std::fs::rename(&self.data, &to).map_err(|e| io_fail(&to, e))?;
+        Ok(to)
+    }
+
+    fn discard(&mut self) {
+        self.file = None;
+        let _ = std::fs::remove_file(&self.data);
+        let _ = std::fs::remove_file(&self.journal);
+    }
+}
+
+impl Sink {
+    fn write(&mut self, chunk: &[u8]) -> Result<()> {
+        match self {
+            Sink::Stdout(o) => o
+                .write_all(chunk)
+                .map_err(|e| Fail::usage(format!("writing to standard output: {e}"))),
+            Sink::Dir(d) => {
+                let f = d
+                    .file
+                    .as_mut()
+                    .expect("a file is open while one is being received");
+                f.write_all(chunk).map_err(|e| io_fail(&d.data, e))
+            }
+        }
+    }
+}
+
+struct Current {
+    index: u32,
+    name: String,
+    written: u64,
+    hasher: Blake2b256,
+    resumed: bool,
+}
+
+struct Receiver {
+    block: String,
+    sink: Sink,
+    stream: Option<u64>,
+    /// Index of the last file finished (by this consumer or, on resume, its predecessor).
+    last_done: Option<u32>,
+    current: Option<Current>,
+    files: Vec<Received>,
+}
+
+fn shown(name: &str) -> &str {
+    if name.is_empty() { "(stdin)" } else { name }
+}
+
+impl Receiver {
+    fn protocol(&self, what: String) -> Fail {
+        Fail::usage(format!(
+            "block {:?}: not a valid file stream: {what}",
+            self.block
+        ))
+    }
+
+    /// The first message is in the middle of file `index`, at byte `at`: continue from the
+    /// journal of the consumer that died holding it. `Ok(false)`: the file was already finished
+    /// (the message is its FILE_END); skip it.
+    fn resume(&mut self, stream: u64, index: u32, at: u64) -> Result<bool> {
+        let cannot = |why: &str| {
+            Fail::usage(format!(
+                "block {:?}: joined the stream inside file {index} (byte {at}) and {why}; that file cannot be delivered intact",
+                self.block
+            ))
+        };
+        let Sink::Dir(d) = &mut self.sink else {
+            return Err(cannot(
+                "standard output cannot resume it (use --out with the previous consumer's directory)",
+            ));
+        };
+        let j = match d.read_journal() {
+            Some(j) if j.stream == stream && j.index == index => j,
+            _ => return Err(cannot("the output directory has no partial copy of it")),
+        };
+        if j.done {
+            if d.data.exists() {
+                d.publish(&j.name)?;
+            }
+            self.last_done = Some(index);
+            return Ok(false);
+        }
+        let hasher = d.reopen(at)?;
+        self.current = Some(Current {
+            index,
+            name: j.name,
+            written: at,
+            hasher,
+            resumed: true,
+        });
+        Ok(true)
+    }
+
+    fn handle(&mut self, f: Frame<'_>) -> Result<()> {
+        let first = self.stream.is_none();
+        match self.stream {
+            Some(s) if s != f.stream() => {
+                return Err(self.protocol(format!(
+                    "stream id changed from {s:016x} to {:016x}",
+                    f.stream()
+                )));
+            }
+            _ => self.stream = Some(f.stream()),
+        }
+        match f {
+            Frame::Abort { reason, .. } => {
+                if let Sink::Dir(d) = &mut self.sink {
+                    d.discard();
+                }
+                Err(Fail::usage(format!(
+                    "block {:?}: the producer aborted the stream: {reason}",
+                    self.block
+                )))
+            }
+            Frame::FileStart {
+                stream,
+                index,
+                name,
+                ..
+            } => {
+                if let Some(c) = &self.current {
+                    return Err(self.protocol(format!(
+                        "file {} not finished when file {index} started",
+                        c.index
+                    )));
+                }
+                if let Some(d) = self.last_done
+                    && Some(index) != d.checked_add(1)
+                {
+                    return Err(self.protocol(format!("file {index} follows file {d}")));
+                }
+                frame::check_name(name).map_err(|e| {
+                    Fail::usage(format!("block {:?}: refusing a file: {e}", self.block))
+                })?;
+                if let Sink::Dir(d) = &mut self.sink {
+                    d.start(&Journal {
+                        stream,
+                        index,
+                        name: name.to_owned(),
+                        done: false,
+                    })?;
+                }
+                self.current = Some(Current {
+                    index,
+                    name: name.to_owned(),
+                    written: 0,
+                    hasher: Blake2b256::new(),
+                    resumed: false,
+                });
+                Ok(())
+            }
+            Frame::Data {
+                stream,
+                index,
+                offset,
+                chunk,
+            } => {
+                if first && self.current.is_none() {
+                    self.resume(stream, index, offset)?;
+                }
+                let c = match &mut self.current {
+                    Some(c) if c.index == index && c.written == offset => c,
+                    Some(c) => {
+                        let what = format!(
+                            "chunk of file {index} at byte {offset}, expected file {} at byte {}",
+                            c.index, c.written
+                        );
+                        return Err(self.protocol(what));
+                    }
+                    None => {
+                        return Err(self.protocol(format!("chunk of file {index} outside a file")));
+                    }
+                };
+                c.hasher.update(chunk);
+                c.written += chunk.len() as u64;
+                self.sink.write(chunk)
+            }
+            Frame::FileEnd {
+                stream,
+                index,
+                len,
+                digest,
+            } => {
+                if first && self.current.is_none() && !self.resume(stream, index, len)? {
+                    return Ok(());
+                }
+                let c = match self.current.take() {
+                    Some(c) if c.index == index => c,
+                    _ => {
+                        return Err(self.protocol(format!("end of file {index} without its start")));
+                    }
+                };
+                let name = shown(&c.name).to_owned();
+                if c.written != len {
+                    if let Sink::Dir(d) = &mut self.sink {
+                        d.discard();
+                    }
+                    return Err(Fail::check(format!(
+                        "file {name}: received {} bytes, the sender sent {len}",
+                        c.written
+                    )));
+                }
+                let got: [u8; 32] = c.hasher.finalize().into();
+                if got != digest {
+                    if let Sink::Dir(d) = &mut self.sink {
+                        d.discard();
+                    }
+                    return Err(Fail::check(format!(
+                        "file {name}: BLAKE2b-256 mismatch: sender {}, received {}",
+                        frame::hex(&digest),
+                        frame::hex(&got)
+                    )));
+                }
+                let path = match &mut self.sink {
+                    Sink::Dir(d) => Some(d.finish(&Journal {
+                        stream,
+                        index,
+                        name: c.name.clone(),
+                        done: true,
+                    })?),
+                    Sink::Stdout(_) => None,
+                };
+                self.files.push(Received {
+                    name: c.name,
+                    path,
+                    bytes: len,
+                    blake2b: frame::hex(&got),
+                    resumed: c.resumed,
+                });
+                self.last_done = Some(index);
+                Ok(())
+            }
+        }
+    }
+
+    fn end(mut self) -> Result<Summary> {
+        if let Some(c) = &self.current {
+            let f = Fail::check(format!(
+                "block {:?}: the stream ended inside file {} after {} bytes",
+                self.block,
+                shown(&c.name),
+                c.written
+            ));
+            if let Sink::Dir(d) = &mut self.sink {
+                d.discard();
+            }
+            return Err(f);
+        }
+        match &mut self.sink {
+            Sink::Stdout(o) => o
+                .flush()
+                .map_err(|e| Fail::usage(format!("writing to standard output: {e}")))?,
+            Sink::Dir(d) => {
+                let _ = std::fs::remove_file(&d.journal);
+            }
+        }
+        Ok(Summary {
+            block: self.block,
+            files: self.files,
+        })
+    }
+}
+
+/// Runs `datahub sub`; returns the summary (printed by the caller with `--out`).
+pub fn run(args: &SubArgs) -> Result<Summary> {
+    let name = args.name.as_str();
+    if args.json && args.out.is_none() {
+        return Err(Fail::usage(
+            "--json needs --out (without it standard output carries the files)",
+        ));
+    }
+    let sink = match &args.out {
+        Some(dir) => Sink::Dir(DirSink::new(dir, name)?),
+        None => Sink::Stdout(std::io::stdout().lock()),
+    };
+    let mut c = Consumer::attach_wait(name, Expectations::new().schema(frame::schema()), args.wait)
+        .map_err(|e| match e {
+            Error::NotFound { .. } => Fail::usage(format!(
+                "no block named {name:?} appeared in /dev/shm within {} s",
+                args.wait.as_secs_f64()
+            )),
+            Error::SchemaMismatch { .. } => Fail::usage(format!(
+                "block {name:?} is not a `datahub pub` file stream: {e}"
+            )),
+            e => Fail::block(name, e),
+        })?;
+    let mut rx = Receiver {
+        block: name.to_owned(),
+        sink,
+        stream: None,
+        last_done: None,
+        current: None,
+        files: Vec::new(),
+    };
+    loop {
+        let g = match c.read(READ_SLICE) {
+            Ok(g) => g,
+            Err(Error::EndOfStream) => break,
+            Err(Error::Timeout {
+                cause: WaitCause::NoData,
+                ..
+            }) => continue,
+            Err(Error::Timeout {
+                cause: WaitCause::ProducerDead,
+                ..
+            }) => {
+                return Err(Fail::usage(format!(
+                    "block {name:?}: the producer is gone and the stream was not finished"
+                )));
+            }
+            Err(e) => return Err(Fail::block(name, e)),
+        };
+        let seq = g.seq();
+        let f = frame::decode(&g)
+            .map_err(|e| Fail::usage(format!("block {name:?}: message {seq}: {e}")))?;
+        rx.handle(f)?;
+        g.release().map_err(|e| Fail::block(name, e))?;
+    }
+    rx.end()
+}
