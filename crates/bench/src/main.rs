@@ -5,6 +5,9 @@
 //! 128-byte objects, 100,000 live, all allocated then all freed in allocation order, cycle after
 //! cycle, every allocation timed on its own (see [`workload`] for exactly what is timed).
 //!
+//! `bench datahub [--quick] [--json] [--out PATH]` compares DataHub with iceoryx2 between two
+//! processes: ping-pong latency and lossless throughput (see [`ipc`] for exactly what is timed).
+//!
 //! # Why child processes
 //! Each allocator's latency run, each scaling run (per allocator and thread count) and the RSS
 //! run executes in a fresh child: the parent re-executes its own binary
@@ -21,6 +24,7 @@
 //! not subtracted). `ops_per_sec` comes from a separate untimed pass of the same cycles in the
 //! same child. The `goals` section compares this run's numbers with the project's targets.
 
+mod ipc;
 mod machine;
 mod workload;
 
@@ -60,6 +64,9 @@ enum Command {
     /// temporal-slab vs glibc malloc, mimalloc and jemalloc: allocation latency percentiles,
     /// throughput, 1- and 2-thread scaling, RSS after epoch close, and the project's goals.
     Slab(SlabArgs),
+    /// DataHub vs iceoryx2 between two processes: ping-pong latency percentiles (64 B, 4 KiB),
+    /// lossless throughput (64 B to 1 MiB), with and without DataHub checksums, and the goals.
+    Datahub(ipc::DatahubArgs),
     /// (internal) One allocator's latency and throughput run.
     #[command(hide = true)]
     ChildLatency {
@@ -90,6 +97,9 @@ enum Command {
         #[arg(long, default_value_t = LIVE_OBJECTS)]
         live: usize,
     },
+    /// (internal) One process of a `datahub` ping-pong or producer-consumer pair.
+    #[command(hide = true)]
+    ChildIpc(ipc::ChildArgs),
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +171,14 @@ fn main() -> ExitCode {
             child_scaling(allocator, threads, ops, batch),
         ),
         Command::ChildRss { live } => child_exit("temporal-slab", child_rss(live)),
+        Command::Datahub(args) => match ipc::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::ChildIpc(args) => ipc::child_main(&args),
     }
 }
 

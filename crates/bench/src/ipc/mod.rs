@@ -1,0 +1,827 @@
+//! `bench datahub [--quick] [--json] [--out PATH]`: DataHub (this workspace's shared-memory IPC
+//! library) against iceoryx2, both between two processes, in the same run.
+//!
+//! # What is timed
+//! Every measurement runs in a fresh pair of child processes (this binary re-executed with the
+//! hidden `child-ipc` subcommand, see [`child`] for the protocol); the parent only starts them,
+//! releases both at once when both are connected, and collects one JSON line.
+//!
+//! * **Latency** (64 B and 4 KiB): two channels, `ping` (A to B) and `pong` (B to A). A copies the
+//!   full payload into a `ping` slot, stamps a sequence number and publishes; B busy-polls,
+//!   checks the message (sequence number, length, last byte), copies the whole of it into a
+//!   `pong` slot while still holding it, publishes, then releases the ping; A busy-polls for the
+//!   pong and reads it the same way. A times each round trip with `Instant` from before the
+//!   send to after the pong was read and released; **one-way latency = round trip / 2**,
+//!   recorded per round trip in an HDR histogram (ns, 3 significant digits). Warm-up round
+//!   trips are not recorded. p50/p99/p99.9 are reported.
+//! * **Throughput** (64 B, 4 KiB, 64 KiB, 1 MiB): a producer sends `warmup + N` messages as
+//!   fast as it can through a lossless queue of [`QUEUE_DEPTH`] slots, each one a copy of the
+//!   full payload into the slot plus the sequence number; the consumer reads each one (sequence
+//!   number, length and last byte checked: a lost or reordered message fails the run) and
+//!   releases it. **Timed in the consumer**, with `Instant`, from its receipt of the last
+//!   warm-up message to its receipt of the last message, so exactly N messages fall in the
+//!   interval: `msgs_per_sec = N / elapsed`, `gb_per_sec = N * size / 1e9 / elapsed`. Process
+//!   start, connection set-up and teardown are outside every timed interval.
+//!
+//! DataHub runs twice, with `ChecksumPolicy::None` (`datahub`) and `ChecksumPolicy::Enforced`
+//! (`datahub_enforced`: BLAKE2b at commit, verified on read, so inside both timed intervals);
+//! iceoryx2 has no checksum and runs once. [`dh`] and [`iox`] say how each system is set up.
+//!
+//! # Runs and medians
+//! This VM sometimes runs 2-3x slower for a while, so the measurements are interleaved: run
+//! after run, every test, and for each test the three systems one after the other (the first
+//! of them rotates from run to run). Each reported number is the **median across runs** of that
+//! number (the median of the runs' p99s, etc.); every run is kept in the report's `runs` array,
+//! with its start time, to show the spread. `--quick` (a CI smoke run) does one run of each
+//! with far fewer messages.
+
+mod child;
+mod dh;
+mod iox;
+
+use std::fmt;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command as Process, ExitCode, Stdio};
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+use serde::de::DeserializeOwned;
+use serde::ser::SerializeMap as _;
+use serde::{Serialize, Serializer};
+
+pub use self::child::ChildArgs;
+use self::child::{LatencyRun, PassiveRun, Role, ThroughputRun};
+use crate::RatioGoal;
+use crate::machine::Machine;
+
+/// Slots of every channel (both systems, both tests).
+pub const QUEUE_DEPTH: usize = 16;
+const LATENCY_SIZES: [usize; 2] = [64, 4096];
+const THROUGHPUT_SIZES: [usize; 4] = [64, 4096, 65536, 1 << 20];
+/// Systems in the order of the first run (rotated by one each run).
+const SYSTEMS: [System; 3] = [System::Datahub, System::Iceoryx2, System::DatahubEnforced];
+
+/// A system under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum System {
+    /// DataHub, checksums off.
+    Datahub,
+    /// DataHub with `ChecksumPolicy::Enforced`.
+    DatahubEnforced,
+    /// iceoryx2 publish-subscribe.
+    Iceoryx2,
+}
+
+impl System {
+    /// Its key in the report.
+    fn key(self) -> &'static str {
+        match self {
+            System::Datahub => "datahub",
+            System::DatahubEnforced => "datahub_enforced",
+            System::Iceoryx2 => "iceoryx2",
+        }
+    }
+    /// Its `--system` value.
+    fn arg(self) -> &'static str {
+        match self {
+            System::Datahub => "datahub",
+            System::DatahubEnforced => "datahub-enforced",
+            System::Iceoryx2 => "iceoryx2",
+        }
+    }
+}
+
+/// Arguments of `bench datahub`.
+#[derive(Debug, Args)]
+pub struct DatahubArgs {
+    /// Short run (one run per system, far fewer messages): well under a minute.
+    #[arg(long)]
+    quick: bool,
+    /// Print one JSON object on stdout instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+}
+
+// ------------------------------------------------------------------------------------ child
+
+/// Entry point of the hidden `child-ipc` subcommand.
+pub fn child_main(a: &ChildArgs) -> ExitCode {
+    let result = child::validate(a).and_then(|()| match a.system {
+        System::Iceoryx2 => iox::run(a),
+        System::Datahub | System::DatahubEnforced => dh::run(a.system, a),
+    });
+    crate::child_exit(&format!("{} {}", a.system.key(), a.role.as_str()), result)
+}
+
+// ------------------------------------------------------------------------------------ parent
+
+/// Why `bench datahub` failed.
+#[derive(Debug)]
+pub enum IpcError {
+    /// A pair of children could not be started, failed, or printed something unreadable.
+    Pair { what: String, detail: String },
+    /// Something of the parent's own failed (finding its executable, writing `--out`, ...).
+    Io(String),
+}
+
+impl fmt::Display for IpcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IpcError::Pair { what, detail } => write!(f, "{what} failed: {detail}"),
+            IpcError::Io(s) => f.write_str(s),
+        }
+    }
+}
+
+impl std::error::Error for IpcError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Test {
+    Latency,
+    Throughput,
+}
+
+impl Test {
+    fn as_str(self) -> &'static str {
+        match self {
+            Test::Latency => "latency",
+            Test::Throughput => "throughput",
+        }
+    }
+    /// (passive role, active role): the active one measures and prints the result.
+    fn roles(self) -> (Role, Role) {
+        match self {
+            Test::Latency => (Role::Pong, Role::Ping),
+            Test::Throughput => (Role::Producer, Role::Consumer),
+        }
+    }
+}
+
+/// A map keyed by payload size, serialised in size order with the size as a string key.
+#[derive(Debug, Clone)]
+pub struct BySize<T>(Vec<(usize, T)>);
+
+impl<T> BySize<T> {
+    fn get(&self, size: usize) -> Option<&T> {
+        self.0.iter().find(|(s, _)| *s == size).map(|(_, v)| v)
+    }
+}
+
+impl<T: Serialize> Serialize for BySize<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (size, v) in &self.0 {
+            m.serialize_entry(&size.to_string(), v)?;
+        }
+        m.end()
+    }
+}
+
+/// One value per system.
+#[derive(Debug, Clone, Serialize)]
+struct PerSystem<T> {
+    datahub: T,
+    datahub_enforced: T,
+    iceoryx2: T,
+}
+
+impl<T> PerSystem<T> {
+    fn new(mut f: impl FnMut(System) -> T) -> PerSystem<T> {
+        PerSystem {
+            datahub: f(System::Datahub),
+            datahub_enforced: f(System::DatahubEnforced),
+            iceoryx2: f(System::Iceoryx2),
+        }
+    }
+    fn get(&self, s: System) -> &T {
+        match s {
+            System::Datahub => &self.datahub,
+            System::DatahubEnforced => &self.datahub_enforced,
+            System::Iceoryx2 => &self.iceoryx2,
+        }
+    }
+}
+
+/// The sizes of a run.
+#[derive(Debug, Clone, Serialize)]
+struct IpcConfig {
+    quick: bool,
+    /// Runs of every (test, size, system).
+    runs: u32,
+    order: &'static str,
+    summary: &'static str,
+    queue_depth: usize,
+    latency_sizes: Vec<usize>,
+    latency_round_trips: u64,
+    latency_warmup_round_trips: u64,
+    latency_timing: &'static str,
+    histogram_significant_digits: u8,
+    throughput_sizes: Vec<usize>,
+    throughput_messages: BySize<u64>,
+    throughput_warmup_messages: BySize<u64>,
+    throughput_timing: &'static str,
+    datahub: &'static str,
+    datahub_spin_ms: u128,
+    iceoryx2: &'static str,
+    iceoryx2_version_req: &'static str,
+    child_wait_timeout_s: u64,
+}
+
+impl IpcConfig {
+    fn new(quick: bool) -> IpcConfig {
+        // Messages per throughput run: a byte budget, capped, so every size takes similar time.
+        let (budget, cap): (u64, u64) = if quick {
+            (128 << 20, 200_000)
+        } else {
+            (4 << 30, 2_000_000)
+        };
+        let messages = |size: usize| (budget / size as u64).clamp(100, cap);
+        let warmup = |size: usize| (messages(size) / 10).max(2 * QUEUE_DEPTH as u64);
+        IpcConfig {
+            quick,
+            runs: if quick { 1 } else { 3 },
+            order: "run after run: every test and size, the systems one after the other \
+                    (datahub, iceoryx2, datahub_enforced, the first rotated by one each run)",
+            summary: "median across runs of each number",
+            queue_depth: QUEUE_DEPTH,
+            latency_sizes: LATENCY_SIZES.to_vec(),
+            latency_round_trips: if quick { 10_000 } else { 100_000 },
+            latency_warmup_round_trips: if quick { 1_000 } else { 10_000 },
+            latency_timing: "in the ping process, per round trip: from before the ping's send to \
+                             after the pong was read and released; one-way = round trip / 2",
+            histogram_significant_digits: 3,
+            throughput_sizes: THROUGHPUT_SIZES.to_vec(),
+            throughput_messages: BySize(THROUGHPUT_SIZES.map(|s| (s, messages(s))).to_vec()),
+            throughput_warmup_messages: BySize(THROUGHPUT_SIZES.map(|s| (s, warmup(s))).to_vec()),
+            throughput_timing: "in the consumer process: from its receipt of the last warm-up \
+                                message to its receipt of the last message (N messages); \
+                                every message is a full copy of the payload into the slot",
+            datahub: "Policy::Sequential, slot_size = payload size, slot_count = queue_depth; \
+                      datahub: ChecksumPolicy::None, datahub_enforced: ChecksumPolicy::Enforced",
+            datahub_spin_ms: dh::SPIN.as_millis(),
+            iceoryx2: "ipc::Service publish-subscribe of [u8] slices, safe overflow off, \
+                       subscriber_max_buffer_size = queue_depth, history 0, publisher \
+                       BackpressureStrategy::RetryUntilDelivered, loan_slice_uninit + \
+                       write_from_slice, receive() busy-polled",
+            iceoryx2_version_req: "0.10",
+            child_wait_timeout_s: child::WAIT_TIMEOUT.as_secs(),
+        }
+    }
+
+    fn messages(&self, test: Test, size: usize) -> (u64, u64) {
+        match test {
+            Test::Latency => (self.latency_round_trips, self.latency_warmup_round_trips),
+            Test::Throughput => (
+                self.throughput_messages.get(size).copied().unwrap_or(0),
+                self.throughput_warmup_messages
+                    .get(size)
+                    .copied()
+                    .unwrap_or(1),
+            ),
+        }
+    }
+}
+
+/// One pair's result.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+enum RunResult {
+    Latency(LatencyRun),
+    Throughput(ThroughputRun),
+}
+
+/// One pair of children, as kept in the report.
+#[derive(Debug, Clone, Serialize)]
+struct RunRecord {
+    run: u32,
+    test: &'static str,
+    system: &'static str,
+    /// Start of the pair, seconds since the benchmark started.
+    started_s: f64,
+    #[serde(flatten)]
+    result: RunResult,
+}
+
+/// Median latency percentiles across runs, ns (`None` only if no run of it was made).
+#[derive(Debug, Clone, Serialize)]
+struct LatencySummary {
+    p50_ns: Option<u64>,
+    p99_ns: Option<u64>,
+    p999_ns: Option<u64>,
+}
+
+/// Median throughput across runs.
+#[derive(Debug, Clone, Serialize)]
+struct ThroughputSummary {
+    msgs_per_sec: f64,
+    gb_per_sec: f64,
+}
+
+/// A goal of the project, evaluated on this run's medians.
+#[derive(Debug, Clone, Serialize)]
+struct Goal {
+    name: &'static str,
+    #[serde(flatten)]
+    goal: RatioGoal,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Report {
+    machine: Machine,
+    config: IpcConfig,
+    latency: PerSystem<BySize<LatencySummary>>,
+    throughput: PerSystem<BySize<ThroughputSummary>>,
+    goals: Vec<Goal>,
+    runs: Vec<RunRecord>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn latencies(runs: &[RunRecord], system: System, size: usize) -> Vec<&LatencyRun> {
+    runs.iter()
+        .filter(|r| r.system == system.key())
+        .filter_map(|r| match &r.result {
+            RunResult::Latency(l) if l.size == size => Some(l),
+            _ => None,
+        })
+        .collect()
+}
+
+fn throughputs(runs: &[RunRecord], system: System, size: usize) -> Vec<&ThroughputRun> {
+    runs.iter()
+        .filter(|r| r.system == system.key())
+        .filter_map(|r| match &r.result {
+            RunResult::Throughput(t) if t.size == size => Some(t),
+            _ => None,
+        })
+        .collect()
+}
+
+fn summarise_latency(runs: &[RunRecord], system: System) -> BySize<LatencySummary> {
+    BySize(
+        LATENCY_SIZES
+            .iter()
+            .map(|&size| {
+                let l = latencies(runs, system, size);
+                let m = |f: fn(&LatencyRun) -> u64| {
+                    let v = median(l.iter().map(|r| f(r) as f64).collect());
+                    v.is_finite().then(|| v.round() as u64)
+                };
+                (
+                    size,
+                    LatencySummary {
+                        p50_ns: m(|r| r.p50_ns),
+                        p99_ns: m(|r| r.p99_ns),
+                        p999_ns: m(|r| r.p999_ns),
+                    },
+                )
+            })
+            .collect(),
+    )
+}
+
+fn summarise_throughput(runs: &[RunRecord], system: System) -> BySize<ThroughputSummary> {
+    BySize(
+        THROUGHPUT_SIZES
+            .iter()
+            .map(|&size| {
+                let t = throughputs(runs, system, size);
+                (
+                    size,
+                    ThroughputSummary {
+                        msgs_per_sec: median(t.iter().map(|r| r.msgs_per_sec).collect()),
+                        gb_per_sec: median(t.iter().map(|r| r.gb_per_sec).collect()),
+                    },
+                )
+            })
+            .collect(),
+    )
+}
+
+fn goals(
+    latency: &PerSystem<BySize<LatencySummary>>,
+    throughput: &PerSystem<BySize<ThroughputSummary>>,
+) -> Vec<Goal> {
+    let p50 = |s: System, size| {
+        latency
+            .get(s)
+            .get(size)
+            .and_then(|l| l.p50_ns)
+            .map_or(f64::NAN, |v| v as f64)
+    };
+    let tput = |s: System, size| throughput.get(s).get(size).cloned();
+    vec![
+        Goal {
+            name: "datahub p50 one-way latency / iceoryx2's, 64 B",
+            goal: RatioGoal::at_most(
+                crate::ratio(p50(System::Datahub, 64), p50(System::Iceoryx2, 64)),
+                1.0,
+            ),
+        },
+        Goal {
+            name: "datahub p50 one-way latency / iceoryx2's, 4 KiB",
+            goal: RatioGoal::at_most(
+                crate::ratio(p50(System::Datahub, 4096), p50(System::Iceoryx2, 4096)),
+                1.0,
+            ),
+        },
+        Goal {
+            name: "datahub 4 KiB throughput, msgs/s",
+            goal: RatioGoal::at_least(
+                tput(System::Datahub, 4096).map_or(f64::NAN, |t| t.msgs_per_sec),
+                2e6,
+            ),
+        },
+        Goal {
+            name: "datahub 1 MiB throughput (no checksum), GB/s",
+            goal: RatioGoal::at_least(
+                tput(System::Datahub, 1 << 20).map_or(f64::NAN, |t| t.gb_per_sec),
+                5.0,
+            ),
+        },
+    ]
+}
+
+/// `bench datahub`.
+pub fn run(args: &DatahubArgs) -> Result<(), IpcError> {
+    let config = IpcConfig::new(args.quick);
+    let machine = Machine::detect();
+    let exe = std::env::current_exe()
+        .map_err(|e| IpcError::Io(format!("cannot find this executable: {e}")))?;
+    let progress = |msg: &str| {
+        if !args.json {
+            eprintln!("bench: {msg}");
+        }
+    };
+
+    let t0 = Instant::now();
+    let mut counter = 0u32;
+    let mut runs = Vec::new();
+    let tests = LATENCY_SIZES
+        .iter()
+        .map(|&s| (Test::Latency, s))
+        .chain(THROUGHPUT_SIZES.iter().map(|&s| (Test::Throughput, s)));
+    let tests: Vec<(Test, usize)> = tests.collect();
+    for run in 0..config.runs {
+        for &(test, size) in &tests {
+            for k in 0..SYSTEMS.len() {
+                let system = SYSTEMS[(k + run as usize) % SYSTEMS.len()];
+                counter += 1;
+                let (messages, warmup) = config.messages(test, size);
+                progress(&format!(
+                    "run {}/{}: {} {size} B, {}",
+                    run + 1,
+                    config.runs,
+                    test.as_str(),
+                    system.key()
+                ));
+                let pair = Pair {
+                    exe: &exe,
+                    system,
+                    test,
+                    size,
+                    messages,
+                    warmup,
+                    name: format!("bench-{}-{counter}", std::process::id()),
+                };
+                let started_s = t0.elapsed().as_secs_f64();
+                let result = pair.run()?;
+                runs.push(RunRecord {
+                    run,
+                    test: test.as_str(),
+                    system: system.key(),
+                    started_s,
+                    result,
+                });
+            }
+        }
+    }
+    progress(&format!("done in {:.1} s", t0.elapsed().as_secs_f64()));
+
+    let latency = PerSystem::new(|s| summarise_latency(&runs, s));
+    let throughput = PerSystem::new(|s| summarise_throughput(&runs, s));
+    let goals = goals(&latency, &throughput);
+    let report = Report {
+        machine,
+        config,
+        latency,
+        throughput,
+        goals,
+        runs,
+    };
+    let json = serde_json::to_string_pretty(&report)
+        .map_err(|e| IpcError::Io(format!("cannot serialise the report: {e}")))?;
+    if let Some(path) = &args.out {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| IpcError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        std::fs::write(path, format!("{json}\n"))
+            .map_err(|e| IpcError::Io(format!("cannot write {}: {e}", path.display())))?;
+    }
+    if args.json {
+        println!("{json}");
+    } else {
+        print_tables(&report);
+    }
+    Ok(())
+}
+
+/// One measurement: a pair of children of one system.
+struct Pair<'a> {
+    exe: &'a Path,
+    system: System,
+    test: Test,
+    size: usize,
+    messages: u64,
+    warmup: u64,
+    /// Base name of the channels (shared-memory files, iceoryx2 services), unique to the pair.
+    name: String,
+}
+
+impl Pair<'_> {
+    fn what(&self) -> String {
+        format!(
+            "{} {} B pair of {}",
+            self.test.as_str(),
+            self.size,
+            self.system.key()
+        )
+    }
+
+    fn fail(&self, detail: impl Into<String>) -> IpcError {
+        IpcError::Pair {
+            what: self.what(),
+            detail: detail.into(),
+        }
+    }
+
+    fn spawn(&self, role: Role) -> Result<Child, IpcError> {
+        let name = match self.system {
+            // iceoryx2 service names are paths of segments.
+            System::Iceoryx2 => self.name.replace('-', "/"),
+            System::Datahub | System::DatahubEnforced => self.name.clone(),
+        };
+        Process::new(self.exe)
+            .args([
+                "child-ipc",
+                "--system",
+                self.system.arg(),
+                "--role",
+                role.as_str(),
+                "--size",
+                &self.size.to_string(),
+                "--messages",
+                &self.messages.to_string(),
+                "--warmup",
+                &self.warmup.to_string(),
+                "--depth",
+                &QUEUE_DEPTH.to_string(),
+                "--name",
+                &name,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| {
+                self.fail(format!(
+                    "cannot start {} ({}): {e}",
+                    self.exe.display(),
+                    role.as_str()
+                ))
+            })
+    }
+
+    /// Starts both children, runs them, and cleans up after them whatever happened.
+    fn run(&self) -> Result<RunResult, IpcError> {
+        let (passive_role, active_role) = self.test.roles();
+        let mut passive = self.spawn(passive_role)?;
+        let result = match self.spawn(active_role) {
+            Ok(mut active) => {
+                let r = self.drive(&mut passive, &mut active);
+                if r.is_err() {
+                    let _ = active.kill();
+                }
+                let _ = active.wait();
+                r
+            }
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            let _ = passive.kill();
+        }
+        let _ = passive.wait();
+        match self.system {
+            System::Datahub | System::DatahubEnforced => dh::remove_segments(&self.name),
+            System::Iceoryx2 => {
+                if result.is_err() {
+                    iox::cleanup_dead_nodes();
+                }
+            }
+        }
+        result
+    }
+
+    fn drive(&self, passive: &mut Child, active: &mut Child) -> Result<RunResult, IpcError> {
+        let (passive_role, active_role) = self.test.roles();
+        let io = |what: &str, e: std::io::Error| self.fail(format!("{what}: {e}"));
+        let mut p_out = BufReader::new(
+            passive
+                .stdout
+                .take()
+                .ok_or_else(|| self.fail("no stdout"))?,
+        );
+        let mut a_out = BufReader::new(active.stdout.take().ok_or_else(|| self.fail("no stdout"))?);
+        let mut p_in = passive.stdin.take().ok_or_else(|| self.fail("no stdin"))?;
+        let mut a_in = active.stdin.take().ok_or_else(|| self.fail("no stdin"))?;
+
+        self.expect_ready(&mut p_out, passive_role)?;
+        self.expect_ready(&mut a_out, active_role)?;
+        writeln!(p_in, "go")
+            .and_then(|()| p_in.flush())
+            .map_err(|e| io("cannot release the passive child", e))?;
+        writeln!(a_in, "go")
+            .and_then(|()| a_in.flush())
+            .map_err(|e| io("cannot release the active child", e))?;
+        drop(a_in);
+
+        let line = self.last_line(&mut a_out, active_role);
+        self.check_exit(active, active_role)?;
+        let line = line?;
+        drop(p_in); // the passive child tears down once its stdin is closed
+        let p_line = self.last_line(&mut p_out, passive_role);
+        self.check_exit(passive, passive_role)?;
+        let p_line = p_line?;
+        let _: PassiveRun = self.parse(&p_line, passive_role)?;
+        Ok(match self.test {
+            Test::Latency => RunResult::Latency(self.parse(&line, active_role)?),
+            Test::Throughput => RunResult::Throughput(self.parse(&line, active_role)?),
+        })
+    }
+
+    fn expect_ready(&self, out: &mut BufReader<ChildStdout>, role: Role) -> Result<(), IpcError> {
+        let mut line = String::new();
+        out.read_line(&mut line)
+            .map_err(|e| self.fail(format!("{}: cannot read: {e}", role.as_str())))?;
+        if line.trim() == "ready" {
+            Ok(())
+        } else {
+            Err(self.fail(format!(
+                "{} did not get ready (printed {:?})",
+                role.as_str(),
+                line.trim()
+            )))
+        }
+    }
+
+    fn last_line(&self, out: &mut BufReader<ChildStdout>, role: Role) -> Result<String, IpcError> {
+        let mut text = String::new();
+        std::io::Read::read_to_string(out, &mut text)
+            .map_err(|e| self.fail(format!("{}: cannot read: {e}", role.as_str())))?;
+        text.lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| self.fail(format!("{} printed no result", role.as_str())))
+    }
+
+    fn check_exit(&self, child: &mut Child, role: Role) -> Result<(), IpcError> {
+        use std::os::unix::process::ExitStatusExt as _;
+        let status = child
+            .wait()
+            .map_err(|e| self.fail(format!("{}: cannot wait: {e}", role.as_str())))?;
+        if status.success() {
+            return Ok(());
+        }
+        Err(self.fail(format!(
+            "{}: {}",
+            role.as_str(),
+            match (status.code(), status.signal()) {
+                (Some(code), _) => format!("exit code {code}"),
+                (None, Some(sig)) => format!("killed by signal {sig}"),
+                (None, None) => "unknown exit status".to_owned(),
+            }
+        )))
+    }
+
+    fn parse<T: DeserializeOwned>(&self, line: &str, role: Role) -> Result<T, IpcError> {
+        serde_json::from_str(line).map_err(|e| {
+            self.fail(format!(
+                "{}: unreadable output ({e}): {line}",
+                role.as_str()
+            ))
+        })
+    }
+}
+
+// ------------------------------------------------------------------------------------ tables
+
+fn print_tables(r: &Report) {
+    let m = &r.machine;
+    let c = &r.config;
+    println!(
+        "machine: {} ({} logical cores, {}), Linux {}, {}",
+        m.cpu_model.as_deref().unwrap_or("unknown CPU"),
+        m.logical_cores,
+        m.mem_total_bytes.map_or("? memory".to_owned(), |b| format!(
+            "{:.1} GiB",
+            b as f64 / (1u64 << 30) as f64
+        )),
+        m.kernel.as_deref().unwrap_or("?"),
+        m.rustc.as_deref().unwrap_or("rustc ?"),
+    );
+    println!(
+        "two processes per measurement; {} run(s) of each, systems interleaved, medians \
+         across runs{}; queue depth {} slots",
+        c.runs,
+        if c.quick { " (quick)" } else { "" },
+        c.queue_depth
+    );
+    println!();
+    println!(
+        "latency: one-way = round trip / 2, ns; {} round trips (+{} warm-up) per run",
+        c.latency_round_trips, c.latency_warmup_round_trips
+    );
+    println!(
+        "{:<17} {:>6} {:>8} {:>8} {:>8}   p50 of each run",
+        "system", "bytes", "p50", "p99", "p99.9"
+    );
+    for &size in &LATENCY_SIZES {
+        for s in SYSTEMS {
+            let Some(l) = r.latency.get(s).get(size) else {
+                continue;
+            };
+            let each: Vec<String> = latencies(&r.runs, s, size)
+                .iter()
+                .map(|x| x.p50_ns.to_string())
+                .collect();
+            let ns = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+            println!(
+                "{:<17} {:>6} {:>8} {:>8} {:>8}   {}",
+                s.key(),
+                size,
+                ns(l.p50_ns),
+                ns(l.p99_ns),
+                ns(l.p999_ns),
+                each.join(" ")
+            );
+        }
+    }
+    println!();
+    println!("throughput: timed in the consumer, every message a full copy of the payload");
+    println!(
+        "{:<17} {:>8} {:>9} {:>12} {:>8}   msgs/s of each run",
+        "system", "bytes", "messages", "msgs/s", "GB/s"
+    );
+    for &size in &THROUGHPUT_SIZES {
+        for s in SYSTEMS {
+            let Some(t) = r.throughput.get(s).get(size) else {
+                continue;
+            };
+            let each: Vec<String> = throughputs(&r.runs, s, size)
+                .iter()
+                .map(|x| crate::si(x.msgs_per_sec))
+                .collect();
+            println!(
+                "{:<17} {:>8} {:>9} {:>12} {:>8.2}   {}",
+                s.key(),
+                size,
+                c.throughput_messages.get(size).copied().unwrap_or(0),
+                crate::si(t.msgs_per_sec),
+                t.gb_per_sec,
+                each.join(" ")
+            );
+        }
+    }
+    println!();
+    println!("goals:");
+    let met = r.goals.iter().filter(|g| g.goal.met).count();
+    for g in &r.goals {
+        println!(
+            "  {:<48} {:>12.3}  {} {:<8} {}",
+            g.name,
+            g.goal.value,
+            g.goal.comparison,
+            g.goal.target,
+            if g.goal.met { "met" } else { "MISSED" }
+        );
+    }
+    println!("  {met} of {} met", r.goals.len());
+}
