@@ -460,3 +460,49 @@ fn unread_lossless_message_is_not_reset_without_force_and_a_forced_reset_is_repo
     let r = c.read(T).unwrap();
     assert_eq!((r.seq(), &r[..]), (1, &b"b"[..]));
 }
+
+/// Child half of `spinlock_held_by_a_killed_process_is_reclaimed`: with `DH_CHILD_LOCK` set,
+/// attaches, takes spinlock 2 and waits to be killed.
+#[test]
+fn child_lock_and_hang() {
+    let Ok(block) = std::env::var("DH_CHILD_LOCK") else { return };
+    let c = Consumer::attach(&block, Expectations::new()).unwrap();
+    let lock = c.spinlock(2).unwrap();
+    let _g = lock.lock(T).unwrap();
+    println!("locked");
+    use std::io::Write;
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn spinlock_held_by_a_killed_process_is_reclaimed() {
+    use std::io::BufRead;
+    let n = name("lockdead");
+    let p = Producer::create(&n, Config::new(Policy::Latest)).unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_lock_and_hang", "--nocapture", "--test-threads=1"])
+        .env("DH_CHILD_LOCK", &n)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("locked") {
+        line.clear();
+        assert_ne!(out.read_line(&mut line).unwrap(), 0, "child ended before locking");
+    }
+    let lock = p.spinlock(2).unwrap();
+    assert_eq!(lock.holder().map(|(pid, _)| pid), Some(child.id()));
+    // Alive: not taken.
+    assert!(matches!(lock.lock(Duration::from_millis(50)), Err(Error::Timeout { .. })));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let g = lock.lock(T).unwrap();
+    assert!(lock.held_by_me());
+    assert_eq!(lock.reclaims(), 1);
+    drop(g);
+    // The dead child's consumer registration is retired by the next attach.
+    let _c = Consumer::attach(&n, Expectations::new()).unwrap();
+    assert_eq!(p.metrics().consumers_reclaimed, 1);
+}
