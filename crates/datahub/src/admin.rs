@@ -218,7 +218,9 @@ impl Admin {
     /// # Errors
     /// As [`crate::Consumer::attach`] for opening and header checks.
     pub fn open(name: &str) -> Result<Admin, Error> {
-        Ok(Admin { block: Block::open(name, Duration::from_millis(100))? })
+        Ok(Admin {
+            block: Block::open(name, Duration::from_millis(100))?,
+        })
     }
 
     /// The block's counters.
@@ -310,7 +312,8 @@ impl Admin {
             dead_readers: bits(dead),
             writer_pid: s.writer_pid.load(Relaxed),
             writer_dead: busy && b.producer_liveness() == Liveness::Dead,
-            age_ms: (s.generation.load(Relaxed) != 0).then(|| age_ms(now, s.stamp_ns.load(Relaxed))),
+            age_ms: (s.generation.load(Relaxed) != 0)
+                .then(|| age_ms(now, s.stamp_ns.load(Relaxed))),
         }
     }
 
@@ -318,15 +321,22 @@ impl Admin {
     pub fn diagnose(&self) -> Diagnosis {
         let now = proc::monotonic_ns();
         let info = self.info();
-        let slots: Vec<SlotReport> =
-            (0..self.block.slot_count() as usize).map(|i| self.slot_report(i, now)).collect();
+        let slots: Vec<SlotReport> = (0..self.block.slot_count() as usize)
+            .map(|i| self.slot_report(i, now))
+            .collect();
         let mut problems = Vec::new();
         for s in &slots {
             if !s.dead_readers.is_empty() {
-                problems.push(format!("slot {}: held by dead consumer(s) {:?}", s.slot, s.dead_readers));
+                problems.push(format!(
+                    "slot {}: held by dead consumer(s) {:?}",
+                    s.slot, s.dead_readers
+                ));
             }
             if s.writer_dead {
-                problems.push(format!("slot {}: {} by dead producer pid {}", s.slot, s.state, s.writer_pid));
+                problems.push(format!(
+                    "slot {}: {} by dead producer pid {}",
+                    s.slot, s.state, s.writer_pid
+                ));
             }
             if s.state == "invalid" {
                 problems.push(format!("slot {}: invalid state word", s.slot));
@@ -334,7 +344,11 @@ impl Admin {
         }
         for c in &info.consumers {
             if !c.alive {
-                problems.push(format!("consumer {}: pid {} is dead", c.entry.unwrap_or(0), c.pid));
+                problems.push(format!(
+                    "consumer {}: pid {} is dead",
+                    c.entry.unwrap_or(0),
+                    c.pid
+                ));
             } else if c.stalled {
                 problems.push(format!(
                     "consumer {}: pid {} alive but heartbeat {} ms old",
@@ -347,9 +361,16 @@ impl Admin {
         if info.producer.pid != 0 && !info.producer.alive {
             problems.push(format!("producer pid {} is dead", info.producer.pid));
         } else if info.producer.stalled {
-            problems.push(format!("producer pid {} heartbeat {} ms old", info.producer.pid, info.producer.heartbeat_age_ms));
+            problems.push(format!(
+                "producer pid {} heartbeat {} ms old",
+                info.producer.pid, info.producer.heartbeat_age_ms
+            ));
         }
-        Diagnosis { info, slots, problems }
+        Diagnosis {
+            info,
+            slots,
+            problems,
+        }
     }
 
     /// Removes reader bits of dead or unregistered consumers from every slot.
@@ -364,22 +385,30 @@ impl Admin {
                     b.header().metrics.recovery_actions.fetch_add(1, Relaxed);
                     b.notify_release();
                 }
-                out.push(Action::EvictReaders { slot: i, entries: bits(dead) });
+                out.push(Action::EvictReaders {
+                    slot: i,
+                    entries: bits(dead),
+                });
             }
         }
         out
     }
 
-    /// Retires consumers whose processes are dead.
+    /// Retires consumers whose processes are dead, and entries a dead process left half
+    /// claimed. (A dry run also lists an entry being claimed right now by a live attach.)
     pub fn clean_dead_consumers(&self, dry_run: bool) -> Vec<Action> {
         let b = &self.block;
         if dry_run {
             return (0..MAX_CONSUMERS)
                 .filter(|&i| {
-                    b.consumer(i).state.load(Acquire) == reg::ACTIVE
-                        && b.consumer_liveness(i) == Liveness::Dead
+                    let st = b.consumer(i).state.load(Acquire);
+                    (st == reg::ACTIVE && b.consumer_liveness(i) == Liveness::Dead)
+                        || st == reg::CLAIMING
                 })
-                .map(|i| Action::RetireConsumer { entry: i, pid: b.consumer(i).pid.load(Relaxed) })
+                .map(|i| Action::RetireConsumer {
+                    entry: i,
+                    pid: b.consumer(i).pid.load(Relaxed),
+                })
                 .collect();
         }
         b.reclaim_dead_consumers()
@@ -403,7 +432,7 @@ impl Admin {
         let last = b.slot((commit % n) as usize);
         if last.state.load(Acquire) == state::COMMITTED && last.seq.load(Acquire) == commit {
             out.push(Action::FinishCommit { seq: commit });
-            commit += 1;
+            commit = commit.wrapping_add(1);
             if !dry_run {
                 h.commit.commit_index.store(commit, SeqCst);
                 b.notify_commit();
@@ -413,7 +442,10 @@ impl Admin {
             let s = b.slot(i);
             match s.state.load(Acquire) {
                 state::WRITING => {
-                    out.push(Action::DiscardSlot { slot: i, seq: s.seq.load(Relaxed) });
+                    out.push(Action::DiscardSlot {
+                        slot: i,
+                        seq: s.seq.load(Relaxed),
+                    });
                     if !dry_run {
                         s.discard();
                     }
@@ -430,13 +462,18 @@ impl Admin {
         }
         let w = h.producer.write_index.load(SeqCst);
         if w != commit {
-            out.push(Action::ResetWriteIndex { from: w, to: commit });
+            out.push(Action::ResetWriteIndex {
+                from: w,
+                to: commit,
+            });
             if !dry_run {
                 h.producer.write_index.store(commit, SeqCst);
             }
         }
         if !dry_run && !out.is_empty() {
-            h.metrics.recovery_actions.fetch_add(out.len() as u64, Relaxed);
+            h.metrics
+                .recovery_actions
+                .fetch_add(out.len() as u64, Relaxed);
         }
         out
     }
@@ -452,7 +489,11 @@ impl Admin {
         let b = &self.block;
         let n = b.slot_count() as usize;
         if slot >= n {
-            return Err(Error::OutOfRange { what: "slot", index: slot, limit: n });
+            return Err(Error::OutOfRange {
+                what: "slot",
+                index: slot,
+                limit: n,
+            });
         }
         let s = b.slot(slot);
         if !force {
@@ -476,7 +517,9 @@ impl Admin {
                         && b.consumer(e).position.load(SeqCst) <= seq
                     {
                         return Err(Error::OwnerAlive {
-                            what: format!("slot {slot} (message {seq} not yet read by consumer {e})"),
+                            what: format!(
+                                "slot {slot} (message {seq} not yet read by consumer {e})"
+                            ),
                             pid: b.consumer(e).pid.load(Relaxed),
                         });
                     }
@@ -497,7 +540,10 @@ impl Admin {
         s.discard();
         b.header().metrics.recovery_actions.fetch_add(1, Relaxed);
         b.notify_release();
-        Ok(Action::ResetSlot { slot, seq: (seq != NO_SEQ).then_some(seq) })
+        Ok(Action::ResetSlot {
+            slot,
+            seq: (seq != NO_SEQ).then_some(seq),
+        })
     }
 
     /// Checks the block's invariants; with `repair`, fixes what can be fixed without a live
@@ -509,18 +555,26 @@ impl Admin {
         let mut v = Validation::default();
         let commit = h.commit.commit_index.load(SeqCst);
         let write = h.producer.write_index.load(SeqCst);
-        if write < commit || write > commit + 1 {
-            v.problems.push(format!("write index {write} not in commit index {commit} ..= {}", commit + 1));
+        if write < commit || write > commit.saturating_add(1) {
+            v.problems.push(format!(
+                "write index {write} not in commit index {commit} ..= {}",
+                commit.saturating_add(1)
+            ));
         }
         let expect_mask = (0..MAX_CONSUMERS)
             .filter(|&i| b.consumer(i).state.load(Acquire) == reg::ACTIVE)
             .fold(0u64, |m, i| m | 1 << i);
         let mask = h.release.active_mask.load(SeqCst);
         if mask != expect_mask {
-            v.problems.push(format!("active mask {mask:#x} but registered consumers {expect_mask:#x}"));
+            v.problems.push(format!(
+                "active mask {mask:#x} but registered consumers {expect_mask:#x}"
+            ));
             if repair {
                 h.release.active_mask.store(expect_mask, SeqCst);
-                v.repairs.push(Action::FixActiveMask { from: mask, to: expect_mask });
+                v.repairs.push(Action::FixActiveMask {
+                    from: mask,
+                    to: expect_mask,
+                });
             }
         }
         for i in 0..MAX_CONSUMERS {
@@ -538,23 +592,36 @@ impl Admin {
             let seq = s.seq.load(Acquire);
             let len = s.len.load(Relaxed);
             if st > state::DRAINING {
-                v.problems.push(format!("slot {i}: invalid state word {st}"));
+                v.problems
+                    .push(format!("slot {i}: invalid state word {st}"));
             }
             if seq != NO_SEQ && seq % n != i as u64 {
-                v.problems.push(format!("slot {i}: seq {seq} belongs in slot {}", seq % n));
+                v.problems
+                    .push(format!("slot {i}: seq {seq} belongs in slot {}", seq % n));
             }
             if st == state::COMMITTED && seq != NO_SEQ && seq >= commit.max(1) && seq != commit {
-                v.problems.push(format!("slot {i}: committed seq {seq} beyond commit index {commit}"));
+                v.problems.push(format!(
+                    "slot {i}: committed seq {seq} beyond commit index {commit}"
+                ));
             }
             if len as usize > b.slot_size() {
-                v.problems.push(format!("slot {i}: length {len} exceeds slot size {}", b.slot_size()));
+                v.problems.push(format!(
+                    "slot {i}: length {len} exceeds slot size {}",
+                    b.slot_size()
+                ));
             }
             let dead = b.dead_readers(s.reader_mask());
             if dead != 0 {
-                v.problems.push(format!("slot {i}: held by dead or unregistered consumer(s) {:?}", bits(dead)));
+                v.problems.push(format!(
+                    "slot {i}: held by dead or unregistered consumer(s) {:?}",
+                    bits(dead)
+                ));
                 if repair {
                     s.evict(dead);
-                    v.repairs.push(Action::EvictReaders { slot: i, entries: bits(dead) });
+                    v.repairs.push(Action::EvictReaders {
+                        slot: i,
+                        entries: bits(dead),
+                    });
                 }
             }
             if st == state::COMMITTED && b.params().checksum != ChecksumPolicy::None {
@@ -588,14 +655,21 @@ impl Admin {
                 *c = std::ptr::read_volatile(p.add(k));
             }
             let e = b.checksum_entry(i);
-            (std::ptr::read_volatile(&(*e).digest), std::ptr::read_volatile(&(*e).seq))
+            (
+                std::ptr::read_volatile(&(*e).digest),
+                std::ptr::read_volatile(&(*e).seq),
+            )
         };
         if !b.slot(i).still_holds(seq) || stored_seq != seq {
             return None;
         }
         let d = checksum::digest(None, &copy);
         (d != stored).then(|| {
-            format!("slot {i}: checksum mismatch for seq {seq} (stored {}, computed {})", checksum::hex(&stored), checksum::hex(&d))
+            format!(
+                "slot {i}: checksum mismatch for seq {seq} (stored {}, computed {})",
+                checksum::hex(&stored),
+                checksum::hex(&d)
+            )
         })
     }
 

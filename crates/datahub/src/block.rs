@@ -17,6 +17,9 @@ use crate::layout::{
 use crate::proc::{self, Liveness};
 use crate::sync::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
+/// Spinlock that serialises consumer registration changes and producer takeover.
+pub(crate) const REGISTRATION_LOCK: usize = 1;
+
 /// Longest block name (without the leading `/`).
 pub const MAX_NAME_LEN: usize = 200;
 
@@ -28,11 +31,21 @@ pub(crate) fn check_name(name: &str) -> Result<(), Error> {
         && !name.contains('\0')
         && name != "."
         && name != "..";
-    if ok { Ok(()) } else { Err(Error::InvalidName { name: name.to_owned() }) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidName {
+            name: name.to_owned(),
+        })
+    }
 }
 
 fn io_err(op: &'static str, name: &str, e: impl Into<io::Error>) -> Error {
-    Error::Io { op, name: name.to_owned(), source: e.into() }
+    Error::Io {
+        op,
+        name: name.to_owned(),
+        source: e.into(),
+    }
 }
 
 /// A mapped block.
@@ -80,7 +93,8 @@ impl Block {
             let _ = shm::unlink(path.as_str());
             e
         };
-        file.set_len(regions.total_size).map_err(|e| undo(io_err("ftruncate", name, e)))?;
+        file.set_len(regions.total_size)
+            .map_err(|e| undo(io_err("ftruncate", name, e)))?;
         let map = MmapOptions::new()
             .len(regions.total_size as usize)
             .map_raw(&file)
@@ -99,7 +113,11 @@ impl Block {
         unsafe { std::ptr::copy_nonoverlapping(map.as_ptr(), copy.as_mut_ptr(), IDENTITY_SIZE) };
         copy[..8].copy_from_slice(&MAGIC.to_le_bytes());
         let info = layout::decode(&copy, regions.total_size).map_err(undo)?;
-        let block = Block { map, name: name.to_owned(), info };
+        let block = Block {
+            map,
+            name: name.to_owned(),
+            info,
+        };
         init(&block);
         block.header().id.magic.store(MAGIC, Release);
         Ok(Created::New(Box::new(block)))
@@ -115,7 +133,9 @@ impl Block {
             let fd = match shm::open(path.as_str(), shm::OFlags::RDWR, Mode::empty()) {
                 Ok(fd) => fd,
                 Err(rustix::io::Errno::NOENT) => {
-                    return Err(Error::NotFound { name: name.to_owned() });
+                    return Err(Error::NotFound {
+                        name: name.to_owned(),
+                    });
                 }
                 Err(e) => return Err(io_err("shm_open", name, e)),
             };
@@ -125,7 +145,10 @@ impl Block {
                 true
             } else {
                 if len < HEADER_SIZE as u64 {
-                    return Err(Error::Truncated { expected: HEADER_SIZE as u64, found: len });
+                    return Err(Error::Truncated {
+                        expected: HEADER_SIZE as u64,
+                        found: len,
+                    });
                 }
                 let map = MmapOptions::new()
                     .len(len as usize)
@@ -142,14 +165,24 @@ impl Block {
                     // SAFETY: IDENTITY_SIZE < HEADER_SIZE ≤ len; the identity bytes do not
                     // change after the magic is published (Acquire above).
                     unsafe {
-                        std::ptr::copy_nonoverlapping(map.as_ptr(), copy.as_mut_ptr(), IDENTITY_SIZE)
+                        std::ptr::copy_nonoverlapping(
+                            map.as_ptr(),
+                            copy.as_mut_ptr(),
+                            IDENTITY_SIZE,
+                        )
                     };
                     let info = layout::decode(&copy, len)?;
-                    return Ok(Block { map, name: name.to_owned(), info });
+                    return Ok(Block {
+                        map,
+                        name: name.to_owned(),
+                        info,
+                    });
                 }
             };
             if not_ready && Instant::now() >= deadline {
-                return Err(Error::NotReady { name: name.to_owned() });
+                return Err(Error::NotReady {
+                    name: name.to_owned(),
+                });
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -183,7 +216,10 @@ impl Block {
         // SAFETY: decode() checked slot_state_offset + slot_count × 64 ≤ total_size ≤ the
         // mapping's length; the offset is 64-aligned and SlotCtl is repr(C) of atomics.
         unsafe {
-            &*(self.map.as_ptr().add(self.info.regions.slot_state_offset as usize) as *const SlotCtl)
+            &*(self
+                .map
+                .as_ptr()
+                .add(self.info.regions.slot_state_offset as usize) as *const SlotCtl)
                 .add(i)
         }
     }
@@ -194,8 +230,10 @@ impl Block {
         debug_assert!(i < self.info.params.slot_count as usize);
         // SAFETY: in bounds as for `slot`.
         unsafe {
-            (self.map.as_mut_ptr().add(self.info.regions.checksum_offset as usize)
-                as *mut ChecksumEntry)
+            (self
+                .map
+                .as_mut_ptr()
+                .add(self.info.regions.checksum_offset as usize) as *mut ChecksumEntry)
                 .add(i)
         }
     }
@@ -215,7 +253,11 @@ impl Block {
     /// The flexible zone's first byte and length.
     pub(crate) fn flex_zone(&self) -> (*mut u8, usize) {
         // SAFETY: flex_offset + flex_zone_size ≤ ring_offset ≤ total_size (decode()).
-        let p = unsafe { self.map.as_mut_ptr().add(self.info.regions.flex_offset as usize) };
+        let p = unsafe {
+            self.map
+                .as_mut_ptr()
+                .add(self.info.regions.flex_offset as usize)
+        };
         (p, self.info.params.flex_zone_size as usize)
     }
 
@@ -276,10 +318,16 @@ impl Block {
         }
         let remaining = h.release.active_mask.fetch_and(!bit, SeqCst) & !bit;
         if remaining == 0 && self.params().policy.is_lossless() {
-            h.release.retained_floor.fetch_max(e.position.load(SeqCst), SeqCst);
+            h.release
+                .retained_floor
+                .fetch_max(e.position.load(SeqCst), SeqCst);
         }
-        h.metrics.reads_retired.fetch_add(e.reads.load(Relaxed), Relaxed);
-        h.metrics.bytes_read_retired.fetch_add(e.bytes_read.load(Relaxed), Relaxed);
+        h.metrics
+            .reads_retired
+            .fetch_add(e.reads.swap(0, Relaxed), Relaxed);
+        h.metrics
+            .bytes_read_retired
+            .fetch_add(e.bytes_read.swap(0, Relaxed), Relaxed);
         e.held_seq.store(NO_SEQ, Relaxed);
         e.pid.store(0, Relaxed);
         e.state.store(reg::FREE, Release);
@@ -288,24 +336,37 @@ impl Block {
         evicted
     }
 
-    /// Retires every registered consumer whose process is dead. Returns (entry, pid) pairs.
+    /// Retires every registered consumer whose process is dead, and every entry left half
+    /// claimed or half retired (`CLAIMING`) by a process that died inside the registration
+    /// lock. Returns (entry, pid) pairs. Takes the registration lock (re-entrant; a lock held
+    /// by a dead process is taken over); if a live process holds it for more than 50 ms this
+    /// round does nothing.
     pub(crate) fn reclaim_dead_consumers(&self) -> Vec<(usize, u32)> {
-        let h = self.header();
-        let mut mask = h.release.active_mask.load(SeqCst);
         let mut out = Vec::new();
-        while mask != 0 {
-            let i = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
+        let Ok(lock) = crate::flex::SharedSpinlock::new(self, REGISTRATION_LOCK) else {
+            return out;
+        };
+        let Ok(_guard) = lock.lock(Duration::from_millis(50)) else {
+            return out;
+        };
+        let h = self.header();
+        for i in 0..MAX_CONSUMERS {
             let e = &h.consumers[i];
-            if self.consumer_liveness(i) == Liveness::Dead {
-                // Claim the entry for cleaning so two reclaimers do not both retire it.
-                if e.state.compare_exchange(reg::ACTIVE, reg::CLAIMING, SeqCst, Relaxed).is_ok() {
-                    let pid = e.pid.load(Relaxed);
-                    self.retire_consumer(i);
-                    h.metrics.consumers_reclaimed.fetch_add(1, Relaxed);
-                    h.metrics.recovery_actions.fetch_add(1, Relaxed);
-                    out.push((i, pid));
-                }
+            let st = e.state.load(SeqCst);
+            // Every ACTIVE→CLAIMING and FREE→CLAIMING transition happens under the lock we
+            // hold, so a CLAIMING entry seen here belongs to a process that died holding it.
+            let stale = st == reg::CLAIMING;
+            let dead = st == reg::ACTIVE
+                && self.consumer_liveness(i) == Liveness::Dead
+                && e.state
+                    .compare_exchange(reg::ACTIVE, reg::CLAIMING, SeqCst, Relaxed)
+                    .is_ok();
+            if stale || dead {
+                let pid = e.pid.load(Relaxed);
+                self.retire_consumer(i);
+                h.metrics.consumers_reclaimed.fetch_add(1, Relaxed);
+                h.metrics.recovery_actions.fetch_add(1, Relaxed);
+                out.push((i, pid));
             }
         }
         out
@@ -347,7 +408,8 @@ impl Block {
 
     /// Removes the segment's name (the mapping stays valid for whoever has it).
     pub(crate) fn unlink(&self) -> Result<(), Error> {
-        shm::unlink(format!("/{}", self.name).as_str()).map_err(|e| io_err("shm_unlink", &self.name, e))
+        shm::unlink(format!("/{}", self.name).as_str())
+            .map_err(|e| io_err("shm_unlink", &self.name, e))
     }
 }
 
@@ -359,7 +421,9 @@ pub fn remove(name: &str) -> Result<(), Error> {
     check_name(name)?;
     match shm::unlink(format!("/{name}").as_str()) {
         Ok(()) => Ok(()),
-        Err(rustix::io::Errno::NOENT) => Err(Error::NotFound { name: name.to_owned() }),
+        Err(rustix::io::Errno::NOENT) => Err(Error::NotFound {
+            name: name.to_owned(),
+        }),
         Err(e) => Err(io_err("shm_unlink", name, e)),
     }
 }
@@ -371,8 +435,12 @@ pub fn list() -> Result<Vec<String>, Error> {
     let dir = std::fs::read_dir("/dev/shm").map_err(|e| io_err("read_dir", "/dev/shm", e))?;
     let mut names = Vec::new();
     for entry in dir.flatten() {
-        let Ok(name) = entry.file_name().into_string() else { continue };
-        let Ok(mut f) = File::open(entry.path()) else { continue };
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Ok(mut f) = File::open(entry.path()) else {
+            continue;
+        };
         let mut magic = [0u8; 8];
         if f.read_exact(&mut magic).is_ok() && u64::from_le_bytes(magic) == MAGIC {
             names.push(name);

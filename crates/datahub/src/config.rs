@@ -20,7 +20,10 @@ pub struct Schema {
 impl Schema {
     /// A schema named by free text (for example a message type's name and field list).
     pub fn named(description: &str, version: u32) -> Schema {
-        Schema { hash: Blake2b::<U32>::digest(description.as_bytes()).into(), version }
+        Schema {
+            hash: Blake2b::<U32>::digest(description.as_bytes()).into(),
+            version,
+        }
     }
 
     /// The schema of a `Pod` type: BLAKE2b-256 over its type name, size and alignment.
@@ -31,11 +34,17 @@ impl Schema {
         h.update(std::any::type_name::<T>().as_bytes());
         h.update((std::mem::size_of::<T>() as u64).to_le_bytes());
         h.update((std::mem::align_of::<T>() as u64).to_le_bytes());
-        Schema { hash: h.finalize().into(), version }
+        Schema {
+            hash: h.finalize().into(),
+            version,
+        }
     }
 
     /// No schema: all-zero hash, version 0.
-    pub const NONE: Schema = Schema { hash: [0; 32], version: 0 };
+    pub const NONE: Schema = Schema {
+        hash: [0; 32],
+        version: 0,
+    };
 
     /// The hash in hex.
     pub fn hex(&self) -> String {
@@ -165,7 +174,9 @@ impl Config {
             .checked_add(63)
             .map(|s| s / 64 * 64)
             .filter(|&s| s > 0)
-            .ok_or_else(|| Error::InvalidConfig { what: format!("slot_size {}", self.slot_size) })?;
+            .ok_or_else(|| Error::InvalidConfig {
+                what: format!("slot_size {}", self.slot_size),
+            })?;
         let max_consumers = self.max_consumers.unwrap_or(match self.policy {
             Policy::Sequential => 1,
             Policy::SequentialSync => 8,
@@ -177,7 +188,9 @@ impl Config {
             });
         }
         if self.heartbeat_timeout.is_zero() {
-            return Err(Error::InvalidConfig { what: "heartbeat_timeout must be > 0".into() });
+            return Err(Error::InvalidConfig {
+                what: "heartbeat_timeout must be > 0".into(),
+            });
         }
         let p = Params {
             policy: self.policy,
@@ -189,13 +202,14 @@ impl Config {
             max_consumers,
         };
         p.check().map_err(|e| match e {
-            Error::InvalidHeader { field, value } => {
-                Error::InvalidConfig { what: format!("{field} = {value} for policy {}", self.policy) }
-            }
+            Error::InvalidHeader { field, value } => Error::InvalidConfig {
+                what: format!("{field} = {value} for policy {}", self.policy),
+            },
             other => other,
         })?;
-        p.regions()
-            .ok_or_else(|| Error::InvalidConfig { what: "slot_size × slot_count overflows".into() })?;
+        p.regions().ok_or_else(|| Error::InvalidConfig {
+            what: "slot_size × slot_count overflows".into(),
+        })?;
         Ok(p)
     }
 }

@@ -3,7 +3,7 @@
 use std::ops::Deref;
 use std::time::{Duration, Instant};
 
-use crate::block::Block;
+use crate::block::{Block, REGISTRATION_LOCK};
 use crate::checksum;
 use crate::config::Expectations;
 use crate::flex::{FlexZoneGuard, SharedSpinlock};
@@ -17,8 +17,6 @@ use crate::{Error, WaitCause};
 
 /// Reads between two heartbeat stores on the hot path.
 const HEARTBEAT_EVERY: u32 = 256;
-/// Spinlock that serialises consumer registration changes.
-const REGISTRATION_LOCK: usize = 1;
 
 /// A registered reader of a block.
 ///
@@ -53,7 +51,11 @@ impl Consumer {
     }
 
     /// Attaches, waiting up to `timeout` for the block to appear (and be published).
-    pub fn attach_wait(name: &str, exp: Expectations, timeout: Duration) -> Result<Consumer, Error> {
+    pub fn attach_wait(
+        name: &str,
+        exp: Expectations,
+        timeout: Duration,
+    ) -> Result<Consumer, Error> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -100,11 +102,19 @@ impl Consumer {
         let keyed = info.params.flags & FLAG_KEYED != 0;
         match (&exp.key, keyed) {
             (Some(k), true) if checksum::key_check(k) != info.key_check => {
-                return Err(Error::KeyMismatch { why: "the key differs from the producer's" });
+                return Err(Error::KeyMismatch {
+                    why: "the key differs from the producer's",
+                });
             }
-            (None, true) => return Err(Error::KeyMismatch { why: "the block is keyed; no key given" }),
+            (None, true) => {
+                return Err(Error::KeyMismatch {
+                    why: "the block is keyed; no key given",
+                });
+            }
             (Some(_), false) => {
-                return Err(Error::KeyMismatch { why: "a key was given; the block is not keyed" });
+                return Err(Error::KeyMismatch {
+                    why: "a key was given; the block is not keyed",
+                });
             }
             _ => {}
         }
@@ -121,7 +131,16 @@ impl Consumer {
         };
         let position = block.consumer(entry).position.load(Relaxed);
         block.header().metrics.attaches.fetch_add(1, Relaxed);
-        Ok(Consumer { block, entry, bit: 1 << entry, position, exact: false, plan, key: exp.key, ops: 0 })
+        Ok(Consumer {
+            block,
+            entry,
+            bit: 1 << entry,
+            position,
+            exact: false,
+            plan,
+            key: exp.key,
+            ops: 0,
+        })
     }
 
     /// The block's name.
@@ -164,13 +183,25 @@ impl Consumer {
             }
         }
         let (slot, seq, len) = r?;
-        Ok(ReadGuard { consumer: self, slot, seq, len, released: false })
+        Ok(ReadGuard {
+            consumer: self,
+            slot,
+            seq,
+            len,
+            released: false,
+        })
     }
 
     /// Like [`read`](Self::read) without waiting: `Ok(None)` when nothing new is there.
     pub fn try_read(&mut self) -> Result<Option<ReadGuard<'_>>, Error> {
         match self.read_inner(Duration::ZERO) {
-            Ok((slot, seq, len)) => Ok(Some(ReadGuard { consumer: self, slot, seq, len, released: false })),
+            Ok((slot, seq, len)) => Ok(Some(ReadGuard {
+                consumer: self,
+                slot,
+                seq,
+                len,
+                released: false,
+            })),
             Err(Error::Timeout { .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -191,7 +222,10 @@ impl Consumer {
     /// A lending iterator over incoming slots: `while let Some(slot) = it.next() { ... }`.
     /// Each `next` waits up to `timeout`; the iterator ends at the end of the stream.
     pub fn slots(&mut self, timeout: Duration) -> Slots<'_> {
-        Slots { consumer: self, timeout }
+        Slots {
+            consumer: self,
+            timeout,
+        }
     }
 
     /// Skips to the newest committed message: the next read returns it (or the next one to
@@ -210,11 +244,23 @@ impl Consumer {
     pub fn seek_to(&mut self, seq: u64) -> Result<(), Error> {
         let h = self.block.header();
         let next = h.commit.commit_index.load(SeqCst);
-        let oldest = h.producer.write_index.load(SeqCst).saturating_sub(self.block.slot_count());
+        let oldest = h
+            .producer
+            .write_index
+            .load(SeqCst)
+            .saturating_sub(self.block.slot_count());
         let lossless = self.policy().is_lossless();
-        let ok = if lossless { seq >= self.position && seq <= next } else { seq >= oldest && seq <= next };
+        let ok = if lossless {
+            seq >= self.position && seq <= next
+        } else {
+            seq >= oldest && seq <= next
+        };
         if !ok {
-            return Err(Error::SeqUnavailable { requested: seq, oldest: oldest.max(if lossless { self.position } else { 0 }), next });
+            return Err(Error::SeqUnavailable {
+                requested: seq,
+                oldest: oldest.max(if lossless { self.position } else { 0 }),
+                next,
+            });
         }
         self.set_position(seq);
         self.exact = !lossless;
@@ -257,7 +303,11 @@ impl Consumer {
             } else {
                 WaitCause::NoData
             };
-            return Err(Error::Timeout { op: "read", cause, waited_ms: started.elapsed().as_millis() as u64 });
+            return Err(Error::Timeout {
+                op: "read",
+                cause,
+                waited_ms: started.elapsed().as_millis() as u64,
+            });
         };
         if commit <= pos {
             return Err(Error::EndOfStream);
@@ -265,7 +315,11 @@ impl Consumer {
         let deadline = started + timeout;
         let mut races = 0u32;
         let (slot, entered) = loop {
-            let want = if lossless || self.exact { pos } else { h.commit.commit_index.load(SeqCst) - 1 };
+            let want = if lossless || self.exact {
+                pos
+            } else {
+                h.commit.commit_index.load(SeqCst).wrapping_sub(1)
+            };
             let i = (want % n) as usize;
             if let Some(e) = blk.slot(i).try_enter(self.bit) {
                 if e.seq == want || (!lossless && !self.exact && e.seq != NO_SEQ && e.seq >= pos) {
@@ -279,12 +333,19 @@ impl Consumer {
                         blk.consumer(self.entry).position.store(e.seq, SeqCst);
                         blk.notify_release();
                         h.metrics.overruns.fetch_add(1, Relaxed);
-                        return Err(Error::Overrun { expected: want, found: e.seq });
+                        return Err(Error::Overrun {
+                            expected: want,
+                            found: e.seq,
+                        });
                     }
                     if self.exact {
                         self.exact = false;
                         let oldest = h.producer.write_index.load(SeqCst).saturating_sub(n);
-                        return Err(Error::SeqUnavailable { requested: want, oldest, next: h.commit.commit_index.load(SeqCst) });
+                        return Err(Error::SeqUnavailable {
+                            requested: want,
+                            oldest,
+                            next: h.commit.commit_index.load(SeqCst),
+                        });
                     }
                 }
             }
@@ -293,8 +354,10 @@ impl Consumer {
                 && h.commit.commit_index.load(SeqCst) > want
             {
                 // Committed, then reset by recovery before this reader got to it.
-                self.position = want + 1;
-                blk.consumer(self.entry).position.store(want + 1, SeqCst);
+                self.position = want.wrapping_add(1);
+                blk.consumer(self.entry)
+                    .position
+                    .store(want.wrapping_add(1), SeqCst);
                 blk.notify_release();
                 h.metrics.overruns.fetch_add(1, Relaxed);
                 return Err(Error::Discarded { slot: i, seq: want });
@@ -310,7 +373,11 @@ impl Consumer {
             }
             if races % 64 == 0 && Instant::now() >= deadline {
                 h.metrics.reader_races.fetch_add(u64::from(races), Relaxed);
-                return Err(Error::Timeout { op: "read", cause: WaitCause::NoData, waited_ms: started.elapsed().as_millis() as u64 });
+                return Err(Error::Timeout {
+                    op: "read",
+                    cause: WaitCause::NoData,
+                    waited_ms: started.elapsed().as_millis() as u64,
+                });
             }
             spin_hint();
         };
@@ -373,14 +440,18 @@ impl Consumer {
     /// Counts message `seq` as read and moves past it.
     fn advance(&mut self, seq: u64, len: u32) {
         let me = self.block.consumer(self.entry);
-        me.reads.store(me.reads.load(Relaxed) + 1, Relaxed);
-        me.bytes_read.store(me.bytes_read.load(Relaxed) + u64::from(len), Relaxed);
+        me.reads
+            .store(me.reads.load(Relaxed).wrapping_add(1), Relaxed);
+        me.bytes_read.store(
+            me.bytes_read.load(Relaxed).wrapping_add(u64::from(len)),
+            Relaxed,
+        );
         self.exact = false;
-        self.position = seq + 1;
+        self.position = seq.wrapping_add(1);
         if self.block.params().policy.is_lossless() {
-            me.position.store(seq + 1, SeqCst);
+            me.position.store(seq.wrapping_add(1), SeqCst);
         } else {
-            me.position.store(seq + 1, Relaxed);
+            me.position.store(seq.wrapping_add(1), Relaxed);
         }
         self.block.notify_release();
     }
@@ -388,13 +459,19 @@ impl Consumer {
     fn release_slot(&mut self, slot: usize, seq: u64, len: u32) -> Result<(), Error> {
         let valid = self.block.slot(slot).still_holds(seq);
         self.block.slot(slot).leave(self.bit);
-        self.block.consumer(self.entry).held_seq.store(NO_SEQ, Relaxed);
+        self.block
+            .consumer(self.entry)
+            .held_seq
+            .store(NO_SEQ, Relaxed);
         self.advance(seq, len);
         let blk = &self.block;
         if valid {
             Ok(())
         } else {
-            blk.header().metrics.validation_failures.fetch_add(1, Relaxed);
+            blk.header()
+                .metrics
+                .validation_failures
+                .fetch_add(1, Relaxed);
             let e = Error::ValidationFailed { slot, seq };
             blk.note_error(&e);
             Err(e)
@@ -428,7 +505,9 @@ impl Consumer {
 }
 
 fn heartbeat(blk: &Block, entry: usize) {
-    blk.consumer(entry).heartbeat_ns.store(proc::monotonic_ns(), Relaxed);
+    blk.consumer(entry)
+        .heartbeat_ns
+        .store(proc::monotonic_ns(), Relaxed);
 }
 
 /// Claims a free consumer entry (caller holds the registration lock and has retired dead
@@ -445,7 +524,10 @@ fn claim_entry(blk: &Block) -> Result<usize, Error> {
     let n = blk.slot_count();
     for i in 0..max.min(MAX_CONSUMERS) {
         let e = &h.consumers[i];
-        if e.state.compare_exchange(reg::FREE, reg::CLAIMING, SeqCst, Relaxed).is_err() {
+        if e.state
+            .compare_exchange(reg::FREE, reg::CLAIMING, SeqCst, Relaxed)
+            .is_err()
+        {
             continue;
         }
         let (pid, start) = proc::me();
@@ -465,7 +547,11 @@ fn claim_entry(blk: &Block) -> Result<usize, Error> {
             // visible; everything it claims later sees us.
             let w = h.producer.write_index.load(SeqCst);
             let others = blk.read_floor(Some(i));
-            let first_intact = if w < others + n { (w + 1).saturating_sub(n) } else { w.saturating_sub(n) };
+            let first_intact = if w < others.saturating_add(n) {
+                w.saturating_add(1).saturating_sub(n)
+            } else {
+                w.saturating_sub(n)
+            };
             if first_intact > start_pos {
                 e.position.store(first_intact, SeqCst);
             }
@@ -480,8 +566,14 @@ impl Drop for Consumer {
         let blk = &self.block;
         let e = blk.consumer(self.entry);
         let lock = SharedSpinlock::new(blk, REGISTRATION_LOCK);
-        let guard = lock.as_ref().ok().and_then(|l| l.lock(Duration::from_secs(1)).ok());
-        if e.state.compare_exchange(reg::ACTIVE, reg::CLAIMING, SeqCst, Relaxed).is_ok() {
+        let guard = lock
+            .as_ref()
+            .ok()
+            .and_then(|l| l.lock(Duration::from_secs(1)).ok());
+        if e.state
+            .compare_exchange(reg::ACTIVE, reg::CLAIMING, SeqCst, Relaxed)
+            .is_ok()
+        {
             blk.retire_consumer(self.entry);
             blk.header().metrics.detaches.fetch_add(1, Relaxed);
         }

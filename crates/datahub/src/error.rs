@@ -61,7 +61,9 @@ pub enum Error {
         name: String,
     },
     /// The segment exists but its creator has not published it (magic still 0).
-    #[error("block {name:?} exists but was never published (creator still initialising, or died while doing so)")]
+    #[error(
+        "block {name:?} exists but was never published (creator still initialising, or died while doing so)"
+    )]
     NotReady {
         /// Block name.
         name: String,
@@ -83,7 +85,9 @@ pub enum Error {
         found: u64,
     },
     /// The block's format major version is not this library's.
-    #[error("unsupported format version {found_major}.{found_minor}, this library reads {expected}.x")]
+    #[error(
+        "unsupported format version {found_major}.{found_minor}, this library reads {expected}.x"
+    )]
     UnsupportedVersion {
         /// The major version this library reads.
         expected: u16,
@@ -93,7 +97,9 @@ pub enum Error {
         found_minor: u16,
     },
     /// The stored layout hash differs from the one computed from the header's parameters.
-    #[error("layout hash mismatch: expected {expected:#018x}, found {found:#018x} (other build, or damaged header)")]
+    #[error(
+        "layout hash mismatch: expected {expected:#018x}, found {found:#018x} (other build, or damaged header)"
+    )]
     LayoutMismatch {
         /// Computed from the header's parameters by this build.
         expected: u64,
@@ -123,7 +129,9 @@ pub enum Error {
         what: String,
     },
     /// The block's schema is not the expected one.
-    #[error("schema mismatch: expected {expected} v{expected_version}, found {found} v{found_version}")]
+    #[error(
+        "schema mismatch: expected {expected} v{expected_version}, found {found} v{found_version}"
+    )]
     SchemaMismatch {
         /// Expected schema hash (hex).
         expected: String,

@@ -39,9 +39,16 @@ fn me() -> u64 {
 impl<'a> SharedSpinlock<'a> {
     pub(crate) fn new(block: &'a Block, index: usize) -> Result<SharedSpinlock<'a>, Error> {
         if index >= SPINLOCKS {
-            return Err(Error::OutOfRange { what: "spinlock", index, limit: SPINLOCKS });
+            return Err(Error::OutOfRange {
+                what: "spinlock",
+                index,
+                limit: SPINLOCKS,
+            });
         }
-        Ok(SharedSpinlock { line: &block.header().spinlocks[index], index })
+        Ok(SharedSpinlock {
+            line: &block.header().spinlocks[index],
+            index,
+        })
     }
 
     /// Whether the calling thread holds the lock.
@@ -72,7 +79,11 @@ impl<'a> SharedSpinlock<'a> {
         let mut suspect: Option<(u64, u64)> = None;
         loop {
             let cur = l.owner.load(Relaxed);
-            if cur == 0 && l.owner.compare_exchange_weak(0, me, Acquire, Relaxed).is_ok() {
+            if cur == 0
+                && l.owner
+                    .compare_exchange_weak(0, me, Acquire, Relaxed)
+                    .is_ok()
+            {
                 l.owner_start.store(proc::me().1, Relaxed);
                 l.recursion.store(0, Relaxed);
                 l.acquisitions.fetch_add(1, Relaxed);
@@ -160,7 +171,11 @@ impl<'a> FlexZoneGuard<'a> {
         }
         let guard = lock.lock(timeout)?;
         let (ptr, len) = block.flex_zone();
-        Ok(FlexZoneGuard { _guard: guard, ptr, len })
+        Ok(FlexZoneGuard {
+            _guard: guard,
+            ptr,
+            len,
+        })
     }
 }
 

@@ -461,7 +461,13 @@ impl Params {
         let ring_offset = round_up(flex_end, RING_ALIGN)?;
         let ring_bytes = n.checked_mul(u64::from(self.slot_size))?;
         let total_size = round_up(ring_offset.checked_add(ring_bytes)?, RING_ALIGN)?;
-        Some(Regions { slot_state_offset, checksum_offset, flex_offset, ring_offset, total_size })
+        Some(Regions {
+            slot_state_offset,
+            checksum_offset,
+            flex_offset,
+            ring_offset,
+            total_size,
+        })
     }
 
     /// BLAKE2b-64 over the format version, the sizes of this build's structures, the parameters
@@ -529,11 +535,17 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 /// [`Error::InvalidHeader`] or [`Error::LayoutMismatch`].
 pub(crate) fn decode(bytes: &[u8], segment_len: u64) -> Result<Decoded, Error> {
     if bytes.len() < IDENTITY_SIZE || segment_len < HEADER_SIZE as u64 {
-        return Err(Error::Truncated { expected: HEADER_SIZE as u64, found: segment_len });
+        return Err(Error::Truncated {
+            expected: HEADER_SIZE as u64,
+            found: segment_len,
+        });
     }
     let magic = u64_at(bytes, 0);
     if magic != MAGIC {
-        return Err(Error::BadMagic { expected: MAGIC, found: magic });
+        return Err(Error::BadMagic {
+            expected: MAGIC,
+            found: magic,
+        });
     }
     let major = u16_at(bytes, 8);
     let minor = u16_at(bytes, 10);
@@ -546,7 +558,10 @@ pub(crate) fn decode(bytes: &[u8], segment_len: u64) -> Result<Decoded, Error> {
     }
     let header_size = u32_at(bytes, 12);
     if header_size as usize != HEADER_SIZE {
-        return Err(Error::InvalidHeader { field: "header_size", value: header_size.into() });
+        return Err(Error::InvalidHeader {
+            field: "header_size",
+            value: header_size.into(),
+        });
     }
     let policy = Policy::from_code(u32_at(bytes, 32)).ok_or(Error::InvalidHeader {
         field: "policy",
@@ -566,12 +581,16 @@ pub(crate) fn decode(bytes: &[u8], segment_len: u64) -> Result<Decoded, Error> {
         max_consumers: u32_at(bytes, 56),
     };
     params.check()?;
-    let regions = params
-        .regions()
-        .ok_or(Error::InvalidHeader { field: "slot_count", value: params.slot_count.into() })?;
+    let regions = params.regions().ok_or(Error::InvalidHeader {
+        field: "slot_count",
+        value: params.slot_count.into(),
+    })?;
     let stored_total = u64_at(bytes, 16);
     if stored_total != regions.total_size {
-        return Err(Error::InvalidHeader { field: "total_size", value: stored_total });
+        return Err(Error::InvalidHeader {
+            field: "total_size",
+            value: stored_total,
+        });
     }
     for (field, at, want) in [
         ("slot_state_offset", 128, regions.slot_state_offset),
@@ -580,7 +599,10 @@ pub(crate) fn decode(bytes: &[u8], segment_len: u64) -> Result<Decoded, Error> {
         ("ring_offset", 152, regions.ring_offset),
     ] {
         if u64_at(bytes, at) != want {
-            return Err(Error::InvalidHeader { field, value: u64_at(bytes, at) });
+            return Err(Error::InvalidHeader {
+                field,
+                value: u64_at(bytes, at),
+            });
         }
     }
     let expected = params.layout_hash(&regions);
@@ -589,7 +611,10 @@ pub(crate) fn decode(bytes: &[u8], segment_len: u64) -> Result<Decoded, Error> {
         return Err(Error::LayoutMismatch { expected, found });
     }
     if segment_len < regions.total_size {
-        return Err(Error::Truncated { expected: regions.total_size, found: segment_len });
+        return Err(Error::Truncated {
+            expected: regions.total_size,
+            found: segment_len,
+        });
     }
     Ok(Decoded {
         params,
@@ -636,12 +661,30 @@ mod tests {
         let base = params();
         let h = |p: Params| p.layout_hash(&p.regions().unwrap());
         let mut variants = vec![base];
-        variants.push(Params { slot_size: 8192, ..base });
-        variants.push(Params { slot_count: 9, ..base });
-        variants.push(Params { flex_zone_size: 0, ..base });
-        variants.push(Params { policy: Policy::Latest, ..base });
-        variants.push(Params { checksum: ChecksumPolicy::Enforced, ..base });
-        variants.push(Params { flags: FLAG_KEYED, ..base });
+        variants.push(Params {
+            slot_size: 8192,
+            ..base
+        });
+        variants.push(Params {
+            slot_count: 9,
+            ..base
+        });
+        variants.push(Params {
+            flex_zone_size: 0,
+            ..base
+        });
+        variants.push(Params {
+            policy: Policy::Latest,
+            ..base
+        });
+        variants.push(Params {
+            checksum: ChecksumPolicy::Enforced,
+            ..base
+        });
+        variants.push(Params {
+            flags: FLAG_KEYED,
+            ..base
+        });
         let hashes: std::collections::HashSet<u64> = variants.into_iter().map(h).collect();
         assert_eq!(hashes.len(), 7);
     }
@@ -650,11 +693,42 @@ mod tests {
     fn check_rejects_bad_parameters() {
         let base = params();
         for (p, field) in [
-            (Params { slot_size: 0, ..base }, "slot_size"),
-            (Params { slot_size: 100, ..base }, "slot_size"),
-            (Params { slot_count: 0, ..base }, "slot_count"),
-            (Params { max_consumers: 2, ..base }, "max_consumers"),
-            (Params { max_consumers: 65, policy: Policy::Latest, ..base }, "max_consumers"),
+            (
+                Params {
+                    slot_size: 0,
+                    ..base
+                },
+                "slot_size",
+            ),
+            (
+                Params {
+                    slot_size: 100,
+                    ..base
+                },
+                "slot_size",
+            ),
+            (
+                Params {
+                    slot_count: 0,
+                    ..base
+                },
+                "slot_count",
+            ),
+            (
+                Params {
+                    max_consumers: 2,
+                    ..base
+                },
+                "max_consumers",
+            ),
+            (
+                Params {
+                    max_consumers: 65,
+                    policy: Policy::Latest,
+                    ..base
+                },
+                "max_consumers",
+            ),
             (Params { flags: 2, ..base }, "flags"),
         ] {
             match p.check() {
@@ -666,9 +740,15 @@ mod tests {
 
     #[test]
     fn decode_short_and_wrong_magic() {
-        assert!(matches!(decode(&[0; 10], 10), Err(Error::Truncated { found: 10, .. })));
+        assert!(matches!(
+            decode(&[0; 10], 10),
+            Err(Error::Truncated { found: 10, .. })
+        ));
         let mut b = vec![0u8; IDENTITY_SIZE];
-        assert!(matches!(decode(&b, 1 << 20), Err(Error::BadMagic { found: 0, .. })));
+        assert!(matches!(
+            decode(&b, 1 << 20),
+            Err(Error::BadMagic { found: 0, .. })
+        ));
         b[..8].copy_from_slice(&MAGIC.to_le_bytes());
         b[8..10].copy_from_slice(&2u16.to_le_bytes());
         assert!(matches!(

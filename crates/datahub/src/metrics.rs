@@ -65,8 +65,8 @@ impl Metrics {
         for e in &h.consumers {
             if e.state.load(SeqCst) == reg::ACTIVE {
                 consumers += 1;
-                slots_read += e.reads.load(Relaxed);
-                bytes_read += e.bytes_read.load(Relaxed);
+                slots_read = slots_read.wrapping_add(e.reads.load(Relaxed));
+                bytes_read = bytes_read.wrapping_add(e.bytes_read.load(Relaxed));
             }
         }
         Metrics {

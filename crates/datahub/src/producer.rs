@@ -3,7 +3,7 @@
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
-use crate::block::{Block, Created};
+use crate::block::{Block, Created, REGISTRATION_LOCK};
 use crate::checksum;
 use crate::config::Config;
 use crate::flex::{FlexZoneGuard, SharedSpinlock};
@@ -94,7 +94,10 @@ impl Producer {
                 unsafe { (*blk.checksum_entry(i)).seq = NO_SEQ };
             }
         };
-        let plan = WaitPlan { spin: config.spin, slice: config.heartbeat_timeout / 4 };
+        let plan = WaitPlan {
+            spin: config.spin,
+            slice: config.heartbeat_timeout / 4,
+        };
         match Block::create(name, params, init, identity)? {
             Created::New(block) => Ok((
                 Producer {
@@ -124,14 +127,20 @@ impl Producer {
         config: &Config,
         plan: WaitPlan,
     ) -> Result<(Producer, Takeover), Error> {
-        let h = block.header();
-        let old_pid = h.producer.pid.load(Acquire);
+        // A live owner is the first thing to report (checked again under the lock below).
         if block.producer_liveness() == Liveness::Alive {
-            return Err(Error::AlreadyExists { name: block.name.clone(), pid: old_pid });
+            let pid = block.header().producer.pid.load(Acquire);
+            return Err(Error::AlreadyExists {
+                name: block.name.clone(),
+                pid,
+            });
         }
         if block.info.params != params {
             let want = params.layout_hash(&params.regions().expect("checked"));
-            return Err(Error::LayoutMismatch { expected: want, found: block.info.layout_hash });
+            return Err(Error::LayoutMismatch {
+                expected: want,
+                found: block.info.layout_hash,
+            });
         }
         if block.info.schema_hash != config.schema.hash
             || block.info.schema_version != config.schema.version
@@ -146,28 +155,41 @@ impl Producer {
         if let Some(k) = &config.key
             && checksum::key_check(k) != block.info.key_check
         {
-            return Err(Error::KeyMismatch { why: "the block was created with another key" });
+            return Err(Error::KeyMismatch {
+                why: "the block was created with another key",
+            });
         }
         let (pid, start) = proc::me();
-        // One taker wins; a second one sees a live pid.
-        if h.producer.pid.compare_exchange(old_pid, pid, SeqCst, Relaxed).is_err() {
-            let now = h.producer.pid.load(Relaxed);
-            return Err(Error::AlreadyExists { name: block.name.clone(), pid: now });
+        // The liveness check and the new identity happen under the registration lock, so a
+        // third producer cannot judge this one by its predecessor's start time.
+        let lock = SharedSpinlock::new(&block, REGISTRATION_LOCK)?;
+        let guard = lock.lock(Duration::from_secs(5))?;
+        let h = block.header();
+        let old_pid = h.producer.pid.load(Acquire);
+        if block.producer_liveness() == Liveness::Alive {
+            return Err(Error::AlreadyExists {
+                name: block.name.clone(),
+                pid: old_pid,
+            });
         }
-        h.producer.start_time.store(start, Relaxed);
+        h.producer.pid.store(pid, SeqCst);
+        h.producer.start_time.store(start, SeqCst);
         h.producer.tid.store(proc::tid(), Relaxed);
         h.producer.heartbeat_ns.store(proc::monotonic_ns(), Relaxed);
         h.producer.incarnation.fetch_add(1, Relaxed);
-        let mut t = Takeover { previous_pid: old_pid, ..Takeover::default() };
+        let mut t = Takeover {
+            previous_pid: old_pid,
+            ..Takeover::default()
+        };
         let n = block.slot_count();
         let commit = h.commit.commit_index.load(SeqCst);
         // A message the dead producer published (state COMMITTED) but did not announce.
         let last = block.slot((commit % n) as usize);
         let mut commit = commit;
         if last.state.load(Acquire) == state::COMMITTED && last.seq.load(Acquire) == commit {
-            commit += 1;
+            commit = commit.wrapping_add(1);
             h.commit.commit_index.store(commit, SeqCst);
-            t.finished_seq = Some(commit - 1);
+            t.finished_seq = Some(commit.wrapping_sub(1));
         }
         for i in 0..n as usize {
             let s = block.slot(i);
@@ -189,6 +211,7 @@ impl Producer {
         h.commit.end_of_stream.store(NO_SEQ, SeqCst);
         h.metrics.recovery_actions.fetch_add(1, Relaxed);
         block.notify_commit();
+        drop(guard);
         let p = Producer {
             floor_cache: block.read_floor(None),
             block,
@@ -229,7 +252,12 @@ impl Producer {
     /// [`Producer::close`].
     pub fn write(&mut self, timeout: Duration) -> Result<WriteGuard<'_>, Error> {
         let (slot, seq) = self.claim(timeout)?;
-        Ok(WriteGuard { producer: self, slot, seq, done: false })
+        Ok(WriteGuard {
+            producer: self,
+            slot,
+            seq,
+            done: false,
+        })
     }
 
     /// Writes through a closure: `f` fills the slot and returns `Some(len)` to commit `len`
@@ -252,7 +280,10 @@ impl Producer {
     /// Copies `data` into the next slot and commits it; returns its sequence number.
     pub fn send(&mut self, data: &[u8], timeout: Duration) -> Result<u64, Error> {
         if data.len() > self.block.slot_size() {
-            return Err(Error::PayloadTooLarge { len: data.len(), slot_size: self.block.slot_size() });
+            return Err(Error::PayloadTooLarge {
+                len: data.len(),
+                slot_size: self.block.slot_size(),
+            });
         }
         let mut g = self.write(timeout)?;
         g[..data.len()].copy_from_slice(data);
@@ -267,7 +298,7 @@ impl Producer {
         let n = self.block.slot_count();
         let i = (seq % n) as usize;
         let lossless = self.block.params().policy.is_lossless();
-        if lossless && seq >= self.floor_cache + n {
+        if lossless && seq >= self.floor_cache.saturating_add(n) {
             let blk = &self.block;
             let rel = &blk.header().release;
             let started = Instant::now();
@@ -278,7 +309,7 @@ impl Producer {
                 self.plan,
                 || {
                     let f = blk.read_floor(None);
-                    (seq < f + n).then_some(f)
+                    (seq < f.saturating_add(n)).then_some(f)
                 },
                 || {
                     heartbeat(blk);
@@ -288,7 +319,10 @@ impl Producer {
             match floor {
                 Some(f) => self.floor_cache = f,
                 None => {
-                    blk.header().metrics.writer_timeouts_ring_full.fetch_add(1, Relaxed);
+                    blk.header()
+                        .metrics
+                        .writer_timeouts_ring_full
+                        .fetch_add(1, Relaxed);
                     let e = Error::Timeout {
                         op: "write",
                         cause: WaitCause::RingFull,
@@ -327,7 +361,10 @@ impl Producer {
             );
             if ok.is_none() {
                 slot.reopen(prev);
-                blk.header().metrics.writer_timeouts_readers.fetch_add(1, Relaxed);
+                blk.header()
+                    .metrics
+                    .writer_timeouts_readers
+                    .fetch_add(1, Relaxed);
                 let e = Error::Timeout {
                     op: "write",
                     cause: WaitCause::ReadersActive,
@@ -338,26 +375,36 @@ impl Producer {
             }
         }
         slot.begin_write(seq, self.pid, proc::monotonic_ns());
-        blk.header().producer.write_index.store(seq + 1, Release);
+        blk.header()
+            .producer
+            .write_index
+            .store(seq.wrapping_add(1), Release);
         Ok((i, seq))
     }
 
     fn commit(&mut self, i: usize, seq: u64, len: usize, digest_done: bool) -> Result<u64, Error> {
         let blk = &self.block;
         if len > blk.slot_size() {
-            return Err(Error::PayloadTooLarge { len, slot_size: blk.slot_size() });
+            return Err(Error::PayloadTooLarge {
+                len,
+                slot_size: blk.slot_size(),
+            });
         }
         if blk.params().checksum == ChecksumPolicy::Enforced && !digest_done {
             self.store_digest(i, seq, len);
         }
         let h = blk.header();
         blk.slot(i).publish(len as u32);
-        h.commit.commit_index.store(seq + 1, SeqCst);
+        h.commit.commit_index.store(seq.wrapping_add(1), SeqCst);
         blk.notify_commit();
         let p = &h.producer;
-        p.slots_written.store(p.slots_written.load(Relaxed) + 1, Relaxed);
-        p.bytes_written.store(p.bytes_written.load(Relaxed) + len as u64, Relaxed);
-        self.next_seq = seq + 1;
+        p.slots_written
+            .store(p.slots_written.load(Relaxed).wrapping_add(1), Relaxed);
+        p.bytes_written.store(
+            p.bytes_written.load(Relaxed).wrapping_add(len as u64),
+            Relaxed,
+        );
+        self.next_seq = seq.wrapping_add(1);
         self.ops += 1;
         if self.ops >= HEARTBEAT_EVERY {
             self.ops = 0;
@@ -402,7 +449,12 @@ impl Producer {
 
     /// Registered consumers.
     pub fn consumers(&self) -> u32 {
-        self.block.header().release.active_mask.load(SeqCst).count_ones()
+        self.block
+            .header()
+            .release
+            .active_mask
+            .load(SeqCst)
+            .count_ones()
     }
 
     /// Waits until at least `n` consumers are registered.
@@ -476,7 +528,10 @@ impl Producer {
 }
 
 fn heartbeat(blk: &Block) {
-    blk.header().producer.heartbeat_ns.store(proc::monotonic_ns(), Relaxed);
+    blk.header()
+        .producer
+        .heartbeat_ns
+        .store(proc::monotonic_ns(), Relaxed);
 }
 
 impl Drop for Producer {
@@ -510,7 +565,11 @@ fn write_identity(b: &mut [u8], p: &Params, c: &Config, r: crate::layout::Region
     put(b, 60, &p.flags.to_le_bytes());
     put(b, 64, &c.schema.hash);
     put(b, 96, &c.schema.version.to_le_bytes());
-    put(b, 104, &(c.heartbeat_timeout.as_nanos() as u64).to_le_bytes());
+    put(
+        b,
+        104,
+        &(c.heartbeat_timeout.as_nanos() as u64).to_le_bytes(),
+    );
     put(b, 112, &proc::unix_ns().to_le_bytes());
     put(b, 128, &r.slot_state_offset.to_le_bytes());
     put(b, 136, &r.checksum_offset.to_le_bytes());
@@ -566,7 +625,10 @@ impl WriteGuard<'_> {
     /// commit must then use the same `len`.
     pub fn compute_checksum(&mut self, len: usize) -> Result<(), Error> {
         if len > self.producer.block.slot_size() {
-            return Err(Error::PayloadTooLarge { len, slot_size: self.producer.block.slot_size() });
+            return Err(Error::PayloadTooLarge {
+                len,
+                slot_size: self.producer.block.slot_size(),
+            });
         }
         self.producer.store_digest(self.slot, self.seq, len);
         Ok(())
@@ -592,7 +654,12 @@ impl Deref for WriteGuard<'_> {
     fn deref(&self) -> &[u8] {
         // SAFETY: the slot is in WRITING state and owned by this guard (only the producer
         // writes it, no reader enters it); the range is the slot's payload area.
-        unsafe { std::slice::from_raw_parts(self.producer.block.payload(self.slot), self.producer.block.slot_size()) }
+        unsafe {
+            std::slice::from_raw_parts(
+                self.producer.block.payload(self.slot),
+                self.producer.block.slot_size(),
+            )
+        }
     }
 }
 

@@ -82,7 +82,8 @@ impl SlotCtl {
     #[inline]
     pub(crate) fn begin_write(&self, seq: u64, pid: u32, now_ns: u64) {
         self.seq.store(seq, Relaxed);
-        self.generation.store(self.generation.load(Relaxed).wrapping_add(1), Relaxed);
+        self.generation
+            .store(self.generation.load(Relaxed).wrapping_add(1), Relaxed);
         self.writer_pid.store(pid, Relaxed);
         self.stamp_ns.store(now_ns, Relaxed);
         self.state.store(state::WRITING, Release);

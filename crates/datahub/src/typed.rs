@@ -24,8 +24,14 @@ impl<T: bytemuck::Pod> TypedProducer<T> {
     pub fn create(name: &str, config: Config, version: u32) -> Result<Self, Error> {
         check_type::<T>()?;
         let size = std::mem::size_of::<T>() as u32;
-        let inner = Producer::create(name, config.slot_size(size).schema(Schema::of::<T>(version)))?;
-        Ok(TypedProducer { inner, _t: PhantomData })
+        let inner = Producer::create(
+            name,
+            config.slot_size(size).schema(Schema::of::<T>(version)),
+        )?;
+        Ok(TypedProducer {
+            inner,
+            _t: PhantomData,
+        })
     }
 
     /// Writes `value` as the next message.
@@ -62,10 +68,18 @@ impl<T: bytemuck::Pod> TypedConsumer<T> {
     ///
     /// # Errors
     /// As [`Consumer::attach_wait`]; [`Error::SchemaMismatch`] for another type.
-    pub fn attach(name: &str, exp: Expectations, version: u32, timeout: Duration) -> Result<Self, Error> {
+    pub fn attach(
+        name: &str,
+        exp: Expectations,
+        version: u32,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
         check_type::<T>()?;
         let inner = Consumer::attach_wait(name, exp.schema(Schema::of::<T>(version)), timeout)?;
-        Ok(TypedConsumer { inner, _t: PhantomData })
+        Ok(TypedConsumer {
+            inner,
+            _t: PhantomData,
+        })
     }
 
     /// Reads the next value (copied out) and its sequence number.
@@ -73,18 +87,28 @@ impl<T: bytemuck::Pod> TypedConsumer<T> {
         self.inner.with_read(timeout, |g| {
             let size = std::mem::size_of::<T>();
             if g.len() < size {
-                return Err(Error::PayloadTooLarge { len: size, slot_size: g.len() });
+                return Err(Error::PayloadTooLarge {
+                    len: size,
+                    slot_size: g.len(),
+                });
             }
             Ok((g.seq(), bytemuck::pod_read_unaligned(&g[..size])))
         })?
     }
 
     /// Reads the next value in place: `f` gets a `&T` inside the slot.
-    pub fn with_read<R>(&mut self, timeout: Duration, f: impl FnOnce(u64, &T) -> R) -> Result<R, Error> {
+    pub fn with_read<R>(
+        &mut self,
+        timeout: Duration,
+        f: impl FnOnce(u64, &T) -> R,
+    ) -> Result<R, Error> {
         let size = std::mem::size_of::<T>();
         self.inner.with_read(timeout, |g| {
             if g.len() < size {
-                return Err(Error::PayloadTooLarge { len: size, slot_size: g.len() });
+                return Err(Error::PayloadTooLarge {
+                    len: size,
+                    slot_size: g.len(),
+                });
             }
             Ok(f(g.seq(), bytemuck::from_bytes(&g[..size])))
         })?
@@ -99,7 +123,10 @@ impl<T: bytemuck::Pod> TypedConsumer<T> {
 fn check_type<T>() -> Result<(), Error> {
     if std::mem::size_of::<T>() == 0 || std::mem::align_of::<T>() > 64 {
         return Err(Error::InvalidConfig {
-            what: format!("type {} must be sized and aligned to at most 64", std::any::type_name::<T>()),
+            what: format!(
+                "type {} must be sized and aligned to at most 64",
+                std::any::type_name::<T>()
+            ),
         });
     }
     Ok(())

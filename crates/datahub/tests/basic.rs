@@ -13,7 +13,11 @@ const T: Duration = Duration::from_secs(5);
 
 fn name(tag: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("dh-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "dh-test-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 #[test]
@@ -35,7 +39,10 @@ fn write_commit_read_roundtrip_and_mode_0600() {
     r.release().unwrap();
     assert!(matches!(c.try_read(), Ok(None)));
     let m = p.metrics();
-    assert_eq!((m.slots_written, m.slots_read, m.bytes_written, m.bytes_read), (1, 1, 5, 5));
+    assert_eq!(
+        (m.slots_written, m.slots_read, m.bytes_written, m.bytes_read),
+        (1, 1, 5, 5)
+    );
     drop(c);
     drop(p);
     assert!(!std::path::Path::new(&format!("/dev/shm/{n}")).exists());
@@ -58,7 +65,10 @@ fn dropped_write_guard_aborts_and_reuses_seq() {
     assert_eq!(p.metrics().aborted_writes, 2);
     assert!(matches!(
         p.send(&vec![0; 5000], T),
-        Err(Error::PayloadTooLarge { len: 5000, slot_size: 4096 })
+        Err(Error::PayloadTooLarge {
+            len: 5000,
+            slot_size: 4096
+        })
     ));
 }
 
@@ -96,7 +106,10 @@ fn sequential_allows_one_consumer_and_ring_full_times_out() {
     p.send(b"a", T).unwrap();
     p.send(b"b", T).unwrap();
     match p.send(b"c", Duration::from_millis(50)) {
-        Err(Error::Timeout { cause: WaitCause::RingFull, .. }) => {}
+        Err(Error::Timeout {
+            cause: WaitCause::RingFull,
+            ..
+        }) => {}
         other => panic!("{other:?}"),
     }
     assert_eq!(p.metrics().writer_timeouts_ring_full, 1);
@@ -128,8 +141,13 @@ fn late_consumer_gets_retained_messages() {
 #[test]
 fn sequential_sync_three_readers_each_get_everything() {
     let n = name("sync");
-    let mut p =
-        Producer::create(&n, Config::new(Policy::SequentialSync).slot_count(4).max_consumers(3)).unwrap();
+    let mut p = Producer::create(
+        &n,
+        Config::new(Policy::SequentialSync)
+            .slot_count(4)
+            .max_consumers(3),
+    )
+    .unwrap();
     let mut readers = Vec::new();
     for _ in 0..3 {
         let mut c = Consumer::attach(&n, Expectations::new()).unwrap();
@@ -146,7 +164,10 @@ fn sequential_sync_three_readers_each_get_everything() {
             (want, sum)
         }));
     }
-    assert!(matches!(Consumer::attach(&n, Expectations::new()), Err(Error::TooManyConsumers { max: 3 })));
+    assert!(matches!(
+        Consumer::attach(&n, Expectations::new()),
+        Err(Error::TooManyConsumers { max: 3 })
+    ));
     for i in 0..10_000u64 {
         p.send(&i.to_le_bytes(), T).unwrap();
     }
@@ -174,7 +195,10 @@ fn latest_returns_newest_and_labels_it() {
     // seek_to an older message still in the ring.
     c.seek_to(4).unwrap();
     assert_eq!(c.read(T).unwrap().seq(), 4);
-    assert!(matches!(c.seek_to(1), Err(Error::SeqUnavailable { requested: 1, .. })));
+    assert!(matches!(
+        c.seek_to(1),
+        Err(Error::SeqUnavailable { requested: 1, .. })
+    ));
 }
 
 #[test]
@@ -185,10 +209,17 @@ fn latest_single_slot_writer_waits_only_for_the_held_slot() {
     p.send(b"a", T).unwrap();
     let r = c.read(T).unwrap();
     match p.send(b"b", Duration::from_millis(30)) {
-        Err(Error::Timeout { cause: WaitCause::ReadersActive, .. }) => {}
+        Err(Error::Timeout {
+            cause: WaitCause::ReadersActive,
+            ..
+        }) => {}
         other => panic!("{other:?}"),
     }
-    assert_eq!(&r[..], b"a", "the held message is intact after the timed-out write");
+    assert_eq!(
+        &r[..],
+        b"a",
+        "the held message is intact after the timed-out write"
+    );
     drop(r);
     p.send(b"b", T).unwrap();
     assert_eq!(&c.read(T).unwrap()[..], b"b");
@@ -197,42 +228,64 @@ fn latest_single_slot_writer_waits_only_for_the_held_slot() {
 #[test]
 fn latest_concurrent_reader_never_sees_torn_or_mislabelled() {
     let n = name("torn");
-    let mut p = Producer::create(&n, Config::new(Policy::Latest).slot_count(2).slot_size(4096)).unwrap();
+    let mut p = Producer::create(
+        &n,
+        Config::new(Policy::Latest).slot_count(2).slot_size(4096),
+    )
+    .unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reads: std::sync::Arc<[AtomicU64; 2]> =
+        std::sync::Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let mut handles = Vec::new();
-    for _ in 0..2 {
+    for k in 0..2 {
         let mut c = Consumer::attach(&n, Expectations::new()).unwrap();
-        let stop = stop.clone();
+        let (stop, reads) = (stop.clone(), reads.clone());
         handles.push(std::thread::spawn(move || {
             let mut last = None;
-            let mut reads = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 if let Ok(Some(r)) = c.try_read() {
                     let b = (r.seq() % 251) as u8;
-                    assert!(r.iter().all(|&x| x == b), "torn or mislabelled slot {}", r.seq());
+                    assert!(
+                        r.iter().all(|&x| x == b),
+                        "torn or mislabelled slot {}",
+                        r.seq()
+                    );
                     assert!(last.is_none_or(|l| r.seq() > l));
                     last = Some(r.seq());
-                    reads += 1;
+                    reads[k].fetch_add(1, Ordering::Relaxed);
                 }
             }
-            reads
         }));
     }
-    for i in 0..20_000u64 {
+    // Write until both readers have read plenty while writes were going on (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut i = 0u64;
+    while (reads[0].load(Ordering::Relaxed) < 1000 || reads[1].load(Ordering::Relaxed) < 1000)
+        && std::time::Instant::now() < deadline
+    {
         let mut w = p.write(T).unwrap();
         w.fill((i % 251) as u8);
         w.commit(4096).unwrap();
+        i += 1;
     }
     stop.store(true, Ordering::Relaxed);
     for h in handles {
-        assert!(h.join().unwrap() > 0);
+        h.join().unwrap();
     }
+    assert!(
+        reads.iter().all(|r| r.load(Ordering::Relaxed) >= 1000),
+        "readers starved"
+    );
 }
 
 #[test]
 fn enforced_checksum_catches_a_flipped_byte() {
     let n = name("sum");
-    let mut p = Producer::create(&n, Config::new(Policy::Sequential).checksum(ChecksumPolicy::Enforced)).unwrap();
+    let mut p = Producer::create(
+        &n,
+        Config::new(Policy::Sequential).checksum(ChecksumPolicy::Enforced),
+    )
+    .unwrap();
     let mut c = Consumer::attach(&n, Expectations::new()).unwrap();
     p.send(b"good message", T).unwrap();
     c.read(T).unwrap().release().unwrap();
@@ -242,7 +295,9 @@ fn enforced_checksum_catches_a_flipped_byte() {
     let off = info.regions.ring_offset + u64::from(info.slot_size);
     flip_byte(&n, off + 3);
     match c.read(T) {
-        Err(Error::ChecksumMismatch { slot: 1, seq: 1, .. }) => {}
+        Err(Error::ChecksumMismatch {
+            slot: 1, seq: 1, ..
+        }) => {}
         other => panic!("{:?}", other.map(|g| g.seq())),
     }
     assert_eq!(p.metrics().checksum_failures, 1);
@@ -253,7 +308,11 @@ fn enforced_checksum_catches_a_flipped_byte() {
 
 fn flip_byte(name: &str, offset: u64) {
     use std::io::{Read, Seek, SeekFrom, Write};
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(format!("/dev/shm/{name}")).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/dev/shm/{name}"))
+        .unwrap();
     let mut b = [0u8];
     f.seek(SeekFrom::Start(offset)).unwrap();
     f.read_exact(&mut b).unwrap();
@@ -268,10 +327,15 @@ fn manual_and_keyed_checksums() {
     let key = [7u8; 32];
     let mut p = Producer::create(
         &n,
-        Config::new(Policy::Sequential).checksum(ChecksumPolicy::Manual).checksum_key(key),
+        Config::new(Policy::Sequential)
+            .checksum(ChecksumPolicy::Manual)
+            .checksum_key(key),
     )
     .unwrap();
-    assert!(matches!(Consumer::attach(&n, Expectations::new()), Err(Error::KeyMismatch { .. })));
+    assert!(matches!(
+        Consumer::attach(&n, Expectations::new()),
+        Err(Error::KeyMismatch { .. })
+    ));
     assert!(matches!(
         Consumer::attach(&n, Expectations::new().checksum_key([8; 32])),
         Err(Error::KeyMismatch { .. })
@@ -282,28 +346,50 @@ fn manual_and_keyed_checksums() {
     w.commit_with_checksum(3).unwrap();
     p.send(b"no sum", T).unwrap();
     c.read(T).unwrap().verify_checksum().unwrap();
-    assert!(matches!(c.read(T).unwrap().verify_checksum(), Err(Error::ChecksumMissing { seq: 1, .. })));
+    assert!(matches!(
+        c.read(T).unwrap().verify_checksum(),
+        Err(Error::ChecksumMissing { seq: 1, .. })
+    ));
 }
 
 #[test]
 fn expectations_are_checked_at_attach() {
     let n = name("exp");
-    let _p = Producer::create(&n, Config::new(Policy::Latest).slot_size(256).schema(Schema::named("quote", 2))).unwrap();
+    let _p = Producer::create(
+        &n,
+        Config::new(Policy::Latest)
+            .slot_size(256)
+            .schema(Schema::named("quote", 2)),
+    )
+    .unwrap();
     assert!(matches!(
         Consumer::attach(&n, Expectations::new().policy(Policy::Sequential)),
         Err(Error::ExpectationMismatch { what: "policy", .. })
     ));
     assert!(matches!(
         Consumer::attach(&n, Expectations::new().min_slot_size(1024)),
-        Err(Error::ExpectationMismatch { what: "slot_size", .. })
+        Err(Error::ExpectationMismatch {
+            what: "slot_size",
+            ..
+        })
     ));
     assert!(matches!(
         Consumer::attach(&n, Expectations::new().schema(Schema::named("quote", 3))),
-        Err(Error::SchemaMismatch { expected_version: 3, found_version: 2, .. })
+        Err(Error::SchemaMismatch {
+            expected_version: 3,
+            found_version: 2,
+            ..
+        })
     ));
     Consumer::attach(&n, Expectations::new().schema(Schema::named("quote", 2))).unwrap();
-    assert!(matches!(Consumer::attach("dh-test-missing-block", Expectations::new()), Err(Error::NotFound { .. })));
-    assert!(matches!(Producer::create("a/b", Config::new(Policy::Latest)), Err(Error::InvalidName { .. })));
+    assert!(matches!(
+        Consumer::attach("dh-test-missing-block", Expectations::new()),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        Producer::create("a/b", Config::new(Policy::Latest)),
+        Err(Error::InvalidName { .. })
+    ));
     assert!(matches!(
         Producer::create(&n, Config::new(Policy::Latest)),
         Err(Error::AlreadyExists { .. })
@@ -333,9 +419,27 @@ fn typed_blocks_check_the_type() {
         Err(Error::SchemaMismatch { .. })
     ));
     let mut c = TypedConsumer::<Pose>::attach(&n, Expectations::new(), 1, T).unwrap();
-    p.send(&Pose { x: 1.0, y: 2.0, stamp: 3 }, T).unwrap();
+    p.send(
+        &Pose {
+            x: 1.0,
+            y: 2.0,
+            stamp: 3,
+        },
+        T,
+    )
+    .unwrap();
     p.with_write(T, |v| v.stamp = 9).unwrap();
-    assert_eq!(c.recv(T).unwrap(), (0, Pose { x: 1.0, y: 2.0, stamp: 3 }));
+    assert_eq!(
+        c.recv(T).unwrap(),
+        (
+            0,
+            Pose {
+                x: 1.0,
+                y: 2.0,
+                stamp: 3
+            }
+        )
+    );
     assert_eq!(c.with_read(T, |seq, v| (seq, v.stamp)).unwrap(), (1, 9));
 }
 
@@ -348,7 +452,10 @@ fn flex_zone_is_shared_and_locked() {
         let mut z = p.flex_zone(T).unwrap();
         assert_eq!(z.len(), 100);
         z[..4].copy_from_slice(b"meta");
-        assert!(matches!(p.flex_zone(T), Err(Error::WouldDeadlock { index: 0 })));
+        assert!(matches!(
+            p.flex_zone(T),
+            Err(Error::WouldDeadlock { index: 0 })
+        ));
     }
     assert_eq!(&c.flex_zone(T).unwrap()[..4], b"meta");
     let l = p.spinlock(3).unwrap();
@@ -364,7 +471,11 @@ fn flex_zone_is_shared_and_locked() {
 #[test]
 fn admin_reports_and_validates_a_healthy_block() {
     let n = name("admin");
-    let mut p = Producer::create(&n, Config::new(Policy::SequentialSync).checksum(ChecksumPolicy::Enforced)).unwrap();
+    let mut p = Producer::create(
+        &n,
+        Config::new(Policy::SequentialSync).checksum(ChecksumPolicy::Enforced),
+    )
+    .unwrap();
     let mut c = Consumer::attach(&n, Expectations::new()).unwrap();
     p.send(b"abc", T).unwrap();
     let g = c.read(T).unwrap();
@@ -379,11 +490,17 @@ fn admin_reports_and_validates_a_healthy_block() {
     let v = a.validate(false);
     assert!(v.ok(), "{:?}", v.problems);
     // A live reader's slot is not reset without force.
-    assert!(matches!(a.force_reset_slot(0, false), Err(Error::OwnerAlive { .. })));
+    assert!(matches!(
+        a.force_reset_slot(0, false),
+        Err(Error::OwnerAlive { .. })
+    ));
     assert!(a.auto_recover(true).is_empty());
     // Forced: the reader's guard fails validation on release.
     a.force_reset_slot(0, true).unwrap();
-    assert!(matches!(g.release(), Err(Error::ValidationFailed { slot: 0, seq: 0 })));
+    assert!(matches!(
+        g.release(),
+        Err(Error::ValidationFailed { slot: 0, seq: 0 })
+    ));
     assert_eq!(a.metrics().validation_failures, 1);
 }
 
@@ -397,18 +514,40 @@ fn header_errors_are_typed() {
     // A segment with garbage, one too short, and one with a newer major version.
     let n = name("bad");
     let path = format!("/dev/shm/{n}");
-    std::fs::File::create(&path).unwrap().write_all(&[0xAB; 9000]).unwrap();
-    assert!(matches!(Consumer::attach(&n, Expectations::new()), Err(Error::BadMagic { found: 0xABAB_ABAB_ABAB_ABAB, .. })));
-    std::fs::File::create(&path).unwrap().write_all(&[1; 100]).unwrap();
-    assert!(matches!(Consumer::attach(&n, Expectations::new()), Err(Error::Truncated { found: 100, .. })));
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(&[0xAB; 9000])
+        .unwrap();
+    assert!(matches!(
+        Consumer::attach(&n, Expectations::new()),
+        Err(Error::BadMagic {
+            found: 0xABAB_ABAB_ABAB_ABAB,
+            ..
+        })
+    ));
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(&[1; 100])
+        .unwrap();
+    assert!(matches!(
+        Consumer::attach(&n, Expectations::new()),
+        Err(Error::Truncated { found: 100, .. })
+    ));
     std::fs::remove_file(&path).unwrap();
     // A real block cut short.
     let p = Producer::create(&n, Config::new(Policy::Latest).unlink_on_drop(false)).unwrap();
     let full = std::fs::metadata(&path).unwrap().len();
     drop(p);
-    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(full - 4096).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(full - 4096)
+        .unwrap();
     match Consumer::attach(&n, Expectations::new()) {
-        Err(Error::Truncated { expected, found }) => assert_eq!((expected, found), (full, full - 4096)),
+        Err(Error::Truncated { expected, found }) => {
+            assert_eq!((expected, found), (full, full - 4096))
+        }
         other => panic!("{:?}", other.map(|_| ())),
     }
     datahub::remove(&n).unwrap();
@@ -417,7 +556,11 @@ fn header_errors_are_typed() {
 #[test]
 fn new_producer_takes_over_a_block_whose_producer_left() {
     let n = name("take");
-    let cfg = || Config::new(Policy::Sequential).slot_count(4).unlink_on_drop(false);
+    let cfg = || {
+        Config::new(Policy::Sequential)
+            .slot_count(4)
+            .unlink_on_drop(false)
+    };
     let mut p = Producer::create(&n, cfg()).unwrap();
     p.send(b"0", T).unwrap();
     let mut w = p.write(T).unwrap();
@@ -450,7 +593,10 @@ fn unread_lossless_message_is_not_reset_without_force_and_a_forced_reset_is_repo
     let mut c = Consumer::attach(&n, Expectations::new()).unwrap();
     p.send(b"a", T).unwrap();
     let a = Admin::open(&n).unwrap();
-    assert!(matches!(a.force_reset_slot(0, false), Err(Error::OwnerAlive { .. })));
+    assert!(matches!(
+        a.force_reset_slot(0, false),
+        Err(Error::OwnerAlive { .. })
+    ));
     a.force_reset_slot(0, true).unwrap();
     p.send(b"b", T).unwrap();
     match c.read(T) {
@@ -465,7 +611,9 @@ fn unread_lossless_message_is_not_reset_without_force_and_a_forced_reset_is_repo
 /// attaches, takes spinlock 2 and waits to be killed.
 #[test]
 fn child_lock_and_hang() {
-    let Ok(block) = std::env::var("DH_CHILD_LOCK") else { return };
+    let Ok(block) = std::env::var("DH_CHILD_LOCK") else {
+        return;
+    };
     let c = Consumer::attach(&block, Expectations::new()).unwrap();
     let lock = c.spinlock(2).unwrap();
     let _g = lock.lock(T).unwrap();
@@ -481,7 +629,12 @@ fn spinlock_held_by_a_killed_process_is_reclaimed() {
     let n = name("lockdead");
     let p = Producer::create(&n, Config::new(Policy::Latest)).unwrap();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_lock_and_hang", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_lock_and_hang",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("DH_CHILD_LOCK", &n)
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -490,12 +643,19 @@ fn spinlock_held_by_a_killed_process_is_reclaimed() {
     let mut line = String::new();
     while !line.contains("locked") {
         line.clear();
-        assert_ne!(out.read_line(&mut line).unwrap(), 0, "child ended before locking");
+        assert_ne!(
+            out.read_line(&mut line).unwrap(),
+            0,
+            "child ended before locking"
+        );
     }
     let lock = p.spinlock(2).unwrap();
     assert_eq!(lock.holder().map(|(pid, _)| pid), Some(child.id()));
     // Alive: not taken.
-    assert!(matches!(lock.lock(Duration::from_millis(50)), Err(Error::Timeout { .. })));
+    assert!(matches!(
+        lock.lock(Duration::from_millis(50)),
+        Err(Error::Timeout { .. })
+    ));
     child.kill().unwrap();
     child.wait().unwrap();
     let g = lock.lock(T).unwrap();
