@@ -631,20 +631,31 @@ fn run_slab(args: &SlabArgs) -> Result<(), BenchError> {
         rss,
         goals,
     };
-    let json = serde_json::to_string_pretty(&report)
-        .map_err(|e| BenchError::Io(format!("cannot serialise the report: {e}")))?;
-    if let Some(path) = &args.out {
+    emit_report(&report, args.out.as_deref(), args.json, print_tables).map_err(BenchError::Io)
+}
+
+/// Writes `report` as pretty JSON to `out` (creating its directory), then prints it as JSON
+/// (`json`) or as tables (`print`). Errors are one line.
+pub(crate) fn emit_report<T: Serialize>(
+    report: &T,
+    out: Option<&Path>,
+    json: bool,
+    print: impl FnOnce(&T),
+) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(report)
+        .map_err(|e| format!("cannot serialise the report: {e}"))?;
+    if let Some(path) = out {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
-                .map_err(|e| BenchError::Io(format!("cannot create {}: {e}", dir.display())))?;
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
-        std::fs::write(path, format!("{json}\n"))
-            .map_err(|e| BenchError::Io(format!("cannot write {}: {e}", path.display())))?;
+        std::fs::write(path, format!("{text}\n"))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
-    if args.json {
-        println!("{json}");
+    if json {
+        println!("{text}");
     } else {
-        print_tables(&report);
+        print(report);
     }
     Ok(())
 }

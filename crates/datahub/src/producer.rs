@@ -319,17 +319,13 @@ impl Producer {
             match floor {
                 Some(f) => self.floor_cache = f,
                 None => {
-                    blk.header()
-                        .metrics
-                        .writer_timeouts_ring_full
-                        .fetch_add(1, Relaxed);
-                    let e = Error::Timeout {
-                        op: "write",
-                        cause: WaitCause::RingFull,
-                        waited_ms: started.elapsed().as_millis() as u64,
-                    };
-                    blk.note_error(&e);
-                    return Err(e);
+                    let m = &blk.header().metrics;
+                    return Err(write_timeout(
+                        blk,
+                        &m.writer_timeouts_ring_full,
+                        WaitCause::RingFull,
+                        started,
+                    ));
                 }
             }
         }
@@ -361,17 +357,13 @@ impl Producer {
             );
             if ok.is_none() {
                 slot.reopen(prev);
-                blk.header()
-                    .metrics
-                    .writer_timeouts_readers
-                    .fetch_add(1, Relaxed);
-                let e = Error::Timeout {
-                    op: "write",
-                    cause: WaitCause::ReadersActive,
-                    waited_ms: started.elapsed().as_millis() as u64,
-                };
-                blk.note_error(&e);
-                return Err(e);
+                let m = &blk.header().metrics;
+                return Err(write_timeout(
+                    blk,
+                    &m.writer_timeouts_readers,
+                    WaitCause::ReadersActive,
+                    started,
+                ));
             }
         }
         slot.begin_write(seq, self.pid, proc::monotonic_ns());
@@ -525,6 +517,23 @@ impl Producer {
     pub fn spinlock(&self, index: usize) -> Result<SharedSpinlock<'_>, Error> {
         SharedSpinlock::new(&self.block, index)
     }
+}
+
+/// Counts a timed-out write in `counter`, records it as the block's last error, returns it.
+fn write_timeout(
+    blk: &Block,
+    counter: &crate::sync::AtomicU64,
+    cause: WaitCause,
+    started: Instant,
+) -> Error {
+    counter.fetch_add(1, Relaxed);
+    let e = Error::Timeout {
+        op: "write",
+        cause,
+        waited_ms: started.elapsed().as_millis() as u64,
+    };
+    blk.note_error(&e);
+    e
 }
 
 fn heartbeat(blk: &Block) {

@@ -525,22 +525,7 @@ pub fn run(args: &DatahubArgs) -> Result<(), IpcError> {
         goals,
         runs,
     };
-    let json = serde_json::to_string_pretty(&report)
-        .map_err(|e| IpcError::Io(format!("cannot serialise the report: {e}")))?;
-    if let Some(path) = &args.out {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| IpcError::Io(format!("cannot create {}: {e}", dir.display())))?;
-        }
-        std::fs::write(path, format!("{json}\n"))
-            .map_err(|e| IpcError::Io(format!("cannot write {}: {e}", path.display())))?;
-    }
-    if args.json {
-        println!("{json}");
-    } else {
-        print_tables(&report);
-    }
-    Ok(())
+    crate::emit_report(&report, args.out.as_deref(), args.json, print_tables).map_err(IpcError::Io)
 }
 
 /// One measurement: a pair of children of one system.
