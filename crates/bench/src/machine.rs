@@ -32,6 +32,23 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// One line for the head of a table: CPU, cores, memory, kernel, rustc, glibc.
+    pub fn summary(&self) -> String {
+        format!(
+            "machine: {} ({} logical cores, {}), Linux {}, {}, glibc {}",
+            self.cpu_model.as_deref().unwrap_or("unknown CPU"),
+            self.logical_cores,
+            self.mem_total_bytes
+                .map_or("? memory".to_owned(), |b| format!(
+                    "{:.1} GiB",
+                    b as f64 / (1u64 << 30) as f64
+                )),
+            self.kernel.as_deref().unwrap_or("?"),
+            self.rustc.as_deref().unwrap_or("rustc ?"),
+            self.glibc.as_deref().unwrap_or("?"),
+        )
+    }
+
     /// Describes this machine, now.
     pub fn detect() -> Machine {
         let now = SystemTime::now()

@@ -683,18 +683,7 @@ fn mib(bytes: u64) -> String {
 fn print_tables(r: &Report) {
     let m = &r.machine;
     let c = &r.config;
-    println!(
-        "machine: {} ({} logical cores, {}), Linux {}, {}, glibc {}",
-        m.cpu_model.as_deref().unwrap_or("unknown CPU"),
-        m.logical_cores,
-        m.mem_total_bytes.map_or("? memory".to_owned(), |b| format!(
-            "{:.1} GiB",
-            b as f64 / (1u64 << 30) as f64
-        )),
-        m.kernel.as_deref().unwrap_or("?"),
-        m.rustc.as_deref().unwrap_or("rustc ?"),
-        m.glibc.as_deref().unwrap_or("?"),
-    );
+    println!("{}", m.summary());
     println!(
         "workload: {}-byte objects, {} live, alloc all then free all in allocation order; \
          {} measured cycles (+{} warm-up) = {} timed allocations per allocator{}",

@@ -41,7 +41,6 @@
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -49,25 +48,7 @@ use prometheus_client::registry::Registry;
 
 use datahub::{BlockInfo, Metrics};
 
-/// A label value escaped as the exposition formats require: prometheus-client 0.24 writes label
-/// values verbatim (prometheus/client_rust#151), and a block name may contain `"` or `\`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
-struct Value(String);
-
-impl EncodeLabelValue for Value {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-        use std::fmt::Write;
-        for c in self.0.chars() {
-            match c {
-                '\\' => encoder.write_str("\\\\")?,
-                '"' => encoder.write_str("\\\"")?,
-                '\n' => encoder.write_str("\\n")?,
-                c => encoder.write_char(c)?,
-            }
-        }
-        Ok(())
-    }
-}
+use prom_text::LabelValue as Value;
 
 type Labels = Vec<(&'static str, Value)>;
 
@@ -228,35 +209,7 @@ pub fn render(block: &str, m: &Metrics, info: Option<&BlockInfo>) -> String {
 
 /// Like [`render`], in the Prometheus text format 0.0.4.
 pub fn render_text(block: &str, m: &Metrics, info: Option<&BlockInfo>) -> String {
-    to_text_format(&render(block, m, info))
-}
-
-/// Converts prometheus-client's OpenMetrics output to the text format 0.0.4 (see the module
-/// doc).
-fn to_text_format(open: &str) -> String {
-    let lines: Vec<&str> = open.lines().collect();
-    let mut out = String::with_capacity(open.len() + 256);
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            i += 1;
-            continue;
-        }
-        if let (Some(help), Some(next)) = (line.strip_prefix("# HELP "), lines.get(i + 1)) {
-            let name = help.split(' ').next().unwrap_or("");
-            if *next == format!("# TYPE {name} counter") {
-                out.push_str(&format!("# HELP {name}_total{}\n", &help[name.len()..]));
-                out.push_str(&format!("# TYPE {name}_total counter\n"));
-                i += 2;
-                continue;
-            }
-        }
-        out.push_str(line);
-        out.push('\n');
-        i += 1;
-    }
-    out
+    prom_text::openmetrics_to_text(&render(block, m, info))
 }
 
 #[cfg(test)]

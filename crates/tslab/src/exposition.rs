@@ -7,7 +7,6 @@
 //! fresh registry from it: nothing is shared with the allocator's counters.
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -25,26 +24,7 @@ pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// The default metric name prefix.
 pub const DEFAULT_PREFIX: &str = "temporal_slab";
 
-/// A label value, escaped as the exposition formats require: prometheus-client 0.24 writes
-/// label values verbatim (prometheus/client_rust#151), so an epoch label containing `"`, `\` or
-/// a line feed would make the whole scrape unparseable.
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
-struct Value(String);
-
-impl EncodeLabelValue for Value {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-        use std::fmt::Write;
-        for c in self.0.chars() {
-            match c {
-                '\\' => encoder.write_str("\\\\")?,
-                '"' => encoder.write_str("\\\"")?,
-                '\n' => encoder.write_str("\\n")?,
-                c => encoder.write_char(c)?,
-            }
-        }
-        Ok(())
-    }
-}
+use prom_text::LabelValue as Value;
 
 fn v(s: impl Into<String>) -> Value {
     Value(s.into())
@@ -113,35 +93,10 @@ pub fn render(snap: &Snapshot, prefix: &str) -> String {
 
 /// Renders `snap` in the classic Prometheus text format 0.0.4.
 ///
-/// prometheus-client writes only OpenMetrics, where a counter family `x` has samples `x_total`
-/// but `# HELP x` / `# TYPE x counter` lines (prometheus/client_rust#51, #194); the 0.0.4 format
-/// names the family `x_total`. This renames the descriptor lines of counter families and drops
-/// `# EOF`; samples, labels and escaping are prometheus-client's, untouched.
+/// prometheus-client writes only OpenMetrics; [`prom_text::openmetrics_to_text`] renames the
+/// counter families' descriptor lines and drops `# EOF`.
 pub fn render_text(snap: &Snapshot, prefix: &str) -> String {
-    let open = render(snap, prefix);
-    let lines: Vec<&str> = open.lines().collect();
-    let mut out = String::with_capacity(open.len() + 1024);
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            i += 1;
-            continue;
-        }
-        if let (Some(help), Some(next)) = (line.strip_prefix("# HELP "), lines.get(i + 1)) {
-            let name = help.split(' ').next().unwrap_or("");
-            if *next == format!("# TYPE {name} counter") {
-                out.push_str(&format!("# HELP {name}_total{}\n", &help[name.len()..]));
-                out.push_str(&format!("# TYPE {name}_total counter\n"));
-                i += 2;
-                continue;
-            }
-        }
-        out.push_str(line);
-        out.push('\n');
-        i += 1;
-    }
-    out
+    prom_text::openmetrics_to_text(&render(snap, prefix))
 }
 
 /// Whether `prefix` can start a metric name.

@@ -721,17 +721,7 @@ impl Pair<'_> {
 fn print_tables(r: &Report) {
     let m = &r.machine;
     let c = &r.config;
-    println!(
-        "machine: {} ({} logical cores, {}), Linux {}, {}",
-        m.cpu_model.as_deref().unwrap_or("unknown CPU"),
-        m.logical_cores,
-        m.mem_total_bytes.map_or("? memory".to_owned(), |b| format!(
-            "{:.1} GiB",
-            b as f64 / (1u64 << 30) as f64
-        )),
-        m.kernel.as_deref().unwrap_or("?"),
-        m.rustc.as_deref().unwrap_or("rustc ?"),
-    );
+    println!("{}", m.summary());
     println!(
         "two processes per measurement; {} run(s) of each, systems interleaved, medians \
          across runs{}; queue depth {} slots",
