@@ -1,0 +1,164 @@
+//! The one error type of this crate.
+
+use std::path::PathBuf;
+
+use crate::page::{Lsn, PageId};
+
+/// Everything that can go wrong in `mmsb`. Each variant names the condition; file errors name the
+/// file and, for log frames, the byte offset of the frame.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system call on `path` failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another writer holds the log directory's lock (one writer per log).
+    #[error("{dir}: the log is locked by another writer")]
+    Locked {
+        /// The log directory.
+        dir: PathBuf,
+    },
+    /// A file does not start with the expected magic bytes: it is not an MMSB log segment or
+    /// checkpoint.
+    #[error("{file}: not an MMSB {what} (bad magic)")]
+    BadMagic {
+        /// The file.
+        file: PathBuf,
+        /// "log segment" or "checkpoint".
+        what: &'static str,
+    },
+    /// A file has a format version this build does not read.
+    #[error("{file}: format version {found} is not supported (this build reads {supported})")]
+    UnsupportedVersion {
+        /// The file.
+        file: PathBuf,
+        /// Version in the file.
+        found: u16,
+        /// Version this build reads and writes.
+        supported: u16,
+    },
+    /// A frame that is followed by valid data fails its checks: the log is corrupt in the
+    /// middle, and recovering would silently drop committed frames, so it is refused.
+    #[error("{file}: corrupt frame at byte offset {offset}: {reason}")]
+    CorruptFrame {
+        /// The segment file.
+        file: PathBuf,
+        /// Byte offset of the frame's first byte.
+        offset: u64,
+        /// What failed (CRC, length, LSN order, field value).
+        reason: String,
+    },
+    /// A checkpoint file fails its checks.
+    #[error("{file}: corrupt checkpoint: {reason}")]
+    CorruptCheckpoint {
+        /// The checkpoint file.
+        file: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// No page with this id exists.
+    #[error("{0} does not exist")]
+    NoSuchPage(PageId),
+    /// A page id was created twice (in a log or checkpoint being replayed).
+    #[error("{0} already exists")]
+    PageExists(PageId),
+    /// A page size of zero or above [`crate::MAX_PAGE_SIZE`].
+    #[error("page size {size} is not in 1..={max}")]
+    InvalidPageSize {
+        /// Requested size.
+        size: usize,
+        /// Largest size allowed.
+        max: usize,
+    },
+    /// Whole-page bytes or a dense delta whose length is not the page's size.
+    #[error("{page}: expected {expected} bytes, got {found}")]
+    SizeMismatch {
+        /// The page.
+        page: PageId,
+        /// The page's size.
+        expected: usize,
+        /// Length supplied.
+        found: usize,
+    },
+    /// A write or a sparse delta reaches past the end of the page.
+    #[error("{page}: bytes {offset}..{end} are outside the page ({size} bytes)")]
+    OutOfBounds {
+        /// The page.
+        page: PageId,
+        /// First byte written.
+        offset: usize,
+        /// One past the last byte written.
+        end: usize,
+        /// The page's size.
+        size: usize,
+    },
+    /// A sparse delta whose payload length is not the number of bits set in its mask.
+    #[error("sparse delta: mask selects {mask_bytes} bytes but the payload has {payload_bytes}")]
+    MaskPayloadMismatch {
+        /// Bits set in the mask.
+        mask_bytes: usize,
+        /// Payload length.
+        payload_bytes: usize,
+    },
+    /// Two deltas of different pages were merged.
+    #[error("cannot merge a delta of {first} with a delta of {second}")]
+    PageMismatch {
+        /// Page of the earlier delta.
+        first: PageId,
+        /// Page of the later delta.
+        second: PageId,
+    },
+    /// Adding the edge `parent -> child` would close a cycle (or is a self-loop).
+    #[error("dependency {parent} -> {child} would close a cycle")]
+    Cycle {
+        /// The would-be parent.
+        parent: PageId,
+        /// The would-be child.
+        child: PageId,
+    },
+    /// A page is written directly although it is derived (it has a recompute function).
+    #[error("{0} is derived (it has a recompute function); write its parents instead")]
+    Derived(PageId),
+    /// Replayed state differs from the live state.
+    #[error("{page}: live hash {live:016x}, replayed hash {replayed:016x}")]
+    Inconsistent {
+        /// The first page that differs (`PageId(0)` when the page sets differ).
+        page: PageId,
+        /// Hash of the live bytes (0 if the page is missing).
+        live: u64,
+        /// Hash of the replayed bytes (0 if the page is missing).
+        replayed: u64,
+    },
+    /// `diff(a, b)` between states whose pages differ in ids or sizes.
+    #[error("{page}: states differ in page set or page size; diff needs the same pages")]
+    DiffShape {
+        /// The page that is missing from one side or differs in size.
+        page: PageId,
+    },
+    /// A replay target that the log cannot reach.
+    #[error("replay target {target} is beyond the end of the log ({last})")]
+    TargetBeyondLog {
+        /// Requested target, formatted.
+        target: String,
+        /// Last LSN in the log.
+        last: Lsn,
+    },
+    /// `commit` without a batch, or `begin_batch` inside one.
+    #[error("{0}")]
+    Batch(&'static str),
+}
+
+/// Shorthand for `std::result::Result<T, mmsb::Error>`.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io { path: path.into(), source }
+    }
+}
