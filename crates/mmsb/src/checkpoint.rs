@@ -1,0 +1,422 @@
+//! Checkpoints: every page at one LSN, in one self-checking file.
+//!
+//! A checkpoint file `checkpoint-{lsn:020}.ckpt` holds the complete state after the frame with
+//! LSN `lsn`: every page (id, epoch, size, location, metadata, bytes, XXH3-64 of the bytes) and
+//! the next page id. Recovery loads the newest valid checkpoint and replays the log after its
+//! LSN, so checkpoints bound recovery time and let [`crate::tlog::TLog::prune_before`] delete
+//! old segments. The byte layout is in `docs/mmsb-format.md`; in short (little endian):
+//!
+//! ```text
+//! header   magic "MMSBCKPT" | version u16 = 1 | flags u16 = 0 | reserved u32 = 0
+//!          | lsn u64 | next_page_id u64 | page_count u64                         (40 bytes)
+//! page     id u64 | epoch u64 | size u32 | location u8 | reserved [3] = 0 | meta_count u32
+//!          | meta_count x (key_len u16 | key | value_len u32 | value)
+//!          | bytes [size] | xxh3_64(bytes) u64
+//! trailer  crc32c u32 of every byte before it
+//! ```
+//!
+//! Writing is crash-safe: the file is written under a temporary name in the same directory,
+//! fsynced, renamed over the final name, and the directory is fsynced; a crash leaves either
+//! no checkpoint or a complete one (plus, at worst, a temporary file that the next
+//! [`write`] removes and readers ignore).
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::frame::MAX_METADATA_KEY_LEN;
+use crate::page::{Location, Lsn, MAX_PAGE_SIZE, Page, PageId};
+use crate::tlog::sync_dir;
+
+/// The first 8 bytes of a checkpoint file.
+pub const CHECKPOINT_MAGIC: [u8; 8] = *b"MMSBCKPT";
+/// The checkpoint format version this build reads and writes.
+pub const CHECKPOINT_VERSION: u16 = 1;
+/// Length of the fixed header.
+const HEADER_LEN: usize = 40;
+/// Fixed part of a page record (before metadata).
+const PAGE_FIXED: usize = 32;
+/// Suffix of temporary files.
+const TMP_SUFFIX: &str = ".ckpt.tmp";
+
+/// What [`write`] produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointInfo {
+    /// The checkpoint file.
+    pub path: PathBuf,
+    /// The LSN it covers (the state after this frame).
+    pub lsn: Lsn,
+    /// Pages written.
+    pub pages: usize,
+    /// File size in bytes.
+    pub bytes: u64,
+}
+
+/// A checkpoint read back by [`read`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The LSN it covers: the state after the frame with this LSN.
+    pub lsn: Lsn,
+    /// The id the next created page gets.
+    pub next_page_id: u64,
+    /// Every page, in the order they were written. Pages are never stale after a restore.
+    pub pages: Vec<Page>,
+}
+
+/// The file name of the checkpoint at `lsn`.
+#[must_use]
+pub fn file_name(lsn: Lsn) -> String {
+    format!("checkpoint-{:020}.ckpt", lsn.0)
+}
+
+/// The LSN in a checkpoint file name, if `name` is one (temporary files are not).
+#[must_use]
+pub fn parse_file_name(name: &str) -> Option<Lsn> {
+    let digits = name.strip_prefix("checkpoint-")?.strip_suffix(".ckpt")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().map(Lsn)
+}
+
+/// A writer that keeps the CRC32C of everything written through it.
+struct CrcWriter<W: Write> {
+    inner: W,
+    crc: u32,
+    bytes: u64,
+}
+
+impl<W: Write> CrcWriter<W> {
+    fn put(&mut self, b: &[u8]) -> io::Result<()> {
+        self.crc = crc32c::crc32c_append(self.crc, b);
+        self.bytes += b.len() as u64;
+        self.inner.write_all(b)
+    }
+}
+
+/// Writes a checkpoint of `pages` at `lsn` into `dir` (created if missing) and returns where.
+///
+/// `lsn` is the LSN of the last frame whose effect the pages include; `next_page_id` is the id
+/// the next created page will get. Any leftover temporary checkpoint files in `dir` are deleted
+/// first. The file is written as `checkpoint-{lsn:020}.ckpt.tmp`, fsynced, renamed to
+/// `checkpoint-{lsn:020}.ckpt` (replacing an existing checkpoint at the same LSN) and the
+/// directory is fsynced, so a crash at any point leaves either the old set of checkpoints or
+/// the new one.
+///
+/// # Errors
+/// [`Error::PageExists`] when a page id appears twice, [`Error::InvalidPageSize`] for a page
+/// of size 0 or above [`MAX_PAGE_SIZE`], [`Error::MetadataKeyTooLong`] for a key over
+/// [`MAX_METADATA_KEY_LEN`] bytes or [`Error::SizeMismatch`] for a metadata value of 4 GiB or
+/// more (nothing is renamed into place in these cases); [`Error::Io`] for failed system calls.
+pub fn write<'a>(
+    dir: &Path,
+    lsn: Lsn,
+    next_page_id: u64,
+    pages: impl IntoIterator<Item = &'a Page>,
+) -> Result<CheckpointInfo> {
+    let pages: Vec<&Page> = pages.into_iter().collect();
+    let mut seen = HashSet::with_capacity(pages.len());
+    for p in &pages {
+        if !seen.insert(p.id) {
+            return Err(Error::PageExists(p.id));
+        }
+        if p.bytes.is_empty() || p.bytes.len() > MAX_PAGE_SIZE {
+            return Err(Error::InvalidPageSize { size: p.bytes.len(), max: MAX_PAGE_SIZE });
+        }
+        for (k, v) in &p.metadata {
+            if k.len() > MAX_METADATA_KEY_LEN {
+                return Err(Error::MetadataKeyTooLong { len: k.len(), max: MAX_METADATA_KEY_LEN });
+            }
+            if u32::try_from(v.len()).is_err() {
+                return Err(Error::SizeMismatch { page: p.id, expected: u32::MAX as usize, found: v.len() });
+            }
+        }
+    }
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    remove_temporaries(dir)?;
+    let final_path = dir.join(file_name(lsn));
+    let tmp_path = dir.join(format!("{}{TMP_SUFFIX}", file_name(lsn).trim_end_matches(".ckpt")));
+    let r = write_file(&tmp_path, lsn, next_page_id, &pages);
+    let bytes = match r {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp_path);
+            return Err(Error::io(&tmp_path, e));
+        }
+    };
+    fs::rename(&tmp_path, &final_path).map_err(|e| Error::io(&final_path, e))?;
+    sync_dir(dir)?;
+    Ok(CheckpointInfo { path: final_path, lsn, pages: pages.len(), bytes })
+}
+
+fn write_file(path: &Path, lsn: Lsn, next_page_id: u64, pages: &[&Page]) -> io::Result<u64> {
+    let f = OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
+    let mut w = CrcWriter { inner: BufWriter::with_capacity(1 << 20, f), crc: 0, bytes: 0 };
+    let mut h = [0u8; HEADER_LEN];
+    h[0..8].copy_from_slice(&CHECKPOINT_MAGIC);
+    h[8..10].copy_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+    h[16..24].copy_from_slice(&lsn.0.to_le_bytes());
+    h[24..32].copy_from_slice(&next_page_id.to_le_bytes());
+    h[32..40].copy_from_slice(&(pages.len() as u64).to_le_bytes());
+    w.put(&h)?;
+    for p in pages {
+        let mut fixed = [0u8; PAGE_FIXED];
+        fixed[0..8].copy_from_slice(&p.id.0.to_le_bytes());
+        fixed[8..16].copy_from_slice(&p.epoch.to_le_bytes());
+        fixed[16..20].copy_from_slice(&(p.bytes.len() as u32).to_le_bytes());
+        fixed[20] = p.location.code();
+        fixed[24..28].copy_from_slice(&(p.metadata.len() as u32).to_le_bytes());
+        // 28..32: reserved, zero.
+        w.put(&fixed)?;
+        for (k, v) in &p.metadata {
+            w.put(&(k.len() as u16).to_le_bytes())?;
+            w.put(k.as_bytes())?;
+            w.put(&(v.len() as u32).to_le_bytes())?;
+            w.put(v)?;
+        }
+        w.put(&p.bytes)?;
+        w.put(&p.hash().to_le_bytes())?;
+    }
+    let crc = w.crc;
+    w.inner.write_all(&crc.to_le_bytes())?;
+    let f = w.inner.into_inner().map_err(io::IntoInnerError::into_error)?;
+    f.sync_all()?;
+    Ok(w.bytes + 4)
+}
+
+/// Deletes leftover temporary checkpoint files (`checkpoint-*.ckpt.tmp`) in `dir`.
+fn remove_temporaries(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name();
+        if let Some(name) = name.to_str()
+            && name.starts_with("checkpoint-")
+            && name.ends_with(TMP_SUFFIX)
+        {
+            let p = entry.path();
+            fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads a checkpoint file through a CRC, never past the body (the last 4 bytes).
+struct CkptReader {
+    inner: BufReader<File>,
+    crc: u32,
+    /// Body bytes not yet read.
+    left: u64,
+    path: PathBuf,
+}
+
+impl CkptReader {
+    fn corrupt(&self, reason: impl Into<String>) -> Error {
+        Error::CorruptCheckpoint { file: self.path.clone(), reason: reason.into() }
+    }
+
+    /// Checks that `n` more bytes exist before allocating for them.
+    fn ensure(&self, n: u64, what: &str) -> Result<()> {
+        if n > self.left {
+            return Err(self.corrupt(format!("{what} of {n} bytes runs past the end of the file")));
+        }
+        Ok(())
+    }
+
+    fn take_into(&mut self, buf: &mut [u8], what: &str) -> Result<()> {
+        self.ensure(buf.len() as u64, what)?;
+        self.inner.read_exact(buf).map_err(|e| Error::io(&self.path, e))?;
+        self.crc = crc32c::crc32c_append(self.crc, buf);
+        self.left -= buf.len() as u64;
+        Ok(())
+    }
+
+    fn take<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
+        let mut b = [0u8; N];
+        self.take_into(&mut b, what)?;
+        Ok(b)
+    }
+
+    fn u16(&mut self, what: &str) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.take(what)?))
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(what)?))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(what)?))
+    }
+
+    fn vec(&mut self, n: u64, what: &str) -> Result<Vec<u8>> {
+        self.ensure(n, what)?;
+        let mut v = vec![0u8; n as usize];
+        self.take_into(&mut v, what)?;
+        Ok(v)
+    }
+}
+
+/// Reads and fully checks the checkpoint file at `path`.
+///
+/// Checked: magic, version, reserved fields, every length against the bytes left in the file
+/// (so a corrupt length never causes a large allocation), page sizes in `1..=MAX_PAGE_SIZE`,
+/// known locations, UTF-8 and unique metadata keys, unique page ids, each page's XXH3-64, that
+/// the last page ends exactly at the trailer, and the CRC32C of the whole file.
+///
+/// # Errors
+/// [`Error::BadMagic`] when the file is not a checkpoint, [`Error::UnsupportedVersion`] for
+/// another format version, [`Error::CorruptCheckpoint`] (with the reason) for any failed
+/// check, [`Error::Io`] when the file cannot be read.
+pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
+    let path = path.as_ref().to_path_buf();
+    let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
+    let len = f.metadata().map_err(|e| Error::io(&path, e))?.len();
+    let mut r = CkptReader { inner: BufReader::with_capacity(1 << 20, f), crc: 0, left: len.saturating_sub(4), path };
+    if len < (HEADER_LEN + 4) as u64 {
+        // Distinguish "not a checkpoint" from "a truncated one" where the magic is there.
+        let mut head = vec![0u8; len.min(8) as usize];
+        r.inner.read_exact(&mut head).map_err(|e| Error::io(&r.path, e))?;
+        if head.as_slice() != &CHECKPOINT_MAGIC[..head.len()] {
+            return Err(Error::BadMagic { file: r.path.clone(), what: "checkpoint" });
+        }
+        return Err(r.corrupt(format!("file of {len} bytes is shorter than a checkpoint header")));
+    }
+    let h: [u8; HEADER_LEN] = r.take("header")?;
+    if h[0..8] != CHECKPOINT_MAGIC {
+        return Err(Error::BadMagic { file: r.path.clone(), what: "checkpoint" });
+    }
+    let version = u16::from_le_bytes([h[8], h[9]]);
+    if version != CHECKPOINT_VERSION {
+        return Err(Error::UnsupportedVersion { file: r.path.clone(), found: version, supported: CHECKPOINT_VERSION });
+    }
+    if h[10..16].iter().any(|&b| b != 0) {
+        return Err(r.corrupt("reserved header bytes are not zero"));
+    }
+    let le = |a: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&h[a..a + 8]);
+        u64::from_le_bytes(b)
+    };
+    let lsn = Lsn(le(16));
+    let next_page_id = le(24);
+    let count = le(32);
+    // Every page record takes at least PAGE_FIXED + 1 byte + 8 bytes of hash.
+    let min_record = (PAGE_FIXED + 1 + 8) as u64;
+    if count > r.left / min_record {
+        return Err(r.corrupt(format!("page count {count} cannot fit in the file")));
+    }
+    let mut pages = Vec::with_capacity(count as usize);
+    let mut ids = HashSet::with_capacity(count as usize);
+    for i in 0..count {
+        let fixed: [u8; PAGE_FIXED] = r.take("page header")?;
+        let le8 = |a: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&fixed[a..a + 8]);
+            u64::from_le_bytes(b)
+        };
+        let le4 = |a: usize| u32::from_le_bytes([fixed[a], fixed[a + 1], fixed[a + 2], fixed[a + 3]]);
+        let id = PageId(le8(0));
+        let epoch = le8(8);
+        let size = le4(16) as usize;
+        let location = Location::from_code(fixed[20])
+            .ok_or_else(|| r.corrupt(format!("page {i}: unknown location code {}", fixed[20])))?;
+        if fixed[21..24].iter().any(|&b| b != 0) || le4(28) != 0 {
+            return Err(r.corrupt(format!("page {i}: reserved bytes are not zero")));
+        }
+        let meta_count = le4(24);
+        if size == 0 || size > MAX_PAGE_SIZE {
+            return Err(r.corrupt(format!("{id}: size {size} is outside 1..={MAX_PAGE_SIZE}")));
+        }
+        if !ids.insert(id) {
+            return Err(r.corrupt(format!("{id} appears twice")));
+        }
+        // Each metadata entry takes at least 6 bytes.
+        if u64::from(meta_count) > r.left / 6 {
+            return Err(r.corrupt(format!("{id}: {meta_count} metadata entries cannot fit in the file")));
+        }
+        let mut metadata = BTreeMap::new();
+        for _ in 0..meta_count {
+            let klen = r.u16("metadata key length")?;
+            let key = r.vec(u64::from(klen), "metadata key")?;
+            let key = String::from_utf8(key).map_err(|_| r.corrupt(format!("{id}: metadata key is not UTF-8")))?;
+            let vlen = r.u32("metadata value length")?;
+            let value = r.vec(u64::from(vlen), "metadata value")?;
+            if metadata.insert(key, value).is_some() {
+                return Err(r.corrupt(format!("{id}: a metadata key appears twice")));
+            }
+        }
+        let bytes = r.vec(size as u64, "page bytes")?.into_boxed_slice();
+        let hash = r.u64("page hash")?;
+        let page = Page { id, epoch, bytes, metadata, location, stale: false };
+        let actual = page.hash();
+        if actual != hash {
+            return Err(r.corrupt(format!("{id}: bytes hash to {actual:016x}, the checkpoint says {hash:016x}")));
+        }
+        pages.push(page);
+    }
+    if r.left != 0 {
+        return Err(r.corrupt(format!("{} unexpected bytes after the last page", r.left)));
+    }
+    let mut t = [0u8; 4];
+    r.inner.read_exact(&mut t).map_err(|e| Error::io(&r.path, e))?;
+    let stored = u32::from_le_bytes(t);
+    if stored != r.crc {
+        return Err(r.corrupt(format!("CRC mismatch: stored {stored:08x}, computed {:08x}", r.crc)));
+    }
+    Ok(Checkpoint { lsn, next_page_id, pages })
+}
+
+/// The checkpoint files in `dir` with their LSNs, oldest first (newest last). A missing
+/// directory has none. Temporary files are ignored.
+///
+/// # Errors
+/// [`Error::Io`] when the directory exists but cannot be read.
+pub fn list(dir: impl AsRef<Path>) -> Result<Vec<(Lsn, PathBuf)>> {
+    let dir = dir.as_ref();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut v = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        if let Some(lsn) = entry.file_name().to_str().and_then(parse_file_name) {
+            v.push((lsn, entry.path()));
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// The newest checkpoint in `dir` that passes every check of [`read`], and the newer ones
+/// that did not (with why), newest first. `(None, ..)` when there is no valid checkpoint.
+///
+/// # Errors
+/// [`Error::Io`] when the directory cannot be listed. Errors reading a single checkpoint
+/// (including I/O errors) are reported in the list, not returned.
+pub fn newest_valid(dir: impl AsRef<Path>) -> Result<(Option<Checkpoint>, Vec<(PathBuf, Error)>)> {
+    let mut skipped = Vec::new();
+    for (_, path) in list(dir)?.into_iter().rev() {
+        match read(&path) {
+            Ok(c) => return Ok((Some(c), skipped)),
+            Err(e) => skipped.push((path, e)),
+        }
+    }
+    Ok((None, skipped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(file_name(Lsn(42)), "checkpoint-00000000000000000042.ckpt");
+        assert_eq!(parse_file_name(&file_name(Lsn(42))), Some(Lsn(42)));
+        assert_eq!(parse_file_name("checkpoint-00000000000000000042.ckpt.tmp"), None);
+        assert_eq!(parse_file_name("checkpoint-42.ckpt"), None);
+    }
+}

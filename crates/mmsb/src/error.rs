@@ -149,9 +149,50 @@ pub enum Error {
         /// Last LSN in the log.
         last: Lsn,
     },
+    /// A log frame that does not fit the state it is replayed onto: a delta for a missing page,
+    /// an epoch that is not the page's next, a page created twice, an LSN gap.
+    #[error("{lsn} ({page}): replay mismatch: {reason}")]
+    ReplayMismatch {
+        /// The frame's LSN.
+        lsn: Lsn,
+        /// The frame's page.
+        page: PageId,
+        /// What did not fit.
+        reason: String,
+    },
+    /// An earlier log write failed after the in-memory state had been changed; the bus refuses
+    /// further work. Restart it: recovery rebuilds the state from the log.
+    #[error("the bus is stopped after a failed log write ({0}); restart to recover from the log")]
+    Poisoned(String),
     /// `commit` without a batch, or `begin_batch` inside one.
     #[error("{0}")]
     Batch(&'static str),
+    /// A log frame would be longer than [`crate::frame::MAX_FRAME_LEN`] (a huge metadata value).
+    #[error("a log frame of {bytes} bytes exceeds the maximum of {max}")]
+    FrameTooLarge {
+        /// Encoded length the frame would have.
+        bytes: usize,
+        /// The maximum ([`crate::frame::MAX_FRAME_LEN`]).
+        max: usize,
+    },
+    /// A metadata key longer than [`crate::frame::MAX_METADATA_KEY_LEN`] bytes.
+    #[error("metadata key of {len} bytes exceeds the maximum of {max}")]
+    MetadataKeyTooLong {
+        /// Key length in bytes.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// An earlier write or fsync of the log failed, so what the file holds past the last
+    /// successful sync is unknown; the log refuses further work. Drop it and reopen: recovery
+    /// repairs the tail.
+    #[error("{dir}: the log stopped after an earlier write or sync failure ({cause}); reopen it to recover")]
+    LogFailed {
+        /// The log directory.
+        dir: PathBuf,
+        /// The first failure.
+        cause: String,
+    },
 }
 
 /// Shorthand for `std::result::Result<T, mmsb::Error>`.

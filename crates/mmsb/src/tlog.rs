@@ -1,0 +1,1734 @@
+//! The write-ahead log: segment files of checksummed frames, one writer, any number of readers.
+//!
+//! A log is a directory. It holds segment files named `{first_lsn:020}.tlog` (the LSN of their
+//! first frame, zero padded so that name order is LSN order), a `LOCK` file that the single
+//! writer holds an exclusive `flock` on, and whatever else the application keeps there
+//! (checkpoints, for the bus): files whose names do not match the pattern are ignored.
+//!
+//! Each segment starts with a 40-byte header (magic `MMSBTLOG`, format version, first LSN,
+//! creation time, CRC32C) followed by frames ([`crate::frame`]) with consecutive LSNs. LSNs run
+//! on across segments: segment `k + 1` starts at the LSN after the last frame of segment `k`.
+//! The exact layouts, the durability guarantees and the recovery argument are written out in
+//! `docs/mmsb-format.md`.
+//!
+//! * [`TLog`] is the writer: [`TLog::open`] takes the lock, recovers (checks every frame,
+//!   drops an uncommitted batch and a torn tail, refuses corruption in the middle), then
+//!   [`TLog::append`] logs frames with a [`Durability`] policy applied at each commit.
+//! * [`LogReader`] reads a log (or one segment) without a lock and without modifying anything,
+//!   yielding committed frames in LSN order ([`LogReader::frames_from`]).
+//! * [`verify`] checks a whole log and lists every problem it finds.
+
+use std::collections::VecDeque;
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::delta::{Body, Source};
+use crate::error::{Error, Result};
+use crate::frame::{
+    self, BodyRef, FRAME_HEADER_LEN, Frame, FrameView, MAX_FRAME_LEN, MAX_METADATA_KEY_LEN, decode_view, peek_len,
+    plausible_header,
+};
+use crate::page::{Lsn, MAX_PAGE_SIZE, PageId};
+
+/// The first 8 bytes of every segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"MMSBTLOG";
+/// The segment format version this build reads and writes.
+pub const SEGMENT_VERSION: u16 = 1;
+/// Length of the segment header in bytes; the first frame starts at this offset.
+pub const SEGMENT_HEADER_LEN: usize = 40;
+/// Name of the lock file in a log directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// Bytes read from a segment at a time.
+const READ_CHUNK: usize = 256 * 1024;
+/// Bytes examined per read when scanning for a valid frame after a bad one.
+const SCAN_WINDOW: usize = 1 << 20;
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------------
+
+/// What the writer does when a frame is appended with `commit = true` (a commit).
+///
+/// Frames appended with `commit = false` are only copied into the in-process buffer (which is
+/// written when it fills). What a crash can lose, for each mode:
+///
+/// | mode | at each commit | process crash loses | power loss / kernel crash loses |
+/// |---|---|---|---|
+/// | `Buffered` | nothing | the buffer: up to `buffer_bytes` of the newest frames | everything not yet written back by the OS (typically the last ~30 s) |
+/// | `Flush` (default) | `write(2)` the buffer | nothing committed | everything not yet written back by the OS |
+/// | `FsyncEvery(n)` | `write(2)`, and `fdatasync` every `n`-th commit | nothing committed | at most the last `n - 1` commits |
+/// | `GroupCommit(d)` | `write(2)`; a background thread `fdatasync`s at most once per `d` | nothing committed | the commits of the last `d` or so (those after the last completed sync) |
+///
+/// In every mode a crash loses a *suffix* of the log, never a frame in the middle: the file is
+/// only appended to, and recovery cuts it back to the last intact committed frame. On power
+/// loss without a sync, the OS may have written back later blocks of a file but not earlier
+/// ones; recovery then finds an invalid frame *followed* by valid ones and refuses to open the
+/// log ([`Error::CorruptFrame`]) rather than guess. Only `FsyncEvery(1)` (or `sync()` after each
+/// commit) rules that out completely; see `docs/mmsb-format.md`.
+///
+/// [`TLog::sync`] and [`TLog::close`] always write and `fdatasync`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Keep frames in the buffer until it is full or `flush()`, `sync()` or close.
+    Buffered,
+    /// `write(2)` the buffer at every commit (survives a process crash, not a power loss).
+    #[default]
+    Flush,
+    /// `write(2)` at every commit and `fdatasync` at every `n`-th (`n = 0` is taken as 1).
+    FsyncEvery(u32),
+    /// `write(2)` at every commit; a background thread `fdatasync`s when something was
+    /// written, at most once per interval. The first commit after an idle period is synced at
+    /// once; later ones wait for the interval to pass.
+    GroupCommit(Duration),
+}
+
+/// Configuration of [`TLog::open`].
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// The log directory; created (with its parents) if missing.
+    pub dir: PathBuf,
+    /// What a commit does (default [`Durability::Flush`]).
+    pub durability: Durability,
+    /// A new segment is started, at a commit boundary, when the next frame would make the
+    /// current one larger than this many bytes (default 64 MiB). A segment is never split
+    /// inside a batch, so a segment may exceed this by the size of one batch.
+    pub segment_bytes: u64,
+    /// Capacity of the in-process write buffer in bytes (default 1 MiB). A frame larger than
+    /// the buffer is still written whole (the buffer grows for it, then shrinks back).
+    pub buffer_bytes: usize,
+}
+
+impl LogConfig {
+    /// Defaults for the log in `dir`: [`Durability::Flush`], 64 MiB segments, 1 MiB buffer.
+    #[must_use]
+    pub fn new(dir: impl AsRef<Path>) -> LogConfig {
+        LogConfig {
+            dir: dir.as_ref().to_path_buf(),
+            durability: Durability::Flush,
+            segment_bytes: 64 << 20,
+            buffer_bytes: 1 << 20,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reports
+// ---------------------------------------------------------------------------------------------
+
+/// A tail that recovery cut off (or, from [`LogReader::tail`], that it would cut off).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Truncation {
+    /// The segment file.
+    pub file: PathBuf,
+    /// Where the kept data ends: the file is (or would be) truncated to this length. 0 when the
+    /// whole file is (or would be) removed because its header is torn.
+    pub offset: u64,
+    /// Bytes after `offset`.
+    pub bytes_dropped: u64,
+    /// Complete, valid frames among them: the frames of an uncommitted batch.
+    pub frames_dropped: u64,
+    /// Why: the torn or corrupt frame's offset and defect, and/or the uncommitted batch.
+    pub reason: String,
+}
+
+/// What [`TLog::open`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// LSN of the last (committed) frame kept; [`Lsn::ZERO`] for an empty new log. The next
+    /// append gets `last_lsn + 1`.
+    pub last_lsn: Lsn,
+    /// Segment files in the log after recovery.
+    pub segments: usize,
+    /// Frames kept, over all segments.
+    pub frames: u64,
+    /// The tail that was cut off, if any.
+    pub truncated: Option<Truncation>,
+}
+
+/// What [`TLog::append`] assigned to the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// The frame's LSN.
+    pub lsn: Lsn,
+    /// The frame's timestamp: wall clock, nanoseconds since the Unix epoch, made non-decreasing
+    /// within this writer.
+    pub timestamp_ns: u64,
+}
+
+/// Counters of a [`TLog`] since it was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Frames appended.
+    pub frames: u64,
+    /// Bytes of frames appended (frame lengths; segment headers not included).
+    pub bytes: u64,
+    /// Buffer write-outs (each one `write_all` of the buffer, usually one `write(2)`).
+    pub writes: u64,
+    /// `fdatasync` calls on segment files: commits under `FsyncEvery`, the group-commit
+    /// thread, `sync()`, `close()`, segment creation and roll (directory fsyncs not counted).
+    pub fsyncs: u64,
+    /// Segment files in the log now.
+    pub segments: usize,
+    /// Segment files created by this writer.
+    pub segments_created: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn corrupt_frame(file: &Path, offset: u64, reason: impl Into<String>) -> Error {
+    Error::CorruptFrame { file: file.to_path_buf(), offset, reason: reason.into() }
+}
+
+/// Fsyncs a directory, so that file creations, renames and removals in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+}
+
+/// Reads into `buf` at `offset` until it is full or the file ends; returns the bytes read.
+fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// The file name of the segment whose first frame has LSN `first`.
+#[must_use]
+pub fn segment_file_name(first: Lsn) -> String {
+    format!("{:020}.tlog", first.0)
+}
+
+/// The first LSN encoded in a segment file name (`{first_lsn:020}.tlog`), if it is one.
+#[must_use]
+pub fn parse_segment_file_name(name: &OsStr) -> Option<Lsn> {
+    let digits = name.to_str()?.strip_suffix(".tlog")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().map(Lsn)
+}
+
+/// The segment files of the log directory `dir`, in LSN order.
+///
+/// # Errors
+/// [`Error::Io`] when the directory cannot be read.
+pub fn list_segments(dir: &Path) -> Result<Vec<(Lsn, PathBuf)>> {
+    let mut v = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        if let Some(lsn) = parse_segment_file_name(&entry.file_name()) {
+            v.push((lsn, entry.path()));
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+fn encode_header(first: Lsn, created_ns: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    let mut h = [0u8; SEGMENT_HEADER_LEN];
+    h[0..8].copy_from_slice(&SEGMENT_MAGIC);
+    h[8..10].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    h[10..12].copy_from_slice(&(SEGMENT_HEADER_LEN as u16).to_le_bytes());
+    // 12..16: flags, zero.
+    h[16..24].copy_from_slice(&first.0.to_le_bytes());
+    h[24..32].copy_from_slice(&created_ns.to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..32]);
+    h[32..36].copy_from_slice(&crc.to_le_bytes());
+    // 36..40: reserved, zero.
+    h
+}
+
+/// Why a segment header is not valid.
+enum HeaderErr {
+    /// Not a segment of this format: bad magic, unknown version, or a checksummed header that
+    /// contradicts the file name. Never repaired.
+    Fatal(Error),
+    /// Torn or damaged (short, zero-filled, CRC mismatch): a crash while starting the segment
+    /// if nothing valid follows.
+    Bad(String),
+}
+
+/// Checks the first bytes of a segment file (`h`: up to [`SEGMENT_HEADER_LEN`] bytes, fewer
+/// when the file is shorter). `name_lsn` is the LSN in the file name, when it has one. Returns
+/// the first LSN.
+fn check_header(path: &Path, h: &[u8], name_lsn: Option<Lsn>) -> std::result::Result<Lsn, HeaderErr> {
+    if name_lsn == Some(Lsn::ZERO) {
+        return Err(HeaderErr::Fatal(corrupt_frame(path, 0, "segment named for LSN 0 (LSNs start at 1)")));
+    }
+    let bad_magic = || HeaderErr::Fatal(Error::BadMagic { file: path.to_path_buf(), what: "log segment" });
+    let n = h.len().min(SEGMENT_HEADER_LEN);
+    let h = &h[..n];
+    let all_zero = h.iter().all(|&b| b == 0);
+    if n < 8 {
+        return if all_zero || h == &SEGMENT_MAGIC[..n] {
+            Err(HeaderErr::Bad(format!("segment header torn: the file has only {n} bytes")))
+        } else {
+            Err(bad_magic())
+        };
+    }
+    if h[0..8] != SEGMENT_MAGIC {
+        return if all_zero { Err(HeaderErr::Bad("segment header is all zeros".into())) } else { Err(bad_magic()) };
+    }
+    if n < 10 {
+        return Err(HeaderErr::Bad(format!("segment header torn: the file has only {n} bytes")));
+    }
+    let version = u16::from_le_bytes([h[8], h[9]]);
+    if version != SEGMENT_VERSION {
+        return Err(HeaderErr::Fatal(Error::UnsupportedVersion {
+            file: path.to_path_buf(),
+            found: version,
+            supported: SEGMENT_VERSION,
+        }));
+    }
+    if n < SEGMENT_HEADER_LEN {
+        return Err(HeaderErr::Bad(format!("segment header torn: the file has only {n} bytes")));
+    }
+    let u32_at = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    let stored = u32_at(32);
+    let computed = crc32c::crc32c(&h[0..32]);
+    if stored != computed {
+        return Err(HeaderErr::Bad(format!(
+            "segment header CRC mismatch: stored {stored:08x}, computed {computed:08x}"
+        )));
+    }
+    let header_len = u16::from_le_bytes([h[10], h[11]]);
+    if usize::from(header_len) != SEGMENT_HEADER_LEN || u32_at(12) != 0 || u32_at(36) != 0 {
+        return Err(HeaderErr::Fatal(corrupt_frame(
+            path,
+            0,
+            format!("segment header: length {header_len} or reserved fields invalid for version 1"),
+        )));
+    }
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&h[16..24]);
+    let first = Lsn(u64::from_le_bytes(first));
+    if first == Lsn::ZERO {
+        return Err(HeaderErr::Fatal(corrupt_frame(path, 0, "segment header: first LSN is 0")));
+    }
+    if let Some(name) = name_lsn
+        && name != first
+    {
+        return Err(HeaderErr::Fatal(corrupt_frame(
+            path,
+            0,
+            format!("segment header says it starts at {first} but its file name says {name}"),
+        )));
+    }
+    Ok(first)
+}
+
+/// Reads one segment file frame by frame through a buffer (positioned reads; never seeks).
+struct SegReader {
+    path: Arc<Path>,
+    file: File,
+    /// File length when opened (or the shorter length found later, if it shrank).
+    len: u64,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    buf_off: u64,
+    /// File offset of the next frame. Invariant: `buf_off <= pos <= buf_off + buf.len()`.
+    pos: u64,
+}
+
+/// One step of a [`SegReader`].
+enum Step<'a> {
+    /// A valid frame at `offset`, `len` bytes long.
+    Frame(FrameView<'a>, u64, u32),
+    /// The file ends exactly after the previous frame.
+    End,
+    /// The bytes at `offset` are not a valid frame (torn or corrupt).
+    Bad { offset: u64, reason: String },
+}
+
+impl SegReader {
+    fn open(path: Arc<Path>) -> Result<SegReader> {
+        let file = File::open(&path).map_err(|e| Error::io(&*path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(&*path, e))?.len();
+        Ok(SegReader { path, file, len, buf: Vec::new(), buf_off: 0, pos: 0 })
+    }
+
+    fn io(&self, e: io::Error) -> Error {
+        Error::io(&*self.path, e)
+    }
+
+    /// The header bytes (fewer than [`SEGMENT_HEADER_LEN`] if the file is shorter); positions
+    /// the reader at the first frame.
+    fn read_header(&mut self) -> Result<Vec<u8>> {
+        let mut h = vec![0u8; SEGMENT_HEADER_LEN];
+        let n = read_full_at(&self.file, &mut h, 0).map_err(|e| self.io(e))?;
+        h.truncate(n);
+        self.seek(SEGMENT_HEADER_LEN as u64);
+        Ok(h)
+    }
+
+    fn seek(&mut self, pos: u64) {
+        self.buf.clear();
+        self.buf_off = pos;
+        self.pos = pos;
+    }
+
+    /// Makes at least `need` bytes from `pos` available in `buf` (fewer only at the end of the
+    /// file); returns how many are available.
+    fn fill(&mut self, need: usize) -> io::Result<usize> {
+        let have = (self.buf_off + self.buf.len() as u64 - self.pos) as usize;
+        let remaining = self.len.saturating_sub(self.pos) as usize;
+        if have >= need || have >= remaining {
+            return Ok(have);
+        }
+        let consumed = (self.pos - self.buf_off) as usize;
+        self.buf.drain(..consumed);
+        self.buf_off = self.pos;
+        let target = need.max(READ_CHUNK).min(remaining);
+        self.buf.resize(target, 0);
+        let got = read_full_at(&self.file, &mut self.buf[have..], self.pos + have as u64)?;
+        self.buf.truncate(have + got);
+        if have + got < target {
+            // The file shrank since it was opened.
+            self.len = self.pos + (have + got) as u64;
+        }
+        Ok(self.buf.len())
+    }
+
+    /// Reads the frame at `pos`.
+    fn step(&mut self) -> Result<Step<'_>> {
+        let offset = self.pos;
+        if offset >= self.len {
+            return Ok(Step::End);
+        }
+        let have = self.fill(FRAME_HEADER_LEN).map_err(|e| self.io(e))?;
+        let rel = (offset - self.buf_off) as usize;
+        let Some(len) = peek_len(&self.buf[rel..rel + have]) else {
+            return Ok(Step::Bad {
+                offset,
+                reason: format!("torn frame: the file ends {have} bytes into a frame's length field"),
+            });
+        };
+        let len = len as usize;
+        if !(FRAME_HEADER_LEN..=MAX_FRAME_LEN).contains(&len) {
+            return Ok(Step::Bad {
+                offset,
+                reason: format!("frame length {len} is outside {FRAME_HEADER_LEN}..={MAX_FRAME_LEN}"),
+            });
+        }
+        if offset + len as u64 > self.len {
+            return Ok(Step::Bad {
+                offset,
+                reason: format!(
+                    "torn frame: a {len}-byte frame would end at {} but the file has {} bytes",
+                    offset + len as u64,
+                    self.len
+                ),
+            });
+        }
+        let have = self.fill(len).map_err(|e| self.io(e))?;
+        if have < len {
+            return Ok(Step::Bad { offset, reason: "torn frame: the file shrank while being read".into() });
+        }
+        let rel = (offset - self.buf_off) as usize;
+        match decode_view(&self.buf[rel..rel + len]) {
+            Ok((view, n)) => {
+                self.pos = offset + n as u64;
+                Ok(Step::Frame(view, offset, n as u32))
+            }
+            Err(e) => Ok(Step::Bad { offset, reason: e.to_string() }),
+        }
+    }
+
+    /// The first position at or after `from` where a valid frame with an LSN above `min_lsn`
+    /// starts, with that LSN. Scans byte by byte, using a cheap header test before the CRC.
+    fn find_valid(&self, from: u64, min_lsn: u64) -> Result<Option<(u64, Lsn)>> {
+        let mut p = from;
+        let mut win = Vec::new();
+        let mut tmp = Vec::new();
+        while p + FRAME_HEADER_LEN as u64 <= self.len {
+            let want = ((self.len - p) as usize).min(SCAN_WINDOW + FRAME_HEADER_LEN);
+            win.resize(want, 0);
+            let got = read_full_at(&self.file, &mut win, p).map_err(|e| self.io(e))?;
+            win.truncate(got);
+            if got < FRAME_HEADER_LEN {
+                break;
+            }
+            let positions = (got - FRAME_HEADER_LEN + 1).min(SCAN_WINDOW);
+            for i in 0..positions {
+                let Some((len, _)) = plausible_header(&win[i..], min_lsn) else { continue };
+                let at = p + i as u64;
+                if at + len as u64 > self.len {
+                    continue;
+                }
+                let bytes: &[u8] = if i + len <= got {
+                    &win[i..i + len]
+                } else {
+                    tmp.resize(len, 0);
+                    let n = read_full_at(&self.file, &mut tmp, at).map_err(|e| self.io(e))?;
+                    &tmp[..n]
+                };
+                if let Ok((v, _)) = decode_view(bytes) {
+                    return Ok(Some((at, v.lsn)));
+                }
+            }
+            p += positions as u64;
+        }
+        Ok(None)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recovery
+// ---------------------------------------------------------------------------------------------
+
+/// What recovery leaves: the segment list and the next LSN.
+struct Recovered {
+    segments: Vec<(Lsn, PathBuf)>,
+    next_lsn: u64,
+    frames: u64,
+    truncated: Option<Truncation>,
+}
+
+/// Scans every segment of `dir`; repairs only the tail of the last one (see the module docs).
+/// Modifies nothing unless every check passed.
+fn recover(dir: &Path) -> Result<Recovered> {
+    let mut segs = list_segments(dir)?;
+    let n = segs.len();
+    // LSN of the last frame kept so far (first - 1 for a segment without kept frames).
+    let mut last: Option<u64> = None;
+    let mut frames = 0u64;
+    let mut truncated = None;
+    let mut remove_last = false;
+    let mut cut: Option<(PathBuf, u64)> = None;
+    for (i, (first, path)) in segs.iter().enumerate() {
+        let is_last = i + 1 == n;
+        if let Some(l) = last
+            && first.0 != l + 1
+        {
+            return Err(corrupt_frame(
+                path,
+                0,
+                format!("segment starts at {first} but the previous segment ends at LSN {l}"),
+            ));
+        }
+        let mut r = SegReader::open(Arc::from(path.as_path()))?;
+        let hdr = r.read_header()?;
+        match check_header(path, &hdr, Some(*first)) {
+            Ok(_) => {}
+            Err(HeaderErr::Fatal(e)) => return Err(e),
+            Err(HeaderErr::Bad(reason)) => {
+                if !is_last {
+                    return Err(corrupt_frame(path, 0, reason));
+                }
+                if let Some((at, lsn)) = r.find_valid(1, first.0 - 1)? {
+                    return Err(corrupt_frame(
+                        path,
+                        0,
+                        format!("{reason}; yet a valid frame ({lsn}) follows at offset {at}"),
+                    ));
+                }
+                truncated = Some(Truncation {
+                    file: path.clone(),
+                    offset: 0,
+                    bytes_dropped: r.len,
+                    frames_dropped: 0,
+                    reason: format!("{reason} (a crash while starting this segment); the file was removed"),
+                });
+                remove_last = true;
+                last.get_or_insert(first.0 - 1);
+                break;
+            }
+        }
+        let mut expected = first.0;
+        let mut commit_end = SEGMENT_HEADER_LEN as u64;
+        let mut last_commit: Option<u64> = None;
+        let mut seg_frames = 0u64;
+        let mut uncommitted = 0u64;
+        let mut torn: Option<(u64, String)> = None;
+        loop {
+            match r.step()? {
+                Step::End => break,
+                Step::Frame(v, off, len) => {
+                    if v.lsn.0 != expected {
+                        return Err(corrupt_frame(
+                            path,
+                            off,
+                            format!("frame has {} where LSN {expected} was expected", v.lsn),
+                        ));
+                    }
+                    expected += 1;
+                    seg_frames += 1;
+                    if v.commit {
+                        commit_end = off + u64::from(len);
+                        last_commit = Some(v.lsn.0);
+                        uncommitted = 0;
+                    } else {
+                        uncommitted += 1;
+                    }
+                }
+                Step::Bad { offset, reason } => {
+                    if !is_last {
+                        return Err(corrupt_frame(path, offset, reason));
+                    }
+                    if let Some((at, lsn)) = r.find_valid(offset + 1, expected - 1)? {
+                        return Err(corrupt_frame(
+                            path,
+                            offset,
+                            format!("{reason}; a valid frame ({lsn}) follows at offset {at}, so this is not a torn tail"),
+                        ));
+                    }
+                    torn = Some((offset, reason));
+                    break;
+                }
+            }
+        }
+        if !is_last && uncommitted > 0 {
+            return Err(corrupt_frame(
+                path,
+                commit_end,
+                format!("segment ends with {uncommitted} uncommitted frames (only the last segment may)"),
+            ));
+        }
+        frames += seg_frames - uncommitted;
+        last = Some(last_commit.unwrap_or(first.0 - 1));
+        if is_last && commit_end < r.len {
+            let mut reason = match &torn {
+                Some((off, why)) => format!("torn or corrupt frame at offset {off}: {why}"),
+                None => String::new(),
+            };
+            if uncommitted > 0 {
+                if !reason.is_empty() {
+                    reason.push_str("; ");
+                }
+                reason.push_str(&format!("{uncommitted} uncommitted frames after the last commit"));
+            }
+            truncated = Some(Truncation {
+                file: path.clone(),
+                offset: commit_end,
+                bytes_dropped: r.len - commit_end,
+                frames_dropped: uncommitted,
+                reason,
+            });
+            cut = Some((path.clone(), commit_end));
+        }
+    }
+    // Every check passed: now repair.
+    if let Some((path, len)) = cut {
+        let f = OpenOptions::new().write(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        f.set_len(len).and_then(|()| f.sync_all()).map_err(|e| Error::io(&path, e))?;
+    }
+    if remove_last && let Some((_, path)) = segs.pop() {
+        fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        sync_dir(dir)?;
+    }
+    Ok(Recovered { segments: segs, next_lsn: last.map_or(1, |l| l + 1), frames, truncated })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The writer
+// ---------------------------------------------------------------------------------------------
+
+/// State shared with the group-commit thread.
+#[derive(Debug)]
+struct GroupState {
+    /// The active segment.
+    file: Arc<File>,
+    /// Something was written since the last sync was started.
+    dirty: bool,
+    /// Last LSN written when `dirty` was last set.
+    dirty_lsn: u64,
+    /// Last LSN known synced.
+    durable_lsn: u64,
+    stop: bool,
+    fsyncs: u64,
+    error: Option<String>,
+}
+
+#[derive(Debug)]
+struct GroupShared {
+    state: Mutex<GroupState>,
+    cv: Condvar,
+}
+
+#[derive(Debug)]
+struct Group {
+    shared: Arc<GroupShared>,
+    handle: Option<JoinHandle<()>>,
+}
+
+fn group_thread(shared: &GroupShared, interval: Duration) {
+    let mut st = lock(&shared.state);
+    loop {
+        while !st.dirty && !st.stop {
+            st = shared.cv.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+        if !st.dirty {
+            break; // stopping, nothing left to sync
+        }
+        st.dirty = false;
+        let file = Arc::clone(&st.file);
+        let lsn = st.dirty_lsn;
+        drop(st);
+        let r = file.sync_data();
+        st = lock(&shared.state);
+        match r {
+            Ok(()) => {
+                st.fsyncs += 1;
+                st.durable_lsn = st.durable_lsn.max(lsn);
+            }
+            Err(e) => {
+                st.error.get_or_insert_with(|| format!("group commit fdatasync: {e}"));
+            }
+        }
+        let deadline = Instant::now() + interval;
+        while !st.stop {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            st = shared.cv.wait_timeout(st, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+}
+
+/// The single writer of a log directory.
+///
+/// Holds an exclusive `flock` on `<dir>/LOCK` from [`TLog::open`] until it is closed or
+/// dropped. Appends go to an in-process buffer that is written to the active segment as the
+/// [`Durability`] mode says; see [`TLog::append`]. After any failed write or sync the log
+/// refuses further work ([`Error::LogFailed`]): the state of the file past the last good sync is
+/// unknown, and reopening (recovery) is the way to find out.
+#[derive(Debug)]
+pub struct TLog {
+    cfg: LogConfig,
+    /// Holds the directory lock (released when closed).
+    _lock: File,
+    /// The active (last) segment, opened for appending.
+    file: Arc<File>,
+    /// All segments in LSN order; the last is the active one.
+    segments: Vec<(Lsn, PathBuf)>,
+    /// Bytes in the active segment, including the header and what is still buffered.
+    seg_len: u64,
+    /// Frames in the active segment, including buffered ones.
+    seg_frames: u64,
+    buf: Vec<u8>,
+    next_lsn: u64,
+    last_committed: u64,
+    /// A frame without COMMIT was appended and no commit followed yet.
+    in_batch: bool,
+    last_ts: u64,
+    commits_since_sync: u32,
+    /// Last LSN written to the file (not merely buffered).
+    written_lsn: u64,
+    /// Last LSN known fdatasynced by this thread.
+    synced_lsn: u64,
+    stats: LogStats,
+    group: Option<Group>,
+    failed: Option<String>,
+    closed: bool,
+}
+
+impl TLog {
+    /// Opens (creating if needed) the log in `cfg.dir` as its single writer, and recovers it.
+    ///
+    /// Recovery reads every segment in LSN order and checks every frame (CRC, fields, LSNs
+    /// consecutive within and across segments). Then, in the **last** segment only: frames
+    /// after the last committed frame (an uncommitted batch) are dropped, and an invalid frame
+    /// that no valid frame follows (a torn write) is cut off with everything after it: the file
+    /// is truncated to the end of the last committed frame (`set_len`, then fsync) and the cut
+    /// is described in [`RecoveryReport::truncated`]. A last segment whose header is torn or
+    /// zero (a crash while creating it) and that holds no valid frame is removed. Nothing is
+    /// modified unless all checks pass.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] when another writer (in this or another process) holds the lock;
+    /// [`Error::CorruptFrame`] (file, offset, reason; nothing modified) for an invalid frame
+    /// that valid frames follow, any invalid frame in a segment other than the last, a
+    /// segment that ends inside a batch while another follows, or LSNs that skip or repeat;
+    /// [`Error::BadMagic`] / [`Error::UnsupportedVersion`] for a segment that is not of this
+    /// format; [`Error::Io`] for failed system calls.
+    pub fn open(cfg: LogConfig) -> Result<(TLog, RecoveryReport)> {
+        let dir = cfg.dir.clone();
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        match rustix::fs::flock(&lock_file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => return Err(Error::Locked { dir }),
+            Err(e) => return Err(Error::io(&lock_path, e.into())),
+        }
+        let rec = recover(&dir)?;
+        let durable = cfg.durability != Durability::Buffered;
+        let mut stats = LogStats::default();
+        let mut segments = rec.segments;
+        let (file, seg_len) = match segments.last() {
+            Some((_, path)) => {
+                let f = OpenOptions::new().append(true).open(path).map_err(|e| Error::io(path, e))?;
+                let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+                (f, len)
+            }
+            None => {
+                let first = Lsn(rec.next_lsn);
+                let (f, path) = create_segment(&dir, first, durable)?;
+                stats.segments_created += 1;
+                stats.fsyncs += u64::from(durable);
+                segments.push((first, path));
+                (f, SEGMENT_HEADER_LEN as u64)
+            }
+        };
+        // Frames are consecutive from the segment's first LSN.
+        let seg_frames = rec.next_lsn - segments.last().map_or(rec.next_lsn, |s| s.0.0);
+        let file = Arc::new(file);
+        let last = rec.next_lsn - 1;
+        let group = match cfg.durability {
+            Durability::GroupCommit(interval) => {
+                let shared = Arc::new(GroupShared {
+                    state: Mutex::new(GroupState {
+                        file: Arc::clone(&file),
+                        dirty: false,
+                        dirty_lsn: last,
+                        durable_lsn: last,
+                        stop: false,
+                        fsyncs: 0,
+                        error: None,
+                    }),
+                    cv: Condvar::new(),
+                });
+                let s2 = Arc::clone(&shared);
+                let handle = std::thread::Builder::new()
+                    .name("mmsb-group-commit".into())
+                    .spawn(move || group_thread(&s2, interval))
+                    .map_err(|e| Error::io(&dir, e))?;
+                Some(Group { shared, handle: Some(handle) })
+            }
+            _ => None,
+        };
+        let report = RecoveryReport {
+            last_lsn: Lsn(last),
+            segments: segments.len(),
+            frames: rec.frames,
+            truncated: rec.truncated,
+        };
+        let buffer_bytes = cfg.buffer_bytes;
+        let log = TLog {
+            cfg,
+            _lock: lock_file,
+            file,
+            segments,
+            seg_len,
+            seg_frames,
+            buf: Vec::with_capacity(buffer_bytes),
+            next_lsn: rec.next_lsn,
+            last_committed: last,
+            in_batch: false,
+            last_ts: 0,
+            commits_since_sync: 0,
+            written_lsn: last,
+            synced_lsn: last,
+            stats,
+            group,
+            failed: None,
+            closed: false,
+        };
+        Ok((log, report))
+    }
+
+    /// The log directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.cfg.dir
+    }
+
+    /// The durability mode.
+    #[must_use]
+    pub fn durability(&self) -> Durability {
+        self.cfg.durability
+    }
+
+    /// The LSN the next append will get.
+    #[must_use]
+    pub fn next_lsn(&self) -> Lsn {
+        Lsn(self.next_lsn)
+    }
+
+    /// The LSN of the last frame appended (committed or not; [`Lsn::ZERO`] for an empty log).
+    #[must_use]
+    pub fn last_lsn(&self) -> Lsn {
+        Lsn(self.next_lsn - 1)
+    }
+
+    /// The LSN of the last frame that ended a batch: what recovery would keep if the frames
+    /// had reached the disk.
+    #[must_use]
+    pub fn last_committed_lsn(&self) -> Lsn {
+        Lsn(self.last_committed)
+    }
+
+    /// The highest LSN known to be on stable storage (fdatasynced by this writer or its
+    /// group-commit thread since it was opened; after open, everything recovered counts).
+    #[must_use]
+    pub fn durable_lsn(&self) -> Lsn {
+        let g = self.group.as_ref().map_or(0, |g| lock(&g.shared.state).durable_lsn);
+        Lsn(self.synced_lsn.max(g))
+    }
+
+    /// Counters since open.
+    #[must_use]
+    pub fn stats(&self) -> LogStats {
+        let mut s = self.stats;
+        if let Some(g) = &self.group {
+            s.fsyncs += lock(&g.shared.state).fsyncs;
+        }
+        s.segments = self.segments.len();
+        s
+    }
+
+    /// The segment files, in LSN order, with their first LSNs; the last is being written.
+    #[must_use]
+    pub fn segments(&self) -> &[(Lsn, PathBuf)] {
+        &self.segments
+    }
+
+    fn check_ok(&self) -> Result<()> {
+        match &self.failed {
+            Some(cause) => Err(Error::LogFailed { dir: self.cfg.dir.clone(), cause: cause.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a write/sync failure: the log refuses further work.
+    fn fail(&mut self, path: &Path, e: io::Error) -> Error {
+        self.failed.get_or_insert_with(|| format!("{}: {e}", path.display()));
+        Error::io(path, e)
+    }
+
+    fn active_path(&self) -> PathBuf {
+        self.segments.last().map(|s| s.1.clone()).unwrap_or_default()
+    }
+
+    /// Writes the buffer to the active segment.
+    fn write_out(&mut self) -> Result<()> {
+        self.check_ok()?;
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = (&*self.file).write_all(&self.buf) {
+            let p = self.active_path();
+            return Err(self.fail(&p, e));
+        }
+        self.stats.writes += 1;
+        self.buf.clear();
+        if self.buf.capacity() > 2 * self.cfg.buffer_bytes.max(4096) {
+            self.buf.shrink_to(self.cfg.buffer_bytes);
+        }
+        self.written_lsn = self.next_lsn - 1;
+        Ok(())
+    }
+
+    /// fdatasyncs the active segment (the buffer must have been written).
+    fn sync_file(&mut self) -> Result<()> {
+        self.check_ok()?;
+        if let Err(e) = self.file.sync_data() {
+            let p = self.active_path();
+            return Err(self.fail(&p, e));
+        }
+        self.stats.fsyncs += 1;
+        self.commits_since_sync = 0;
+        self.synced_lsn = self.written_lsn;
+        Ok(())
+    }
+
+    /// Appends one frame and returns its LSN and timestamp.
+    ///
+    /// The frame gets the next LSN and the current wall-clock time (clamped so timestamps
+    /// never decrease within this writer), and is encoded into the buffer (no allocation once
+    /// the buffer has its capacity). If the buffer cannot take it, the buffer is written first.
+    /// If the previous frame ended a batch and this one would grow the active segment beyond
+    /// `segment_bytes`, the log first rolls to a new segment (`{next_lsn:020}.tlog`; unless
+    /// [`Durability::Buffered`], the old segment is fdatasynced and the new one and the
+    /// directory are fsynced). `commit = true` (and any [`BodyRef::Commit`] frame) ends a
+    /// batch: the frames since the previous commit become committed and the [`Durability`]
+    /// rule runs.
+    ///
+    /// # Errors
+    /// Invalid bodies are refused before an LSN is assigned, and the log stays usable:
+    /// [`Error::InvalidPageSize`] for an empty or larger than [`MAX_PAGE_SIZE`] dense body or
+    /// page size, [`Error::OutOfBounds`] for a mask reaching past [`MAX_PAGE_SIZE`],
+    /// [`Error::MaskPayloadMismatch`], [`Error::MetadataKeyTooLong`],
+    /// [`Error::FrameTooLarge`]. A failed write or sync returns [`Error::Io`] and makes every
+    /// later call return [`Error::LogFailed`] (the frame may or may not be in the file;
+    /// reopen to find out).
+    pub fn append(&mut self, page: PageId, epoch: u64, source: Source, commit: bool, body: BodyRef<'_>) -> Result<Appended> {
+        self.check_ok()?;
+        validate(page, body)?;
+        let plan = frame::plan(body);
+        if plan.len > MAX_FRAME_LEN {
+            return Err(Error::FrameTooLarge { bytes: plan.len, max: MAX_FRAME_LEN });
+        }
+        let commit = commit || matches!(body, BodyRef::Commit);
+        if !self.in_batch && self.seg_frames > 0 && self.seg_len + plan.len as u64 > self.cfg.segment_bytes {
+            self.roll()?;
+        }
+        if !self.buf.is_empty() && self.buf.len() + plan.len > self.cfg.buffer_bytes {
+            self.write_out()?;
+        }
+        let ts = now_ns().max(self.last_ts);
+        self.last_ts = ts;
+        let lsn = Lsn(self.next_lsn);
+        frame::encode_planned(&mut self.buf, &plan, lsn, page, epoch, ts, source, commit, body);
+        self.next_lsn += 1;
+        self.seg_len += plan.len as u64;
+        self.seg_frames += 1;
+        self.stats.frames += 1;
+        self.stats.bytes += plan.len as u64;
+        if commit {
+            self.last_committed = lsn.0;
+            self.in_batch = false;
+            self.on_commit()?;
+        } else {
+            self.in_batch = true;
+        }
+        Ok(Appended { lsn, timestamp_ns: ts })
+    }
+
+    /// The durability rule at a commit.
+    fn on_commit(&mut self) -> Result<()> {
+        match self.cfg.durability {
+            Durability::Buffered => Ok(()),
+            Durability::Flush => self.write_out(),
+            Durability::FsyncEvery(n) => {
+                self.write_out()?;
+                self.commits_since_sync += 1;
+                if self.commits_since_sync >= n.max(1) { self.sync_file() } else { Ok(()) }
+            }
+            Durability::GroupCommit(_) => {
+                self.write_out()?;
+                self.notify_group()
+            }
+        }
+    }
+
+    /// Tells the group-commit thread there is something to sync; reports its failures.
+    fn notify_group(&mut self) -> Result<()> {
+        let Some(g) = &self.group else { return Ok(()) };
+        let mut st = lock(&g.shared.state);
+        if let Some(e) = st.error.clone() {
+            drop(st);
+            self.failed.get_or_insert_with(|| e.clone());
+            return Err(Error::LogFailed { dir: self.cfg.dir.clone(), cause: e });
+        }
+        st.dirty = true;
+        st.dirty_lsn = self.written_lsn;
+        drop(st);
+        g.shared.cv.notify_one();
+        Ok(())
+    }
+
+    /// Closes the active segment and starts a new one at `next_lsn`.
+    fn roll(&mut self) -> Result<()> {
+        self.write_out()?;
+        let durable = self.cfg.durability != Durability::Buffered;
+        if durable {
+            self.sync_file()?;
+        }
+        let first = Lsn(self.next_lsn);
+        let (f, path) = match create_segment(&self.cfg.dir, first, durable) {
+            Ok(x) => x,
+            Err(e) => {
+                self.failed.get_or_insert_with(|| e.to_string());
+                return Err(e);
+            }
+        };
+        self.stats.segments_created += 1;
+        self.stats.fsyncs += u64::from(durable);
+        self.file = Arc::new(f);
+        if let Some(g) = &self.group {
+            lock(&g.shared.state).file = Arc::clone(&self.file);
+        }
+        self.segments.push((first, path));
+        self.seg_len = SEGMENT_HEADER_LEN as u64;
+        self.seg_frames = 0;
+        Ok(())
+    }
+
+    /// Writes the buffer to the file (`write(2)`; no fsync). Afterwards a [`LogReader`] sees
+    /// every frame appended so far (it yields those up to the last commit).
+    ///
+    /// # Errors
+    /// [`Error::Io`] for a failed write (the log then refuses further work),
+    /// [`Error::LogFailed`] after an earlier failure.
+    pub fn flush(&mut self) -> Result<()> {
+        self.write_out()
+    }
+
+    /// Writes the buffer and fdatasyncs the active segment: every frame appended so far is on
+    /// stable storage when this returns.
+    ///
+    /// # Errors
+    /// As [`TLog::flush`], also for a failed fdatasync.
+    pub fn sync(&mut self) -> Result<()> {
+        self.write_out()?;
+        self.sync_file()
+    }
+
+    /// Deletes whole segments whose frames all have LSNs below `lsn` (for example everything a
+    /// checkpoint at `lsn - 1` covers), oldest first, then fsyncs the directory. The active
+    /// segment is never deleted. Returns the number of segments deleted.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a file cannot be removed (the ones before it are gone).
+    pub fn prune_before(&mut self, lsn: Lsn) -> Result<usize> {
+        let mut removed = 0;
+        while self.segments.len() > 1 && self.segments[1].0 <= lsn {
+            let path = self.segments[0].1.clone();
+            fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            self.segments.remove(0);
+            removed += 1;
+        }
+        if removed > 0 {
+            sync_dir(&self.cfg.dir)?;
+        }
+        Ok(removed)
+    }
+
+    /// Stops the group-commit thread (which syncs what is still unsynced first).
+    fn stop_group(&mut self) -> Option<String> {
+        let mut g = self.group.take()?;
+        lock(&g.shared.state).stop = true;
+        g.shared.cv.notify_all();
+        if let Some(h) = g.handle.take() {
+            let _ = h.join();
+        }
+        let st = lock(&g.shared.state);
+        self.stats.fsyncs += st.fsyncs;
+        st.error.clone()
+    }
+
+    /// Writes and fdatasyncs everything, stops the group-commit thread and releases the lock.
+    ///
+    /// # Errors
+    /// As [`TLog::sync`]; also a failure the group-commit thread met. The lock is released
+    /// either way.
+    pub fn close(mut self) -> Result<()> {
+        let r = self.sync();
+        let g = self.stop_group();
+        self.closed = true;
+        r?;
+        match g {
+            Some(cause) => Err(Error::LogFailed { dir: self.cfg.dir.clone(), cause }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TLog {
+    /// Best effort: writes the buffer (errors ignored), stops the group-commit thread (which
+    /// syncs what it had pending). Does not fsync otherwise; use [`TLog::close`] for that.
+    fn drop(&mut self) {
+        if !self.closed {
+            let _ = self.write_out();
+        }
+        let _ = self.stop_group();
+    }
+}
+
+/// Checks what [`frame::encode_into`] does not, so that every frame the log writes decodes.
+fn validate(page: PageId, body: BodyRef<'_>) -> Result<()> {
+    match body {
+        BodyRef::Delta(Body::Dense(b)) => {
+            if b.is_empty() || b.len() > MAX_PAGE_SIZE {
+                return Err(Error::InvalidPageSize { size: b.len(), max: MAX_PAGE_SIZE });
+            }
+        }
+        BodyRef::Delta(Body::Sparse { mask, payload }) => {
+            let end = mask.last_byte();
+            if end > MAX_PAGE_SIZE {
+                return Err(Error::OutOfBounds { page, offset: mask.start_word() * 64, end, size: MAX_PAGE_SIZE });
+            }
+            let n = mask.count();
+            if n != payload.len() {
+                return Err(Error::MaskPayloadMismatch { mask_bytes: n, payload_bytes: payload.len() });
+            }
+        }
+        BodyRef::CreatePage { size, .. } => {
+            if size == 0 || size as usize > MAX_PAGE_SIZE {
+                return Err(Error::InvalidPageSize { size: size as usize, max: MAX_PAGE_SIZE });
+            }
+        }
+        BodyRef::Metadata { key, .. } => {
+            if key.len() > MAX_METADATA_KEY_LEN {
+                return Err(Error::MetadataKeyTooLong { len: key.len(), max: MAX_METADATA_KEY_LEN });
+            }
+        }
+        BodyRef::Commit => {}
+    }
+    Ok(())
+}
+
+/// Creates segment `first` in `dir` with its header; with `durable`, fdatasyncs it and fsyncs
+/// the directory.
+fn create_segment(dir: &Path, first: Lsn, durable: bool) -> Result<(File, PathBuf)> {
+    let path = dir.join(segment_file_name(first));
+    let mut f = OpenOptions::new().append(true).create_new(true).open(&path).map_err(|e| Error::io(&path, e))?;
+    f.write_all(&encode_header(first, now_ns())).map_err(|e| Error::io(&path, e))?;
+    if durable {
+        f.sync_data().map_err(|e| Error::io(&path, e))?;
+        sync_dir(dir)?;
+    }
+    Ok((f, path))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+// ---------------------------------------------------------------------------------------------
+
+/// A frame read from a log, with where it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameAt {
+    /// The frame.
+    pub frame: Frame,
+    /// The segment file it is in.
+    pub file: Arc<Path>,
+    /// Byte offset of its first byte in that file.
+    pub offset: u64,
+    /// Its length in bytes.
+    pub len: u32,
+}
+
+#[derive(Clone, Debug)]
+struct SegEntry {
+    /// First LSN (from the name, or the header for a file whose name is not a segment name; 0
+    /// if neither is readable).
+    first: Lsn,
+    /// LSN in the file name, if it is a segment name.
+    name_lsn: Option<Lsn>,
+    path: Arc<Path>,
+}
+
+/// Reads a log directory (or one segment file) without taking the lock and without modifying
+/// anything. Safe to use on a live log: it sees what the writer has written (`flush()`ed) by the
+/// time each segment is opened.
+#[derive(Debug)]
+pub struct LogReader {
+    path: PathBuf,
+    is_dir: bool,
+    include_uncommitted: bool,
+    tail: Mutex<Option<Truncation>>,
+}
+
+impl LogReader {
+    /// A reader of `path`: a log directory or a single segment file.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when `path` does not exist or cannot be examined.
+    pub fn open(path: impl AsRef<Path>) -> Result<LogReader> {
+        let path = path.as_ref().to_path_buf();
+        let meta = fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(LogReader { is_dir: meta.is_dir(), path, include_uncommitted: false, tail: Mutex::new(None) })
+    }
+
+    /// Also yield frames after the last commit (an unfinished or abandoned batch), which are
+    /// skipped by default so that replay never applies half a batch.
+    #[must_use]
+    pub fn with_uncommitted(mut self, yes: bool) -> LogReader {
+        self.include_uncommitted = yes;
+        self
+    }
+
+    /// The path given to [`LogReader::open`].
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The segment files now, in LSN order, with their first LSN (from the file name; for a
+    /// single file with another name, from its header, or 0 if that is unreadable).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the directory cannot be listed.
+    pub fn segments(&self) -> Result<Vec<(Lsn, PathBuf)>> {
+        Ok(self.entries()?.into_iter().map(|e| (e.first, e.path.to_path_buf())).collect())
+    }
+
+    fn entries(&self) -> Result<Vec<SegEntry>> {
+        if self.is_dir {
+            return Ok(list_segments(&self.path)?
+                .into_iter()
+                .map(|(first, p)| SegEntry { first, name_lsn: Some(first), path: Arc::from(p.as_path()) })
+                .collect());
+        }
+        let name_lsn = self.path.file_name().and_then(parse_segment_file_name);
+        let first = match name_lsn {
+            Some(l) => l,
+            None => {
+                let mut r = SegReader::open(Arc::from(self.path.as_path()))?;
+                let h = r.read_header()?;
+                check_header(&self.path, &h, None).unwrap_or(Lsn::ZERO)
+            }
+        };
+        Ok(vec![SegEntry { first, name_lsn, path: Arc::from(self.path.as_path()) }])
+    }
+
+    /// Iterates over the frames with LSN `>= lsn`, in order, across segments. Segments that end
+    /// before `lsn` are skipped unread (by the first LSNs in their names); frames below `lsn` in
+    /// the first segment read are checked but not yielded.
+    ///
+    /// By default only committed frames are yielded (see [`LogReader::with_uncommitted`]).
+    /// The iterator ends at the end of the log, or at a torn tail of the last segment (an
+    /// invalid frame that no valid frame follows); [`LogReader::tail`] (or [`Frames::tail`])
+    /// then describes what recovery would cut. It yields `Err` and ends for a corrupt frame that
+    /// valid frames follow, any invalid frame in a segment other than the last, an LSN gap or
+    /// repeat ([`Error::CorruptFrame`]), a bad segment header ([`Error::BadMagic`],
+    /// [`Error::UnsupportedVersion`], [`Error::CorruptFrame`]) or an I/O error.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the directory cannot be listed (the segment list is taken now, so an
+    /// iterator sees segments created after [`LogReader::open`]).
+    pub fn frames_from(&self, lsn: Lsn) -> Result<Frames<'_>> {
+        let segs = self.entries()?;
+        let start = segs.partition_point(|s| s.first <= lsn).saturating_sub(1);
+        *lock(&self.tail) = None;
+        Ok(Frames {
+            reader: self,
+            segs,
+            next_seg: start,
+            cur: None,
+            cur_last: false,
+            from: lsn,
+            last_lsn: None,
+            since_commit: 0,
+            commit_end: 0,
+            pending: VecDeque::new(),
+            ready: VecDeque::new(),
+            done: false,
+            tail: None,
+        })
+    }
+
+    /// [`LogReader::frames_from`] from the start.
+    ///
+    /// # Errors
+    /// As [`LogReader::frames_from`].
+    pub fn frames(&self) -> Result<Frames<'_>> {
+        self.frames_from(Lsn::ZERO)
+    }
+
+    /// What the last iteration that reached the end of the log found after the last committed
+    /// frame (torn bytes and/or uncommitted frames), if anything. Nothing was modified.
+    #[must_use]
+    pub fn tail(&self) -> Option<Truncation> {
+        lock(&self.tail).clone()
+    }
+}
+
+/// Iterator over the frames of a log: see [`LogReader::frames_from`].
+#[derive(Debug)]
+pub struct Frames<'r> {
+    reader: &'r LogReader,
+    segs: Vec<SegEntry>,
+    next_seg: usize,
+    cur: Option<SegReader>,
+    cur_last: bool,
+    from: Lsn,
+    /// LSN of the last valid frame read (or first - 1 of the current segment).
+    last_lsn: Option<u64>,
+    /// Valid frames read since the last commit.
+    since_commit: u64,
+    /// Offset just past the last committed frame in the current segment.
+    commit_end: u64,
+    pending: VecDeque<FrameAt>,
+    ready: VecDeque<FrameAt>,
+    done: bool,
+    tail: Option<Truncation>,
+}
+
+impl std::fmt::Debug for SegReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegReader").field("path", &self.path).field("len", &self.len).field("pos", &self.pos).finish()
+    }
+}
+
+impl Frames<'_> {
+    /// What this iteration found after the last committed frame, once it has ended (see
+    /// [`LogReader::tail`]).
+    #[must_use]
+    pub fn tail(&self) -> Option<&Truncation> {
+        self.tail.as_ref()
+    }
+
+    fn finish(&mut self, tail: Option<Truncation>) {
+        self.done = true;
+        self.pending.clear();
+        self.cur = None;
+        (*lock(&self.reader.tail)).clone_from(&tail);
+        self.tail = tail;
+    }
+
+    /// One step: opens a segment, or reads one frame, or ends.
+    fn advance(&mut self) -> Result<()> {
+        let Some(r) = self.cur.as_mut() else {
+            let Some(seg) = self.segs.get(self.next_seg).cloned() else {
+                self.finish(None);
+                return Ok(());
+            };
+            self.next_seg += 1;
+            let is_last = self.next_seg == self.segs.len();
+            let mut r = SegReader::open(Arc::clone(&seg.path))?;
+            let hdr = r.read_header()?;
+            let first = match check_header(&seg.path, &hdr, seg.name_lsn) {
+                Ok(first) => first,
+                Err(HeaderErr::Fatal(e)) => return Err(e),
+                Err(HeaderErr::Bad(reason)) => {
+                    let min = self.last_lsn.unwrap_or(seg.first.0.saturating_sub(1));
+                    if !is_last {
+                        return Err(corrupt_frame(&seg.path, 0, reason));
+                    }
+                    if let Some((at, lsn)) = r.find_valid(1, min)? {
+                        return Err(corrupt_frame(
+                            &seg.path,
+                            0,
+                            format!("{reason}; yet a valid frame ({lsn}) follows at offset {at}"),
+                        ));
+                    }
+                    let frames_dropped = self.since_commit;
+                    self.finish(Some(Truncation {
+                        file: seg.path.to_path_buf(),
+                        offset: 0,
+                        bytes_dropped: r.len,
+                        frames_dropped,
+                        reason: format!("{reason} (a crash while starting this segment)"),
+                    }));
+                    return Ok(());
+                }
+            };
+            if let Some(l) = self.last_lsn
+                && first.0 != l + 1
+            {
+                return Err(corrupt_frame(
+                    &seg.path,
+                    0,
+                    format!("segment starts at {first} but the previous segment ends at LSN {l}"),
+                ));
+            }
+            self.last_lsn = Some(first.0 - 1);
+            self.commit_end = SEGMENT_HEADER_LEN as u64;
+            self.cur_last = is_last;
+            self.cur = Some(r);
+            return Ok(());
+        };
+        let path = Arc::clone(&r.path);
+        let file_len = r.len;
+        match r.step()? {
+            Step::Frame(v, off, len) => {
+                let expected = self.last_lsn.map_or(v.lsn.0, |l| l + 1);
+                if v.lsn.0 != expected {
+                    return Err(corrupt_frame(&path, off, format!("frame has {} where LSN {expected} was expected", v.lsn)));
+                }
+                self.last_lsn = Some(v.lsn.0);
+                let commit = v.commit;
+                if v.lsn >= self.from {
+                    let at = FrameAt { frame: v.to_frame(), file: path, offset: off, len };
+                    if self.reader.include_uncommitted {
+                        self.ready.push_back(at);
+                    } else {
+                        self.pending.push_back(at);
+                    }
+                }
+                if commit {
+                    self.since_commit = 0;
+                    self.commit_end = off + u64::from(len);
+                    self.ready.extend(self.pending.drain(..));
+                } else {
+                    self.since_commit += 1;
+                }
+            }
+            Step::End => {
+                if !self.cur_last {
+                    if self.since_commit > 0 {
+                        return Err(corrupt_frame(
+                            &path,
+                            self.commit_end,
+                            format!(
+                                "segment ends with {} uncommitted frames (only the last segment may)",
+                                self.since_commit
+                            ),
+                        ));
+                    }
+                    self.cur = None;
+                    return Ok(());
+                }
+                let tail = (self.since_commit > 0).then(|| Truncation {
+                    file: path.to_path_buf(),
+                    offset: self.commit_end,
+                    bytes_dropped: file_len - self.commit_end,
+                    frames_dropped: self.since_commit,
+                    reason: format!("{} uncommitted frames after the last commit", self.since_commit),
+                });
+                self.finish(tail);
+            }
+            Step::Bad { offset, reason } => {
+                if !self.cur_last {
+                    return Err(corrupt_frame(&path, offset, reason));
+                }
+                let min = self.last_lsn.unwrap_or(0);
+                if let Some((at, lsn)) = r.find_valid(offset + 1, min)? {
+                    return Err(corrupt_frame(
+                        &path,
+                        offset,
+                        format!("{reason}; a valid frame ({lsn}) follows at offset {at}, so this is not a torn tail"),
+                    ));
+                }
+                let mut why = format!("torn or corrupt frame at offset {offset}: {reason}");
+                if self.since_commit > 0 {
+                    why.push_str(&format!("; {} uncommitted frames before it", self.since_commit));
+                }
+                let tail = Truncation {
+                    file: path.to_path_buf(),
+                    offset: self.commit_end,
+                    bytes_dropped: file_len - self.commit_end,
+                    frames_dropped: self.since_commit,
+                    reason: why,
+                };
+                self.finish(Some(tail));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for Frames<'_> {
+    type Item = Result<FrameAt>;
+
+    fn next(&mut self) -> Option<Result<FrameAt>> {
+        loop {
+            if let Some(f) = self.ready.pop_front() {
+                return Some(Ok(f));
+            }
+            if self.done {
+                return None;
+            }
+            if let Err(e) = self.advance() {
+                self.done = true;
+                self.pending.clear();
+                self.cur = None;
+                return Some(Err(e));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Verify
+// ---------------------------------------------------------------------------------------------
+
+/// One segment as [`verify`] saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentSummary {
+    /// The file.
+    pub file: PathBuf,
+    /// First LSN according to the file name (or the header for a file with another name).
+    pub first_lsn: Lsn,
+    /// Valid frames found.
+    pub frames: u64,
+    /// LSN of the first valid frame.
+    pub first_frame: Option<Lsn>,
+    /// LSN of the last valid frame.
+    pub last_frame: Option<Lsn>,
+    /// File size in bytes.
+    pub bytes: u64,
+    /// Valid frames after the last commit at the end of the last segment (an open or
+    /// abandoned batch; not a problem, recovery drops them).
+    pub uncommitted: u64,
+}
+
+/// A defect [`verify`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The segment file.
+    pub file: PathBuf,
+    /// Byte offset of the bad frame (0 for a header problem).
+    pub offset: u64,
+    /// What is wrong.
+    pub reason: String,
+    /// True when this is a torn tail that [`TLog::open`] would cut off (an invalid frame or
+    /// header at the end of the last segment that no valid frame follows); false for
+    /// corruption that recovery refuses.
+    pub tail: bool,
+}
+
+/// The result of [`verify`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Per segment, in LSN order.
+    pub segments: Vec<SegmentSummary>,
+    /// Every problem found, in file order. Empty for a sound log.
+    pub problems: Vec<Problem>,
+    /// Valid frames in all segments.
+    pub frames: u64,
+    /// LSN of the last valid frame ([`Lsn::ZERO`] if none).
+    pub last_lsn: Lsn,
+}
+
+impl VerifyReport {
+    /// True when no problem was found.
+    #[must_use]
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Checks every frame (CRC, fields, LSN order) of every segment of the log at `path` (a
+/// directory or one segment file), read-only. Unlike recovery it does not stop at the first
+/// problem: after an invalid frame it resumes at the next position where a valid frame starts
+/// (scanning byte by byte), and after a bad segment it goes on with the next one.
+///
+/// # Errors
+/// Only when `path` cannot be examined or listed, or a read fails midway ([`Error::Io`]);
+/// defects of segments, including files that cannot be opened, are in
+/// [`VerifyReport::problems`].
+pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
+    let reader = LogReader::open(path)?;
+    let segs = reader.entries()?;
+    let mut rep = VerifyReport::default();
+    let mut prev_last: Option<u64> = None;
+    let n = segs.len();
+    for (i, seg) in segs.iter().enumerate() {
+        let is_last = i + 1 == n;
+        let file = seg.path.to_path_buf();
+        let mut sum = SegmentSummary {
+            file: file.clone(),
+            first_lsn: seg.first,
+            frames: 0,
+            first_frame: None,
+            last_frame: None,
+            bytes: 0,
+            uncommitted: 0,
+        };
+        let problem = |offset: u64, reason: String, tail: bool| Problem { file: file.clone(), offset, reason, tail };
+        let opened = SegReader::open(Arc::clone(&seg.path)).and_then(|mut r| r.read_header().map(|h| (r, h)));
+        let (mut r, hdr) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                rep.problems.push(problem(0, e.to_string(), false));
+                rep.segments.push(sum);
+                continue;
+            }
+        };
+        sum.bytes = r.len;
+        let mut expected = seg.first.0;
+        match check_header(&seg.path, &hdr, seg.name_lsn) {
+            Ok(first) => {
+                if let Some(l) = prev_last
+                    && first.0 != l + 1
+                {
+                    rep.problems.push(problem(
+                        0,
+                        format!("segment starts at {first} but the previous segment ends at LSN {l}"),
+                        false,
+                    ));
+                }
+                expected = first.0;
+            }
+            Err(HeaderErr::Fatal(e)) => {
+                rep.problems.push(problem(0, e.to_string(), false));
+                rep.segments.push(sum);
+                continue;
+            }
+            Err(HeaderErr::Bad(reason)) => {
+                match r.find_valid(1, prev_last.unwrap_or(expected.saturating_sub(1)))? {
+                    Some((at, lsn)) => {
+                        rep.problems.push(problem(0, reason, false));
+                        r.seek(at);
+                        expected = lsn.0;
+                    }
+                    None => {
+                        rep.problems.push(problem(0, reason, is_last));
+                        rep.segments.push(sum);
+                        continue;
+                    }
+                }
+            }
+        }
+        let mut since_commit = 0u64;
+        let mut commit_end = SEGMENT_HEADER_LEN as u64;
+        let mut last_valid = expected.saturating_sub(1);
+        loop {
+            match r.step()? {
+                Step::End => break,
+                Step::Frame(v, off, len) => {
+                    if v.lsn.0 != expected {
+                        rep.problems.push(problem(
+                            off,
+                            format!("frame has {} where LSN {expected} was expected", v.lsn),
+                            false,
+                        ));
+                    }
+                    expected = v.lsn.0 + 1;
+                    last_valid = v.lsn.0;
+                    sum.frames += 1;
+                    sum.first_frame.get_or_insert(v.lsn);
+                    sum.last_frame = Some(v.lsn);
+                    if v.commit {
+                        since_commit = 0;
+                        commit_end = off + u64::from(len);
+                    } else {
+                        since_commit += 1;
+                    }
+                }
+                Step::Bad { offset, reason } => match r.find_valid(offset + 1, last_valid)? {
+                    Some((at, lsn)) => {
+                        rep.problems.push(problem(offset, reason, false));
+                        r.seek(at);
+                        expected = lsn.0;
+                    }
+                    None => {
+                        rep.problems.push(problem(offset, reason, is_last));
+                        break;
+                    }
+                },
+            }
+        }
+        if since_commit > 0 {
+            if is_last {
+                sum.uncommitted = since_commit;
+            } else {
+                rep.problems.push(problem(
+                    commit_end,
+                    format!("segment ends with {since_commit} uncommitted frames (only the last segment may)"),
+                    false,
+                ));
+            }
+        }
+        rep.frames += sum.frames;
+        if let Some(l) = sum.last_frame {
+            rep.last_lsn = l;
+        }
+        prev_last = Some(sum.last_frame.map_or(expected.saturating_sub(1), |l| l.0));
+        rep.segments.push(sum);
+    }
+    Ok(rep)
+}
