@@ -230,6 +230,21 @@ impl Mask {
     }
 }
 
+/// Calls `f(bit, len)` for each run of set bits in `w`, lowest first (no allocation).
+#[inline]
+fn for_each_run_in_word(mut w: u64, mut f: impl FnMut(usize, usize)) {
+    let mut shift = 0usize;
+    while w != 0 {
+        let tz = w.trailing_zeros() as usize;
+        w >>= tz;
+        let pos = shift + tz;
+        let ones = (!w).trailing_zeros() as usize;
+        f(pos, ones);
+        shift = pos + ones;
+        w = if ones >= 64 { 0 } else { w >> ones };
+    }
+}
+
 /// The body of a delta.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Body {
@@ -385,8 +400,7 @@ impl Delta {
             if bits == !0 {
                 payload.extend_from_slice(&new[w * 64 - offset..w * 64 + 64 - offset]);
             } else if bits != 0 {
-                let m = Mask { start_word: 0, words: vec![bits] };
-                m.for_each_run(|o, l| {
+                for_each_run_in_word(bits, |o, l| {
                     let abs = w * 64 + o;
                     payload.extend_from_slice(&new[abs - offset..abs - offset + l]);
                 });
@@ -479,8 +493,7 @@ impl Delta {
                         bytes[at..at + 64].copy_from_slice(&payload[p..p + 64]);
                         p += 64;
                     } else if w != 0 {
-                        let m = Mask { start_word: 0, words: vec![w] };
-                        m.for_each_run(|o, l| {
+                        for_each_run_in_word(w, |o, l| {
                             let at = base + i * 64 + o;
                             bytes[at..at + l].copy_from_slice(&payload[p..p + l]);
                             p += l;
