@@ -113,7 +113,6 @@ pub type RecomputeFn = Arc<dyn Fn(&[&[u8]], &mut [u8]) + Send + Sync>;
 
 /// A recompute function that copies its first parent (the parent must be the child's size; a
 /// shorter parent fills the start, a longer one is cut).
-#[must_use]
 pub fn passthrough() -> impl Fn(&[&[u8]], &mut [u8]) + Send + Sync + 'static {
     |parents: &[&[u8]], out: &mut [u8]| {
         if let Some(p) = parents.first() {
@@ -125,7 +124,6 @@ pub fn passthrough() -> impl Fn(&[&[u8]], &mut [u8]) + Send + Sync + 'static {
 
 /// A recompute function that maps every byte of the first parent through `f`, position by
 /// position (bytes past the parent's length are left as they are).
-#[must_use]
 pub fn map(f: impl Fn(u8) -> u8 + Send + Sync + 'static) -> impl Fn(&[&[u8]], &mut [u8]) + Send + Sync + 'static {
     move |parents: &[&[u8]], out: &mut [u8]| {
         if let Some(p) = parents.first() {
@@ -422,7 +420,7 @@ impl Mmsb {
     /// If a recompute function run by propagation panics.
     pub fn write_range(&mut self, id: PageId, offset: usize, bytes: &[u8]) -> Result<Option<Lsn>> {
         let page = self.writable(id)?;
-        let end = offset.checked_add(bytes.len()).unwrap_or(usize::MAX);
+        let end = offset.saturating_add(bytes.len());
         if end > page.bytes.len() {
             return Err(Error::OutOfBounds { page: id, offset, end, size: page.bytes.len() });
         }

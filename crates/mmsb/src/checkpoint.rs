@@ -18,7 +18,7 @@
 //! Writing is crash-safe: the file is written under a temporary name in the same directory,
 //! fsynced, renamed over the final name, and the directory is fsynced; a crash leaves either
 //! no checkpoint or a complete one (plus, at worst, a temporary file that the next
-//! [`write`] removes and readers ignore).
+//! [`write()`] removes and readers ignore).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -41,7 +41,7 @@ const PAGE_FIXED: usize = 32;
 /// Suffix of temporary files.
 const TMP_SUFFIX: &str = ".ckpt.tmp";
 
-/// What [`write`] produced.
+/// What [`write()`] produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckpointInfo {
     /// The checkpoint file.
@@ -391,13 +391,16 @@ pub fn list(dir: impl AsRef<Path>) -> Result<Vec<(Lsn, PathBuf)>> {
     Ok(v)
 }
 
+/// A checkpoint file that failed its checks, and why.
+pub type Skipped = (PathBuf, Error);
+
 /// The newest checkpoint in `dir` that passes every check of [`read`], and the newer ones
 /// that did not (with why), newest first. `(None, ..)` when there is no valid checkpoint.
 ///
 /// # Errors
 /// [`Error::Io`] when the directory cannot be listed. Errors reading a single checkpoint
 /// (including I/O errors) are reported in the list, not returned.
-pub fn newest_valid(dir: impl AsRef<Path>) -> Result<(Option<Checkpoint>, Vec<(PathBuf, Error)>)> {
+pub fn newest_valid(dir: impl AsRef<Path>) -> Result<(Option<Checkpoint>, Vec<Skipped>)> {
     let mut skipped = Vec::new();
     for (_, path) in list(dir)?.into_iter().rev() {
         match read(&path) {

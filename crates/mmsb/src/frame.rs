@@ -955,10 +955,10 @@ mod tests {
     }
 
     #[test]
-    fn decode_rejects_trailing_garbage_in_crc() {
+    fn decode_detects_flip_and_short_buffers() {
         let body = Body::Dense(vec![1, 2, 3]);
         let mut out = enc(BodyRef::Delta(&body), true);
-        out[50] ^= 1;
+        out[45] ^= 1;
         assert!(matches!(decode(&out), Err(DecodeError::Corrupt(_))));
         assert_eq!(decode(&out[..10]), Err(DecodeError::Incomplete));
         assert_eq!(decode(&out[..3]), Err(DecodeError::Incomplete));

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::delta::{Body, Source};
 use crate::error::{Error, Result};
 use crate::frame::{
-    self, BodyRef, FRAME_HEADER_LEN, Frame, FrameView, MAX_FRAME_LEN, MAX_METADATA_KEY_LEN, decode_view, peek_len,
+    self, BodyRef, FRAME_HEADER_LEN, Frame, FrameView, MAX_FRAME_LEN, MaskEncoding, MAX_METADATA_KEY_LEN, decode_view, peek_len,
     plausible_header,
 };
 use crate::page::{Lsn, MAX_PAGE_SIZE, PageId};
@@ -157,8 +157,9 @@ pub struct RecoveryReport {
 pub struct Appended {
     /// The frame's LSN.
     pub lsn: Lsn,
-    /// The frame's timestamp: wall clock, nanoseconds since the Unix epoch, made non-decreasing
-    /// within this writer.
+    /// The frame's timestamp: wall clock, nanoseconds since the Unix epoch, clamped so that
+    /// timestamps never decrease along the log (also across reopening, should the clock step
+    /// back).
     pub timestamp_ns: u64,
 }
 
@@ -505,6 +506,8 @@ struct Recovered {
     next_lsn: u64,
     frames: u64,
     truncated: Option<Truncation>,
+    /// Largest timestamp of a kept frame (new timestamps are clamped to it).
+    last_ts: u64,
 }
 
 /// Scans every segment of `dir`; repairs only the tail of the last one (see the module docs).
@@ -518,6 +521,7 @@ fn recover(dir: &Path) -> Result<Recovered> {
     let mut truncated = None;
     let mut remove_last = false;
     let mut cut: Option<(PathBuf, u64)> = None;
+    let mut last_ts = 0u64;
     for (i, (first, path)) in segs.iter().enumerate() {
         let is_last = i + 1 == n;
         if let Some(l) = last
@@ -563,6 +567,7 @@ fn recover(dir: &Path) -> Result<Recovered> {
         let mut seg_frames = 0u64;
         let mut uncommitted = 0u64;
         let mut torn: Option<(u64, String)> = None;
+        let mut batch_ts = 0u64;
         loop {
             match r.step()? {
                 Step::End => break,
@@ -576,10 +581,12 @@ fn recover(dir: &Path) -> Result<Recovered> {
                     }
                     expected += 1;
                     seg_frames += 1;
+                    batch_ts = batch_ts.max(v.timestamp_ns);
                     if v.commit {
                         commit_end = off + u64::from(len);
                         last_commit = Some(v.lsn.0);
                         uncommitted = 0;
+                        last_ts = last_ts.max(batch_ts);
                     } else {
                         uncommitted += 1;
                     }
@@ -639,7 +646,7 @@ fn recover(dir: &Path) -> Result<Recovered> {
         fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
         sync_dir(dir)?;
     }
-    Ok(Recovered { segments: segs, next_lsn: last.map_or(1, |l| l + 1), frames, truncated })
+    Ok(Recovered { segments: segs, next_lsn: last.map_or(1, |l| l + 1), frames, truncated, last_ts })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -845,7 +852,7 @@ impl TLog {
             next_lsn: rec.next_lsn,
             last_committed: last,
             in_batch: false,
-            last_ts: 0,
+            last_ts: rec.last_ts,
             commits_since_sync: 0,
             written_lsn: last,
             synced_lsn: last,
@@ -965,7 +972,7 @@ impl TLog {
     /// Appends one frame and returns its LSN and timestamp.
     ///
     /// The frame gets the next LSN and the current wall-clock time (clamped so timestamps
-    /// never decrease within this writer), and is encoded into the buffer (no allocation once
+    /// never decrease along the log), and is encoded into the buffer (no allocation once
     /// the buffer has its capacity). If the buffer cannot take it, the buffer is written first.
     /// If the previous frame ended a batch and this one would grow the active segment beyond
     /// `segment_bytes`, the log first rolls to a new segment (`{next_lsn:020}.tlog`; unless
@@ -1217,6 +1224,9 @@ pub struct FrameAt {
     pub offset: u64,
     /// Its length in bytes.
     pub len: u32,
+    /// How a Delta frame's mask is stored ([`MaskEncoding::Dense`] for dense deltas and other
+    /// kinds), for inspection tools.
+    pub mask_encoding: MaskEncoding,
 }
 
 #[derive(Clone, Debug)]
@@ -1451,7 +1461,7 @@ impl Frames<'_> {
                 self.last_lsn = Some(v.lsn.0);
                 let commit = v.commit;
                 if v.lsn >= self.from {
-                    let at = FrameAt { frame: v.to_frame(), file: path, offset: off, len };
+                    let at = FrameAt { frame: v.to_frame(), file: path, offset: off, len, mask_encoding: v.mask_encoding };
                     if self.reader.include_uncommitted {
                         self.ready.push_back(at);
                     } else {

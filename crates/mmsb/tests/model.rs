@@ -33,7 +33,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// Deterministic page contents from a seed: a fraction `density/255` of bytes changes.
 fn derive(old: &[u8], seed: u8, density: u8) -> Vec<u8> {
-    let mut x = u32::from(seed) * 2_654_435_761 + 1;
+    let mut x = u32::from(seed).wrapping_mul(2_654_435_761).wrapping_add(1);
     old.iter()
         .map(|&b| {
             x ^= x << 13;
