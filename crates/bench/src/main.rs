@@ -8,6 +8,10 @@
 //! `bench datahub [--quick] [--json] [--out PATH]` compares DataHub with iceoryx2 between two
 //! processes: ping-pong latency and lossless throughput (see [`ipc`] for exactly what is timed).
 //!
+//! `bench mmsb [--quick] [--json] [--out PATH] [--dir PATH] [--only SUBSTRING]` runs MMSB.jl's benchmark workloads
+//! (allocation, deltas, propagation, replay, checkpoint/restore, graph), logged-delta throughput
+//! and an editing trace against the `mmsb` crate, in this process (see [`mod@mmsb`]).
+//!
 //! # Why child processes
 //! Each allocator's latency run, each scaling run (per allocator and thread count) and the RSS
 //! run executes in a fresh child: the parent re-executes its own binary
@@ -26,6 +30,7 @@
 
 mod ipc;
 mod machine;
+mod mmsb;
 mod workload;
 
 use std::fmt;
@@ -67,6 +72,9 @@ enum Command {
     /// DataHub vs iceoryx2 between two processes: ping-pong latency percentiles (64 B, 4 KiB),
     /// lossless throughput (64 B to 1 MiB), with and without DataHub checksums, and the goals.
     Datahub(ipc::DatahubArgs),
+    /// MMSB (versioned pages, deltas, write-ahead log, propagation): MMSB.jl's benchmark
+    /// workloads, logged-delta throughput and an editing trace, with the goals.
+    Mmsb(crate::mmsb::MmsbArgs),
     /// (internal) One allocator's latency and throughput run.
     #[command(hide = true)]
     ChildLatency {
@@ -179,6 +187,13 @@ fn main() -> ExitCode {
             }
         },
         Command::ChildIpc(args) => ipc::child_main(&args),
+        Command::Mmsb(args) => match crate::mmsb::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 

@@ -360,11 +360,15 @@ impl Delta {
     #[must_use]
     pub fn diff(page: PageId, old: &[u8], new: &[u8]) -> Option<Delta> {
         assert_eq!(old.len(), new.len(), "Delta::diff needs equal lengths");
-        let d = Delta::diff_at(page, old, 0, new)?;
-        if let Body::Sparse { mask, .. } = &d.body
-            && mask.count() * 8 >= new.len() * 7
-        {
-            return Some(Delta { body: Body::Dense(new.to_vec()), ..d });
+        let mut d = Delta::diff_at(page, old, 0, new)?;
+        if let Body::Sparse { mask, payload } = &mut d.body {
+            let n = mask.count();
+            if n == new.len() {
+                // Every byte changed: the payload already is the page.
+                d.body = Body::Dense(std::mem::take(payload));
+            } else if n * 8 >= new.len() * 7 {
+                d.body = Body::Dense(new.to_vec());
+            }
         }
         Some(d)
     }
@@ -383,8 +387,8 @@ impl Delta {
         }
         let first_word = offset / 64;
         let last_word = end.div_ceil(64);
-        let mut words = Vec::new();
-        let mut payload = Vec::new();
+        let mut words = Vec::with_capacity(last_word - first_word);
+        let mut payload = Vec::with_capacity(new.len());
         let mut lead_zero = 0usize;
         for w in first_word..last_word {
             let lo = (w * 64).max(offset);

@@ -33,6 +33,8 @@ pub(crate) struct Node {
     /// Data parents, in the order the edges were added (the recompute function's input order).
     pub(crate) data_parents: Vec<PageId>,
     pub(crate) children: Vec<(PageId, EdgeKind)>,
+    /// Number of `Control` parents.
+    pub(crate) control_parents: usize,
 }
 
 /// The dependency graph. Node information is indexed by page id.
@@ -41,6 +43,7 @@ pub struct Graph {
     dag: Acyclic<DiGraph<PageId, EdgeKind>>,
     nodes: Vec<Node>,
     edges: usize,
+    with_edges: usize,
 }
 
 impl Graph {
@@ -58,13 +61,26 @@ impl Graph {
         &mut self.nodes[i]
     }
 
+    /// The node of `id`, adding nodes for every page id up to it first, in id order. Pages are
+    /// usually created before the pages computed from them, so adding nodes in id order puts
+    /// parents before children in the initial order, and the common edge needs no reordering
+    /// (a parent added after its children would make Pearce-Kelly shift them on every edge).
     fn index_of(&mut self, id: PageId) -> NodeIndex {
         if let Some(ix) = self.slot(id).index {
             return ix;
         }
-        let ix = self.dag.add_node(id);
-        self.slot(id).index = Some(ix);
-        ix
+        let upto = usize::try_from(id.0).unwrap_or(usize::MAX);
+        for i in 1..=upto {
+            if self.nodes[i].index.is_none() {
+                let ix = self.dag.add_node(PageId(i as u64));
+                self.nodes[i].index = Some(ix);
+            }
+        }
+        self.slot(id).index.expect("added above")
+    }
+
+    fn has_edges(&self, id: PageId) -> bool {
+        self.node(id).is_some_and(|n| !n.children.is_empty() || !n.data_parents.is_empty() || n.control_parents > 0)
     }
 
     pub(crate) fn node(&self, id: PageId) -> Option<&Node> {
@@ -92,16 +108,21 @@ impl Graph {
             }
             Err(AcyclicEdgeError::InvalidEdge) => return Err(Error::Cycle { parent, child }),
         }
+        let p_new = !self.has_edges(parent);
+        let c_new = !self.has_edges(child);
         self.slot(parent).children.push((child, kind));
         if kind == EdgeKind::Data {
             self.slot(child).data_parents.push(parent);
+        } else {
+            self.slot(child).control_parents += 1;
         }
+        self.with_edges += usize::from(p_new) + usize::from(c_new);
         self.edges += 1;
         Ok(())
     }
 
-    /// The position of `id` in the maintained topological order (`None` for a page without
-    /// edges). Parents always come before their children.
+    /// The position of `id` in the maintained topological order (`None` for a page id above
+    /// every page that has an edge). Parents always come before their children.
     #[must_use]
     pub fn position(&self, id: PageId) -> Option<TopologicalPosition> {
         let ix = self.node(id)?.index?;
@@ -111,13 +132,13 @@ impl Graph {
     /// Pages with at least one edge, in topological order (parents first).
     #[must_use]
     pub fn topological_order(&self) -> Vec<PageId> {
-        self.dag.nodes_iter().map(|ix| self.dag[ix]).collect()
+        self.dag.nodes_iter().map(|ix| self.dag[ix]).filter(|&id| self.has_edges(id)).collect()
     }
 
     /// Number of pages with at least one edge.
     #[must_use]
     pub fn node_count(&self) -> usize {
-        self.dag.node_count()
+        self.with_edges
     }
 
     /// Number of edges.
