@@ -18,7 +18,11 @@ use serde_json::json;
 mod trace_cmd;
 
 #[derive(Parser, Debug)]
-#[command(name = "mmsb", version, about = "Inspect, verify, replay and checkpoint MMSB logs; apply editing traces")]
+#[command(
+    name = "mmsb",
+    version,
+    about = "Inspect, verify, replay and checkpoint MMSB logs; apply editing traces"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -111,7 +115,10 @@ enum LogCmd {
 
 fn parse_epoch(s: &str) -> Result<(u64, u64), String> {
     let (p, e) = s.split_once(':').ok_or("expected PAGE:EPOCH")?;
-    Ok((p.parse().map_err(|_| format!("bad page id {p:?}"))?, e.parse().map_err(|_| format!("bad epoch {e:?}"))?))
+    Ok((
+        p.parse().map_err(|_| format!("bad page id {p:?}"))?,
+        e.parse().map_err(|_| format!("bad epoch {e:?}"))?,
+    ))
 }
 
 /// A failure: exit code 1 (a check failed) or 2 (usage or input error), with its message.
@@ -123,20 +130,45 @@ pub(crate) struct Fail {
 
 impl From<mmsb::Error> for Fail {
     fn from(e: mmsb::Error) -> Fail {
-        Fail { code: 2, msg: e.to_string() }
+        Fail {
+            code: 2,
+            msg: e.to_string(),
+        }
     }
 }
 
 pub(crate) fn input_error(msg: impl Into<String>) -> Fail {
-    Fail { code: 2, msg: msg.into() }
+    Fail {
+        code: 2,
+        msg: msg.into(),
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Log { cmd: LogCmd::Inspect { path, frames, from, limit, json } } => inspect(&path, frames, from, limit, json),
-        Cmd::Log { cmd: LogCmd::Verify { path, json } } => verify(&path, json),
-        Cmd::Replay { path, to_lsn, to_epoch, to_time, out, pages, json } => {
+        Cmd::Log {
+            cmd:
+                LogCmd::Inspect {
+                    path,
+                    frames,
+                    from,
+                    limit,
+                    json,
+                },
+        } => inspect(&path, frames, from, limit, json),
+        Cmd::Log {
+            cmd: LogCmd::Verify { path, json },
+        } => verify(&path, json),
+        Cmd::Replay {
+            path,
+            to_lsn,
+            to_epoch,
+            to_time,
+            out,
+            pages,
+            json,
+        } => {
             let target = match (to_lsn, to_epoch, to_time) {
                 (Some(l), _, _) => ReplayTarget::Lsn(Lsn(l)),
                 (_, Some((p, e)), _) => ReplayTarget::PageEpoch(PageId(p), e),
@@ -164,7 +196,14 @@ fn print_json(v: &serde_json::Value) {
 }
 
 fn exists(path: &Path) -> Result<(), Fail> {
-    if path.exists() { Ok(()) } else { Err(input_error(format!("{}: no such file or directory", path.display()))) }
+    if path.exists() {
+        Ok(())
+    } else {
+        Err(input_error(format!(
+            "{}: no such file or directory",
+            path.display()
+        )))
+    }
 }
 
 #[derive(Default)]
@@ -175,14 +214,21 @@ struct PageTally {
     last_epoch: u64,
 }
 
-fn inspect(path: &Path, list: bool, from: u64, limit: Option<usize>, json: bool) -> Result<(), Fail> {
+fn inspect(
+    path: &Path,
+    list: bool,
+    from: u64,
+    limit: Option<usize>,
+    json: bool,
+) -> Result<(), Fail> {
     exists(path)?;
     let reader = LogReader::open(path)?.with_uncommitted(true);
     let segments = reader.segments()?;
     let mut kinds: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut sources: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut pages: BTreeMap<u64, PageTally> = BTreeMap::new();
-    let (mut first, mut last, mut frames, mut frame_bytes, mut payload) = (None, None, 0u64, 0u64, 0u64);
+    let (mut first, mut last, mut frames, mut frame_bytes, mut payload) =
+        (None, None, 0u64, 0u64, 0u64);
     let (mut first_ts, mut last_ts) = (None, 0u64);
     let mut listed = Vec::new();
     let mut iter = reader.frames()?;
@@ -262,19 +308,34 @@ fn inspect(path: &Path, list: bool, from: u64, limit: Option<usize>, json: bool)
     }
     println!("  pages      {}", pages.len());
     for (id, t) in pages.iter().take(20) {
-        println!("    page {id:<6} deltas {:<8} dense {:<6} bytes {:<10} epoch {}", t.deltas, t.dense, t.bytes, t.last_epoch);
+        println!(
+            "    page {id:<6} deltas {:<8} dense {:<6} bytes {:<10} epoch {}",
+            t.deltas, t.dense, t.bytes, t.last_epoch
+        );
     }
     if pages.len() > 20 {
         println!("    ... {} more (use --json)", pages.len() - 20);
     }
     if let Some(t) = tail {
-        println!("  tail       {} at offset {}: {} ({} bytes)", t.file.display(), t.offset, t.reason, t.bytes_dropped);
+        println!(
+            "  tail       {} at offset {}: {} ({} bytes)",
+            t.file.display(),
+            t.offset,
+            t.reason,
+            t.bytes_dropped
+        );
     }
     for f in listed {
         println!(
             "  {:>8}  {:<11} page {:<5} epoch {:<7} {:<11} {:>8} B{}{}",
-            f["lsn"], f["kind"].as_str().unwrap_or(""), f["page"], f["epoch"], f["source"].as_str().unwrap_or(""),
-            f["changed_bytes"].as_u64().map_or(String::from("-"), |n| n.to_string()),
+            f["lsn"],
+            f["kind"].as_str().unwrap_or(""),
+            f["page"],
+            f["epoch"],
+            f["source"].as_str().unwrap_or(""),
+            f["changed_bytes"]
+                .as_u64()
+                .map_or(String::from("-"), |n| n.to_string()),
             if f["dense"] == true { " dense" } else { "" },
             if f["commit"] == true { " commit" } else { "" },
         );
@@ -293,32 +354,65 @@ fn verify(path: &Path, json: bool) -> Result<(), Fail> {
         }));
     } else {
         for s in &r.segments {
-            println!("{}: {} frames, {} bytes, first {}", s.file.display(), s.frames, s.bytes, s.first_lsn);
+            println!(
+                "{}: {} frames, {} bytes, first {}",
+                s.file.display(),
+                s.frames,
+                s.bytes,
+                s.first_lsn
+            );
         }
         for p in &r.problems {
-            println!("{}: {} at byte offset {}: {}", p.file.display(), if p.tail { "torn tail" } else { "CORRUPT" }, p.offset, p.reason);
+            println!(
+                "{}: {} at byte offset {}: {}",
+                p.file.display(),
+                if p.tail { "torn tail" } else { "CORRUPT" },
+                p.offset,
+                p.reason
+            );
         }
-        println!("{} frames, last {}: {}", r.frames, r.last_lsn, if r.is_ok() { "ok" } else { "problems found" });
+        println!(
+            "{} frames, last {}: {}",
+            r.frames,
+            r.last_lsn,
+            if r.is_ok() { "ok" } else { "problems found" }
+        );
     }
     if r.is_ok() {
         Ok(())
     } else {
         let p = &r.problems[0];
-        Err(Fail { code: 1, msg: format!("{}: corrupt at byte offset {}: {}", p.file.display(), p.offset, p.reason) })
+        Err(Fail {
+            code: 1,
+            msg: format!(
+                "{}: corrupt at byte offset {}: {}",
+                p.file.display(),
+                p.offset,
+                p.reason
+            ),
+        })
     }
 }
 
-fn replay(path: &Path, target: ReplayTarget, out: &Path, raw: bool, json: bool) -> Result<(), Fail> {
+fn replay(
+    path: &Path,
+    target: ReplayTarget,
+    out: &Path,
+    raw: bool,
+    json: bool,
+) -> Result<(), Fail> {
     exists(path)?;
     let s = State::replay(path, target)?;
     std::fs::create_dir_all(out).map_err(|e| input_error(format!("{}: {e}", out.display())))?;
     let info = checkpoint::write(out, s.last_lsn(), s.next_page_id(), s.pages())?;
     if raw {
         let dir = out.join("pages");
-        std::fs::create_dir_all(&dir).map_err(|e| input_error(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| input_error(format!("{}: {e}", dir.display())))?;
         for p in s.pages() {
             let f = dir.join(format!("{}.bin", p.id().0));
-            std::fs::write(&f, p.bytes()).map_err(|e| input_error(format!("{}: {e}", f.display())))?;
+            std::fs::write(&f, p.bytes())
+                .map_err(|e| input_error(format!("{}: {e}", f.display())))?;
         }
     }
     if json {
@@ -327,7 +421,13 @@ fn replay(path: &Path, target: ReplayTarget, out: &Path, raw: bool, json: bool) 
             "hashes": s.hashes().iter().map(|(p, e, h)| json!({"page": p.0, "epoch": e, "xxh3": format!("{h:016x}")})).collect::<Vec<_>>(),
         }));
     } else {
-        println!("replayed to {} ({}): {} pages -> {}", target, s.last_lsn(), s.len(), info.path.display());
+        println!(
+            "replayed to {} ({}): {} pages -> {}",
+            target,
+            s.last_lsn(),
+            s.len(),
+            info.path.display()
+        );
     }
     Ok(())
 }
@@ -340,9 +440,17 @@ fn take_checkpoint(dir: &Path, prune: bool, json: bool) -> Result<(), Fail> {
     let info = bus.checkpoint()?;
     bus.stop()?;
     if json {
-        print_json(&json!({"path": info.path.display().to_string(), "lsn": info.lsn.0, "pages": info.pages, "bytes": info.bytes}));
+        print_json(
+            &json!({"path": info.path.display().to_string(), "lsn": info.lsn.0, "pages": info.pages, "bytes": info.bytes}),
+        );
     } else {
-        println!("checkpoint {} covers {}: {} pages, {} bytes", info.path.display(), info.lsn, info.pages, info.bytes);
+        println!(
+            "checkpoint {} covers {}: {} pages, {} bytes",
+            info.path.display(),
+            info.lsn,
+            info.pages,
+            info.bytes
+        );
     }
     Ok(())
 }
@@ -386,19 +494,45 @@ fn diff(a: &Path, b: &Path, json: bool) -> Result<(), Fail> {
         println!("same: {} pages", sa.len());
     } else {
         for (p, c, r, dense) in &rows {
-            println!("{p}: {c} bytes differ{}", if *dense { " (most of the page)".to_string() } else { format!(" in {r} runs") });
+            println!(
+                "{p}: {c} bytes differ{}",
+                if *dense {
+                    " (most of the page)".to_string()
+                } else {
+                    format!(" in {r} runs")
+                }
+            );
         }
     }
-    if rows.is_empty() { Ok(()) } else { Err(Fail { code: 1, msg: format!("{} pages differ", rows.len()) }) }
+    if rows.is_empty() {
+        Ok(())
+    } else {
+        Err(Fail {
+            code: 1,
+            msg: format!("{} pages differ", rows.len()),
+        })
+    }
 }
 
 fn stats(path: &Path, json: bool) -> Result<(), Fail> {
     exists(path)?;
-    let s = if path.is_dir() { State::restore(path)? } else { State::replay(path, ReplayTarget::End)? };
+    let s = if path.is_dir() {
+        State::restore(path)?
+    } else {
+        State::replay(path, ReplayTarget::End)?
+    };
     let reader = LogReader::open(path)?;
     let segments = reader.segments()?;
-    let log_bytes: u64 = segments.iter().filter_map(|(_, p)| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
-    let ckpts = if path.is_dir() { checkpoint::list(path)? } else { Vec::new() };
+    let log_bytes: u64 = segments
+        .iter()
+        .filter_map(|(_, p)| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let ckpts = if path.is_dir() {
+        checkpoint::list(path)?
+    } else {
+        Vec::new()
+    };
     let max_epoch = s.pages().map(|p| p.epoch()).max().unwrap_or(0);
     let total_epochs: u64 = s.pages().map(|p| p.epoch()).sum();
     if json {

@@ -44,9 +44,17 @@ fn parse_durability(s: &str) -> Result<Durability, String> {
     match s.split_once(':') {
         None if s == "buffered" => Ok(Durability::Buffered),
         None if s == "flush" => Ok(Durability::Flush),
-        Some(("fsync", n)) => n.parse().map(Durability::FsyncEvery).map_err(|_| format!("bad count {n:?}")),
-        Some(("group", ms)) => ms.parse().map(|m| Durability::GroupCommit(Duration::from_millis(m))).map_err(|_| format!("bad interval {ms:?}")),
-        _ => Err(format!("unknown durability {s:?} (buffered, flush, fsync:N, group:MS)")),
+        Some(("fsync", n)) => n
+            .parse()
+            .map(Durability::FsyncEvery)
+            .map_err(|_| format!("bad count {n:?}")),
+        Some(("group", ms)) => ms
+            .parse()
+            .map(|m| Durability::GroupCommit(Duration::from_millis(m)))
+            .map_err(|_| format!("bad interval {ms:?}")),
+        _ => Err(format!(
+            "unknown durability {s:?} (buffered, flush, fsync:N, group:MS)"
+        )),
     }
 }
 
@@ -69,14 +77,25 @@ pub(crate) fn run(a: &TraceArgs) -> Result<(), Fail> {
     let state = State::replay(&report.log_dir, ReplayTarget::End)
         .or_else(|_| State::restore(&report.log_dir))
         .map_err(|e| input_error(e.to_string()))?;
-    let header = state.page(report.pages.header).map(|p| p.bytes()).unwrap_or_default();
-    let doc = state.page(report.pages.document).map(|p| p.bytes()).unwrap_or_default();
+    let header = state
+        .page(report.pages.header)
+        .map(|p| p.bytes())
+        .unwrap_or_default();
+    let doc = state
+        .page(report.pages.document)
+        .map(|p| p.bytes())
+        .unwrap_or_default();
     let text = logical_text(header, doc).unwrap_or_default();
     if let Some(out) = &a.out {
-        std::fs::write(out, text.as_bytes()).map_err(|e| input_error(format!("{}: {e}", out.display())))?;
+        std::fs::write(out, text.as_bytes())
+            .map_err(|e| input_error(format!("{}: {e}", out.display())))?;
     }
     let matches = text == t.end_content();
-    let verified = if a.no_verify || !matches { None } else { Some(trace::run::verify(&t, &report)) };
+    let verified = if a.no_verify || !matches {
+        None
+    } else {
+        Some(trace::run::verify(&t, &report))
+    };
     let verify_error = match &verified {
         Some(Err(e)) => Some(e.to_string()),
         _ => None,
@@ -96,26 +115,55 @@ pub(crate) fn run(a: &TraceArgs) -> Result<(), Fail> {
             .unwrap_or_default()
         );
     } else {
-        println!("trace {}: {} transactions, {} patches", report.trace, report.txns, report.patches);
+        println!(
+            "trace {}: {} transactions, {} patches",
+            report.trace, report.txns, report.patches
+        );
         println!(
             "  applied in {:.3} s ({} commits, {} user deltas, {} log bytes); checkpoints {:.3} s",
-            report.apply_seconds, report.commits, report.user_deltas, report.log_file_bytes, report.checkpoint_seconds
+            report.apply_seconds,
+            report.commits,
+            report.user_deltas,
+            report.log_file_bytes,
+            report.checkpoint_seconds
         );
-        println!("  document {} bytes, {} chars, {} words, {} lines", report.doc_bytes, report.doc_chars, report.word_count, report.line_starts);
-        println!("  endContent: {}", if matches { "identical" } else { "DIFFERENT" });
+        println!(
+            "  document {} bytes, {} chars, {} words, {} lines",
+            report.doc_bytes, report.doc_chars, report.word_count, report.line_starts
+        );
+        println!(
+            "  endContent: {}",
+            if matches { "identical" } else { "DIFFERENT" }
+        );
         if let Some(Ok(v)) = &verified {
             for c in &v.checks {
                 println!("  ok: {c}");
             }
-            println!("  replay from empty {:.3} s, restore from checkpoint {:.3} s", v.replay_seconds, v.restore_seconds);
+            println!(
+                "  replay from empty {:.3} s, restore from checkpoint {:.3} s",
+                v.replay_seconds, v.restore_seconds
+            );
         }
     }
     if !matches {
-        let at = text.bytes().zip(t.end_content().bytes()).position(|(x, y)| x != y).unwrap_or(text.len().min(t.end_content().len()));
-        return Err(Fail { code: 1, msg: format!("{}: final document differs from endContent at byte {at}", report.trace) });
+        let at = text
+            .bytes()
+            .zip(t.end_content().bytes())
+            .position(|(x, y)| x != y)
+            .unwrap_or(text.len().min(t.end_content().len()));
+        return Err(Fail {
+            code: 1,
+            msg: format!(
+                "{}: final document differs from endContent at byte {at}",
+                report.trace
+            ),
+        });
     }
     if let Some(e) = verify_error {
-        return Err(Fail { code: 1, msg: format!("{}: {e}", report.trace) });
+        return Err(Fail {
+            code: 1,
+            msg: format!("{}: {e}", report.trace),
+        });
     }
     Ok(())
 }

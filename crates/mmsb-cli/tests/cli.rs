@@ -8,11 +8,15 @@ use mmsb::tlog::Durability;
 use mmsb::{Config, EdgeKind, Mmsb, passthrough};
 
 fn mmsb(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mmsb")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_mmsb"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// A log with 2 source pages, a derived page and 40 commits; returns the LSN after commit 20.
@@ -45,16 +49,29 @@ fn inspect_verify_replay_diff_stats() {
     let log_s = log.to_str().unwrap();
 
     let out = mmsb(&["log", "inspect", log_s, "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v = json(&out);
     assert_eq!(v["kinds"]["create_page"], 3);
     assert_eq!(v["delta_sources"]["propagation"], 40);
     assert_eq!(v["delta_sources"]["user"], 80);
     assert_eq!(v["first_lsn"], 1);
-    assert!(v["segments"].as_array().unwrap().len() > 1, "segments roll at 4 KiB");
+    assert!(
+        v["segments"].as_array().unwrap().len() > 1,
+        "segments roll at 4 KiB"
+    );
     let out = mmsb(&["log", "inspect", log_s, "--frames", "--limit", "5"]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("page ")).count() >= 5);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("page "))
+            .count()
+            >= 5
+    );
 
     let out = mmsb(&["log", "verify", log_s, "--json"]);
     assert!(out.status.success());
@@ -62,8 +79,21 @@ fn inspect_verify_replay_diff_stats() {
 
     // Replay to the middle, compare with the full state: they differ; the end equals the log.
     let mid_dir = dir.path().join("mid");
-    let out = mmsb(&["replay", log_s, "--to-lsn", &mid.to_string(), "--out", mid_dir.to_str().unwrap(), "--pages", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = mmsb(&[
+        "replay",
+        log_s,
+        "--to-lsn",
+        &mid.to_string(),
+        "--out",
+        mid_dir.to_str().unwrap(),
+        "--pages",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(json(&out)["lsn"], mid);
     assert!(mid_dir.join("pages/1.bin").exists());
     let out = mmsb(&["diff", mid_dir.to_str().unwrap(), log_s, "--json"]);
@@ -72,12 +102,25 @@ fn inspect_verify_replay_diff_stats() {
     assert_eq!(v["same"], false);
     assert_eq!(v["pages"].as_array().unwrap().len(), 3);
     let end_dir = dir.path().join("end");
-    assert!(mmsb(&["replay", log_s, "--out", end_dir.to_str().unwrap()]).status.success());
+    assert!(
+        mmsb(&["replay", log_s, "--out", end_dir.to_str().unwrap()])
+            .status
+            .success()
+    );
     let out = mmsb(&["diff", end_dir.to_str().unwrap(), log_s]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     let out = mmsb(&["checkpoint", log_s, "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = mmsb(&["stats", log_s, "--json"]);
     assert!(out.status.success());
     let v = json(&out);
@@ -110,8 +153,14 @@ fn verify_names_the_corrupt_file_and_offset() {
     let v = json(&out);
     let p = &v["problems"][0];
     let off = p["offset"].as_u64().unwrap() as usize;
-    assert!(off <= at, "the reported frame starts at or before the flipped byte");
-    assert_eq!(p["tail"], false, "a corrupt segment followed by others is not a tail");
+    assert!(
+        off <= at,
+        "the reported frame starts at or before the flipped byte"
+    );
+    assert_eq!(
+        p["tail"], false,
+        "a corrupt segment followed by others is not a tail"
+    );
 }
 
 #[test]
@@ -124,7 +173,18 @@ fn bad_input_is_exit_2_with_one_line() {
     std::fs::write(&f, b"not a log at all, just text").unwrap();
     let out = mmsb(&["log", "inspect", f.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("magic"), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = mmsb(&["replay", dir.path().to_str().unwrap(), "--to-epoch", "nope", "--out", "/tmp/x"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("magic"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = mmsb(&[
+        "replay",
+        dir.path().to_str().unwrap(),
+        "--to-epoch",
+        "nope",
+        "--out",
+        "/tmp/x",
+    ]);
     assert_eq!(out.status.code(), Some(2));
 }

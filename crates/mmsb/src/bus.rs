@@ -11,7 +11,7 @@ use petgraph::acyclic::TopologicalPosition;
 use crate::checkpoint::{self, CheckpointInfo};
 use crate::delta::{Body, Delta, Source};
 use crate::error::{Error, Result};
-use crate::events::{Event, EventKind, SubscriptionId, Subscribers};
+use crate::events::{Event, EventKind, Subscribers, SubscriptionId};
 use crate::frame::BodyRef;
 use crate::graph::{EdgeKind, Graph};
 use crate::page::{Location, Lsn, MAX_PAGE_SIZE, Page, PageId};
@@ -124,7 +124,9 @@ pub fn passthrough() -> impl Fn(&[&[u8]], &mut [u8]) + Send + Sync + 'static {
 
 /// A recompute function that maps every byte of the first parent through `f`, position by
 /// position (bytes past the parent's length are left as they are).
-pub fn map(f: impl Fn(u8) -> u8 + Send + Sync + 'static) -> impl Fn(&[&[u8]], &mut [u8]) + Send + Sync + 'static {
+pub fn map(
+    f: impl Fn(u8) -> u8 + Send + Sync + 'static,
+) -> impl Fn(&[&[u8]], &mut [u8]) + Send + Sync + 'static {
     move |parents: &[&[u8]], out: &mut [u8]| {
         if let Some(p) = parents.first() {
             for (o, &b) in out.iter_mut().zip(p.iter()) {
@@ -223,7 +225,10 @@ impl Mmsb {
                 config.dir.clone(),
                 Error::CorruptCheckpoint {
                     file: config.dir.clone(),
-                    reason: format!("checkpoint covers {c} but the log ends at {}", recovery.last_lsn),
+                    reason: format!(
+                        "checkpoint covers {c} but the log ends at {}",
+                        recovery.last_lsn
+                    ),
                 },
             ));
         }
@@ -233,7 +238,12 @@ impl Mmsb {
             None => State::new(),
         };
         let state = base.replay_log(&config.dir, ReplayTarget::End)?;
-        let report = StartReport { log: recovery, checkpoint_lsn, skipped_checkpoints: skipped, pages: state.len() };
+        let report = StartReport {
+            log: recovery,
+            checkpoint_lsn,
+            skipped_checkpoints: skipped,
+            pages: state.len(),
+        };
         let in_batch = config.propagation == PropagationMode::Deferred;
         let timings = Timings::new(config.timings);
         let bus = Mmsb {
@@ -285,7 +295,14 @@ impl Mmsb {
     }
 
     /// Appends a frame, timing it. A failed append after state changes poisons the bus.
-    fn append(&mut self, page: PageId, epoch: u64, source: Source, commit: bool, body: BodyRef<'_>) -> Result<(Lsn, u64)> {
+    fn append(
+        &mut self,
+        page: PageId,
+        epoch: u64,
+        source: Source,
+        commit: bool,
+        body: BodyRef<'_>,
+    ) -> Result<(Lsn, u64)> {
         let t = self.timings.enabled.then(Instant::now);
         let a = self.log.append(page, epoch, source, commit, body);
         if let Some(t) = t {
@@ -316,12 +333,27 @@ impl Mmsb {
     pub fn create_page_with(&mut self, size: usize, location: Location) -> Result<PageId> {
         self.check_poison()?;
         if size == 0 || size > MAX_PAGE_SIZE {
-            return Err(Error::InvalidPageSize { size, max: MAX_PAGE_SIZE });
+            return Err(Error::InvalidPageSize {
+                size,
+                max: MAX_PAGE_SIZE,
+            });
         }
         let id = PageId(self.state.next_page_id());
         let commit = !self.in_batch;
-        let size32 = u32::try_from(size).map_err(|_| Error::InvalidPageSize { size, max: MAX_PAGE_SIZE })?;
-        let (lsn, _) = self.append(id, 0, Source::User, commit, BodyRef::CreatePage { size: size32, location })?;
+        let size32 = u32::try_from(size).map_err(|_| Error::InvalidPageSize {
+            size,
+            max: MAX_PAGE_SIZE,
+        })?;
+        let (lsn, _) = self.append(
+            id,
+            0,
+            Source::User,
+            commit,
+            BodyRef::CreatePage {
+                size: size32,
+                location,
+            },
+        )?;
         self.state.create(id, size, location)?;
         self.state.set_last_lsn(lsn);
         if self.in_batch {
@@ -343,7 +375,13 @@ impl Mmsb {
         self.check_poison()?;
         let epoch = self.state.page(id).ok_or(Error::NoSuchPage(id))?.epoch;
         let commit = !self.in_batch;
-        let (lsn, _) = self.append(id, epoch, Source::User, commit, BodyRef::Metadata { key, value })?;
+        let (lsn, _) = self.append(
+            id,
+            epoch,
+            Source::User,
+            commit,
+            BodyRef::Metadata { key, value },
+        )?;
         let page = self.state.page_mut(id).ok_or(Error::NoSuchPage(id))?;
         match value {
             Some(v) => {
@@ -402,7 +440,11 @@ impl Mmsb {
     pub fn update_page(&mut self, id: PageId, bytes: &[u8]) -> Result<Option<Lsn>> {
         let page = self.writable(id)?;
         if page.bytes.len() != bytes.len() {
-            return Err(Error::SizeMismatch { page: id, expected: page.bytes.len(), found: bytes.len() });
+            return Err(Error::SizeMismatch {
+                page: id,
+                expected: page.bytes.len(),
+                found: bytes.len(),
+            });
         }
         match Delta::diff(id, &page.bytes, bytes) {
             None => Ok(None),
@@ -422,7 +464,12 @@ impl Mmsb {
         let page = self.writable(id)?;
         let end = offset.saturating_add(bytes.len());
         if end > page.bytes.len() {
-            return Err(Error::OutOfBounds { page: id, offset, end, size: page.bytes.len() });
+            return Err(Error::OutOfBounds {
+                page: id,
+                offset,
+                end,
+                size: page.bytes.len(),
+            });
         }
         match Delta::diff_at(id, &page.bytes, offset, bytes) {
             None => Ok(None),
@@ -448,7 +495,11 @@ impl Mmsb {
     fn writable(&self, id: PageId) -> Result<&Page> {
         self.check_poison()?;
         let page = self.state.page(id).ok_or(Error::NoSuchPage(id))?;
-        if self.recompute.get(id.0 as usize).is_some_and(Option::is_some) {
+        if self
+            .recompute
+            .get(id.0 as usize)
+            .is_some_and(Option::is_some)
+        {
             return Err(Error::Derived(id));
         }
         Ok(page)
@@ -485,13 +536,21 @@ impl Mmsb {
 
     /// Appends `d` to the log, then applies it; fills in its LSN, epoch and timestamp.
     fn log_and_apply(&mut self, d: &mut Delta, commit: bool) -> Result<Lsn> {
-        let epoch = self.state.page(d.page).ok_or(Error::NoSuchPage(d.page))?.epoch + 1;
+        let epoch = self
+            .state
+            .page(d.page)
+            .ok_or(Error::NoSuchPage(d.page))?
+            .epoch
+            + 1;
         let (lsn, ts) = self.append(d.page, epoch, d.source, commit, BodyRef::Delta(&d.body))?;
         d.lsn = lsn;
         d.epoch = epoch;
         d.timestamp_ns = ts;
         let t = self.timings.enabled.then(Instant::now);
-        let page = self.state.page_mut(d.page).ok_or(Error::NoSuchPage(d.page))?;
+        let page = self
+            .state
+            .page_mut(d.page)
+            .ok_or(Error::NoSuchPage(d.page))?;
         d.apply_unchecked(&mut page.bytes);
         page.epoch = epoch;
         page.stale = false;
@@ -506,7 +565,13 @@ impl Mmsb {
         self.counters.deltas += 1;
         self.counters.delta_bytes += n as u64;
         if self.subs.wants(EventKind::DeltaApplied) {
-            self.subs.emit(&Event::DeltaApplied { page: d.page, lsn, epoch, source: d.source, bytes: n });
+            self.subs.emit(&Event::DeltaApplied {
+                page: d.page,
+                lsn,
+                epoch,
+                source: d.source,
+                bytes: n,
+            });
         }
         Ok(lsn)
     }
@@ -555,10 +620,15 @@ impl Mmsb {
         }
         let roots = std::mem::take(&mut self.batch_roots);
         let deltas = self.batch_deltas;
-        let propagated = if roots.is_empty() { 0 } else { self.propagate(&roots)? };
+        let propagated = if roots.is_empty() {
+            0
+        } else {
+            self.propagate(&roots)?
+        };
         let frames = self.batch_frames + propagated;
         let lsn = if frames > 0 {
-            self.append(PageId(0), 0, Source::User, true, BodyRef::Commit)?.0
+            self.append(PageId(0), 0, Source::User, true, BodyRef::Commit)?
+                .0
         } else {
             Lsn::ZERO
         };
@@ -577,7 +647,11 @@ impl Mmsb {
         if self.subs.wants(EventKind::PageChanged) {
             self.emit_changed();
         }
-        Ok(Commit { lsn, deltas, propagated })
+        Ok(Commit {
+            lsn,
+            deltas,
+            propagated,
+        })
     }
 
     /// Runs `f` inside a batch and commits it (see [`Mmsb::begin_batch`]). If `f` fails, the
@@ -610,7 +684,11 @@ impl Mmsb {
     ///
     /// # Errors
     /// [`Error::NoSuchPage`].
-    pub fn register_recompute(&mut self, child: PageId, f: impl Fn(&[&[u8]], &mut [u8]) + Send + Sync + 'static) -> Result<()> {
+    pub fn register_recompute(
+        &mut self,
+        child: PageId,
+        f: impl Fn(&[&[u8]], &mut [u8]) + Send + Sync + 'static,
+    ) -> Result<()> {
         self.state.page(child).ok_or(Error::NoSuchPage(child))?;
         let i = child.0 as usize;
         if i >= self.recompute.len() {
@@ -658,7 +736,8 @@ impl Mmsb {
         self.wave += 1;
         let wave = self.wave;
         self.counters.waves += 1;
-        let mut heap: BinaryHeap<Reverse<(Option<TopologicalPosition>, PageId)>> = BinaryHeap::new();
+        let mut heap: BinaryHeap<Reverse<(Option<TopologicalPosition>, PageId)>> =
+            BinaryHeap::new();
         let need = self.state.next_page_id() as usize;
         if self.stamp.len() < need {
             self.stamp.resize(need, 0);
@@ -684,8 +763,12 @@ impl Mmsb {
                 let page = self.state.page(id).ok_or(Error::NoSuchPage(id))?;
                 scratch.clear();
                 scratch.extend_from_slice(&page.bytes);
-                let parents: Vec<&[u8]> =
-                    self.graph.data_parents(id).iter().map(|p| self.state.page(*p).map_or(&[][..], |pg| &pg.bytes[..])).collect();
+                let parents: Vec<&[u8]> = self
+                    .graph
+                    .data_parents(id)
+                    .iter()
+                    .map(|p| self.state.page(*p).map_or(&[][..], |pg| &pg.bytes[..]))
+                    .collect();
                 f(&parents, &mut scratch);
             }
             self.counters.recomputes += 1;
@@ -712,7 +795,12 @@ impl Mmsb {
         Ok(written)
     }
 
-    fn schedule_children(&mut self, heap: &mut BinaryHeap<Reverse<(Option<TopologicalPosition>, PageId)>>, id: PageId, wave: u64) {
+    fn schedule_children(
+        &mut self,
+        heap: &mut BinaryHeap<Reverse<(Option<TopologicalPosition>, PageId)>>,
+        id: PageId,
+        wave: u64,
+    ) {
         let n = self.graph.children(id).len();
         for i in 0..n {
             let (c, kind) = self.graph.children(id)[i];
@@ -720,7 +808,13 @@ impl Mmsb {
         }
     }
 
-    fn schedule(&mut self, heap: &mut BinaryHeap<Reverse<(Option<TopologicalPosition>, PageId)>>, c: PageId, kind: EdgeKind, wave: u64) {
+    fn schedule(
+        &mut self,
+        heap: &mut BinaryHeap<Reverse<(Option<TopologicalPosition>, PageId)>>,
+        c: PageId,
+        kind: EdgeKind,
+        wave: u64,
+    ) {
         match kind {
             EdgeKind::Control => self.mark_stale(c),
             EdgeKind::Data => {
@@ -760,11 +854,18 @@ impl Mmsb {
     pub fn checkpoint(&mut self) -> Result<CheckpointInfo> {
         self.check_poison()?;
         if self.batch_frames > 0 {
-            return Err(Error::Batch("checkpoint with uncommitted frames in the open batch: commit first"));
+            return Err(Error::Batch(
+                "checkpoint with uncommitted frames in the open batch: commit first",
+            ));
         }
         self.log.sync()?;
         let lsn = self.log.last_lsn();
-        let info = checkpoint::write(&self.config.dir, lsn, self.state.next_page_id(), self.state.pages())?;
+        let info = checkpoint::write(
+            &self.config.dir,
+            lsn,
+            self.state.next_page_id(),
+            self.state.pages(),
+        )?;
         if self.config.prune_after_checkpoint {
             self.log.prune_before(lsn.next())?;
         }
@@ -806,7 +907,9 @@ impl Mmsb {
     /// uncommitted frames open; replay errors.
     pub fn verify_consistency(&mut self) -> Result<()> {
         if self.batch_frames > 0 {
-            return Err(Error::Batch("verify_consistency with uncommitted frames in the open batch: commit first"));
+            return Err(Error::Batch(
+                "verify_consistency with uncommitted frames in the open batch: commit first",
+            ));
         }
         self.log.flush()?;
         let replayed = match State::replay(&self.config.dir, ReplayTarget::End) {
@@ -833,7 +936,11 @@ impl Mmsb {
 
     /// Subscribes `f` to the given kinds of events of this bus. Callbacks run synchronously on
     /// the writing thread, after the change is logged and applied; keep them short.
-    pub fn subscribe(&mut self, kinds: &[EventKind], f: impl FnMut(&Event) + Send + 'static) -> SubscriptionId {
+    pub fn subscribe(
+        &mut self,
+        kinds: &[EventKind],
+        f: impl FnMut(&Event) + Send + 'static,
+    ) -> SubscriptionId {
         self.subs.add(kinds, Box::new(f))
     }
 

@@ -123,21 +123,34 @@ pub fn write<'a>(
             return Err(Error::PageExists(p.id));
         }
         if p.bytes.is_empty() || p.bytes.len() > MAX_PAGE_SIZE {
-            return Err(Error::InvalidPageSize { size: p.bytes.len(), max: MAX_PAGE_SIZE });
+            return Err(Error::InvalidPageSize {
+                size: p.bytes.len(),
+                max: MAX_PAGE_SIZE,
+            });
         }
         for (k, v) in &p.metadata {
             if k.len() > MAX_METADATA_KEY_LEN {
-                return Err(Error::MetadataKeyTooLong { len: k.len(), max: MAX_METADATA_KEY_LEN });
+                return Err(Error::MetadataKeyTooLong {
+                    len: k.len(),
+                    max: MAX_METADATA_KEY_LEN,
+                });
             }
             if u32::try_from(v.len()).is_err() {
-                return Err(Error::SizeMismatch { page: p.id, expected: u32::MAX as usize, found: v.len() });
+                return Err(Error::SizeMismatch {
+                    page: p.id,
+                    expected: u32::MAX as usize,
+                    found: v.len(),
+                });
             }
         }
     }
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     remove_temporaries(dir)?;
     let final_path = dir.join(file_name(lsn));
-    let tmp_path = dir.join(format!("{}{TMP_SUFFIX}", file_name(lsn).trim_end_matches(".ckpt")));
+    let tmp_path = dir.join(format!(
+        "{}{TMP_SUFFIX}",
+        file_name(lsn).trim_end_matches(".ckpt")
+    ));
     let r = write_file(&tmp_path, lsn, next_page_id, &pages);
     let bytes = match r {
         Ok(b) => b,
@@ -148,12 +161,25 @@ pub fn write<'a>(
     };
     fs::rename(&tmp_path, &final_path).map_err(|e| Error::io(&final_path, e))?;
     sync_dir(dir)?;
-    Ok(CheckpointInfo { path: final_path, lsn, pages: pages.len(), bytes })
+    Ok(CheckpointInfo {
+        path: final_path,
+        lsn,
+        pages: pages.len(),
+        bytes,
+    })
 }
 
 fn write_file(path: &Path, lsn: Lsn, next_page_id: u64, pages: &[&Page]) -> io::Result<u64> {
-    let f = OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
-    let mut w = CrcWriter { inner: BufWriter::with_capacity(1 << 20, f), crc: 0, bytes: 0 };
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    let mut w = CrcWriter {
+        inner: BufWriter::with_capacity(1 << 20, f),
+        crc: 0,
+        bytes: 0,
+    };
     let mut h = [0u8; HEADER_LEN];
     h[0..8].copy_from_slice(&CHECKPOINT_MAGIC);
     h[8..10].copy_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
@@ -181,7 +207,10 @@ fn write_file(path: &Path, lsn: Lsn, next_page_id: u64, pages: &[&Page]) -> io::
     }
     let crc = w.crc;
     w.inner.write_all(&crc.to_le_bytes())?;
-    let f = w.inner.into_inner().map_err(io::IntoInnerError::into_error)?;
+    let f = w
+        .inner
+        .into_inner()
+        .map_err(io::IntoInnerError::into_error)?;
     f.sync_all()?;
     Ok(w.bytes + 4)
 }
@@ -213,7 +242,10 @@ struct CkptReader {
 
 impl CkptReader {
     fn corrupt(&self, reason: impl Into<String>) -> Error {
-        Error::CorruptCheckpoint { file: self.path.clone(), reason: reason.into() }
+        Error::CorruptCheckpoint {
+            file: self.path.clone(),
+            reason: reason.into(),
+        }
     }
 
     /// Checks that `n` more bytes exist before allocating for them.
@@ -226,7 +258,9 @@ impl CkptReader {
 
     fn take_into(&mut self, buf: &mut [u8], what: &str) -> Result<()> {
         self.ensure(buf.len() as u64, what)?;
-        self.inner.read_exact(buf).map_err(|e| Error::io(&self.path, e))?;
+        self.inner
+            .read_exact(buf)
+            .map_err(|e| Error::io(&self.path, e))?;
         self.crc = crc32c::crc32c_append(self.crc, buf);
         self.left -= buf.len() as u64;
         Ok(())
@@ -273,23 +307,42 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
     let path = path.as_ref().to_path_buf();
     let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
     let len = f.metadata().map_err(|e| Error::io(&path, e))?.len();
-    let mut r = CkptReader { inner: BufReader::with_capacity(1 << 20, f), crc: 0, left: len.saturating_sub(4), path };
+    let mut r = CkptReader {
+        inner: BufReader::with_capacity(1 << 20, f),
+        crc: 0,
+        left: len.saturating_sub(4),
+        path,
+    };
     if len < (HEADER_LEN + 4) as u64 {
         // Distinguish "not a checkpoint" from "a truncated one" where the magic is there.
         let mut head = vec![0u8; len.min(8) as usize];
-        r.inner.read_exact(&mut head).map_err(|e| Error::io(&r.path, e))?;
+        r.inner
+            .read_exact(&mut head)
+            .map_err(|e| Error::io(&r.path, e))?;
         if head.as_slice() != &CHECKPOINT_MAGIC[..head.len()] {
-            return Err(Error::BadMagic { file: r.path.clone(), what: "checkpoint" });
+            return Err(Error::BadMagic {
+                file: r.path.clone(),
+                what: "checkpoint",
+            });
         }
-        return Err(r.corrupt(format!("file of {len} bytes is shorter than a checkpoint header")));
+        return Err(r.corrupt(format!(
+            "file of {len} bytes is shorter than a checkpoint header"
+        )));
     }
     let h: [u8; HEADER_LEN] = r.take("header")?;
     if h[0..8] != CHECKPOINT_MAGIC {
-        return Err(Error::BadMagic { file: r.path.clone(), what: "checkpoint" });
+        return Err(Error::BadMagic {
+            file: r.path.clone(),
+            what: "checkpoint",
+        });
     }
     let version = u16::from_le_bytes([h[8], h[9]]);
     if version != CHECKPOINT_VERSION {
-        return Err(Error::UnsupportedVersion { file: r.path.clone(), found: version, supported: CHECKPOINT_VERSION });
+        return Err(Error::UnsupportedVersion {
+            file: r.path.clone(),
+            found: version,
+            supported: CHECKPOINT_VERSION,
+        });
     }
     if h[10..16].iter().any(|&b| b != 0) {
         return Err(r.corrupt("reserved header bytes are not zero"));
@@ -316,7 +369,8 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
             b.copy_from_slice(&fixed[a..a + 8]);
             u64::from_le_bytes(b)
         };
-        let le4 = |a: usize| u32::from_le_bytes([fixed[a], fixed[a + 1], fixed[a + 2], fixed[a + 3]]);
+        let le4 =
+            |a: usize| u32::from_le_bytes([fixed[a], fixed[a + 1], fixed[a + 2], fixed[a + 3]]);
         let id = PageId(le8(0));
         let epoch = le8(8);
         let size = le4(16) as usize;
@@ -334,13 +388,16 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
         }
         // Each metadata entry takes at least 6 bytes.
         if u64::from(meta_count) > r.left / 6 {
-            return Err(r.corrupt(format!("{id}: {meta_count} metadata entries cannot fit in the file")));
+            return Err(r.corrupt(format!(
+                "{id}: {meta_count} metadata entries cannot fit in the file"
+            )));
         }
         let mut metadata = BTreeMap::new();
         for _ in 0..meta_count {
             let klen = r.u16("metadata key length")?;
             let key = r.vec(u64::from(klen), "metadata key")?;
-            let key = String::from_utf8(key).map_err(|_| r.corrupt(format!("{id}: metadata key is not UTF-8")))?;
+            let key = String::from_utf8(key)
+                .map_err(|_| r.corrupt(format!("{id}: metadata key is not UTF-8")))?;
             let vlen = r.u32("metadata value length")?;
             let value = r.vec(u64::from(vlen), "metadata value")?;
             if metadata.insert(key, value).is_some() {
@@ -349,10 +406,19 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
         }
         let bytes = r.vec(size as u64, "page bytes")?.into_boxed_slice();
         let hash = r.u64("page hash")?;
-        let page = Page { id, epoch, bytes, metadata, location, stale: false };
+        let page = Page {
+            id,
+            epoch,
+            bytes,
+            metadata,
+            location,
+            stale: false,
+        };
         let actual = page.hash();
         if actual != hash {
-            return Err(r.corrupt(format!("{id}: bytes hash to {actual:016x}, the checkpoint says {hash:016x}")));
+            return Err(r.corrupt(format!(
+                "{id}: bytes hash to {actual:016x}, the checkpoint says {hash:016x}"
+            )));
         }
         pages.push(page);
     }
@@ -360,12 +426,21 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
         return Err(r.corrupt(format!("{} unexpected bytes after the last page", r.left)));
     }
     let mut t = [0u8; 4];
-    r.inner.read_exact(&mut t).map_err(|e| Error::io(&r.path, e))?;
+    r.inner
+        .read_exact(&mut t)
+        .map_err(|e| Error::io(&r.path, e))?;
     let stored = u32::from_le_bytes(t);
     if stored != r.crc {
-        return Err(r.corrupt(format!("CRC mismatch: stored {stored:08x}, computed {:08x}", r.crc)));
+        return Err(r.corrupt(format!(
+            "CRC mismatch: stored {stored:08x}, computed {:08x}",
+            r.crc
+        )));
     }
-    Ok(Checkpoint { lsn, next_page_id, pages })
+    Ok(Checkpoint {
+        lsn,
+        next_page_id,
+        pages,
+    })
 }
 
 /// The checkpoint files in `dir` with their LSNs, oldest first (newest last). A missing
@@ -419,7 +494,10 @@ mod tests {
     fn names() {
         assert_eq!(file_name(Lsn(42)), "checkpoint-00000000000000000042.ckpt");
         assert_eq!(parse_file_name(&file_name(Lsn(42))), Some(Lsn(42)));
-        assert_eq!(parse_file_name("checkpoint-00000000000000000042.ckpt.tmp"), None);
+        assert_eq!(
+            parse_file_name("checkpoint-00000000000000000042.ckpt.tmp"),
+            None
+        );
         assert_eq!(parse_file_name("checkpoint-42.ckpt"), None);
     }
 }

@@ -74,7 +74,11 @@ fn set_bits(words: &mut [u64], start_word: usize, start: usize, end: usize) {
         let w = pos / 64 - start_word;
         let bit = pos % 64;
         let n = (end - pos).min(64 - bit);
-        let bits = if n == 64 { !0u64 } else { ((1u64 << n) - 1) << bit };
+        let bits = if n == 64 {
+            !0u64
+        } else {
+            ((1u64 << n) - 1) << bit
+        };
         words[w] |= bits;
         pos += n;
     }
@@ -313,7 +317,14 @@ impl Delta {
     /// A dense delta: the page's complete new contents.
     #[must_use]
     pub fn dense(page: PageId, bytes: Vec<u8>) -> Delta {
-        Delta { page, lsn: Lsn::ZERO, epoch: 0, timestamp_ns: 0, source: Source::User, body: Body::Dense(bytes) }
+        Delta {
+            page,
+            lsn: Lsn::ZERO,
+            epoch: 0,
+            timestamp_ns: 0,
+            source: Source::User,
+            body: Body::Dense(bytes),
+        }
     }
 
     /// A sparse delta.
@@ -323,7 +334,10 @@ impl Delta {
     pub fn sparse(page: PageId, mask: Mask, payload: Vec<u8>) -> Result<Delta> {
         let mask_bytes = mask.count();
         if mask_bytes != payload.len() {
-            return Err(Error::MaskPayloadMismatch { mask_bytes, payload_bytes: payload.len() });
+            return Err(Error::MaskPayloadMismatch {
+                mask_bytes,
+                payload_bytes: payload.len(),
+            });
         }
         Ok(Delta {
             page,
@@ -345,7 +359,10 @@ impl Delta {
             epoch: 0,
             timestamp_ns: 0,
             source: Source::User,
-            body: Body::Sparse { mask, payload: bytes.to_vec() },
+            body: Body::Sparse {
+                mask,
+                payload: bytes.to_vec(),
+            },
         }
     }
 
@@ -395,7 +412,11 @@ impl Delta {
             let hi = ((w + 1) * 64).min(end);
             let old_b = &page[lo..hi];
             let new_b = &new[lo - offset..hi - offset];
-            let bits = if old_b == new_b { 0 } else { block_diff(old_b, new_b) << (lo - w * 64) };
+            let bits = if old_b == new_b {
+                0
+            } else {
+                block_diff(old_b, new_b) << (lo - w * 64)
+            };
             if bits == 0 && words.is_empty() {
                 lead_zero += 1;
                 continue;
@@ -455,19 +476,29 @@ impl Delta {
     /// mask past the end, [`Error::MaskPayloadMismatch`] for an inconsistent sparse delta.
     pub fn check(&self, size: usize) -> Result<()> {
         match &self.body {
-            Body::Dense(b) if b.len() != size => {
-                Err(Error::SizeMismatch { page: self.page, expected: size, found: b.len() })
-            }
+            Body::Dense(b) if b.len() != size => Err(Error::SizeMismatch {
+                page: self.page,
+                expected: size,
+                found: b.len(),
+            }),
             Body::Dense(_) => Ok(()),
             Body::Sparse { mask, payload } => {
                 let last = mask.last_byte();
                 if last > size {
                     let first = mask.runs().first().map_or(0, |r| r.0);
-                    return Err(Error::OutOfBounds { page: self.page, offset: first, end: last, size });
+                    return Err(Error::OutOfBounds {
+                        page: self.page,
+                        offset: first,
+                        end: last,
+                        size,
+                    });
                 }
                 let n = mask.count();
                 if n != payload.len() {
-                    return Err(Error::MaskPayloadMismatch { mask_bytes: n, payload_bytes: payload.len() });
+                    return Err(Error::MaskPayloadMismatch {
+                        mask_bytes: n,
+                        payload_bytes: payload.len(),
+                    });
                 }
                 Ok(())
             }
@@ -515,7 +546,10 @@ impl Delta {
     pub fn to_dense(&self, base: &[u8]) -> Result<Delta> {
         let mut bytes = base.to_vec();
         self.apply(&mut bytes)?;
-        Ok(Delta { body: Body::Dense(bytes), ..self.clone() })
+        Ok(Delta {
+            body: Body::Dense(bytes),
+            ..self.clone()
+        })
     }
 
     /// `self` followed by `later`, as one delta: where both write a byte, `later` wins; the
@@ -527,11 +561,18 @@ impl Delta {
     /// for two dense deltas of different lengths.
     pub fn merge(&self, later: &Delta) -> Result<Delta> {
         if self.page != later.page {
-            return Err(Error::PageMismatch { first: self.page, second: later.page });
+            return Err(Error::PageMismatch {
+                first: self.page,
+                second: later.page,
+            });
         }
         let body = match (&self.body, &later.body) {
             (Body::Dense(a), Body::Dense(b)) if a.len() != b.len() => {
-                return Err(Error::SizeMismatch { page: self.page, expected: a.len(), found: b.len() });
+                return Err(Error::SizeMismatch {
+                    page: self.page,
+                    expected: a.len(),
+                    found: b.len(),
+                });
             }
             (_, Body::Dense(b)) => Body::Dense(b.clone()),
             (Body::Dense(a), Body::Sparse { .. }) => {
@@ -542,7 +583,10 @@ impl Delta {
             (Body::Sparse { mask: ma, .. }, Body::Sparse { mask: mb, .. }) => {
                 let mask = ma.union(mb);
                 if mask.is_empty() {
-                    Body::Sparse { mask, payload: Vec::new() }
+                    Body::Sparse {
+                        mask,
+                        payload: Vec::new(),
+                    }
                 } else {
                     let base = mask.start_word as usize * 64;
                     let mut scratch = vec![0u8; mask.end() - base];
@@ -556,12 +600,17 @@ impl Delta {
                         }
                     }
                     let mut payload = Vec::with_capacity(mask.count());
-                    mask.for_each_run(|o, l| payload.extend_from_slice(&scratch[o - base..o - base + l]));
+                    mask.for_each_run(|o, l| {
+                        payload.extend_from_slice(&scratch[o - base..o - base + l])
+                    });
                     Body::Sparse { mask, payload }
                 }
             }
         };
-        Ok(Delta { body, ..later.clone() })
+        Ok(Delta {
+            body,
+            ..later.clone()
+        })
     }
 }
 
@@ -578,11 +627,23 @@ mod tests {
                     x |= 0x80u64 << (8 * k); // high bit only
                 }
             }
-            assert_eq!(nonzero_bytes(x), u64::from(pattern), "high bits {pattern:08b}");
+            assert_eq!(
+                nonzero_bytes(x),
+                u64::from(pattern),
+                "high bits {pattern:08b}"
+            );
             let low = x >> 7; // low bit only
-            assert_eq!(nonzero_bytes(low), u64::from(pattern), "low bits {pattern:08b}");
+            assert_eq!(
+                nonzero_bytes(low),
+                u64::from(pattern),
+                "low bits {pattern:08b}"
+            );
             let all = low * 0xff;
-            assert_eq!(nonzero_bytes(all), u64::from(pattern), "full bytes {pattern:08b}");
+            assert_eq!(
+                nonzero_bytes(all),
+                u64::from(pattern),
+                "full bytes {pattern:08b}"
+            );
         }
     }
 
@@ -629,13 +690,29 @@ mod tests {
     #[test]
     fn bad_deltas_are_errors() {
         let d = Delta::write(PageId(1), 10, &[1; 10]);
-        assert!(matches!(d.apply(&mut [0u8; 15]), Err(Error::OutOfBounds { end: 20, size: 15, .. })));
-        assert!(matches!(Delta::dense(PageId(1), vec![0; 3]).apply(&mut [0u8; 4]), Err(Error::SizeMismatch { .. })));
+        assert!(matches!(
+            d.apply(&mut [0u8; 15]),
+            Err(Error::OutOfBounds {
+                end: 20,
+                size: 15,
+                ..
+            })
+        ));
+        assert!(matches!(
+            Delta::dense(PageId(1), vec![0; 3]).apply(&mut [0u8; 4]),
+            Err(Error::SizeMismatch { .. })
+        ));
         assert!(matches!(
             Delta::sparse(PageId(1), Mask::from_ranges(&[(0, 2)]), vec![1]),
-            Err(Error::MaskPayloadMismatch { mask_bytes: 2, payload_bytes: 1 })
+            Err(Error::MaskPayloadMismatch {
+                mask_bytes: 2,
+                payload_bytes: 1
+            })
         ));
-        assert!(matches!(d.merge(&Delta::write(PageId(2), 0, &[1])), Err(Error::PageMismatch { .. })));
+        assert!(matches!(
+            d.merge(&Delta::write(PageId(2), 0, &[1])),
+            Err(Error::PageMismatch { .. })
+        ));
     }
 
     #[test]

@@ -186,7 +186,9 @@ pub enum Error {
     /// An earlier write or fsync of the log failed, so what the file holds past the last
     /// successful sync is unknown; the log refuses further work. Drop it and reopen: recovery
     /// repairs the tail.
-    #[error("{dir}: the log stopped after an earlier write or sync failure ({cause}); reopen it to recover")]
+    #[error(
+        "{dir}: the log stopped after an earlier write or sync failure ({cause}); reopen it to recover"
+    )]
     LogFailed {
         /// The log directory.
         dir: PathBuf,
@@ -200,6 +202,9 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

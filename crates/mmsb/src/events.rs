@@ -95,7 +95,10 @@ pub(crate) struct Subscribers {
 
 impl std::fmt::Debug for Subscribers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscribers").field("count", &self.subs.len()).field("wanted", &self.wanted).finish()
+        f.debug_struct("Subscribers")
+            .field("count", &self.subs.len())
+            .field("wanted", &self.wanted)
+            .finish()
     }
 }
 

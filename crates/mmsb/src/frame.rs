@@ -200,8 +200,14 @@ impl FrameBody {
     pub fn as_ref(&self) -> BodyRef<'_> {
         match self {
             FrameBody::Delta(b) => BodyRef::Delta(b),
-            FrameBody::CreatePage { size, location } => BodyRef::CreatePage { size: *size, location: *location },
-            FrameBody::Metadata { key, value } => BodyRef::Metadata { key, value: value.as_deref() },
+            FrameBody::CreatePage { size, location } => BodyRef::CreatePage {
+                size: *size,
+                location: *location,
+            },
+            FrameBody::Metadata { key, value } => BodyRef::Metadata {
+                key,
+                value: value.as_deref(),
+            },
             FrameBody::Commit => BodyRef::Commit,
         }
     }
@@ -334,7 +340,9 @@ fn next_set(words: &[u64], from: usize) -> Option<usize> {
 fn next_clear(words: &[u64], from: usize) -> usize {
     let end = words.len() * 64;
     let mut i = from / 64;
-    let Some(&first) = words.get(i) else { return end };
+    let Some(&first) = words.get(i) else {
+        return end;
+    };
     let mut w = !first & (!0u64 << (from % 64));
     loop {
         if w != 0 {
@@ -379,7 +387,11 @@ pub(crate) struct Plan {
 /// For a sparse body the run-length size is counted only until it reaches the bit-packed size.
 pub(crate) fn plan(body: BodyRef<'_>) -> Plan {
     match body {
-        BodyRef::Delta(Body::Dense(bytes)) => Plan { len: FRAME_HEADER_LEN + bytes.len(), enc: 0, runs: 0 },
+        BodyRef::Delta(Body::Dense(bytes)) => Plan {
+            len: FRAME_HEADER_LEN + bytes.len(),
+            enc: 0,
+            runs: 0,
+        },
         BodyRef::Delta(Body::Sparse { mask, payload }) => {
             let packed = 8 + 8 * mask.words().len();
             let mut rle = 0usize; // without the run-count prefix
@@ -395,16 +407,34 @@ pub(crate) fn plan(body: BodyRef<'_>) -> Plan {
             });
             let rle_total = rle + varint_len(runs as u64);
             if fits && rle_total < packed {
-                Plan { len: FRAME_HEADER_LEN + rle_total + payload.len(), enc: 2, runs }
+                Plan {
+                    len: FRAME_HEADER_LEN + rle_total + payload.len(),
+                    enc: 2,
+                    runs,
+                }
             } else {
-                Plan { len: FRAME_HEADER_LEN + packed + payload.len(), enc: 1, runs: 0 }
+                Plan {
+                    len: FRAME_HEADER_LEN + packed + payload.len(),
+                    enc: 1,
+                    runs: 0,
+                }
             }
         }
-        BodyRef::CreatePage { .. } => Plan { len: FRAME_HEADER_LEN + 5, enc: 0, runs: 0 },
-        BodyRef::Metadata { key, value } => {
-            Plan { len: FRAME_HEADER_LEN + 2 + key.len() + 1 + value.map_or(0, <[u8]>::len), enc: 0, runs: 0 }
-        }
-        BodyRef::Commit => Plan { len: FRAME_HEADER_LEN, enc: 0, runs: 0 },
+        BodyRef::CreatePage { .. } => Plan {
+            len: FRAME_HEADER_LEN + 5,
+            enc: 0,
+            runs: 0,
+        },
+        BodyRef::Metadata { key, value } => Plan {
+            len: FRAME_HEADER_LEN + 2 + key.len() + 1 + value.map_or(0, <[u8]>::len),
+            enc: 0,
+            runs: 0,
+        },
+        BodyRef::Commit => Plan {
+            len: FRAME_HEADER_LEN,
+            enc: 0,
+            runs: 0,
+        },
     }
 }
 
@@ -445,7 +475,17 @@ pub fn encode_into(
     body: BodyRef<'_>,
 ) -> usize {
     let p = plan(body);
-    encode_planned(out, &p, lsn, page, epoch, timestamp_ns, source, commit, body);
+    encode_planned(
+        out,
+        &p,
+        lsn,
+        page,
+        epoch,
+        timestamp_ns,
+        source,
+        commit,
+        body,
+    );
     p.len
 }
 
@@ -465,9 +505,17 @@ pub(crate) fn encode_planned(
     body: BodyRef<'_>,
 ) {
     if let BodyRef::Metadata { key, .. } = body {
-        assert!(key.len() <= MAX_METADATA_KEY_LEN, "metadata key of {} bytes is too long", key.len());
+        assert!(
+            key.len() <= MAX_METADATA_KEY_LEN,
+            "metadata key of {} bytes is too long",
+            key.len()
+        );
     }
-    assert!(p.len <= MAX_FRAME_LEN, "frame of {} bytes exceeds MAX_FRAME_LEN", p.len);
+    assert!(
+        p.len <= MAX_FRAME_LEN,
+        "frame of {} bytes exceeds MAX_FRAME_LEN",
+        p.len
+    );
     let commit = commit || matches!(body, BodyRef::Commit);
     let start = out.len();
     out.reserve(p.len);
@@ -575,10 +623,24 @@ fn get_varint(b: &[u8], at: &mut usize) -> Result<u64, DecodeError> {
 #[derive(Copy, Clone, Debug)]
 enum BodyView<'a> {
     Dense(&'a [u8]),
-    BitPacked { start_word: u32, words: &'a [u8], payload: &'a [u8] },
-    RunLength { runs: &'a [u8], n_runs: usize, payload: &'a [u8] },
-    CreatePage { size: u32, location: Location },
-    Metadata { key: &'a str, value: Option<&'a [u8]> },
+    BitPacked {
+        start_word: u32,
+        words: &'a [u8],
+        payload: &'a [u8],
+    },
+    RunLength {
+        runs: &'a [u8],
+        n_runs: usize,
+        payload: &'a [u8],
+    },
+    CreatePage {
+        size: u32,
+        location: Location,
+    },
+    Metadata {
+        key: &'a str,
+        value: Option<&'a [u8]>,
+    },
     Commit,
 }
 
@@ -615,7 +677,9 @@ impl FrameView<'_> {
     pub fn payload_len(&self) -> usize {
         match self.body {
             BodyView::Dense(p) => p.len(),
-            BodyView::BitPacked { payload, .. } | BodyView::RunLength { payload, .. } => payload.len(),
+            BodyView::BitPacked { payload, .. } | BodyView::RunLength { payload, .. } => {
+                payload.len()
+            }
             _ => 0,
         }
     }
@@ -625,19 +689,34 @@ impl FrameView<'_> {
     pub fn to_frame(&self) -> Frame {
         let body = match self.body {
             BodyView::Dense(p) => FrameBody::Delta(Body::Dense(p.to_vec())),
-            BodyView::BitPacked { start_word, words, payload } => {
+            BodyView::BitPacked {
+                start_word,
+                words,
+                payload,
+            } => {
                 let words: Vec<u64> = words.chunks_exact(8).map(|c| le_u64(c, 0)).collect();
                 let mask = Mask::from_words(start_word as usize, words);
-                FrameBody::Delta(Body::Sparse { mask, payload: payload.to_vec() })
+                FrameBody::Delta(Body::Sparse {
+                    mask,
+                    payload: payload.to_vec(),
+                })
             }
-            BodyView::RunLength { runs, n_runs, payload } => {
+            BodyView::RunLength {
+                runs,
+                n_runs,
+                payload,
+            } => {
                 let mask = rle_to_mask(runs, n_runs);
-                FrameBody::Delta(Body::Sparse { mask, payload: payload.to_vec() })
+                FrameBody::Delta(Body::Sparse {
+                    mask,
+                    payload: payload.to_vec(),
+                })
             }
             BodyView::CreatePage { size, location } => FrameBody::CreatePage { size, location },
-            BodyView::Metadata { key, value } => {
-                FrameBody::Metadata { key: key.to_owned(), value: value.map(<[u8]>::to_vec) }
-            }
+            BodyView::Metadata { key, value } => FrameBody::Metadata {
+                key: key.to_owned(),
+                value: value.map(<[u8]>::to_vec),
+            },
             BodyView::Commit => FrameBody::Commit,
         };
         Frame {
@@ -664,7 +743,9 @@ fn rle_to_mask(runs: &[u8], n_runs: usize) -> Mask {
         spans.push((pos + gap, len));
         pos += gap + len;
     }
-    let Some(&(first, _)) = spans.first() else { return Mask::new() };
+    let Some(&(first, _)) = spans.first() else {
+        return Mask::new();
+    };
     let start_word = first / 64;
     let mut words = vec![0u64; pos.div_ceil(64) - start_word];
     for (off, len) in spans {
@@ -674,7 +755,11 @@ fn rle_to_mask(runs: &[u8], n_runs: usize) -> Mask {
             let w = p / 64 - start_word;
             let bit = p % 64;
             let n = (end - p).min(64 - bit);
-            words[w] |= if n == 64 { !0u64 } else { ((1u64 << n) - 1) << bit };
+            words[w] |= if n == 64 {
+                !0u64
+            } else {
+                ((1u64 << n) - 1) << bit
+            };
             p += n;
         }
     }
@@ -718,10 +803,14 @@ pub fn peek_len(buf: &[u8]) -> Option<u32> {
 /// outside `1..=MAX_PAGE_SIZE`, an unknown location, a metadata key that is not UTF-8, a Commit
 /// frame without the COMMIT flag.
 pub fn decode_view(buf: &[u8]) -> Result<(FrameView<'_>, usize), DecodeError> {
-    let Some(len) = peek_len(buf) else { return Err(DecodeError::Incomplete) };
+    let Some(len) = peek_len(buf) else {
+        return Err(DecodeError::Incomplete);
+    };
     let len = len as usize;
     if !(FRAME_HEADER_LEN..=MAX_FRAME_LEN).contains(&len) {
-        return Err(corrupt(format!("frame length {len} is outside {FRAME_HEADER_LEN}..={MAX_FRAME_LEN}")));
+        return Err(corrupt(format!(
+            "frame length {len} is outside {FRAME_HEADER_LEN}..={MAX_FRAME_LEN}"
+        )));
     }
     if buf.len() < len {
         return Err(DecodeError::Incomplete);
@@ -730,11 +819,16 @@ pub fn decode_view(buf: &[u8]) -> Result<(FrameView<'_>, usize), DecodeError> {
     let stored = le_u32(f, 4);
     let computed = crc32c::crc32c_append(crc32c::crc32c(&f[0..4]), &f[8..]);
     if stored != computed {
-        return Err(corrupt(format!("CRC mismatch: stored {stored:08x}, computed {computed:08x}")));
+        return Err(corrupt(format!(
+            "CRC mismatch: stored {stored:08x}, computed {computed:08x}"
+        )));
     }
-    let kind = FrameKind::from_code(f[40]).ok_or_else(|| corrupt(format!("unknown frame kind {}", f[40])))?;
-    let source = Source::from_code(f[41]).ok_or_else(|| corrupt(format!("unknown source code {}", f[41])))?;
-    let enc = MaskEncoding::from_code(f[42]).ok_or_else(|| corrupt(format!("unknown mask encoding {}", f[42])))?;
+    let kind = FrameKind::from_code(f[40])
+        .ok_or_else(|| corrupt(format!("unknown frame kind {}", f[40])))?;
+    let source = Source::from_code(f[41])
+        .ok_or_else(|| corrupt(format!("unknown source code {}", f[41])))?;
+    let enc = MaskEncoding::from_code(f[42])
+        .ok_or_else(|| corrupt(format!("unknown mask encoding {}", f[42])))?;
     let flags = f[43];
     if flags & !FLAG_COMMIT != 0 {
         return Err(corrupt(format!("unknown flag bits {flags:#04x}")));
@@ -742,20 +836,29 @@ pub fn decode_view(buf: &[u8]) -> Result<(FrameView<'_>, usize), DecodeError> {
     let commit = flags & FLAG_COMMIT != 0;
     let b = &f[FRAME_HEADER_LEN..];
     if kind != FrameKind::Delta && enc != MaskEncoding::Dense {
-        return Err(corrupt(format!("{} frame with mask encoding {}", kind.name(), enc.code())));
+        return Err(corrupt(format!(
+            "{} frame with mask encoding {}",
+            kind.name(),
+            enc.code()
+        )));
     }
     let body = match kind {
         FrameKind::Delta => decode_delta_body(enc, b)?,
         FrameKind::CreatePage => {
             if b.len() != 5 {
-                return Err(corrupt(format!("create_page body of {} bytes (expected 5)", b.len())));
+                return Err(corrupt(format!(
+                    "create_page body of {} bytes (expected 5)",
+                    b.len()
+                )));
             }
             let size = le_u32(b, 0);
             if size == 0 || size as usize > MAX_PAGE_SIZE {
-                return Err(corrupt(format!("page size {size} is outside 1..={MAX_PAGE_SIZE}")));
+                return Err(corrupt(format!(
+                    "page size {size} is outside 1..={MAX_PAGE_SIZE}"
+                )));
             }
-            let location =
-                Location::from_code(b[4]).ok_or_else(|| corrupt(format!("unknown location code {}", b[4])))?;
+            let location = Location::from_code(b[4])
+                .ok_or_else(|| corrupt(format!("unknown location code {}", b[4])))?;
             BodyView::CreatePage { size, location }
         }
         FrameKind::Metadata => {
@@ -764,7 +867,9 @@ pub fn decode_view(buf: &[u8]) -> Result<(FrameView<'_>, usize), DecodeError> {
             }
             let klen = usize::from(u16::from_le_bytes([b[0], b[1]]));
             let Some(key) = b.get(2..2 + klen) else {
-                return Err(corrupt(format!("metadata key of {klen} bytes runs past the frame")));
+                return Err(corrupt(format!(
+                    "metadata key of {klen} bytes runs past the frame"
+                )));
             };
             let key = std::str::from_utf8(key).map_err(|_| corrupt("metadata key is not UTF-8"))?;
             let rest = &b[2 + klen..];
@@ -772,14 +877,21 @@ pub fn decode_view(buf: &[u8]) -> Result<(FrameView<'_>, usize), DecodeError> {
                 Some((1, v)) => Some(v),
                 Some((0, [])) => None,
                 Some((0, _)) => return Err(corrupt("metadata removal carries a value")),
-                Some((p, _)) => return Err(corrupt(format!("metadata presence byte {p} (expected 0 or 1)"))),
+                Some((p, _)) => {
+                    return Err(corrupt(format!(
+                        "metadata presence byte {p} (expected 0 or 1)"
+                    )));
+                }
                 None => return Err(corrupt("metadata body ends before the presence byte")),
             };
             BodyView::Metadata { key, value }
         }
         FrameKind::Commit => {
             if !b.is_empty() {
-                return Err(corrupt(format!("commit frame with a {}-byte body", b.len())));
+                return Err(corrupt(format!(
+                    "commit frame with a {}-byte body",
+                    b.len()
+                )));
             }
             if !commit {
                 return Err(corrupt("commit frame without the COMMIT flag"));
@@ -812,7 +924,10 @@ fn decode_delta_body(enc: MaskEncoding, b: &[u8]) -> Result<BodyView<'_>, Decode
                 return Err(corrupt("dense delta with an empty payload"));
             }
             if b.len() > MAX_PAGE_SIZE {
-                return Err(corrupt(format!("dense delta of {} bytes exceeds MAX_PAGE_SIZE", b.len())));
+                return Err(corrupt(format!(
+                    "dense delta of {} bytes exceeds MAX_PAGE_SIZE",
+                    b.len()
+                )));
             }
             Ok(BodyView::Dense(b))
         }
@@ -830,30 +945,43 @@ fn decode_delta_body(enc: MaskEncoding, b: &[u8]) -> Result<BodyView<'_>, Decode
             }
             let words_len = n_words as usize * 8;
             let Some(words) = b.get(8..8 + words_len) else {
-                return Err(corrupt(format!("bit-packed mask of {n_words} words runs past the frame")));
+                return Err(corrupt(format!(
+                    "bit-packed mask of {n_words} words runs past the frame"
+                )));
             };
             let payload = &b[8 + words_len..];
             if n_words == 0 && start_word != 0 {
                 return Err(corrupt("empty bit-packed mask with a non-zero start word"));
             }
             if n_words > 0 && (le_u64(words, 0) == 0 || le_u64(words, words_len - 8) == 0) {
-                return Err(corrupt("bit-packed mask is not canonical (zero first or last word)"));
+                return Err(corrupt(
+                    "bit-packed mask is not canonical (zero first or last word)",
+                ));
             }
-            let count: u64 = words.chunks_exact(8).map(|c| u64::from(le_u64(c, 0).count_ones())).sum();
+            let count: u64 = words
+                .chunks_exact(8)
+                .map(|c| u64::from(le_u64(c, 0).count_ones()))
+                .sum();
             if count != payload.len() as u64 {
                 return Err(corrupt(format!(
                     "mask selects {count} bytes but the payload has {}",
                     payload.len()
                 )));
             }
-            Ok(BodyView::BitPacked { start_word, words, payload })
+            Ok(BodyView::BitPacked {
+                start_word,
+                words,
+                payload,
+            })
         }
         MaskEncoding::RunLength => {
             let mut at = 0;
             let n_runs = get_varint(b, &mut at)?;
             // Every run takes at least two bytes.
             if n_runs > (b.len() as u64) / 2 {
-                return Err(corrupt(format!("run-length mask claims {n_runs} runs, more than the frame can hold")));
+                return Err(corrupt(format!(
+                    "run-length mask claims {n_runs} runs, more than the frame can hold"
+                )));
             }
             let runs_start = at;
             let mut pos = 0u64;
@@ -865,7 +993,9 @@ fn decode_delta_body(enc: MaskEncoding, b: &[u8]) -> Result<BodyView<'_>, Decode
                     return Err(corrupt(format!("run-length mask: run {i} has length 0")));
                 }
                 if gap == 0 && i > 0 {
-                    return Err(corrupt(format!("run-length mask: run {i} touches the previous run")));
+                    return Err(corrupt(format!(
+                        "run-length mask: run {i} touches the previous run"
+                    )));
                 }
                 pos = pos.saturating_add(gap).saturating_add(len);
                 if pos > MAX_PAGE_SIZE as u64 {
@@ -881,7 +1011,11 @@ fn decode_delta_body(enc: MaskEncoding, b: &[u8]) -> Result<BodyView<'_>, Decode
                     payload.len()
                 )));
             }
-            Ok(BodyView::RunLength { runs, n_runs: n_runs as usize, payload })
+            Ok(BodyView::RunLength {
+                runs,
+                n_runs: n_runs as usize,
+                payload,
+            })
         }
     }
 }
@@ -902,7 +1036,16 @@ mod tests {
 
     fn enc(body: BodyRef<'_>, commit: bool) -> Vec<u8> {
         let mut out = Vec::new();
-        let n = encode_into(&mut out, Lsn(7), PageId(3), 9, 1234, Source::Propagation, commit, body);
+        let n = encode_into(
+            &mut out,
+            Lsn(7),
+            PageId(3),
+            9,
+            1234,
+            Source::Propagation,
+            commit,
+            body,
+        );
         assert_eq!(n, out.len());
         assert_eq!(n, encoded_len(body));
         out
@@ -937,7 +1080,10 @@ mod tests {
     fn sparse_round_trip_both_encodings() {
         // One run: run-length wins.
         let m = Mask::from_ranges(&[(1000, 16)]);
-        let body = Body::Sparse { mask: m, payload: (0..16).collect() };
+        let body = Body::Sparse {
+            mask: m,
+            payload: (0..16).collect(),
+        };
         let out = enc(BodyRef::Delta(&body), true);
         assert_eq!(out[42], 2);
         let (f, n) = decode(&out).unwrap();
@@ -946,7 +1092,10 @@ mod tests {
         // Alternating bits: bit-packed wins.
         let ranges: Vec<(usize, usize)> = (0..64).map(|i| (i * 2, 1)).collect();
         let m = Mask::from_ranges(&ranges);
-        let body = Body::Sparse { mask: m, payload: vec![5; 64] };
+        let body = Body::Sparse {
+            mask: m,
+            payload: vec![5; 64],
+        };
         let out = enc(BodyRef::Delta(&body), false);
         assert_eq!(out[42], 1);
         let (f, _) = decode(&out).unwrap();

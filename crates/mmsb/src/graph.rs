@@ -80,7 +80,9 @@ impl Graph {
     }
 
     fn has_edges(&self, id: PageId) -> bool {
-        self.node(id).is_some_and(|n| !n.children.is_empty() || !n.data_parents.is_empty() || n.control_parents > 0)
+        self.node(id).is_some_and(|n| {
+            !n.children.is_empty() || !n.data_parents.is_empty() || n.control_parents > 0
+        })
     }
 
     pub(crate) fn node(&self, id: PageId) -> Option<&Node> {
@@ -96,7 +98,10 @@ impl Graph {
         if parent == child {
             return Err(Error::Cycle { parent, child });
         }
-        if self.node(parent).is_some_and(|n| n.children.iter().any(|&(c, k)| c == child && k == kind)) {
+        if self
+            .node(parent)
+            .is_some_and(|n| n.children.iter().any(|&(c, k)| c == child && k == kind))
+        {
             return Ok(());
         }
         let a = self.index_of(parent);
@@ -132,7 +137,11 @@ impl Graph {
     /// Pages with at least one edge, in topological order (parents first).
     #[must_use]
     pub fn topological_order(&self) -> Vec<PageId> {
-        self.dag.nodes_iter().map(|ix| self.dag[ix]).filter(|&id| self.has_edges(id)).collect()
+        self.dag
+            .nodes_iter()
+            .map(|ix| self.dag[ix])
+            .filter(|&id| self.has_edges(id))
+            .collect()
     }
 
     /// Number of pages with at least one edge.
@@ -188,9 +197,15 @@ mod tests {
         g.add_edge(PageId(2), PageId(3), EdgeKind::Data).unwrap();
         assert!(matches!(
             g.add_edge(PageId(3), PageId(1), EdgeKind::Control),
-            Err(Error::Cycle { parent: PageId(3), child: PageId(1) })
+            Err(Error::Cycle {
+                parent: PageId(3),
+                child: PageId(1)
+            })
         ));
-        assert!(matches!(g.add_edge(PageId(2), PageId(2), EdgeKind::Data), Err(Error::Cycle { .. })));
+        assert!(matches!(
+            g.add_edge(PageId(2), PageId(2), EdgeKind::Data),
+            Err(Error::Cycle { .. })
+        ));
         assert_eq!(g.edge_count(), 2);
         assert_eq!(g.children(PageId(3)), &[]);
         assert_eq!(g.topological_order(), vec![PageId(1), PageId(2), PageId(3)]);

@@ -49,7 +49,10 @@ impl State {
     /// An empty state (no pages, LSN 0).
     #[must_use]
     pub fn new() -> State {
-        State { next_page_id: 1, ..State::default() }
+        State {
+            next_page_id: 1,
+            ..State::default()
+        }
     }
 
     /// The page `id`, if it exists.
@@ -128,7 +131,10 @@ impl State {
     /// [`Error::InvalidPageSize`], [`Error::PageExists`].
     pub fn create(&mut self, id: PageId, size: usize, location: Location) -> Result<()> {
         if size == 0 || size > MAX_PAGE_SIZE {
-            return Err(Error::InvalidPageSize { size, max: MAX_PAGE_SIZE });
+            return Err(Error::InvalidPageSize {
+                size,
+                max: MAX_PAGE_SIZE,
+            });
         }
         if id.0 == 0 {
             return Err(Error::NoSuchPage(id));
@@ -141,7 +147,9 @@ impl State {
     /// # Errors
     /// [`Error::NoSuchPage`] and the errors of [`Delta::apply`]; the page is unchanged on error.
     pub fn apply(&mut self, delta: &Delta) -> Result<()> {
-        let page = self.page_mut(delta.page).ok_or(Error::NoSuchPage(delta.page))?;
+        let page = self
+            .page_mut(delta.page)
+            .ok_or(Error::NoSuchPage(delta.page))?;
         delta.apply(&mut page.bytes)?;
         page.epoch += 1;
         page.stale = false;
@@ -156,12 +164,21 @@ impl State {
     /// [`Error::ReplayMismatch`] when the frame does not fit the state (unknown page, wrong epoch,
     /// a delta that does not fit the page, a page created twice).
     pub fn apply_frame(&mut self, frame: &Frame) -> Result<()> {
-        let mismatch = |reason: String| Error::ReplayMismatch { lsn: frame.lsn, page: frame.page, reason };
+        let mismatch = |reason: String| Error::ReplayMismatch {
+            lsn: frame.lsn,
+            page: frame.page,
+            reason,
+        };
         match &frame.body {
             FrameBody::Delta(body) => {
-                let page = self.page_mut(frame.page).ok_or_else(|| mismatch("delta for a page that does not exist".into()))?;
+                let page = self
+                    .page_mut(frame.page)
+                    .ok_or_else(|| mismatch("delta for a page that does not exist".into()))?;
                 if frame.epoch != page.epoch + 1 {
-                    return Err(mismatch(format!("frame epoch {} but the page is at epoch {}", frame.epoch, page.epoch)));
+                    return Err(mismatch(format!(
+                        "frame epoch {} but the page is at epoch {}",
+                        frame.epoch, page.epoch
+                    )));
                 }
                 let delta = Delta {
                     page: frame.page,
@@ -171,16 +188,21 @@ impl State {
                     source: frame.source,
                     body: body.clone(),
                 };
-                delta.check(page.bytes.len()).map_err(|e| mismatch(e.to_string()))?;
+                delta
+                    .check(page.bytes.len())
+                    .map_err(|e| mismatch(e.to_string()))?;
                 delta.apply_unchecked(&mut page.bytes);
                 page.epoch = frame.epoch;
                 page.stale = false;
             }
             FrameBody::CreatePage { size, location } => {
-                self.create(frame.page, *size as usize, *location).map_err(|e| mismatch(e.to_string()))?;
+                self.create(frame.page, *size as usize, *location)
+                    .map_err(|e| mismatch(e.to_string()))?;
             }
             FrameBody::Metadata { key, value } => {
-                let page = self.page_mut(frame.page).ok_or_else(|| mismatch("metadata for a page that does not exist".into()))?;
+                let page = self
+                    .page_mut(frame.page)
+                    .ok_or_else(|| mismatch("metadata for a page that does not exist".into()))?;
                 match value {
                     Some(v) => {
                         page.metadata.insert(key.clone(), v.clone());
@@ -224,7 +246,9 @@ impl State {
     ///
     /// # Errors
     /// As [`State::restore`].
-    pub(crate) fn restore_reporting(dir: &Path) -> Result<(State, Vec<(std::path::PathBuf, Error)>)> {
+    pub(crate) fn restore_reporting(
+        dir: &Path,
+    ) -> Result<(State, Vec<(std::path::PathBuf, Error)>)> {
         let (ckpt, skipped) = checkpoint::newest_valid(dir)?;
         let base = match ckpt {
             Some(c) => State::from_checkpoint(c)?,
@@ -272,13 +296,19 @@ impl State {
                 return Err(Error::ReplayMismatch {
                     lsn: f.lsn,
                     page: f.page,
-                    reason: format!("expected {expected} next (the log does not continue the base state)"),
+                    reason: format!(
+                        "expected {expected} next (the log does not continue the base state)"
+                    ),
                 });
             }
             expected = f.lsn.next();
             match target {
                 ReplayTarget::Lsn(l) if f.lsn > l => break,
-                ReplayTarget::Timestamp(t) if f.timestamp_ns > t && !matches!(f.body, FrameBody::Commit) => break,
+                ReplayTarget::Timestamp(t)
+                    if f.timestamp_ns > t && !matches!(f.body, FrameBody::Commit) =>
+                {
+                    break;
+                }
                 _ => {}
             }
             self.apply_frame(f)?;
@@ -291,10 +321,14 @@ impl State {
             }
         }
         match target {
-            ReplayTarget::Lsn(l) if l > self.last_lsn => {
-                Err(Error::TargetBeyondLog { target: target.to_string(), last: self.last_lsn })
-            }
-            ReplayTarget::PageEpoch(..) => Err(Error::TargetBeyondLog { target: target.to_string(), last: self.last_lsn }),
+            ReplayTarget::Lsn(l) if l > self.last_lsn => Err(Error::TargetBeyondLog {
+                target: target.to_string(),
+                last: self.last_lsn,
+            }),
+            ReplayTarget::PageEpoch(..) => Err(Error::TargetBeyondLog {
+                target: target.to_string(),
+                last: self.last_lsn,
+            }),
             _ => Ok(self),
         }
     }

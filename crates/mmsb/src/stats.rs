@@ -80,7 +80,12 @@ fn hist() -> Histogram<u64> {
 
 impl Timings {
     pub(crate) fn new(enabled: bool) -> Timings {
-        Timings { enabled, apply: hist(), append: hist(), wave: hist() }
+        Timings {
+            enabled,
+            apply: hist(),
+            append: hist(),
+            wave: hist(),
+        }
     }
 
     pub(crate) fn percentiles(h: &Histogram<u64>) -> Percentiles {

@@ -31,8 +31,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::delta::{Body, Source};
 use crate::error::{Error, Result};
 use crate::frame::{
-    self, BodyRef, FRAME_HEADER_LEN, Frame, FrameView, MAX_FRAME_LEN, MaskEncoding, MAX_METADATA_KEY_LEN, decode_view, peek_len,
-    plausible_header,
+    self, BodyRef, FRAME_HEADER_LEN, Frame, FrameView, MAX_FRAME_LEN, MAX_METADATA_KEY_LEN,
+    MaskEncoding, decode_view, peek_len, plausible_header,
 };
 use crate::page::{Lsn, MAX_PAGE_SIZE, PageId};
 
@@ -186,7 +186,9 @@ pub struct LogStats {
 // ---------------------------------------------------------------------------------------------
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -194,12 +196,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn corrupt_frame(file: &Path, offset: u64, reason: impl Into<String>) -> Error {
-    Error::CorruptFrame { file: file.to_path_buf(), offset, reason: reason.into() }
+    Error::CorruptFrame {
+        file: file.to_path_buf(),
+        offset,
+        reason: reason.into(),
+    }
 }
 
 /// Fsyncs a directory, so that file creations, renames and removals in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
 }
 
 /// Reads into `buf` at `offset` until it is full or the file ends; returns the bytes read.
@@ -275,26 +283,47 @@ enum HeaderErr {
 /// Checks the first bytes of a segment file (`h`: up to [`SEGMENT_HEADER_LEN`] bytes, fewer
 /// when the file is shorter). `name_lsn` is the LSN in the file name, when it has one. Returns
 /// the first LSN.
-fn check_header(path: &Path, h: &[u8], name_lsn: Option<Lsn>) -> std::result::Result<Lsn, HeaderErr> {
+fn check_header(
+    path: &Path,
+    h: &[u8],
+    name_lsn: Option<Lsn>,
+) -> std::result::Result<Lsn, HeaderErr> {
     if name_lsn == Some(Lsn::ZERO) {
-        return Err(HeaderErr::Fatal(corrupt_frame(path, 0, "segment named for LSN 0 (LSNs start at 1)")));
+        return Err(HeaderErr::Fatal(corrupt_frame(
+            path,
+            0,
+            "segment named for LSN 0 (LSNs start at 1)",
+        )));
     }
-    let bad_magic = || HeaderErr::Fatal(Error::BadMagic { file: path.to_path_buf(), what: "log segment" });
+    let bad_magic = || {
+        HeaderErr::Fatal(Error::BadMagic {
+            file: path.to_path_buf(),
+            what: "log segment",
+        })
+    };
     let n = h.len().min(SEGMENT_HEADER_LEN);
     let h = &h[..n];
     let all_zero = h.iter().all(|&b| b == 0);
     if n < 8 {
         return if all_zero || h == &SEGMENT_MAGIC[..n] {
-            Err(HeaderErr::Bad(format!("segment header torn: the file has only {n} bytes")))
+            Err(HeaderErr::Bad(format!(
+                "segment header torn: the file has only {n} bytes"
+            )))
         } else {
             Err(bad_magic())
         };
     }
     if h[0..8] != SEGMENT_MAGIC {
-        return if all_zero { Err(HeaderErr::Bad("segment header is all zeros".into())) } else { Err(bad_magic()) };
+        return if all_zero {
+            Err(HeaderErr::Bad("segment header is all zeros".into()))
+        } else {
+            Err(bad_magic())
+        };
     }
     if n < 10 {
-        return Err(HeaderErr::Bad(format!("segment header torn: the file has only {n} bytes")));
+        return Err(HeaderErr::Bad(format!(
+            "segment header torn: the file has only {n} bytes"
+        )));
     }
     let version = u16::from_le_bytes([h[8], h[9]]);
     if version != SEGMENT_VERSION {
@@ -305,7 +334,9 @@ fn check_header(path: &Path, h: &[u8], name_lsn: Option<Lsn>) -> std::result::Re
         }));
     }
     if n < SEGMENT_HEADER_LEN {
-        return Err(HeaderErr::Bad(format!("segment header torn: the file has only {n} bytes")));
+        return Err(HeaderErr::Bad(format!(
+            "segment header torn: the file has only {n} bytes"
+        )));
     }
     let u32_at = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
     let stored = u32_at(32);
@@ -327,7 +358,11 @@ fn check_header(path: &Path, h: &[u8], name_lsn: Option<Lsn>) -> std::result::Re
     first.copy_from_slice(&h[16..24]);
     let first = Lsn(u64::from_le_bytes(first));
     if first == Lsn::ZERO {
-        return Err(HeaderErr::Fatal(corrupt_frame(path, 0, "segment header: first LSN is 0")));
+        return Err(HeaderErr::Fatal(corrupt_frame(
+            path,
+            0,
+            "segment header: first LSN is 0",
+        )));
     }
     if let Some(name) = name_lsn
         && name != first
@@ -368,7 +403,14 @@ impl SegReader {
     fn open(path: Arc<Path>) -> Result<SegReader> {
         let file = File::open(&path).map_err(|e| Error::io(&*path, e))?;
         let len = file.metadata().map_err(|e| Error::io(&*path, e))?.len();
-        Ok(SegReader { path, file, len, buf: Vec::new(), buf_off: 0, pos: 0 })
+        Ok(SegReader {
+            path,
+            file,
+            len,
+            buf: Vec::new(),
+            buf_off: 0,
+            pos: 0,
+        })
     }
 
     fn io(&self, e: io::Error) -> Error {
@@ -424,14 +466,18 @@ impl SegReader {
         let Some(len) = peek_len(&self.buf[rel..rel + have]) else {
             return Ok(Step::Bad {
                 offset,
-                reason: format!("torn frame: the file ends {have} bytes into a frame's length field"),
+                reason: format!(
+                    "torn frame: the file ends {have} bytes into a frame's length field"
+                ),
             });
         };
         let len = len as usize;
         if !(FRAME_HEADER_LEN..=MAX_FRAME_LEN).contains(&len) {
             return Ok(Step::Bad {
                 offset,
-                reason: format!("frame length {len} is outside {FRAME_HEADER_LEN}..={MAX_FRAME_LEN}"),
+                reason: format!(
+                    "frame length {len} is outside {FRAME_HEADER_LEN}..={MAX_FRAME_LEN}"
+                ),
             });
         }
         if offset + len as u64 > self.len {
@@ -446,7 +492,10 @@ impl SegReader {
         }
         let have = self.fill(len).map_err(|e| self.io(e))?;
         if have < len {
-            return Ok(Step::Bad { offset, reason: "torn frame: the file shrank while being read".into() });
+            return Ok(Step::Bad {
+                offset,
+                reason: "torn frame: the file shrank while being read".into(),
+            });
         }
         let rel = (offset - self.buf_off) as usize;
         match decode_view(&self.buf[rel..rel + len]) {
@@ -454,7 +503,10 @@ impl SegReader {
                 self.pos = offset + n as u64;
                 Ok(Step::Frame(view, offset, n as u32))
             }
-            Err(e) => Ok(Step::Bad { offset, reason: e.to_string() }),
+            Err(e) => Ok(Step::Bad {
+                offset,
+                reason: e.to_string(),
+            }),
         }
     }
 
@@ -474,7 +526,9 @@ impl SegReader {
             }
             let positions = (got - FRAME_HEADER_LEN + 1).min(SCAN_WINDOW);
             for i in 0..positions {
-                let Some((len, _)) = plausible_header(&win[i..], min_lsn) else { continue };
+                let Some((len, _)) = plausible_header(&win[i..], min_lsn) else {
+                    continue;
+                };
                 let at = p + i as u64;
                 if at + len as u64 > self.len {
                     continue;
@@ -554,7 +608,9 @@ fn recover(dir: &Path) -> Result<Recovered> {
                     offset: 0,
                     bytes_dropped: r.len,
                     frames_dropped: 0,
-                    reason: format!("{reason} (a crash while starting this segment); the file was removed"),
+                    reason: format!(
+                        "{reason} (a crash while starting this segment); the file was removed"
+                    ),
                 });
                 remove_last = true;
                 last.get_or_insert(first.0 - 1);
@@ -599,7 +655,9 @@ fn recover(dir: &Path) -> Result<Recovered> {
                         return Err(corrupt_frame(
                             path,
                             offset,
-                            format!("{reason}; a valid frame ({lsn}) follows at offset {at}, so this is not a torn tail"),
+                            format!(
+                                "{reason}; a valid frame ({lsn}) follows at offset {at}, so this is not a torn tail"
+                            ),
                         ));
                     }
                     torn = Some((offset, reason));
@@ -611,7 +669,9 @@ fn recover(dir: &Path) -> Result<Recovered> {
             return Err(corrupt_frame(
                 path,
                 commit_end,
-                format!("segment ends with {uncommitted} uncommitted frames (only the last segment may)"),
+                format!(
+                    "segment ends with {uncommitted} uncommitted frames (only the last segment may)"
+                ),
             ));
         }
         frames += seg_frames - uncommitted;
@@ -625,7 +685,9 @@ fn recover(dir: &Path) -> Result<Recovered> {
                 if !reason.is_empty() {
                     reason.push_str("; ");
                 }
-                reason.push_str(&format!("{uncommitted} uncommitted frames after the last commit"));
+                reason.push_str(&format!(
+                    "{uncommitted} uncommitted frames after the last commit"
+                ));
             }
             truncated = Some(Truncation {
                 file: path.clone(),
@@ -639,14 +701,25 @@ fn recover(dir: &Path) -> Result<Recovered> {
     }
     // Every check passed: now repair.
     if let Some((path, len)) = cut {
-        let f = OpenOptions::new().write(true).open(&path).map_err(|e| Error::io(&path, e))?;
-        f.set_len(len).and_then(|()| f.sync_all()).map_err(|e| Error::io(&path, e))?;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        f.set_len(len)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| Error::io(&path, e))?;
     }
     if remove_last && let Some((_, path)) = segs.pop() {
         fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
         sync_dir(dir)?;
     }
-    Ok(Recovered { segments: segs, next_lsn: last.map_or(1, |l| l + 1), frames, truncated, last_ts })
+    Ok(Recovered {
+        segments: segs,
+        next_lsn: last.map_or(1, |l| l + 1),
+        frames,
+        truncated,
+        last_ts,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -702,7 +775,8 @@ fn group_thread(shared: &GroupShared, interval: Duration) {
                 st.durable_lsn = st.durable_lsn.max(lsn);
             }
             Err(e) => {
-                st.error.get_or_insert_with(|| format!("group commit fdatasync: {e}"));
+                st.error
+                    .get_or_insert_with(|| format!("group commit fdatasync: {e}"));
             }
         }
         let deadline = Instant::now() + interval;
@@ -711,7 +785,11 @@ fn group_thread(shared: &GroupShared, interval: Duration) {
             if now >= deadline {
                 break;
             }
-            st = shared.cv.wait_timeout(st, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
+            st = shared
+                .cv
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 }
@@ -783,7 +861,10 @@ impl TLog {
             .truncate(false)
             .open(&lock_path)
             .map_err(|e| Error::io(&lock_path, e))?;
-        match rustix::fs::flock(&lock_file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        match rustix::fs::flock(
+            &lock_file,
+            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        ) {
             Ok(()) => {}
             Err(e) if e == rustix::io::Errno::WOULDBLOCK => return Err(Error::Locked { dir }),
             Err(e) => return Err(Error::io(&lock_path, e.into())),
@@ -794,7 +875,10 @@ impl TLog {
         let mut segments = rec.segments;
         let (file, seg_len) = match segments.last() {
             Some((_, path)) => {
-                let f = OpenOptions::new().append(true).open(path).map_err(|e| Error::io(path, e))?;
+                let f = OpenOptions::new()
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| Error::io(path, e))?;
                 let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
                 (f, len)
             }
@@ -830,7 +914,10 @@ impl TLog {
                     .name("mmsb-group-commit".into())
                     .spawn(move || group_thread(&s2, interval))
                     .map_err(|e| Error::io(&dir, e))?;
-                Some(Group { shared, handle: Some(handle) })
+                Some(Group {
+                    shared,
+                    handle: Some(handle),
+                })
             }
             _ => None,
         };
@@ -899,7 +986,10 @@ impl TLog {
     /// group-commit thread since it was opened; after open, everything recovered counts).
     #[must_use]
     pub fn durable_lsn(&self) -> Lsn {
-        let g = self.group.as_ref().map_or(0, |g| lock(&g.shared.state).durable_lsn);
+        let g = self
+            .group
+            .as_ref()
+            .map_or(0, |g| lock(&g.shared.state).durable_lsn);
         Lsn(self.synced_lsn.max(g))
     }
 
@@ -922,19 +1012,26 @@ impl TLog {
 
     fn check_ok(&self) -> Result<()> {
         match &self.failed {
-            Some(cause) => Err(Error::LogFailed { dir: self.cfg.dir.clone(), cause: cause.clone() }),
+            Some(cause) => Err(Error::LogFailed {
+                dir: self.cfg.dir.clone(),
+                cause: cause.clone(),
+            }),
             None => Ok(()),
         }
     }
 
     /// Records a write/sync failure: the log refuses further work.
     fn fail(&mut self, path: &Path, e: io::Error) -> Error {
-        self.failed.get_or_insert_with(|| format!("{}: {e}", path.display()));
+        self.failed
+            .get_or_insert_with(|| format!("{}: {e}", path.display()));
         Error::io(path, e)
     }
 
     fn active_path(&self) -> PathBuf {
-        self.segments.last().map(|s| s.1.clone()).unwrap_or_default()
+        self.segments
+            .last()
+            .map(|s| s.1.clone())
+            .unwrap_or_default()
     }
 
     /// Writes the buffer to the active segment.
@@ -989,15 +1086,28 @@ impl TLog {
     /// [`Error::FrameTooLarge`]. A failed write or sync returns [`Error::Io`] and makes every
     /// later call return [`Error::LogFailed`] (the frame may or may not be in the file;
     /// reopen to find out).
-    pub fn append(&mut self, page: PageId, epoch: u64, source: Source, commit: bool, body: BodyRef<'_>) -> Result<Appended> {
+    pub fn append(
+        &mut self,
+        page: PageId,
+        epoch: u64,
+        source: Source,
+        commit: bool,
+        body: BodyRef<'_>,
+    ) -> Result<Appended> {
         self.check_ok()?;
         validate(page, body)?;
         let plan = frame::plan(body);
         if plan.len > MAX_FRAME_LEN {
-            return Err(Error::FrameTooLarge { bytes: plan.len, max: MAX_FRAME_LEN });
+            return Err(Error::FrameTooLarge {
+                bytes: plan.len,
+                max: MAX_FRAME_LEN,
+            });
         }
         let commit = commit || matches!(body, BodyRef::Commit);
-        if !self.in_batch && self.seg_frames > 0 && self.seg_len + plan.len as u64 > self.cfg.segment_bytes {
+        if !self.in_batch
+            && self.seg_frames > 0
+            && self.seg_len + plan.len as u64 > self.cfg.segment_bytes
+        {
             self.roll()?;
         }
         if !self.buf.is_empty() && self.buf.len() + plan.len > self.cfg.buffer_bytes {
@@ -1006,7 +1116,17 @@ impl TLog {
         let ts = now_ns().max(self.last_ts);
         self.last_ts = ts;
         let lsn = Lsn(self.next_lsn);
-        frame::encode_planned(&mut self.buf, &plan, lsn, page, epoch, ts, source, commit, body);
+        frame::encode_planned(
+            &mut self.buf,
+            &plan,
+            lsn,
+            page,
+            epoch,
+            ts,
+            source,
+            commit,
+            body,
+        );
         self.next_lsn += 1;
         self.seg_len += plan.len as u64;
         self.seg_frames += 1;
@@ -1019,7 +1139,10 @@ impl TLog {
         } else {
             self.in_batch = true;
         }
-        Ok(Appended { lsn, timestamp_ns: ts })
+        Ok(Appended {
+            lsn,
+            timestamp_ns: ts,
+        })
     }
 
     /// The durability rule at a commit.
@@ -1030,7 +1153,11 @@ impl TLog {
             Durability::FsyncEvery(n) => {
                 self.write_out()?;
                 self.commits_since_sync += 1;
-                if self.commits_since_sync >= n.max(1) { self.sync_file() } else { Ok(()) }
+                if self.commits_since_sync >= n.max(1) {
+                    self.sync_file()
+                } else {
+                    Ok(())
+                }
             }
             Durability::GroupCommit(_) => {
                 self.write_out()?;
@@ -1046,7 +1173,10 @@ impl TLog {
         if let Some(e) = st.error.clone() {
             drop(st);
             self.failed.get_or_insert_with(|| e.clone());
-            return Err(Error::LogFailed { dir: self.cfg.dir.clone(), cause: e });
+            return Err(Error::LogFailed {
+                dir: self.cfg.dir.clone(),
+                cause: e,
+            });
         }
         st.dirty = true;
         st.dirty_lsn = self.written_lsn;
@@ -1146,7 +1276,10 @@ impl TLog {
         self.closed = true;
         r?;
         match g {
-            Some(cause) => Err(Error::LogFailed { dir: self.cfg.dir.clone(), cause }),
+            Some(cause) => Err(Error::LogFailed {
+                dir: self.cfg.dir.clone(),
+                cause,
+            }),
             None => Ok(()),
         }
     }
@@ -1168,27 +1301,44 @@ fn validate(page: PageId, body: BodyRef<'_>) -> Result<()> {
     match body {
         BodyRef::Delta(Body::Dense(b)) => {
             if b.is_empty() || b.len() > MAX_PAGE_SIZE {
-                return Err(Error::InvalidPageSize { size: b.len(), max: MAX_PAGE_SIZE });
+                return Err(Error::InvalidPageSize {
+                    size: b.len(),
+                    max: MAX_PAGE_SIZE,
+                });
             }
         }
         BodyRef::Delta(Body::Sparse { mask, payload }) => {
             let end = mask.last_byte();
             if end > MAX_PAGE_SIZE {
-                return Err(Error::OutOfBounds { page, offset: mask.start_word() * 64, end, size: MAX_PAGE_SIZE });
+                return Err(Error::OutOfBounds {
+                    page,
+                    offset: mask.start_word() * 64,
+                    end,
+                    size: MAX_PAGE_SIZE,
+                });
             }
             let n = mask.count();
             if n != payload.len() {
-                return Err(Error::MaskPayloadMismatch { mask_bytes: n, payload_bytes: payload.len() });
+                return Err(Error::MaskPayloadMismatch {
+                    mask_bytes: n,
+                    payload_bytes: payload.len(),
+                });
             }
         }
         BodyRef::CreatePage { size, .. } => {
             if size == 0 || size as usize > MAX_PAGE_SIZE {
-                return Err(Error::InvalidPageSize { size: size as usize, max: MAX_PAGE_SIZE });
+                return Err(Error::InvalidPageSize {
+                    size: size as usize,
+                    max: MAX_PAGE_SIZE,
+                });
             }
         }
         BodyRef::Metadata { key, .. } => {
             if key.len() > MAX_METADATA_KEY_LEN {
-                return Err(Error::MetadataKeyTooLong { len: key.len(), max: MAX_METADATA_KEY_LEN });
+                return Err(Error::MetadataKeyTooLong {
+                    len: key.len(),
+                    max: MAX_METADATA_KEY_LEN,
+                });
             }
         }
         BodyRef::Commit => {}
@@ -1200,8 +1350,13 @@ fn validate(page: PageId, body: BodyRef<'_>) -> Result<()> {
 /// the directory.
 fn create_segment(dir: &Path, first: Lsn, durable: bool) -> Result<(File, PathBuf)> {
     let path = dir.join(segment_file_name(first));
-    let mut f = OpenOptions::new().append(true).create_new(true).open(&path).map_err(|e| Error::io(&path, e))?;
-    f.write_all(&encode_header(first, now_ns())).map_err(|e| Error::io(&path, e))?;
+    let mut f = OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    f.write_all(&encode_header(first, now_ns()))
+        .map_err(|e| Error::io(&path, e))?;
     if durable {
         f.sync_data().map_err(|e| Error::io(&path, e))?;
         sync_dir(dir)?;
@@ -1258,7 +1413,12 @@ impl LogReader {
     pub fn open(path: impl AsRef<Path>) -> Result<LogReader> {
         let path = path.as_ref().to_path_buf();
         let meta = fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
-        Ok(LogReader { is_dir: meta.is_dir(), path, include_uncommitted: false, tail: Mutex::new(None) })
+        Ok(LogReader {
+            is_dir: meta.is_dir(),
+            path,
+            include_uncommitted: false,
+            tail: Mutex::new(None),
+        })
     }
 
     /// Also yield frames after the last commit (an unfinished or abandoned batch), which are
@@ -1281,14 +1441,22 @@ impl LogReader {
     /// # Errors
     /// [`Error::Io`] when the directory cannot be listed.
     pub fn segments(&self) -> Result<Vec<(Lsn, PathBuf)>> {
-        Ok(self.entries()?.into_iter().map(|e| (e.first, e.path.to_path_buf())).collect())
+        Ok(self
+            .entries()?
+            .into_iter()
+            .map(|e| (e.first, e.path.to_path_buf()))
+            .collect())
     }
 
     fn entries(&self) -> Result<Vec<SegEntry>> {
         if self.is_dir {
             return Ok(list_segments(&self.path)?
                 .into_iter()
-                .map(|(first, p)| SegEntry { first, name_lsn: Some(first), path: Arc::from(p.as_path()) })
+                .map(|(first, p)| SegEntry {
+                    first,
+                    name_lsn: Some(first),
+                    path: Arc::from(p.as_path()),
+                })
                 .collect());
         }
         let name_lsn = self.path.file_name().and_then(parse_segment_file_name);
@@ -1300,7 +1468,11 @@ impl LogReader {
                 check_header(&self.path, &h, None).unwrap_or(Lsn::ZERO)
             }
         };
-        Ok(vec![SegEntry { first, name_lsn, path: Arc::from(self.path.as_path()) }])
+        Ok(vec![SegEntry {
+            first,
+            name_lsn,
+            path: Arc::from(self.path.as_path()),
+        }])
     }
 
     /// Iterates over the frames with LSN `>= lsn`, in order, across segments. Segments that end
@@ -1378,7 +1550,11 @@ pub struct Frames<'r> {
 
 impl std::fmt::Debug for SegReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SegReader").field("path", &self.path).field("len", &self.len).field("pos", &self.pos).finish()
+        f.debug_struct("SegReader")
+            .field("path", &self.path)
+            .field("len", &self.len)
+            .field("pos", &self.pos)
+            .finish()
     }
 }
 
@@ -1456,12 +1632,22 @@ impl Frames<'_> {
             Step::Frame(v, off, len) => {
                 let expected = self.last_lsn.map_or(v.lsn.0, |l| l + 1);
                 if v.lsn.0 != expected {
-                    return Err(corrupt_frame(&path, off, format!("frame has {} where LSN {expected} was expected", v.lsn)));
+                    return Err(corrupt_frame(
+                        &path,
+                        off,
+                        format!("frame has {} where LSN {expected} was expected", v.lsn),
+                    ));
                 }
                 self.last_lsn = Some(v.lsn.0);
                 let commit = v.commit;
                 if v.lsn >= self.from {
-                    let at = FrameAt { frame: v.to_frame(), file: path, offset: off, len, mask_encoding: v.mask_encoding };
+                    let at = FrameAt {
+                        frame: v.to_frame(),
+                        file: path,
+                        offset: off,
+                        len,
+                        mask_encoding: v.mask_encoding,
+                    };
                     if self.reader.include_uncommitted {
                         self.ready.push_back(at);
                     } else {
@@ -1496,7 +1682,10 @@ impl Frames<'_> {
                     offset: self.commit_end,
                     bytes_dropped: file_len - self.commit_end,
                     frames_dropped: self.since_commit,
-                    reason: format!("{} uncommitted frames after the last commit", self.since_commit),
+                    reason: format!(
+                        "{} uncommitted frames after the last commit",
+                        self.since_commit
+                    ),
                 });
                 self.finish(tail);
             }
@@ -1509,12 +1698,17 @@ impl Frames<'_> {
                     return Err(corrupt_frame(
                         &path,
                         offset,
-                        format!("{reason}; a valid frame ({lsn}) follows at offset {at}, so this is not a torn tail"),
+                        format!(
+                            "{reason}; a valid frame ({lsn}) follows at offset {at}, so this is not a torn tail"
+                        ),
                     ));
                 }
                 let mut why = format!("torn or corrupt frame at offset {offset}: {reason}");
                 if self.since_commit > 0 {
-                    why.push_str(&format!("; {} uncommitted frames before it", self.since_commit));
+                    why.push_str(&format!(
+                        "; {} uncommitted frames before it",
+                        self.since_commit
+                    ));
                 }
                 let tail = Truncation {
                     file: path.to_path_buf(),
@@ -1638,8 +1832,14 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
             bytes: 0,
             uncommitted: 0,
         };
-        let problem = |offset: u64, reason: String, tail: bool| Problem { file: file.clone(), offset, reason, tail };
-        let opened = SegReader::open(Arc::clone(&seg.path)).and_then(|mut r| r.read_header().map(|h| (r, h)));
+        let problem = |offset: u64, reason: String, tail: bool| Problem {
+            file: file.clone(),
+            offset,
+            reason,
+            tail,
+        };
+        let opened = SegReader::open(Arc::clone(&seg.path))
+            .and_then(|mut r| r.read_header().map(|h| (r, h)));
         let (mut r, hdr) = match opened {
             Ok(x) => x,
             Err(e) => {
@@ -1657,7 +1857,9 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
                 {
                     rep.problems.push(problem(
                         0,
-                        format!("segment starts at {first} but the previous segment ends at LSN {l}"),
+                        format!(
+                            "segment starts at {first} but the previous segment ends at LSN {l}"
+                        ),
                         false,
                     ));
                 }

@@ -4,7 +4,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mmsb::tlog::Durability;
-use mmsb::{Config, EdgeKind, Error, Event, EventKind, Lsn, Mmsb, PageId, PropagationMode, ReplayTarget, State, diff, map, passthrough};
+use mmsb::{
+    Config, EdgeKind, Error, Event, EventKind, Lsn, Mmsb, PageId, PropagationMode, ReplayTarget,
+    State, diff, map, passthrough,
+};
 
 fn bus(dir: &tempfile::TempDir) -> Mmsb {
     Mmsb::start(Config::new(dir.path()).durability(Durability::Flush)).unwrap()
@@ -17,7 +20,11 @@ fn writes_are_logged_and_replay_equals_live() {
     let a = m.create_page(1024).unwrap();
     let b = m.create_page(100).unwrap();
     assert_eq!(m.write_range(a, 10, b"hello").unwrap(), Some(Lsn(3)));
-    assert_eq!(m.write_range(a, 10, b"hello").unwrap(), None, "unchanged bytes log nothing");
+    assert_eq!(
+        m.write_range(a, 10, b"hello").unwrap(),
+        None,
+        "unchanged bytes log nothing"
+    );
     assert_eq!(m.update_page(b, &[7u8; 100]).unwrap(), Some(Lsn(4)));
     assert_eq!(m.update_page(b, &[7u8; 100]).unwrap(), None);
     assert_eq!(m.query_page(a).unwrap().epoch(), 1);
@@ -26,10 +33,30 @@ fn writes_are_logged_and_replay_equals_live() {
     m.verify_consistency().unwrap();
     let replayed = m.replay_to(ReplayTarget::End).unwrap();
     assert_eq!(&replayed, m.state());
-    assert!(matches!(m.update_page(b, &[0; 3]), Err(Error::SizeMismatch { expected: 100, found: 3, .. })));
-    assert!(matches!(m.write_range(b, 98, &[1, 2, 3]), Err(Error::OutOfBounds { end: 101, size: 100, .. })));
-    assert!(matches!(m.write_range(PageId(99), 0, &[1]), Err(Error::NoSuchPage(PageId(99)))));
-    assert!(matches!(m.create_page(0), Err(Error::InvalidPageSize { .. })));
+    assert!(matches!(
+        m.update_page(b, &[0; 3]),
+        Err(Error::SizeMismatch {
+            expected: 100,
+            found: 3,
+            ..
+        })
+    ));
+    assert!(matches!(
+        m.write_range(b, 98, &[1, 2, 3]),
+        Err(Error::OutOfBounds {
+            end: 101,
+            size: 100,
+            ..
+        })
+    ));
+    assert!(matches!(
+        m.write_range(PageId(99), 0, &[1]),
+        Err(Error::NoSuchPage(PageId(99)))
+    ));
+    assert!(matches!(
+        m.create_page(0),
+        Err(Error::InvalidPageSize { .. })
+    ));
     m.stop().unwrap();
 }
 
@@ -55,7 +82,10 @@ fn restart_restores_state_and_lsns_continue() {
 fn second_writer_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _m = bus(&dir);
-    assert!(matches!(Mmsb::start(Config::new(dir.path())), Err(Error::Locked { .. })));
+    assert!(matches!(
+        Mmsb::start(Config::new(dir.path())),
+        Err(Error::Locked { .. })
+    ));
 }
 
 #[test]
@@ -66,9 +96,17 @@ fn cycles_are_rejected() {
     m.add_dependency(p[0], p[1], EdgeKind::Data).unwrap();
     m.add_dependency(p[1], p[2], EdgeKind::Data).unwrap();
     m.add_dependency(p[2], p[3], EdgeKind::Control).unwrap();
-    assert!(matches!(m.add_dependency(p[3], p[0], EdgeKind::Data), Err(Error::Cycle { parent, child }) if parent == p[3] && child == p[0]));
-    assert!(matches!(m.add_dependency(p[1], p[1], EdgeKind::Data), Err(Error::Cycle { .. })));
-    assert!(matches!(m.add_dependency(p[0], PageId(77), EdgeKind::Data), Err(Error::NoSuchPage(PageId(77)))));
+    assert!(
+        matches!(m.add_dependency(p[3], p[0], EdgeKind::Data), Err(Error::Cycle { parent, child }) if parent == p[3] && child == p[0])
+    );
+    assert!(matches!(
+        m.add_dependency(p[1], p[1], EdgeKind::Data),
+        Err(Error::Cycle { .. })
+    ));
+    assert!(matches!(
+        m.add_dependency(p[0], PageId(77), EdgeKind::Data),
+        Err(Error::NoSuchPage(PageId(77)))
+    ));
     assert_eq!(m.graph().edge_count(), 3);
     assert_eq!(m.stats().graph_depth, 3);
 }
@@ -112,14 +150,25 @@ fn diamond_recomputes_the_join_once_and_never_sees_a_stale_parent() {
     .unwrap();
     for v in 1..=20u8 {
         m.write_range(a, 0, &[v]).unwrap();
-        assert_eq!(d_runs.load(Ordering::SeqCst), usize::from(v), "D recomputed once per commit");
+        assert_eq!(
+            d_runs.load(Ordering::SeqCst),
+            usize::from(v),
+            "D recomputed once per commit"
+        );
         assert_eq!(&m.query_page(d).unwrap().bytes()[..2], &[v, v]);
     }
-    assert_eq!(glitches.load(Ordering::SeqCst), 0, "D saw B and C from different values of A");
+    assert_eq!(
+        glitches.load(Ordering::SeqCst),
+        0,
+        "D saw B and C from different values of A"
+    );
     assert!(matches!(m.write_range(d, 0, &[1]), Err(Error::Derived(p)) if p == d));
     // Propagation deltas are logged: replay reproduces D without running recompute functions.
     let replayed = m.replay_to(ReplayTarget::End).unwrap();
-    assert_eq!(replayed.page(d).unwrap().bytes(), m.query_page(d).unwrap().bytes());
+    assert_eq!(
+        replayed.page(d).unwrap().bytes(),
+        m.query_page(d).unwrap().bytes()
+    );
     let st = m.stats();
     assert_eq!(st.propagation_deltas, 60);
     assert_eq!(st.waves, 20);
@@ -145,7 +194,11 @@ fn early_cutoff_stops_the_wave() {
     m.write_range(a, 0, &[0x11]).unwrap();
     assert_eq!(leaf_runs.load(Ordering::SeqCst), 1);
     m.write_range(a, 0, &[0x12]).unwrap(); // hi stays 0x10: cutoff
-    assert_eq!(leaf_runs.load(Ordering::SeqCst), 1, "leaf must not run when its parent did not change");
+    assert_eq!(
+        leaf_runs.load(Ordering::SeqCst),
+        1,
+        "leaf must not run when its parent did not change"
+    );
     assert_eq!(m.stats().cutoffs, 1);
     assert_eq!(m.query_page(leaf).unwrap().bytes()[0], 0x10);
 }
@@ -159,19 +212,28 @@ fn control_edges_mark_stale_without_recomputing() {
     m.add_dependency(a, c, EdgeKind::Control).unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
-    m.subscribe(&[EventKind::PageStale], move |e| s.lock().unwrap().push(e.clone()));
+    m.subscribe(&[EventKind::PageStale], move |e| {
+        s.lock().unwrap().push(e.clone())
+    });
     m.write_range(a, 0, &[1]).unwrap();
     assert!(m.query_page(c).unwrap().is_stale());
     assert_eq!(m.query_page(c).unwrap().bytes(), &[0; 4]);
-    assert_eq!(seen.lock().unwrap().as_slice(), &[Event::PageStale { page: c }]);
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        &[Event::PageStale { page: c }]
+    );
     m.write_range(c, 0, &[5]).unwrap();
-    assert!(!m.query_page(c).unwrap().is_stale(), "writing a stale page refreshes it");
+    assert!(
+        !m.query_page(c).unwrap().is_stale(),
+        "writing a stale page refreshes it"
+    );
 }
 
 #[test]
 fn deferred_mode_runs_one_wave_per_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let mut m = Mmsb::start(Config::new(dir.path()).propagation(PropagationMode::Deferred)).unwrap();
+    let mut m =
+        Mmsb::start(Config::new(dir.path()).propagation(PropagationMode::Deferred)).unwrap();
     let a = m.create_page(16).unwrap();
     let b = m.create_page(16).unwrap();
     let sum = m.create_page(8).unwrap();
@@ -189,7 +251,11 @@ fn deferred_mode_runs_one_wave_per_commit() {
         m.write_range(a, i, &[1]).unwrap();
         m.write_range(b, i, &[2]).unwrap();
     }
-    assert_eq!(runs.load(Ordering::SeqCst), 0, "deferred: nothing recomputed before commit");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        0,
+        "deferred: nothing recomputed before commit"
+    );
     let c = m.commit().unwrap();
     assert_eq!((c.deltas, c.propagated), (32, 1));
     assert_eq!(runs.load(Ordering::SeqCst), 1);
@@ -208,12 +274,19 @@ fn an_uncommitted_batch_is_dropped_at_restart() {
     m.begin_batch().unwrap();
     m.write_range(a, 1, &[2]).unwrap();
     m.write_range(a, 2, &[3]).unwrap();
-    assert_eq!(&m.query_page(a).unwrap().bytes()[..3], &[1, 2, 3], "reads inside a batch see its writes");
+    assert_eq!(
+        &m.query_page(a).unwrap().bytes()[..3],
+        &[1, 2, 3],
+        "reads inside a batch see its writes"
+    );
     m.flush().unwrap(); // the frames reach the file, but no commit frame does
     drop(m);
     let (m, report) = Mmsb::start_reporting(Config::new(dir.path())).unwrap();
     assert_eq!(&m.query_page(a).unwrap().bytes()[..3], &[1, 0, 0]);
-    let t = report.log.truncated.expect("the uncommitted tail is reported");
+    let t = report
+        .log
+        .truncated
+        .expect("the uncommitted tail is reported");
     assert_eq!(t.frames_dropped, 2);
 }
 
@@ -235,11 +308,20 @@ fn checkpoint_restore_and_replay_targets() {
         m.write_range(a, 100 + usize::from(i), &[0xEE]).unwrap();
     }
     let end = m.state().clone();
-    assert_eq!(m.replay_to(ReplayTarget::Lsn(info.lsn)).unwrap().hashes(), mid.hashes());
+    assert_eq!(
+        m.replay_to(ReplayTarget::Lsn(info.lsn)).unwrap().hashes(),
+        mid.hashes()
+    );
     let at_epoch = m.replay_to(ReplayTarget::PageEpoch(a, 3)).unwrap();
     assert_eq!(at_epoch.page(a).unwrap().epoch(), 3);
-    assert_eq!(&at_epoch.page(a).unwrap().bytes()[..9], &[0, 0, 0, 1, 1, 1, 2, 2, 2]);
-    assert!(matches!(m.replay_to(ReplayTarget::Lsn(Lsn(10_000))), Err(Error::TargetBeyondLog { .. })));
+    assert_eq!(
+        &at_epoch.page(a).unwrap().bytes()[..9],
+        &[0, 0, 0, 1, 1, 1, 2, 2, 2]
+    );
+    assert!(matches!(
+        m.replay_to(ReplayTarget::Lsn(Lsn(10_000))),
+        Err(Error::TargetBeyondLog { .. })
+    ));
     let ts = m.replay_to(ReplayTarget::Timestamp(u64::MAX)).unwrap();
     assert_eq!(ts.hashes(), end.hashes());
     m.verify_consistency().unwrap();
@@ -264,9 +346,16 @@ fn events_are_typed_and_unsubscribable() {
     let mut m = bus(&dir);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
-    let id = m.subscribe(&[EventKind::PageCreated, EventKind::DeltaApplied, EventKind::PageChanged], move |e| {
-        s.lock().unwrap().push(e.clone());
-    });
+    let id = m.subscribe(
+        &[
+            EventKind::PageCreated,
+            EventKind::DeltaApplied,
+            EventKind::PageChanged,
+        ],
+        move |e| {
+            s.lock().unwrap().push(e.clone());
+        },
+    );
     let a = m.create_page(8).unwrap();
     m.write_range(a, 0, &[1, 2]).unwrap();
     assert!(m.unsubscribe(id));

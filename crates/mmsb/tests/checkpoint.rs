@@ -12,7 +12,12 @@ use mmsb::{Delta, Error, Location, Lsn, Page, PageId, Source, State};
 /// that was truncated to zero when it is closed, which makes thousands of rewrites slow).
 fn overwrite(path: &Path, bytes: &[u8]) {
     use std::os::unix::fs::FileExt;
-    let f = fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).unwrap();
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .unwrap();
     f.write_all_at(bytes, 0).unwrap();
     f.set_len(bytes.len() as u64).unwrap();
 }
@@ -25,7 +30,12 @@ fn sample_state() -> State {
         for k in 0..id {
             let off = (k as usize * 13) % size;
             let len = (size - off).min(5);
-            s.apply(&Delta::write(PageId(id), off, &vec![(id * 10 + k) as u8; len])).unwrap();
+            s.apply(&Delta::write(
+                PageId(id),
+                off,
+                &vec![(id * 10 + k) as u8; len],
+            ))
+            .unwrap();
         }
     }
     let meta = |lsn, page, key: &str, value: Option<&[u8]>| Frame {
@@ -35,11 +45,15 @@ fn sample_state() -> State {
         timestamp_ns: 0,
         source: Source::User,
         commit: true,
-        body: FrameBody::Metadata { key: key.into(), value: value.map(<[u8]>::to_vec) },
+        body: FrameBody::Metadata {
+            key: key.into(),
+            value: value.map(<[u8]>::to_vec),
+        },
     };
     s.apply_frame(&meta(1, 2, "unit", Some(b"kelvin"))).unwrap();
     s.apply_frame(&meta(2, 2, "", Some(b""))).unwrap();
-    s.apply_frame(&meta(3, 3, "caf\u{e9}", Some(&[0, 255, 7]))).unwrap();
+    s.apply_frame(&meta(3, 3, "caf\u{e9}", Some(&[0, 255, 7])))
+        .unwrap();
     s
 }
 
@@ -52,19 +66,39 @@ fn round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let s = sample_state();
     let info = checkpoint::write(dir.path(), Lsn(42), 8, s.pages()).unwrap();
-    assert_eq!(info.path, dir.path().join("checkpoint-00000000000000000042.ckpt"));
+    assert_eq!(
+        info.path,
+        dir.path().join("checkpoint-00000000000000000042.ckpt")
+    );
     assert_eq!(info.lsn, Lsn(42));
     assert_eq!(info.pages, 4);
     assert_eq!(info.bytes, fs::metadata(&info.path).unwrap().len());
     let c = checkpoint::read(&info.path).unwrap();
-    assert_eq!(c, Checkpoint { lsn: Lsn(42), next_page_id: 8, pages: pages(&s) });
-    assert_eq!(c.pages[1].metadata().get("unit").map(Vec::as_slice), Some(&b"kelvin"[..]));
+    assert_eq!(
+        c,
+        Checkpoint {
+            lsn: Lsn(42),
+            next_page_id: 8,
+            pages: pages(&s)
+        }
+    );
+    assert_eq!(
+        c.pages[1].metadata().get("unit").map(Vec::as_slice),
+        Some(&b"kelvin"[..])
+    );
     assert!(c.pages.iter().all(|p| !p.is_stale()));
     // An empty state.
     let info = checkpoint::write(dir.path(), Lsn(0), 1, std::iter::empty()).unwrap();
     let c = checkpoint::read(&info.path).unwrap();
     assert_eq!((c.lsn, c.next_page_id, c.pages.len()), (Lsn(0), 1, 0));
-    assert_eq!(checkpoint::list(dir.path()).unwrap().iter().map(|c| c.0).collect::<Vec<_>>(), vec![Lsn(0), Lsn(42)]);
+    assert_eq!(
+        checkpoint::list(dir.path())
+            .unwrap()
+            .iter()
+            .map(|c| c.0)
+            .collect::<Vec<_>>(),
+        vec![Lsn(0), Lsn(42)]
+    );
 }
 
 #[test]
@@ -100,7 +134,9 @@ fn page_hash_is_checked_behind_the_crc() {
     b[n..].copy_from_slice(&crc.to_le_bytes());
     overwrite(&info.path, &b);
     match checkpoint::read(&info.path) {
-        Err(Error::CorruptCheckpoint { reason, .. }) => assert!(reason.contains("hash"), "{reason}"),
+        Err(Error::CorruptCheckpoint { reason, .. }) => {
+            assert!(reason.contains("hash"), "{reason}")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -114,7 +150,10 @@ fn every_truncation_is_detected() {
     for len in 0..good.len() {
         overwrite(&bad, &good[..len]);
         assert!(
-            matches!(checkpoint::read(&bad), Err(Error::CorruptCheckpoint { .. } | Error::BadMagic { .. })),
+            matches!(
+                checkpoint::read(&bad),
+                Err(Error::CorruptCheckpoint { .. } | Error::BadMagic { .. })
+            ),
             "length {len}"
         );
     }
@@ -122,7 +161,10 @@ fn every_truncation_is_detected() {
     let mut long = good.clone();
     long.extend_from_slice(&[0; 3]);
     fs::write(&bad, &long).unwrap();
-    assert!(matches!(checkpoint::read(&bad), Err(Error::CorruptCheckpoint { .. })));
+    assert!(matches!(
+        checkpoint::read(&bad),
+        Err(Error::CorruptCheckpoint { .. })
+    ));
 }
 
 #[test]
@@ -136,14 +178,19 @@ fn huge_lengths_do_not_allocate() {
         let mut b = good.clone();
         b[at..at + 8].copy_from_slice(&val.to_le_bytes());
         overwrite(&bad, &b);
-        assert!(matches!(checkpoint::read(&bad), Err(Error::CorruptCheckpoint { .. })));
+        assert!(matches!(
+            checkpoint::read(&bad),
+            Err(Error::CorruptCheckpoint { .. })
+        ));
     }
     // Page size field of the first page (header 40 + id 8 + epoch 8).
     let mut b = good.clone();
     b[56..60].copy_from_slice(&(1u32 << 30).to_le_bytes());
     overwrite(&bad, &b);
     match checkpoint::read(&bad) {
-        Err(Error::CorruptCheckpoint { reason, .. }) => assert!(reason.contains("past the end"), "{reason}"),
+        Err(Error::CorruptCheckpoint { reason, .. }) => {
+            assert!(reason.contains("past the end"), "{reason}")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -179,7 +226,12 @@ fn newest_valid_falls_back_to_an_older_checkpoint() {
     assert_eq!(skipped.len(), 2);
     assert!(matches!(skipped[1].1, Error::BadMagic { .. }));
     // A missing directory has no checkpoints.
-    assert!(checkpoint::newest_valid(dir.path().join("nope")).unwrap().0.is_none());
+    assert!(
+        checkpoint::newest_valid(dir.path().join("nope"))
+            .unwrap()
+            .0
+            .is_none()
+    );
 }
 
 #[test]
@@ -187,12 +239,19 @@ fn temporary_files_are_ignored_and_cleaned_up() {
     let dir = tempfile::tempdir().unwrap();
     let tmp = dir.path().join("checkpoint-00000000000000000099.ckpt.tmp");
     fs::write(&tmp, b"half written").unwrap();
-    fs::write(dir.path().join("00000000000000000001.tlog"), b"not a checkpoint").unwrap();
+    fs::write(
+        dir.path().join("00000000000000000001.tlog"),
+        b"not a checkpoint",
+    )
+    .unwrap();
     assert!(checkpoint::list(dir.path()).unwrap().is_empty());
     assert!(checkpoint::newest_valid(dir.path()).unwrap().0.is_none());
     checkpoint::write(dir.path(), Lsn(5), 8, sample_state().pages()).unwrap();
     assert!(!tmp.exists(), "leftover temporary removed");
-    let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 2, "{names:?}");
 }
 
@@ -212,7 +271,10 @@ fn duplicate_page_ids_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let s = sample_state();
     let p = s.page(PageId(2)).unwrap();
-    assert!(matches!(checkpoint::write(dir.path(), Lsn(1), 8, [p, p]), Err(Error::PageExists(PageId(2)))));
+    assert!(matches!(
+        checkpoint::write(dir.path(), Lsn(1), 8, [p, p]),
+        Err(Error::PageExists(PageId(2)))
+    ));
     assert!(checkpoint::list(dir.path()).unwrap().is_empty());
 }
 
@@ -223,8 +285,28 @@ fn not_a_checkpoint_and_other_versions() {
     let mut b = fs::read(&info.path).unwrap();
     b[8..10].copy_from_slice(&7u16.to_le_bytes());
     fs::write(&info.path, &b).unwrap();
-    assert!(matches!(checkpoint::read(&info.path), Err(Error::UnsupportedVersion { found: 7, supported: 1, .. })));
-    fs::write(&info.path, b"MMSBTLOG and more bytes than a header needs to have here").unwrap();
-    assert!(matches!(checkpoint::read(&info.path), Err(Error::BadMagic { what: "checkpoint", .. })));
-    assert!(matches!(checkpoint::read(Path::new("/nonexistent/x.ckpt")), Err(Error::Io { .. })));
+    assert!(matches!(
+        checkpoint::read(&info.path),
+        Err(Error::UnsupportedVersion {
+            found: 7,
+            supported: 1,
+            ..
+        })
+    ));
+    fs::write(
+        &info.path,
+        b"MMSBTLOG and more bytes than a header needs to have here",
+    )
+    .unwrap();
+    assert!(matches!(
+        checkpoint::read(&info.path),
+        Err(Error::BadMagic {
+            what: "checkpoint",
+            ..
+        })
+    ));
+    assert!(matches!(
+        checkpoint::read(Path::new("/nonexistent/x.ckpt")),
+        Err(Error::Io { .. })
+    ));
 }

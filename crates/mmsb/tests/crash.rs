@@ -43,7 +43,13 @@ fn op(i: u64) -> (u64, usize, Vec<u8>) {
     }
     let len = 1 + (r >> 8) as usize % 64;
     let off = (r >> 20) as usize % (size - len);
-    (p, off, (0..len).map(|k| mix(r.wrapping_add(k as u64)) as u8).collect())
+    (
+        p,
+        off,
+        (0..len)
+            .map(|k| mix(r.wrapping_add(k as u64)) as u8)
+            .collect(),
+    )
 }
 
 fn model(n: u64) -> Vec<Vec<u8>> {
@@ -57,7 +63,11 @@ fn model(n: u64) -> Vec<Vec<u8>> {
 
 /// The derived page: a 64-bit sum of all data bytes, and the counter copied.
 fn derived(parents: &[&[u8]], out: &mut [u8]) {
-    let s: u64 = parents[1..].iter().flat_map(|p| p.iter()).map(|&b| u64::from(b)).sum();
+    let s: u64 = parents[1..]
+        .iter()
+        .flat_map(|p| p.iter())
+        .map(|&b| u64::from(b))
+        .sum();
     out[..8].copy_from_slice(&s.to_le_bytes());
     out[8..16].copy_from_slice(&parents[0][..8]);
 }
@@ -97,14 +107,18 @@ fn setup(bus: &mut Mmsb) {
 }
 
 fn counter(s: &State) -> u64 {
-    s.page(COUNTER).map_or(0, |p| u64::from_le_bytes(p.bytes()[..8].try_into().unwrap()))
+    s.page(COUNTER).map_or(0, |p| {
+        u64::from_le_bytes(p.bytes()[..8].try_into().unwrap())
+    })
 }
 
 /// Child: continues the operation sequence from the recovered counter until killed. Prints
 /// `ack N` after operation N-1 has been committed.
 #[test]
 fn child_writer() {
-    let Ok(dir) = std::env::var("MMSB_CRASH_DIR") else { return };
+    let Ok(dir) = std::env::var("MMSB_CRASH_DIR") else {
+        return;
+    };
     let mode = std::env::var("MMSB_CRASH_MODE").unwrap();
     let mut bus = Mmsb::start(config(Path::new(&dir), &mode)).unwrap();
     setup(&mut bus);
@@ -132,23 +146,42 @@ fn check_recovered(dir: &Path) -> u64 {
     let n = counter(&s);
     let want = model(n);
     for (k, w) in want.iter().enumerate() {
-        assert_eq!(s.page(PageId(k as u64 + 2)).unwrap().bytes(), &w[..], "data page {} after {n} ops", k + 2);
+        assert_eq!(
+            s.page(PageId(k as u64 + 2)).unwrap().bytes(),
+            &w[..],
+            "data page {} after {n} ops",
+            k + 2
+        );
     }
     let mut d = vec![0u8; 16];
-    let parents: Vec<&[u8]> = (1..=4).map(|p| s.page(PageId(p)).unwrap().bytes()).collect();
+    let parents: Vec<&[u8]> = (1..=4)
+        .map(|p| s.page(PageId(p)).unwrap().bytes())
+        .collect();
     derived(&parents, &mut d);
     if n > 0 {
-        assert_eq!(s.page(SUM).unwrap().bytes(), &d[..], "derived page after {n} ops");
+        assert_eq!(
+            s.page(SUM).unwrap().bytes(),
+            &d[..],
+            "derived page after {n} ops"
+        );
     }
     n
 }
 
 #[test]
 fn sigkill_during_appends_recovers_a_valid_prefix() {
-    let iters: u64 = std::env::var("MMSB_CRASH_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
-    let seed: u64 = std::env::var("MMSB_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
-    });
+    let iters: u64 = std::env::var("MMSB_CRASH_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
+    let seed: u64 = std::env::var("MMSB_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
     eprintln!("crash test: {iters} kills, MMSB_CRASH_SEED={seed}");
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
@@ -204,12 +237,18 @@ fn sigkill_during_appends_recovers_a_valid_prefix() {
         let n = check_recovered(dir.path());
         let acked = *acked.lock().unwrap();
         if let Some(s) = *started.lock().unwrap() {
-            assert_eq!(s, last_n, "iteration {k}: the writer must resume exactly where the last recovery ended");
+            assert_eq!(
+                s, last_n,
+                "iteration {k}: the writer must resume exactly where the last recovery ended"
+            );
         }
         if let Some(a) = acked {
             acked_total += 1;
             if mode != "buffered" {
-                assert!(n >= a, "iteration {k} ({mode}): recovered {n} operations but the writer acknowledged {a}");
+                assert!(
+                    n >= a,
+                    "iteration {k} ({mode}): recovered {n} operations but the writer acknowledged {a}"
+                );
             }
         }
         // Open as a writer: recovery truncates the torn tail; it must then be clean.
@@ -217,14 +256,22 @@ fn sigkill_during_appends_recovers_a_valid_prefix() {
         if report.log.truncated.is_some() {
             truncations += 1;
         }
-        assert_eq!(counter(bus.state()), n, "the writer's recovery agrees with the read-only restore");
+        assert_eq!(
+            counter(bus.state()),
+            n,
+            "the writer's recovery agrees with the read-only restore"
+        );
         drop(bus);
         last_n = n;
     }
-    eprintln!("crash test: {iters} kills, {acked_total} mid-stream, {truncations} torn/uncommitted tails truncated, {last_n} operations survived");
+    eprintln!(
+        "crash test: {iters} kills, {acked_total} mid-stream, {truncations} torn/uncommitted tails truncated, {last_n} operations survived"
+    );
     let mut bus = Mmsb::start(config(dir.path(), "flush")).unwrap();
     setup(&mut bus);
     bus.verify_consistency().unwrap();
-    assert!(last_n > 0, "the writers never got anything committed; the test did not exercise appends");
+    assert!(
+        last_n > 0,
+        "the writers never got anything committed; the test did not exercise appends"
+    );
 }
-

@@ -12,8 +12,16 @@ use proptest::prelude::*;
 #[derive(Debug, Clone)]
 enum Op {
     Create(usize),
-    Update { page: usize, seed: u8, density: u8 },
-    Write { page: usize, offset: usize, bytes: Vec<u8> },
+    Update {
+        page: usize,
+        seed: u8,
+        density: u8,
+    },
+    Write {
+        page: usize,
+        offset: usize,
+        bytes: Vec<u8>,
+    },
     Batch(Vec<(usize, usize, Vec<u8>)>),
     Checkpoint,
     Restart,
@@ -39,12 +47,21 @@ fn derive(old: &[u8], seed: u8, density: u8) -> Vec<u8> {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
-            if (x & 0xff) as u8 <= density { (x >> 8) as u8 } else { b }
+            if (x & 0xff) as u8 <= density {
+                (x >> 8) as u8
+            } else {
+                b
+            }
         })
         .collect()
 }
 
-fn clamp_write(model: &[Vec<u8>], page: usize, offset: usize, bytes: &[u8]) -> Option<(usize, usize, Vec<u8>)> {
+fn clamp_write(
+    model: &[Vec<u8>],
+    page: usize,
+    offset: usize,
+    bytes: &[u8],
+) -> Option<(usize, usize, Vec<u8>)> {
     if model.is_empty() {
         return None;
     }

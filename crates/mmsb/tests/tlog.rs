@@ -68,7 +68,12 @@ static GLOBAL: CountingAlloc = CountingAlloc;
 /// that was truncated to zero when it is closed, which makes thousands of rewrites slow).
 fn overwrite(path: &Path, bytes: &[u8]) {
     use std::os::unix::fs::FileExt;
-    let f = fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).unwrap();
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .unwrap();
     f.write_all_at(bytes, 0).unwrap();
     f.set_len(bytes.len() as u64).unwrap();
 }
@@ -81,7 +86,9 @@ fn cfg(dir: &Path, d: Durability) -> LogConfig {
 
 fn sparse(ranges: &[(usize, usize)], seed: u8) -> Body {
     let mask = Mask::from_ranges(ranges);
-    let payload = (0..mask.count()).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
+    let payload = (0..mask.count())
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect();
     Body::Sparse { mask, payload }
 }
 
@@ -136,13 +143,37 @@ fn only_segment(dir: &Path) -> PathBuf {
 /// Frames of several kinds, in a log: (frame as read back, offset, len).
 fn sample_bodies() -> Vec<(bool, FrameBody)> {
     vec![
-        (true, FrameBody::CreatePage { size: 4096, location: Location::Cpu }),
+        (
+            true,
+            FrameBody::CreatePage {
+                size: 4096,
+                location: Location::Cpu,
+            },
+        ),
         (false, FrameBody::Delta(sparse(&[(100, 16)], 1))),
-        (false, FrameBody::Metadata { key: "name".into(), value: Some(b"temperature".to_vec()) }),
+        (
+            false,
+            FrameBody::Metadata {
+                key: "name".into(),
+                value: Some(b"temperature".to_vec()),
+            },
+        ),
         (true, FrameBody::Commit),
-        (false, FrameBody::Delta(sparse(&[(0, 1), (2, 1), (4, 1), (6, 1), (8, 1), (10, 1), (12, 1)], 2))),
+        (
+            false,
+            FrameBody::Delta(sparse(
+                &[(0, 1), (2, 1), (4, 1), (6, 1), (8, 1), (10, 1), (12, 1)],
+                2,
+            )),
+        ),
         (true, FrameBody::Delta(Body::Dense((0..24).collect()))),
-        (true, FrameBody::Metadata { key: "name".into(), value: None }),
+        (
+            true,
+            FrameBody::Metadata {
+                key: "name".into(),
+                value: None,
+            },
+        ),
     ]
 }
 
@@ -150,11 +181,17 @@ fn write_sample(dir: &Path) -> Vec<(Frame, u64, u32)> {
     let (mut log, rep) = TLog::open(cfg(dir, Durability::Flush)).unwrap();
     assert_eq!(rep.last_lsn, Lsn::ZERO);
     for (commit, body) in sample_bodies() {
-        log.append(PageId(1), 1, Source::Propagation, commit, body.as_ref()).unwrap();
+        log.append(PageId(1), 1, Source::Propagation, commit, body.as_ref())
+            .unwrap();
     }
     log.close().unwrap();
     let r = LogReader::open(dir).unwrap();
-    let out: Vec<_> = r.frames().unwrap().map(|f| f.unwrap()).map(|f| (f.frame, f.offset, f.len)).collect();
+    let out: Vec<_> = r
+        .frames()
+        .unwrap()
+        .map(|f| f.unwrap())
+        .map(|f| (f.frame, f.offset, f.len))
+        .collect();
     assert_eq!(out.len(), sample_bodies().len());
     assert!(r.tail().is_none());
     out
@@ -175,10 +212,22 @@ fn every_kind_round_trips() {
         FrameBody::Delta(Body::Dense(vec![7; 1000])),
         FrameBody::Delta(sparse(&[(10, 5)], 3)),
         FrameBody::Delta(sparse(&[], 0)),
-        FrameBody::CreatePage { size: 1 << 30, location: Location::Cpu },
-        FrameBody::Metadata { key: "k\u{e9}y".into(), value: Some(vec![1, 2, 3]) },
-        FrameBody::Metadata { key: String::new(), value: Some(Vec::new()) },
-        FrameBody::Metadata { key: "gone".into(), value: None },
+        FrameBody::CreatePage {
+            size: 1 << 30,
+            location: Location::Cpu,
+        },
+        FrameBody::Metadata {
+            key: "k\u{e9}y".into(),
+            value: Some(vec![1, 2, 3]),
+        },
+        FrameBody::Metadata {
+            key: String::new(),
+            value: Some(Vec::new()),
+        },
+        FrameBody::Metadata {
+            key: "gone".into(),
+            value: None,
+        },
         FrameBody::Commit,
     ];
     for (i, body) in bodies.into_iter().enumerate() {
@@ -186,7 +235,11 @@ fn every_kind_round_trips() {
         let f = frame(i as u64 + 1, commit, body);
         let bytes = encode(&f);
         assert_eq!(bytes.len(), f.encoded_len());
-        assert_eq!(u32::from_le_bytes(bytes[0..4].try_into().unwrap()) as usize, bytes.len(), "len covers the frame");
+        assert_eq!(
+            u32::from_le_bytes(bytes[0..4].try_into().unwrap()) as usize,
+            bytes.len(),
+            "len covers the frame"
+        );
         let (back, n) = frame::decode(&bytes).unwrap();
         assert_eq!(n, bytes.len());
         assert_eq!(back, f);
@@ -197,7 +250,11 @@ fn every_kind_round_trips() {
         assert_eq!(frame::decode(&more).unwrap(), (f.clone(), bytes.len()));
         // Any proper prefix is incomplete.
         for cut in 0..bytes.len() {
-            assert_eq!(frame::decode(&bytes[..cut]).err(), Some(DecodeError::Incomplete), "cut {cut}");
+            assert_eq!(
+                frame::decode(&bytes[..cut]).err(),
+                Some(DecodeError::Incomplete),
+                "cut {cut}"
+            );
         }
     }
 }
@@ -205,7 +262,16 @@ fn every_kind_round_trips() {
 #[test]
 fn commit_frame_always_has_the_flag() {
     let mut out = Vec::new();
-    frame::encode_into(&mut out, Lsn(1), PageId(0), 0, 0, Source::User, false, BodyRef::Commit);
+    frame::encode_into(
+        &mut out,
+        Lsn(1),
+        PageId(0),
+        0,
+        0,
+        Source::User,
+        false,
+        BodyRef::Commit,
+    );
     let (f, _) = frame::decode(&out).unwrap();
     assert!(f.commit);
     assert_eq!(f.kind(), FrameKind::Commit);
@@ -215,29 +281,44 @@ fn commit_frame_always_has_the_flag() {
 fn into_delta_carries_header_fields() {
     let f = frame(9, true, FrameBody::Delta(sparse(&[(3, 2)], 1)));
     let d = f.clone().into_delta().unwrap();
-    assert_eq!((d.page, d.lsn, d.epoch, d.timestamp_ns, d.source), (f.page, f.lsn, f.epoch, f.timestamp_ns, f.source));
+    assert_eq!(
+        (d.page, d.lsn, d.epoch, d.timestamp_ns, d.source),
+        (f.page, f.lsn, f.epoch, f.timestamp_ns, f.source)
+    );
     assert!(frame(1, true, FrameBody::Commit).into_delta().is_none());
 }
 
 #[test]
 fn smaller_mask_encoding_is_chosen() {
     let cases: Vec<Vec<(usize, usize)>> = vec![
-        vec![(5000, 16)],                                   // one run: run-length
-        (0..64).map(|i| (i * 2, 1)).collect(),              // alternating: bit-packed
-        vec![(0, 64 * 10)],                                 // full words: run-length
-        (0..40).map(|i| (i * 3, 2)).collect(),              // dense pattern: bit-packed
-        vec![(1, 1), (1_000_000, 1)],                       // far apart: run-length
+        vec![(5000, 16)],                      // one run: run-length
+        (0..64).map(|i| (i * 2, 1)).collect(), // alternating: bit-packed
+        vec![(0, 64 * 10)],                    // full words: run-length
+        (0..40).map(|i| (i * 3, 2)).collect(), // dense pattern: bit-packed
+        vec![(1, 1), (1_000_000, 1)],          // far apart: run-length
     ];
     for ranges in cases {
         let body = sparse(&ranges, 9);
-        let Body::Sparse { mask, payload } = &body else { unreachable!() };
+        let Body::Sparse { mask, payload } = &body else {
+            unreachable!()
+        };
         let (packed, rle) = mask_sizes(mask);
         let f = frame(1, true, FrameBody::Delta(body.clone()));
         let bytes = encode(&f);
         let (view, _) = frame::decode_view(&bytes).unwrap();
-        let expect = if rle < packed { MaskEncoding::RunLength } else { MaskEncoding::BitPacked };
-        assert_eq!(view.mask_encoding, expect, "{ranges:?}: packed {packed}, rle {rle}");
-        assert_eq!(bytes.len(), frame::FRAME_HEADER_LEN + packed.min(rle) + payload.len());
+        let expect = if rle < packed {
+            MaskEncoding::RunLength
+        } else {
+            MaskEncoding::BitPacked
+        };
+        assert_eq!(
+            view.mask_encoding, expect,
+            "{ranges:?}: packed {packed}, rle {rle}"
+        );
+        assert_eq!(
+            bytes.len(),
+            frame::FRAME_HEADER_LEN + packed.min(rle) + payload.len()
+        );
         assert_eq!(frame::decode(&bytes).unwrap().0, f);
     }
 }
@@ -270,7 +351,9 @@ fn corrupt_fields_with_valid_crc_are_rejected() {
     b.pop();
     let n = b.len() as u32;
     b[0..4].copy_from_slice(&n.to_le_bytes());
-    assert!(matches!(frame::decode(&reseal(b)), Err(DecodeError::Corrupt(r)) if r.contains("payload")));
+    assert!(
+        matches!(frame::decode(&reseal(b)), Err(DecodeError::Corrupt(r)) if r.contains("payload"))
+    );
     // Length below the header and absurdly large lengths.
     let mut b = base.clone();
     b[0..4].copy_from_slice(&10u32.to_le_bytes());
@@ -278,9 +361,18 @@ fn corrupt_fields_with_valid_crc_are_rejected() {
     b[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(matches!(frame::decode(&b), Err(DecodeError::Corrupt(_))));
     // Invalid UTF-8 key.
-    let mut b = encode(&frame(1, true, FrameBody::Metadata { key: "ab".into(), value: None }));
+    let mut b = encode(&frame(
+        1,
+        true,
+        FrameBody::Metadata {
+            key: "ab".into(),
+            value: None,
+        },
+    ));
     b[46] = 0xff;
-    assert!(matches!(frame::decode(&reseal(b)), Err(DecodeError::Corrupt(r)) if r.contains("UTF-8")));
+    assert!(
+        matches!(frame::decode(&reseal(b)), Err(DecodeError::Corrupt(r)) if r.contains("UTF-8"))
+    );
 }
 
 fn arb_mask() -> impl Strategy<Value = Mask> {
@@ -294,16 +386,30 @@ fn arb_body() -> impl Strategy<Value = FrameBody> {
             let payload = (0..mask.count()).map(|i| (i as u8) ^ s).collect();
             FrameBody::Delta(Body::Sparse { mask, payload })
         }),
-        (1u32..=(1 << 30)).prop_map(|size| FrameBody::CreatePage { size, location: Location::Cpu }),
-        ("[a-z\u{e9}]{0,20}", prop::option::of(prop::collection::vec(any::<u8>(), 0..50)))
+        (1u32..=(1 << 30)).prop_map(|size| FrameBody::CreatePage {
+            size,
+            location: Location::Cpu
+        }),
+        (
+            "[a-z\u{e9}]{0,20}",
+            prop::option::of(prop::collection::vec(any::<u8>(), 0..50))
+        )
             .prop_map(|(key, value)| FrameBody::Metadata { key, value }),
         Just(FrameBody::Commit),
     ]
 }
 
 fn arb_frame() -> impl Strategy<Value = Frame> {
-    (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), 0u8..3, any::<bool>(), arb_body()).prop_map(
-        |(lsn, page, epoch, ts, src, commit, body)| {
+    (
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        0u8..3,
+        any::<bool>(),
+        arb_body(),
+    )
+        .prop_map(|(lsn, page, epoch, ts, src, commit, body)| {
             let commit = commit || body == FrameBody::Commit;
             Frame {
                 lsn: Lsn(lsn),
@@ -314,8 +420,7 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                 commit,
                 body,
             }
-        },
-    )
+        })
 }
 
 proptest! {
@@ -392,7 +497,11 @@ fn new_log_appends_and_reads_back() {
         }
     }
     // Timestamps never decrease.
-    assert!(frames.windows(2).all(|w| w[0].0.timestamp_ns <= w[1].0.timestamp_ns));
+    assert!(
+        frames
+            .windows(2)
+            .all(|w| w[0].0.timestamp_ns <= w[1].0.timestamp_ns)
+    );
     // Reopen: continues after the last LSN.
     let (mut log, rep) = TLog::open(cfg(dir.path(), Durability::Flush)).unwrap();
     assert_eq!(rep.last_lsn, Lsn(frames.len() as u64));
@@ -400,7 +509,9 @@ fn new_log_appends_and_reads_back() {
     assert_eq!(rep.segments, 1);
     assert!(rep.truncated.is_none());
     assert_eq!(log.next_lsn(), Lsn(frames.len() as u64 + 1));
-    let a = log.append(PageId(1), 2, Source::User, true, BodyRef::Commit).unwrap();
+    let a = log
+        .append(PageId(1), 2, Source::User, true, BodyRef::Commit)
+        .unwrap();
     assert_eq!(a.lsn, Lsn(frames.len() as u64 + 1));
     assert_eq!(log.last_lsn(), a.lsn);
     assert_eq!(log.last_committed_lsn(), a.lsn);
@@ -412,26 +523,71 @@ fn new_log_appends_and_reads_back() {
 fn invalid_bodies_are_refused_without_using_an_lsn() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = TLog::open(cfg(dir.path(), Durability::Flush)).unwrap();
-    let bad_sparse = Body::Sparse { mask: Mask::from_ranges(&[(0, 4)]), payload: vec![1, 2, 3] };
+    let bad_sparse = Body::Sparse {
+        mask: Mask::from_ranges(&[(0, 4)]),
+        payload: vec![1, 2, 3],
+    };
     assert!(matches!(
-        log.append(PageId(1), 1, Source::User, true, BodyRef::Delta(&bad_sparse)),
-        Err(Error::MaskPayloadMismatch { mask_bytes: 4, payload_bytes: 3 })
+        log.append(
+            PageId(1),
+            1,
+            Source::User,
+            true,
+            BodyRef::Delta(&bad_sparse)
+        ),
+        Err(Error::MaskPayloadMismatch {
+            mask_bytes: 4,
+            payload_bytes: 3
+        })
     ));
     assert!(matches!(
-        log.append(PageId(1), 1, Source::User, true, BodyRef::Delta(&Body::Dense(Vec::new()))),
+        log.append(
+            PageId(1),
+            1,
+            Source::User,
+            true,
+            BodyRef::Delta(&Body::Dense(Vec::new()))
+        ),
         Err(Error::InvalidPageSize { .. })
     ));
     assert!(matches!(
-        log.append(PageId(1), 0, Source::User, true, BodyRef::CreatePage { size: 0, location: Location::Cpu }),
+        log.append(
+            PageId(1),
+            0,
+            Source::User,
+            true,
+            BodyRef::CreatePage {
+                size: 0,
+                location: Location::Cpu
+            }
+        ),
         Err(Error::InvalidPageSize { .. })
     ));
     let long = "x".repeat(70_000);
     assert!(matches!(
-        log.append(PageId(1), 0, Source::User, true, BodyRef::Metadata { key: &long, value: None }),
+        log.append(
+            PageId(1),
+            0,
+            Source::User,
+            true,
+            BodyRef::Metadata {
+                key: &long,
+                value: None
+            }
+        ),
         Err(Error::MetadataKeyTooLong { len: 70_000, .. })
     ));
     assert_eq!(log.next_lsn(), Lsn(1));
-    let a = log.append(PageId(1), 0, Source::User, true, BodyRef::CreatePage { size: 8, location: Location::Cpu });
+    let a = log.append(
+        PageId(1),
+        0,
+        Source::User,
+        true,
+        BodyRef::CreatePage {
+            size: 8,
+            location: Location::Cpu,
+        },
+    );
     assert_eq!(a.unwrap().lsn, Lsn(1));
 }
 
@@ -445,7 +601,11 @@ fn crc_catches_every_flipped_bit_in_a_segment() {
     let n = frames.len();
     // End of the last committed frame before frame k (what recovery truncates to).
     let commit_end_before = |k: usize| {
-        frames[..k].iter().rev().find(|(f, _, _)| f.commit).map_or(SEGMENT_HEADER_LEN as u64, |(_, o, l)| o + u64::from(*l))
+        frames[..k]
+            .iter()
+            .rev()
+            .find(|(f, _, _)| f.commit)
+            .map_or(SEGMENT_HEADER_LEN as u64, |(_, o, l)| o + u64::from(*l))
     };
     let work = tempfile::tempdir().unwrap();
     let path = work.path().join(&name);
@@ -469,18 +629,29 @@ fn crc_catches_every_flipped_bit_in_a_segment() {
                         Err(e) => err = Some(e),
                     }
                 }
-                assert!(yielded.len() <= k, "{ctx}: yielded {} frames", yielded.len());
+                assert!(
+                    yielded.len() <= k,
+                    "{ctx}: yielded {} frames",
+                    yielded.len()
+                );
                 for (y, (o, _, _)) in yielded.iter().zip(&frames) {
                     assert_eq!(y, o, "{ctx}");
                 }
-                assert!(!yielded.contains(orig) || frames[..k].iter().any(|(f, _, _)| f == orig), "{ctx}");
+                assert!(
+                    !yielded.contains(orig) || frames[..k].iter().any(|(f, _, _)| f == orig),
+                    "{ctx}"
+                );
                 if is_last {
                     assert!(err.is_none(), "{ctx}: {err:?}");
-                    let t = r.tail().unwrap_or_else(|| panic!("{ctx}: no tail reported"));
+                    let t = r
+                        .tail()
+                        .unwrap_or_else(|| panic!("{ctx}: no tail reported"));
                     assert_eq!(t.offset, commit_end_before(k), "{ctx}");
                 } else {
                     match err {
-                        Some(Error::CorruptFrame { offset, .. }) => assert_eq!(offset, *off, "{ctx}"),
+                        Some(Error::CorruptFrame { offset, .. }) => {
+                            assert_eq!(offset, *off, "{ctx}")
+                        }
                         other => panic!("{ctx}: expected CorruptFrame, got {other:?}"),
                     }
                 }
@@ -495,9 +666,15 @@ fn crc_catches_every_flipped_bit_in_a_segment() {
                 match TLog::open(cfg(work.path(), Durability::Buffered)) {
                     Ok((log, rep)) => {
                         assert!(is_last, "{ctx}: opened a log corrupt in the middle");
-                        let t = rep.truncated.unwrap_or_else(|| panic!("{ctx}: no truncation"));
+                        let t = rep
+                            .truncated
+                            .unwrap_or_else(|| panic!("{ctx}: no truncation"));
                         let keep = commit_end_before(k);
-                        assert_eq!((t.offset, t.bytes_dropped), (keep, original.len() as u64 - keep), "{ctx}");
+                        assert_eq!(
+                            (t.offset, t.bytes_dropped),
+                            (keep, original.len() as u64 - keep),
+                            "{ctx}"
+                        );
                         assert_eq!(t.file, path);
                         drop(log);
                         assert_eq!(fs::metadata(&path).unwrap().len(), keep, "{ctx}");
@@ -521,10 +698,33 @@ fn torn_tail_at_every_offset_of_the_last_frame() {
     let src = tempfile::tempdir().unwrap();
     {
         let (mut log, _) = TLog::open(cfg(src.path(), Durability::Flush)).unwrap();
-        log.append(PageId(1), 0, Source::User, true, BodyRef::CreatePage { size: 100, location: Location::Cpu })
-            .unwrap();
-        log.append(PageId(1), 1, Source::User, true, BodyRef::Delta(&sparse(&[(3, 7)], 4))).unwrap();
-        log.append(PageId(1), 2, Source::User, true, BodyRef::Delta(&Body::Dense(vec![0xEE; 100]))).unwrap();
+        log.append(
+            PageId(1),
+            0,
+            Source::User,
+            true,
+            BodyRef::CreatePage {
+                size: 100,
+                location: Location::Cpu,
+            },
+        )
+        .unwrap();
+        log.append(
+            PageId(1),
+            1,
+            Source::User,
+            true,
+            BodyRef::Delta(&sparse(&[(3, 7)], 4)),
+        )
+        .unwrap();
+        log.append(
+            PageId(1),
+            2,
+            Source::User,
+            true,
+            BodyRef::Delta(&Body::Dense(vec![0xEE; 100])),
+        )
+        .unwrap();
         log.close().unwrap();
     }
     let seg = only_segment(src.path());
@@ -543,7 +743,9 @@ fn torn_tail_at_every_offset_of_the_last_frame() {
         if cut == last_off {
             assert!(rep.truncated.is_none(), "cut {cut}: nothing torn");
         } else {
-            let t = rep.truncated.unwrap_or_else(|| panic!("cut {cut}: not reported"));
+            let t = rep
+                .truncated
+                .unwrap_or_else(|| panic!("cut {cut}: not reported"));
             assert_eq!(t.file, path);
             assert_eq!(t.offset, last_off as u64);
             assert_eq!(t.bytes_dropped, (cut - last_off) as u64);
@@ -551,7 +753,9 @@ fn torn_tail_at_every_offset_of_the_last_frame() {
             assert!(t.reason.contains("torn"), "{}", t.reason);
         }
         assert_eq!(fs::metadata(&path).unwrap().len(), last_off as u64);
-        let a = log.append(PageId(1), 2, Source::User, true, BodyRef::Delta(&new_body)).unwrap();
+        let a = log
+            .append(PageId(1), 2, Source::User, true, BodyRef::Delta(&new_body))
+            .unwrap();
         assert_eq!(a.lsn, Lsn(3));
         log.close().unwrap();
         let back = read_all(work.path());
@@ -567,10 +771,26 @@ fn uncommitted_batch_at_the_tail_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (mut log, _) = TLog::open(cfg(dir.path(), Durability::Flush)).unwrap();
-        log.append(PageId(1), 0, Source::User, true, BodyRef::CreatePage { size: 64, location: Location::Cpu })
-            .unwrap();
+        log.append(
+            PageId(1),
+            0,
+            Source::User,
+            true,
+            BodyRef::CreatePage {
+                size: 64,
+                location: Location::Cpu,
+            },
+        )
+        .unwrap();
         for e in 1..=3 {
-            log.append(PageId(1), e, Source::User, false, BodyRef::Delta(&sparse(&[(e as usize, 2)], 1))).unwrap();
+            log.append(
+                PageId(1),
+                e,
+                Source::User,
+                false,
+                BodyRef::Delta(&sparse(&[(e as usize, 2)], 1)),
+            )
+            .unwrap();
         }
         assert_eq!(log.last_lsn(), Lsn(4));
         assert_eq!(log.last_committed_lsn(), Lsn(1));
@@ -594,7 +814,8 @@ fn uncommitted_batch_at_the_tail_is_dropped() {
     assert_eq!(t.frames_dropped, 3);
     assert!(t.reason.contains("uncommitted"), "{}", t.reason);
     assert_eq!(log.next_lsn(), Lsn(2));
-    log.append(PageId(1), 1, Source::User, true, BodyRef::Commit).unwrap();
+    log.append(PageId(1), 1, Source::User, true, BodyRef::Commit)
+        .unwrap();
     log.close().unwrap();
     assert_eq!(read_all(dir.path()).len(), 2);
 }
@@ -609,7 +830,11 @@ fn middle_corruption_is_refused_and_the_file_is_unchanged() {
     bytes[off as usize + 20] ^= 0x40;
     fs::write(&seg, &bytes).unwrap();
     match TLog::open(cfg(dir.path(), Durability::Flush)) {
-        Err(Error::CorruptFrame { file, offset, reason }) => {
+        Err(Error::CorruptFrame {
+            file,
+            offset,
+            reason,
+        }) => {
             assert_eq!((file, offset), (seg.clone(), off));
             assert!(reason.contains("CRC"), "{reason}");
         }
@@ -619,7 +844,10 @@ fn middle_corruption_is_refused_and_the_file_is_unchanged() {
     // The reader yields the frames before it, then the error.
     let r = LogReader::open(dir.path()).unwrap();
     let items: Vec<_> = r.frames().unwrap().collect();
-    assert!(matches!(items.last(), Some(Err(Error::CorruptFrame { .. }))));
+    assert!(matches!(
+        items.last(),
+        Some(Err(Error::CorruptFrame { .. }))
+    ));
     // Frames 0 and 1: frame 0 is committed, frame 1 belongs to the batch the corrupt frame is in.
     assert_eq!(items.iter().filter(|i| i.is_ok()).count(), 1);
 }
@@ -632,14 +860,24 @@ fn lsn_gap_between_segments_is_corruption() {
     {
         let (mut log, _) = TLog::open(c.clone()).unwrap();
         for _ in 0..12 {
-            log.append(PageId(1), 0, Source::User, true, BodyRef::Delta(&sparse(&[(0, 30)], 1))).unwrap();
+            log.append(
+                PageId(1),
+                0,
+                Source::User,
+                true,
+                BodyRef::Delta(&sparse(&[(0, 30)], 1)),
+            )
+            .unwrap();
         }
         log.close().unwrap();
     }
     let segs = tlog::list_segments(dir.path()).unwrap();
     assert!(segs.len() >= 3);
     fs::remove_file(&segs[1].1).unwrap();
-    assert!(matches!(TLog::open(c), Err(Error::CorruptFrame { offset: 0, .. })));
+    assert!(matches!(
+        TLog::open(c),
+        Err(Error::CorruptFrame { offset: 0, .. })
+    ));
     let r = LogReader::open(dir.path()).unwrap();
     assert!(r.frames().unwrap().any(|i| i.is_err()));
     assert!(!tlog::verify(dir.path()).unwrap().is_ok());
@@ -654,7 +892,14 @@ fn second_writer_is_locked_out() {
         other => panic!("{other:?}"),
     }
     // Readers need no lock.
-    assert_eq!(LogReader::open(dir.path()).unwrap().frames().unwrap().count(), 0);
+    assert_eq!(
+        LogReader::open(dir.path())
+            .unwrap()
+            .frames()
+            .unwrap()
+            .count(),
+        0
+    );
     log.close().unwrap();
     let (log, _) = TLog::open(cfg(dir.path(), Durability::Flush)).unwrap();
     drop(log);
@@ -674,7 +919,15 @@ fn segments_roll_and_reads_cross_them() {
             // Batches of three: segments must only be cut after a commit.
             let commit = i % 3 == 2;
             let body = sparse(&[(i as usize % 500, 1 + i as usize % 40)], i as u8);
-            let a = log.append(PageId(i % 7 + 1), i, Source::User, commit, BodyRef::Delta(&body)).unwrap();
+            let a = log
+                .append(
+                    PageId(i % 7 + 1),
+                    i,
+                    Source::User,
+                    commit,
+                    BodyRef::Delta(&body),
+                )
+                .unwrap();
             assert_eq!(a.lsn, Lsn(i + 1));
             expected.push(body);
         }
@@ -697,13 +950,24 @@ fn segments_roll_and_reads_cross_them() {
     }
     let r = LogReader::open(dir.path()).unwrap();
     for from in [0u64, 1, 2, 100, 151, 299, 300, 301, 1000] {
-        let got: Vec<_> = r.frames_from(Lsn(from)).unwrap().map(|f| f.unwrap()).collect();
+        let got: Vec<_> = r
+            .frames_from(Lsn(from))
+            .unwrap()
+            .map(|f| f.unwrap())
+            .collect();
         let first = from.max(1);
-        assert_eq!(got.len() as u64, 301u64.saturating_sub(first), "from {from}");
+        assert_eq!(
+            got.len() as u64,
+            301u64.saturating_sub(first),
+            "from {from}"
+        );
         for (j, f) in got.iter().enumerate() {
             let lsn = first + j as u64;
             assert_eq!(f.frame.lsn, Lsn(lsn));
-            assert_eq!(f.frame.body, FrameBody::Delta(expected[lsn as usize - 1].clone()));
+            assert_eq!(
+                f.frame.body,
+                FrameBody::Delta(expected[lsn as usize - 1].clone())
+            );
         }
         let files: std::collections::BTreeSet<_> = got.iter().map(|f| f.file.clone()).collect();
         if from <= 100 {
@@ -712,7 +976,11 @@ fn segments_roll_and_reads_cross_them() {
     }
     // Reading one segment file on its own.
     let one = LogReader::open(&segs[1].1).unwrap();
-    let fs1: Vec<_> = one.frames().unwrap().map(|f| f.unwrap().frame.lsn).collect();
+    let fs1: Vec<_> = one
+        .frames()
+        .unwrap()
+        .map(|f| f.unwrap().frame.lsn)
+        .collect();
     assert_eq!(fs1.first(), Some(&segs[1].0));
     assert_eq!(fs1.last().unwrap().0 + 1, segs[2].0.0);
 
@@ -724,17 +992,31 @@ fn segments_roll_and_reads_cross_them() {
     assert_eq!(log.prune_before(cut).unwrap(), 2);
     assert_eq!(log.segments()[0].0, cut);
     let left = log.segments().len();
-    assert_eq!(log.prune_before(Lsn(u64::MAX)).unwrap(), left - 1, "all but the active segment");
+    assert_eq!(
+        log.prune_before(Lsn(u64::MAX)).unwrap(),
+        left - 1,
+        "all but the active segment"
+    );
     assert_eq!(log.segments().len(), 1);
-    let a = log.append(PageId(1), 0, Source::User, true, BodyRef::Commit).unwrap();
+    let a = log
+        .append(PageId(1), 0, Source::User, true, BodyRef::Commit)
+        .unwrap();
     assert_eq!(a.lsn, Lsn(301));
     log.close().unwrap();
     let (log, rep) = TLog::open(cfg(dir.path(), Durability::Flush)).unwrap();
     assert_eq!(rep.last_lsn, Lsn(301));
     drop(log);
-    let all: Vec<_> = LogReader::open(dir.path()).unwrap().frames().unwrap().map(|f| f.unwrap().frame.lsn).collect();
+    let all: Vec<_> = LogReader::open(dir.path())
+        .unwrap()
+        .frames()
+        .unwrap()
+        .map(|f| f.unwrap().frame.lsn)
+        .collect();
     assert_eq!(all.last(), Some(&Lsn(301)));
-    assert_eq!(all.first(), Some(&tlog::list_segments(dir.path()).unwrap()[0].0));
+    assert_eq!(
+        all.first(),
+        Some(&tlog::list_segments(dir.path()).unwrap()[0].0)
+    );
 }
 
 #[test]
@@ -756,8 +1038,16 @@ fn verify_finds_a_flipped_byte_and_names_the_offset() {
         let v = tlog::verify(&path).unwrap();
         let offs: Vec<_> = v.problems.iter().map(|p| (p.offset, p.tail)).collect();
         assert_eq!(offs, vec![(off1, false), (off4, false)], "{:?}", v.problems);
-        assert_eq!(v.frames, frames.len() as u64 - 2, "resumes after each bad frame");
-        assert!(v.problems.iter().all(|p| p.file == seg && p.reason.contains("CRC")));
+        assert_eq!(
+            v.frames,
+            frames.len() as u64 - 2,
+            "resumes after each bad frame"
+        );
+        assert!(
+            v.problems
+                .iter()
+                .all(|p| p.file == seg && p.reason.contains("CRC"))
+        );
     }
 }
 
@@ -771,8 +1061,18 @@ fn bad_magic_and_unknown_version_are_typed_errors() {
     let mut b = good.clone();
     b[0..8].copy_from_slice(b"NOTALOG!");
     fs::write(&seg, &b).unwrap();
-    assert!(matches!(TLog::open(cfg(dir.path(), Durability::Flush)), Err(Error::BadMagic { .. })));
-    assert!(matches!(LogReader::open(dir.path()).unwrap().frames().unwrap().next(), Some(Err(Error::BadMagic { .. }))));
+    assert!(matches!(
+        TLog::open(cfg(dir.path(), Durability::Flush)),
+        Err(Error::BadMagic { .. })
+    ));
+    assert!(matches!(
+        LogReader::open(dir.path())
+            .unwrap()
+            .frames()
+            .unwrap()
+            .next(),
+        Some(Err(Error::BadMagic { .. }))
+    ));
     assert_eq!(fs::read(&seg).unwrap(), b, "not modified");
 
     let mut b = good.clone();
@@ -780,7 +1080,11 @@ fn bad_magic_and_unknown_version_are_typed_errors() {
     fs::write(&seg, &b).unwrap();
     assert!(matches!(
         TLog::open(cfg(dir.path(), Durability::Flush)),
-        Err(Error::UnsupportedVersion { found: 2, supported: 1, .. })
+        Err(Error::UnsupportedVersion {
+            found: 2,
+            supported: 1,
+            ..
+        })
     ));
     let v = tlog::verify(dir.path()).unwrap();
     assert!(v.problems[0].reason.contains("version"), "{:?}", v.problems);
@@ -789,7 +1093,10 @@ fn bad_magic_and_unknown_version_are_typed_errors() {
     let mut b = good.clone();
     b[24] ^= 1; // creation time
     fs::write(&seg, &b).unwrap();
-    assert!(matches!(TLog::open(cfg(dir.path(), Durability::Flush)), Err(Error::CorruptFrame { offset: 0, .. })));
+    assert!(matches!(
+        TLog::open(cfg(dir.path(), Durability::Flush)),
+        Err(Error::CorruptFrame { offset: 0, .. })
+    ));
 }
 
 #[test]
@@ -801,7 +1108,14 @@ fn torn_segment_header_at_the_end_is_removed() {
         {
             let (mut log, _) = TLog::open(c.clone()).unwrap();
             for _ in 0..8 {
-                log.append(PageId(1), 0, Source::User, true, BodyRef::Delta(&sparse(&[(0, 50)], 2))).unwrap();
+                log.append(
+                    PageId(1),
+                    0,
+                    Source::User,
+                    true,
+                    BodyRef::Delta(&sparse(&[(0, 50)], 2)),
+                )
+                .unwrap();
             }
             log.close().unwrap();
         }
@@ -814,13 +1128,27 @@ fn torn_segment_header_at_the_end_is_removed() {
         let v = tlog::verify(dir.path()).unwrap();
         assert_eq!(v.problems.len(), 1);
         assert!(v.problems[0].tail);
-        assert!(LogReader::open(dir.path()).unwrap().frames().unwrap().all(|f| f.is_ok()));
+        assert!(
+            LogReader::open(dir.path())
+                .unwrap()
+                .frames()
+                .unwrap()
+                .all(|f| f.is_ok())
+        );
         let (mut log, rep) = TLog::open(c.clone()).unwrap();
         let t = rep.truncated.unwrap();
-        assert_eq!((t.file.clone(), t.offset, t.bytes_dropped), (next.clone(), 0, torn_len as u64));
+        assert_eq!(
+            (t.file.clone(), t.offset, t.bytes_dropped),
+            (next.clone(), 0, torn_len as u64)
+        );
         assert!(!next.exists());
         assert_eq!(rep.last_lsn, last);
-        assert_eq!(log.append(PageId(1), 0, Source::User, true, BodyRef::Commit).unwrap().lsn, last.next());
+        assert_eq!(
+            log.append(PageId(1), 0, Source::User, true, BodyRef::Commit)
+                .unwrap()
+                .lsn,
+            last.next()
+        );
         log.close().unwrap();
         assert!(tlog::verify(dir.path()).unwrap().is_ok());
     }
@@ -829,7 +1157,12 @@ fn torn_segment_header_at_the_end_is_removed() {
     fs::write(dir.path().join(tlog::segment_file_name(Lsn(1))), b"MMSB").unwrap();
     let (mut log, rep) = TLog::open(cfg(dir.path(), Durability::Flush)).unwrap();
     assert!(rep.truncated.is_some());
-    assert_eq!(log.append(PageId(1), 0, Source::User, true, BodyRef::Commit).unwrap().lsn, Lsn(1));
+    assert_eq!(
+        log.append(PageId(1), 0, Source::User, true, BodyRef::Commit)
+            .unwrap()
+            .lsn,
+        Lsn(1)
+    );
 }
 
 #[test]
@@ -847,15 +1180,28 @@ fn durability_modes_produce_readable_logs() {
         assert_eq!(log.durability(), mode);
         let base = log.stats();
         for i in 0..40u64 {
-            log.append(PageId(1), i, Source::User, i % 2 == 1, BodyRef::Delta(&sparse(&[(i as usize, 8)], 3)))
-                .unwrap();
+            log.append(
+                PageId(1),
+                i,
+                Source::User,
+                i % 2 == 1,
+                BodyRef::Delta(&sparse(&[(i as usize, 8)], 3)),
+            )
+            .unwrap();
         }
         // 20 commits.
         let s = log.stats();
         match mode {
             Durability::Buffered => {
                 assert_eq!(s.writes, 0, "nothing written before the buffer fills");
-                assert_eq!(LogReader::open(dir.path()).unwrap().frames().unwrap().count(), 0);
+                assert_eq!(
+                    LogReader::open(dir.path())
+                        .unwrap()
+                        .frames()
+                        .unwrap()
+                        .count(),
+                    0
+                );
             }
             Durability::Flush => {
                 assert_eq!(s.writes, 20);
@@ -867,16 +1213,30 @@ fn durability_modes_produce_readable_logs() {
             Durability::GroupCommit(_) => {
                 let t = Instant::now();
                 while log.durable_lsn() < Lsn(40) {
-                    assert!(t.elapsed() < Duration::from_secs(10), "group commit never synced");
+                    assert!(
+                        t.elapsed() < Duration::from_secs(10),
+                        "group commit never synced"
+                    );
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 let s = log.stats();
-                assert!(s.fsyncs > base.fsyncs && s.fsyncs - base.fsyncs <= 20, "{s:?}");
+                assert!(
+                    s.fsyncs > base.fsyncs && s.fsyncs - base.fsyncs <= 20,
+                    "{s:?}"
+                );
             }
         }
         if mode != Durability::Buffered {
             // Committed frames are in the file already.
-            assert_eq!(LogReader::open(dir.path()).unwrap().frames().unwrap().count(), 40, "{mode:?}");
+            assert_eq!(
+                LogReader::open(dir.path())
+                    .unwrap()
+                    .frames()
+                    .unwrap()
+                    .count(),
+                40,
+                "{mode:?}"
+            );
         }
         log.close().unwrap();
         let got = read_all(dir.path());
@@ -891,7 +1251,8 @@ fn drop_flushes_the_buffer() {
     {
         let (mut log, _) = TLog::open(cfg(dir.path(), Durability::Buffered)).unwrap();
         for _ in 0..10 {
-            log.append(PageId(1), 0, Source::User, true, BodyRef::Commit).unwrap();
+            log.append(PageId(1), 0, Source::User, true, BodyRef::Commit)
+                .unwrap();
         }
     }
     assert_eq!(read_all(dir.path()).len(), 10);
@@ -906,7 +1267,8 @@ fn sync_makes_everything_durable_and_counts() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = TLog::open(cfg(dir.path(), Durability::Buffered)).unwrap();
     let before = log.stats().fsyncs;
-    log.append(PageId(1), 0, Source::User, true, BodyRef::Commit).unwrap();
+    log.append(PageId(1), 0, Source::User, true, BodyRef::Commit)
+        .unwrap();
     assert_eq!(log.durable_lsn(), Lsn::ZERO);
     log.sync().unwrap();
     assert_eq!(log.durable_lsn(), Lsn(1));
@@ -926,23 +1288,50 @@ fn appending_does_not_allocate_in_steady_state() {
     let mut buf = Vec::with_capacity(1 << 16);
     let before = allocs();
     for body in [&small, &packed, &dense] {
-        frame::encode_into(&mut buf, Lsn(1), PageId(1), 1, 1, Source::User, true, BodyRef::Delta(body));
+        frame::encode_into(
+            &mut buf,
+            Lsn(1),
+            PageId(1),
+            1,
+            1,
+            Source::User,
+            true,
+            BodyRef::Delta(body),
+        );
     }
-    frame::encode_into(&mut buf, Lsn(1), PageId(1), 1, 1, Source::User, true, BodyRef::Metadata { key: "k", value: Some(b"v") });
+    frame::encode_into(
+        &mut buf,
+        Lsn(1),
+        PageId(1),
+        1,
+        1,
+        Source::User,
+        true,
+        BodyRef::Metadata {
+            key: "k",
+            value: Some(b"v"),
+        },
+    );
     assert_eq!(allocs() - before, 0, "encode_into allocated");
     // The log, with buffer write-outs (1 KiB frames fill the 64 KiB buffer often).
-    for mode in [Durability::Buffered, Durability::Flush, Durability::GroupCommit(Duration::from_millis(1))] {
+    for mode in [
+        Durability::Buffered,
+        Durability::Flush,
+        Durability::GroupCommit(Duration::from_millis(1)),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let mut c = cfg(dir.path(), mode);
         c.buffer_bytes = 64 << 10;
         let (mut log, _) = TLog::open(c).unwrap();
         for i in 0..10 {
-            log.append(PageId(1), i, Source::User, true, BodyRef::Delta(&small)).unwrap();
+            log.append(PageId(1), i, Source::User, true, BodyRef::Delta(&small))
+                .unwrap();
         }
         let before = allocs();
         for i in 0..3000u64 {
             let body = [&small, &packed, &dense][i as usize % 3];
-            log.append(PageId(1), i, Source::User, i % 2 == 0, BodyRef::Delta(body)).unwrap();
+            log.append(PageId(1), i, Source::User, i % 2 == 0, BodyRef::Delta(body))
+                .unwrap();
         }
         assert_eq!(allocs() - before, 0, "{mode:?}: append allocated");
         assert!(log.stats().writes > 10);
@@ -981,7 +1370,14 @@ fn a_live_log_can_be_read_while_it_is_written() {
     });
     for i in 1..=20_000u64 {
         let body = sparse(&[(i as usize % 300, 1 + i as usize % 20)], i as u8);
-        log.append(PageId(1), i, Source::User, i % 4 == 0, BodyRef::Delta(&body)).unwrap();
+        log.append(
+            PageId(1),
+            i,
+            Source::User,
+            i % 4 == 0,
+            BodyRef::Delta(&body),
+        )
+        .unwrap();
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (passes, _) = reader.join().unwrap();
@@ -1002,18 +1398,36 @@ fn write_errors_are_returned_and_stop_the_log() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "write_errors_are_returned_and_stop_the_log", "--test-threads=1", "--nocapture"])
+        .args([
+            "--exact",
+            "write_errors_are_returned_and_stop_the_log",
+            "--test-threads=1",
+            "--nocapture",
+        ])
         .env(CHILD, dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "child failed: {}", String::from_utf8_lossy(&out.stdout));
-    let acked: u64 = fs::read_to_string(dir.path().join("acked")).unwrap().trim().parse().unwrap();
+    assert!(
+        out.status.success(),
+        "child failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let acked: u64 = fs::read_to_string(dir.path().join("acked"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(acked > 100, "{acked}");
     let (mut log, rep) = TLog::open(cfg(dir.path(), Durability::Flush)).unwrap();
     assert_eq!(rep.last_lsn, Lsn(acked));
     let t = rep.truncated.expect("the partial write is a torn tail");
     assert!(t.bytes_dropped > 0 && t.bytes_dropped < 144, "{t:?}");
-    assert_eq!(log.append(PageId(1), 0, Source::User, true, BodyRef::Commit).unwrap().lsn, Lsn(acked + 1));
+    assert_eq!(
+        log.append(PageId(1), 0, Source::User, true, BodyRef::Commit)
+            .unwrap()
+            .lsn,
+        Lsn(acked + 1)
+    );
     log.close().unwrap();
     assert!(tlog::verify(dir.path()).unwrap().is_ok());
 }
@@ -1024,7 +1438,10 @@ fn efbig_child(dir: &Path) {
     // process's soft file size limit (the hard limit is kept).
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim), 0);
         lim.rlim_cur = 20_000;
         assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
@@ -1040,7 +1457,10 @@ fn efbig_child(dir: &Path) {
         assert!(acked < 1000, "the file size limit did not apply");
     };
     assert!(matches!(err, Error::Io { .. }), "{err}");
-    assert!(matches!(log.append(PageId(1), 0, Source::User, true, BodyRef::Commit), Err(Error::LogFailed { .. })));
+    assert!(matches!(
+        log.append(PageId(1), 0, Source::User, true, BodyRef::Commit),
+        Err(Error::LogFailed { .. })
+    ));
     assert!(matches!(log.sync(), Err(Error::LogFailed { .. })));
     assert!(matches!(log.close(), Err(Error::LogFailed { .. })));
     // Report the last acknowledged LSN through a small file (well below the limit).
@@ -1056,24 +1476,40 @@ fn append_throughput() {
     let dense = Body::Dense(vec![0x5a; 1024]);
     // Encoder alone.
     let mut buf = Vec::with_capacity(1 << 20);
-    for (name, body, n) in [("16-byte sparse", &small, 2_000_000u64), ("1 KiB dense", &dense, 500_000)] {
+    for (name, body, n) in [
+        ("16-byte sparse", &small, 2_000_000u64),
+        ("1 KiB dense", &dense, 500_000),
+    ] {
         let t = Instant::now();
         for i in 0..n {
             if buf.len() > (1 << 20) - 2048 {
                 buf.clear();
             }
-            frame::encode_into(&mut buf, Lsn(i), PageId(1), i, i, Source::User, true, BodyRef::Delta(body));
+            frame::encode_into(
+                &mut buf,
+                Lsn(i),
+                PageId(1),
+                i,
+                i,
+                Source::User,
+                true,
+                BodyRef::Delta(body),
+            );
         }
         let ns = t.elapsed().as_nanos() as f64 / n as f64;
         println!("encode_into {name}: {ns:.1} ns/frame");
     }
     // The log, Buffered.
-    for (name, body, n) in [("16-byte sparse", &small, 1_000_000u64), ("1 KiB dense", &dense, 200_000)] {
+    for (name, body, n) in [
+        ("16-byte sparse", &small, 1_000_000u64),
+        ("1 KiB dense", &dense, 200_000),
+    ] {
         let d = dir.path().join(name.replace(' ', "_"));
         let (mut log, _) = TLog::open(cfg(&d, Durability::Buffered)).unwrap();
         let t = Instant::now();
         for i in 0..n {
-            log.append(PageId(1), i, Source::User, true, BodyRef::Delta(body)).unwrap();
+            log.append(PageId(1), i, Source::User, true, BodyRef::Delta(body))
+                .unwrap();
         }
         log.flush().unwrap();
         let el = t.elapsed();
@@ -1094,6 +1530,9 @@ fn append_throughput() {
             count += 1;
         }
         assert_eq!(count as u64, n);
-        println!("LogReader {name}: {:.1} ns/frame", t.elapsed().as_nanos() as f64 / n as f64);
+        println!(
+            "LogReader {name}: {:.1} ns/frame",
+            t.elapsed().as_nanos() as f64 / n as f64
+        );
     }
 }
