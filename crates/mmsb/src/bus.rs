@@ -4,7 +4,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use petgraph::acyclic::TopologicalPosition;
 
@@ -17,7 +17,7 @@ use crate::graph::{EdgeKind, Graph};
 use crate::page::{Location, Lsn, MAX_PAGE_SIZE, Page, PageId};
 use crate::state::{ReplayTarget, State};
 use crate::stats::{Stats, Timings, record};
-use crate::tlog::{Durability, LogConfig, RecoveryReport, TLog};
+use crate::tlog::{DEFAULT_LOCK_TIMEOUT, Durability, LogConfig, RecoveryReport, TLog};
 
 /// When derived pages are recomputed.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
@@ -49,11 +49,15 @@ pub struct Config {
     pub timings: bool,
     /// After a checkpoint, delete log segments it makes unnecessary.
     pub prune_after_checkpoint: bool,
+    /// How long [`Mmsb::start`] waits for the directory's writer lock while another open file
+    /// holds it, before [`Error::Locked`] (default [`DEFAULT_LOCK_TIMEOUT`], 1 s; see
+    /// [`LogConfig::lock_timeout`]). [`Duration::ZERO`] fails at once.
+    pub lock_timeout: Duration,
 }
 
 impl Config {
     /// Defaults: `Durability::Flush`, immediate propagation, 64 MiB segments, 1 MiB buffer,
-    /// timings on, no pruning.
+    /// timings on, no pruning, a 1 s lock timeout ([`DEFAULT_LOCK_TIMEOUT`]).
     #[must_use]
     pub fn new(dir: impl Into<PathBuf>) -> Config {
         Config {
@@ -64,6 +68,7 @@ impl Config {
             buffer_bytes: 1 << 20,
             timings: true,
             prune_after_checkpoint: false,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
         }
     }
 
@@ -78,6 +83,14 @@ impl Config {
     #[must_use]
     pub fn propagation(mut self, p: PropagationMode) -> Config {
         self.propagation = p;
+        self
+    }
+
+    /// Sets how long [`Mmsb::start`] waits for the writer lock ([`field@Config::lock_timeout`];
+    /// `Duration::ZERO`: fail at once when another writer has it).
+    #[must_use]
+    pub fn lock_timeout(mut self, t: Duration) -> Config {
+        self.lock_timeout = t;
         self
     }
 }
@@ -199,10 +212,14 @@ impl Mmsb {
     /// committed log suffix. The dependency graph and recompute functions are code, not data:
     /// register them again after a restart.
     ///
+    /// The directory's writer lock is waited for as [`TLog::open`] describes: while another
+    /// open file holds it (another bus, or a child process forked while one was open and not
+    /// yet `exec`ed), `start` retries for up to [`field@Config::lock_timeout`] (default 1 s).
+    ///
     /// # Errors
-    /// [`Error::Locked`] when another writer has the directory; [`Error::CorruptFrame`] for a
-    /// log corrupt in the middle (nothing is modified); [`Error::ReplayMismatch`] when the log
-    /// does not fit its checkpoint; I/O errors.
+    /// [`Error::Locked`] when another writer still has the directory after the lock timeout;
+    /// [`Error::CorruptFrame`] for a log corrupt in the middle (nothing is modified);
+    /// [`Error::ReplayMismatch`] when the log does not fit its checkpoint; I/O errors.
     pub fn start(config: Config) -> Result<Mmsb> {
         Ok(Mmsb::start_reporting(config)?.0)
     }
@@ -216,6 +233,7 @@ impl Mmsb {
         lc.durability = config.durability;
         lc.segment_bytes = config.segment_bytes;
         lc.buffer_bytes = config.buffer_bytes;
+        lc.lock_timeout = config.lock_timeout;
         let (log, recovery) = TLog::open(lc)?;
         let (mut ckpt, mut skipped) = checkpoint::newest_valid(&config.dir)?;
         // A checkpoint past the end of the log would make new frames reuse LSNs: never use one.

@@ -1,6 +1,7 @@
 //! The one error type of this crate.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::page::{Lsn, PageId};
 
@@ -18,11 +19,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// Another writer holds the log directory's lock (one writer per log).
-    #[error("{dir}: the log is locked by another writer")]
+    /// Another writer holds the log directory's lock (one writer per log), and still held it
+    /// when the lock timeout ([`crate::tlog::LogConfig::lock_timeout`],
+    /// [`field@crate::Config::lock_timeout`]) ran out.
+    #[error(
+        "{dir}: the log is locked by another writer (gave up after {} ms)",
+        .waited.as_millis()
+    )]
     Locked {
         /// The log directory.
         dir: PathBuf,
+        /// How long `TLog::open` tried before giving up (at least the lock timeout).
+        waited: Duration,
     },
     /// A file does not start with the expected magic bytes: it is not an MMSB log segment or
     /// checkpoint.

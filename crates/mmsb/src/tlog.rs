@@ -11,7 +11,8 @@
 //! The exact layouts, the durability guarantees and the recovery argument are written out in
 //! `docs/mmsb-format.md`.
 //!
-//! * [`TLog`] is the writer: [`TLog::open`] takes the lock, recovers (checks every frame,
+//! * [`TLog`] is the writer: [`TLog::open`] takes the lock (waiting up to
+//!   [`LogConfig::lock_timeout`] for another holder to let go), recovers (checks every frame,
 //!   drops an uncommitted batch and a torn tail, refuses corruption in the middle), then
 //!   [`TLog::append`] logs frames with a [`Durability`] policy applied at each commit.
 //! * [`LogReader`] reads a log (or one segment) without a lock and without modifying anything,
@@ -44,6 +45,20 @@ pub const SEGMENT_VERSION: u16 = 1;
 pub const SEGMENT_HEADER_LEN: usize = 40;
 /// Name of the lock file in a log directory.
 pub const LOCK_FILE: &str = "LOCK";
+/// Default of [`LogConfig::lock_timeout`] (and of `mmsb::Config::lock_timeout`): 1 second.
+///
+/// Why 1 s: a lock that is about to be released is typically released within microseconds to a
+/// few milliseconds: a child process forked (by `std::process::Command` or anything else)
+/// while the previous writer was open keeps a copy of the lock's descriptor, and so the lock,
+/// until it calls `exec`; a previous writer of the same directory may be closing on another
+/// thread, or a previous process may still be exiting. One second covers those with a wide
+/// margin on a loaded machine, yet a real second writer is still reported promptly (one
+/// second is no noticeable delay for a command-line tool, nor for a service starting up).
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(1);
+/// First pause between two attempts to take the lock.
+const LOCK_BACKOFF_MIN: Duration = Duration::from_millis(1);
+/// Longest pause between two attempts to take the lock (the pause doubles up to this).
+const LOCK_BACKOFF_MAX: Duration = Duration::from_millis(10);
 
 /// Bytes read from a segment at a time.
 const READ_CHUNK: usize = 256 * 1024;
@@ -103,10 +118,16 @@ pub struct LogConfig {
     /// Capacity of the in-process write buffer in bytes (default 1 MiB). A frame larger than
     /// the buffer is still written whole (the buffer grows for it, then shrinks back).
     pub buffer_bytes: usize,
+    /// How long [`TLog::open`] keeps trying to take the lock while another open file holds
+    /// it, before it gives up with [`Error::Locked`] (default [`DEFAULT_LOCK_TIMEOUT`], 1 s).
+    /// It retries every 1 ms at first, the pause doubling up to 10 ms. [`Duration::ZERO`]
+    /// makes one attempt and fails at once; [`Duration::MAX`] waits as long as it takes.
+    pub lock_timeout: Duration,
 }
 
 impl LogConfig {
-    /// Defaults for the log in `dir`: [`Durability::Flush`], 64 MiB segments, 1 MiB buffer.
+    /// Defaults for the log in `dir`: [`Durability::Flush`], 64 MiB segments, 1 MiB buffer,
+    /// a lock timeout of [`DEFAULT_LOCK_TIMEOUT`] (1 s).
     #[must_use]
     pub fn new(dir: impl AsRef<Path>) -> LogConfig {
         LogConfig {
@@ -114,6 +135,7 @@ impl LogConfig {
             durability: Durability::Flush,
             segment_bytes: 64 << 20,
             buffer_bytes: 1 << 20,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
         }
     }
 }
@@ -208,6 +230,33 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, e))
+}
+
+/// Takes an exclusive `flock` on `file` (the lock file of the log in `dir`). While another open
+/// file description holds it, retries (pausing 1 ms, doubling up to 10 ms, never past the
+/// deadline) until `timeout` has passed since the first attempt, then returns
+/// [`Error::Locked`] with the time waited. Always makes at least one attempt, and one more at
+/// the deadline.
+fn lock_exclusive(file: &File, path: &Path, dir: &Path, timeout: Duration) -> Result<()> {
+    let start = Instant::now();
+    let mut pause = LOCK_BACKOFF_MIN;
+    loop {
+        match rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(()),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {}
+            Err(e) if e == rustix::io::Errno::INTR => continue,
+            Err(e) => return Err(Error::io(path, e.into())),
+        }
+        let waited = start.elapsed();
+        if waited >= timeout {
+            return Err(Error::Locked {
+                dir: dir.to_path_buf(),
+                waited,
+            });
+        }
+        std::thread::sleep(pause.min(timeout - waited));
+        pause = (pause * 2).min(LOCK_BACKOFF_MAX);
+    }
 }
 
 /// Reads into `buf` at `offset` until it is full or the file ends; returns the bytes read.
@@ -797,8 +846,10 @@ fn group_thread(shared: &GroupShared, interval: Duration) {
 /// The single writer of a log directory.
 ///
 /// Holds an exclusive `flock` on `<dir>/LOCK` from [`TLog::open`] until it is closed or
-/// dropped. Appends go to an in-process buffer that is written to the active segment as the
-/// [`Durability`] mode says; see [`TLog::append`]. After any failed write or sync the log
+/// dropped. Every file it opens is opened close-on-exec (`O_CLOEXEC`, as `std::fs` always
+/// does on Unix), so a process started later does not keep the lock past its `exec`. Appends
+/// go to an in-process buffer that is written to the active segment as the [`Durability`] mode
+/// says; see [`TLog::append`]. After any failed write or sync the log
 /// refuses further work ([`Error::LogFailed`]): the state of the file past the last good sync is
 /// unknown, and reopening (recovery) is the way to find out.
 #[derive(Debug)]
@@ -834,6 +885,13 @@ pub struct TLog {
 impl TLog {
     /// Opens (creating if needed) the log in `cfg.dir` as its single writer, and recovers it.
     ///
+    /// The writer lock is an exclusive `flock` on `<dir>/LOCK`. While another open file holds
+    /// it (another [`TLog`] in this or another process, or a forked child that has not yet
+    /// called `exec` and so still shares a closed writer's descriptor), `open` retries for up
+    /// to [`LogConfig::lock_timeout`] (default 1 s; 1 ms pauses doubling to 10 ms) before it
+    /// gives up, like SQLite's busy timeout. Readers ([`LogReader`]) take no lock and never
+    /// wait.
+    ///
     /// Recovery reads every segment in LSN order and checks every frame (CRC, fields, LSNs
     /// consecutive within and across segments). Then, in the **last** segment only: frames
     /// after the last committed frame (an uncommitted batch) are dropped, and an invalid frame
@@ -844,7 +902,8 @@ impl TLog {
     /// modified unless all checks pass.
     ///
     /// # Errors
-    /// [`Error::Locked`] when another writer (in this or another process) holds the lock;
+    /// [`Error::Locked`] (with the time waited) when another writer (in this or another
+    /// process) still holds the lock after [`LogConfig::lock_timeout`];
     /// [`Error::CorruptFrame`] (file, offset, reason; nothing modified) for an invalid frame
     /// that valid frames follow, any invalid frame in a segment other than the last, a
     /// segment that ends inside a batch while another follows, or LSNs that skip or repeat;
@@ -854,6 +913,10 @@ impl TLog {
         let dir = cfg.dir.clone();
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
+        // `std::fs` opens with O_CLOEXEC (checked by the test
+        // `every_descriptor_the_writer_keeps_is_close_on_exec`): a child process drops the
+        // descriptor, and with it the lock, when it execs. Until then it shares the lock, which
+        // `lock_exclusive` waits out.
         let lock_file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -861,14 +924,7 @@ impl TLog {
             .truncate(false)
             .open(&lock_path)
             .map_err(|e| Error::io(&lock_path, e))?;
-        match rustix::fs::flock(
-            &lock_file,
-            rustix::fs::FlockOperation::NonBlockingLockExclusive,
-        ) {
-            Ok(()) => {}
-            Err(e) if e == rustix::io::Errno::WOULDBLOCK => return Err(Error::Locked { dir }),
-            Err(e) => return Err(Error::io(&lock_path, e.into())),
-        }
+        lock_exclusive(&lock_file, &lock_path, &dir, cfg.lock_timeout)?;
         let rec = recover(&dir)?;
         let durable = cfg.durability != Durability::Buffered;
         let mut stats = LogStats::default();

@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use mmsb::tlog::Durability;
 use mmsb::{
@@ -82,10 +83,20 @@ fn restart_restores_state_and_lsns_continue() {
 fn second_writer_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _m = bus(&dir);
-    assert!(matches!(
-        Mmsb::start(Config::new(dir.path())),
-        Err(Error::Locked { .. })
-    ));
+    // The default: waits for the lock (1 s), then refuses.
+    match Mmsb::start(Config::new(dir.path())) {
+        Err(Error::Locked { waited, .. }) => {
+            assert!(waited >= mmsb::tlog::DEFAULT_LOCK_TIMEOUT, "{waited:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // `Config::lock_timeout` reaches the log: zero refuses at once.
+    match Mmsb::start(Config::new(dir.path()).lock_timeout(Duration::ZERO)) {
+        Err(Error::Locked { waited, .. }) => {
+            assert!(waited < mmsb::tlog::DEFAULT_LOCK_TIMEOUT / 2, "{waited:?}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
