@@ -105,6 +105,14 @@ enum Command {
         #[arg(long, default_value_t = LIVE_OBJECTS)]
         live: usize,
     },
+    /// (internal) temporal-slab's close-cost run.
+    #[command(hide = true)]
+    ChildClose {
+        #[arg(long)]
+        bytes: usize,
+        #[arg(long, action = clap::ArgAction::Set)]
+        coalesce: bool,
+    },
     /// (internal) One process of a `datahub` ping-pong or producer-consumer pair.
     #[command(hide = true)]
     ChildIpc(ipc::ChildArgs),
@@ -179,6 +187,12 @@ fn main() -> ExitCode {
             child_scaling(allocator, threads, ops, batch),
         ),
         Command::ChildRss { live } => child_exit("temporal-slab", child_rss(live)),
+        Command::ChildClose { bytes, coalesce } => child_exit(
+            "temporal-slab",
+            workload::run_close(bytes, coalesce)
+                .map_err(Into::into)
+                .and_then(|r| Ok(serde_json::to_string(&r)?)),
+        ),
         Command::Datahub(args) => match ipc::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -363,6 +377,8 @@ struct RunConfig {
     scaling_ops_per_thread: u64,
     scaling_batch: usize,
     system_notrim_trim_threshold: i32,
+    /// Bytes of 128-byte objects in the epoch whose close is timed.
+    close_epoch_bytes: usize,
 }
 
 impl RunConfig {
@@ -381,6 +397,7 @@ impl RunConfig {
             scaling_ops_per_thread: if quick { 2_000_000 } else { 20_000_000 },
             scaling_batch: SCALING_BATCH,
             system_notrim_trim_threshold: NOTRIM_THRESHOLD,
+            close_epoch_bytes: if quick { 8 << 20 } else { 64 << 20 },
         }
     }
 }
@@ -468,8 +485,22 @@ impl CompareGoal {
     }
 }
 
+/// The cost of closing one big epoch, with and without coalesced `madvise`.
+#[derive(Debug, Clone, Serialize)]
+struct CloseCost {
+    coalesced: workload::CloseResult,
+    per_slab_calls: workload::CloseResult,
+    /// `per_slab_calls.ns_per_slab / coalesced.ns_per_slab`.
+    speedup_per_slab: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 struct Goals {
+    p99_le_1_5x_notrim: RatioGoal,
+    p999_le_1_5x_notrim: RatioGoal,
+    ops_ge_jemalloc: RatioGoal,
+    ops_ge_0_8x_mimalloc: RatioGoal,
+    close_per_slab_speedup: RatioGoal,
     p99_vs_system: RatioGoal,
     p999_vs_system: RatioGoal,
     p50_vs_system: RatioGoal,
@@ -486,10 +517,28 @@ fn ratio(a: f64, b: f64) -> f64 {
 }
 
 impl Goals {
-    fn compute(r: &Results, scaling: &Scaling, rss: &RssResult) -> Goals {
+    fn compute(r: &Results, scaling: &Scaling, rss: &RssResult, close: &CloseCost) -> Goals {
         let (ts, sys) = (&r.temporal_slab, &r.system);
+        let notrim = &r.system_notrim;
         let growth = rss.after_close_bytes as f64 - rss.baseline_bytes as f64;
         Goals {
+            p99_le_1_5x_notrim: RatioGoal::at_most(
+                ratio(ts.p99_ns as f64, notrim.p99_ns as f64),
+                1.5,
+            ),
+            p999_le_1_5x_notrim: RatioGoal::at_most(
+                ratio(ts.p999_ns as f64, notrim.p999_ns as f64),
+                1.5,
+            ),
+            ops_ge_jemalloc: RatioGoal::at_least(
+                ratio(ts.ops_per_sec, r.jemalloc.ops_per_sec),
+                1.0,
+            ),
+            ops_ge_0_8x_mimalloc: RatioGoal::at_least(
+                ratio(ts.ops_per_sec, r.mimalloc.ops_per_sec),
+                0.8,
+            ),
+            close_per_slab_speedup: RatioGoal::at_least(close.speedup_per_slab, 10.0),
             p99_vs_system: RatioGoal::at_most(ratio(ts.p99_ns as f64, sys.p99_ns as f64), 0.2),
             p999_vs_system: RatioGoal::at_most(ratio(ts.p999_ns as f64, sys.p999_ns as f64), 0.2),
             p50_vs_system: RatioGoal::at_most(ratio(ts.p50_ns as f64, sys.p50_ns as f64), 1.5),
@@ -524,6 +573,14 @@ impl Goals {
             )
         };
         vec![
+            r("p99 / system-notrim p99", &self.p99_le_1_5x_notrim),
+            r("p99.9 / system-notrim p99.9", &self.p999_le_1_5x_notrim),
+            r("ops/s / jemalloc ops/s", &self.ops_ge_jemalloc),
+            r("ops/s / mimalloc ops/s", &self.ops_ge_0_8x_mimalloc),
+            r(
+                "close: per-slab calls / ranges",
+                &self.close_per_slab_speedup,
+            ),
             r("p99 / system p99", &self.p99_vs_system),
             r("p99.9 / system p99.9", &self.p999_vs_system),
             r("p50 / system p50", &self.p50_vs_system),
@@ -548,6 +605,7 @@ struct Report {
     scaling: Scaling,
     scaling_peers: ScalingPeers,
     rss: RssResult,
+    close: CloseCost,
     goals: Goals,
 }
 
@@ -636,7 +694,36 @@ fn run_slab(args: &SlabArgs) -> Result<(), BenchError> {
         ],
     )?;
 
-    let goals = Goals::compute(&results, &scaling, &rss);
+    let close_run = |coalesce: bool| -> Result<workload::CloseResult, BenchError> {
+        progress(&format!(
+            "close: {} MiB epoch, {}",
+            config.close_epoch_bytes >> 20,
+            if coalesce {
+                "coalesced madvise"
+            } else {
+                "one madvise per slab"
+            }
+        ));
+        run_child(
+            &exe,
+            "temporal-slab",
+            &[
+                "child-close".to_owned(),
+                "--bytes".to_owned(),
+                config.close_epoch_bytes.to_string(),
+                "--coalesce".to_owned(),
+                coalesce.to_string(),
+            ],
+        )
+    };
+    let (coalesced, per_slab_calls) = (close_run(true)?, close_run(false)?);
+    let close = CloseCost {
+        speedup_per_slab: ratio(per_slab_calls.ns_per_slab, coalesced.ns_per_slab),
+        coalesced,
+        per_slab_calls,
+    };
+
+    let goals = Goals::compute(&results, &scaling, &rss, &close);
     let report = Report {
         machine,
         config,
@@ -644,6 +731,7 @@ fn run_slab(args: &SlabArgs) -> Result<(), BenchError> {
         scaling,
         scaling_peers,
         rss,
+        close,
         goals,
     };
     emit_report(&report, args.out.as_deref(), args.json, print_tables).map_err(BenchError::Io)
@@ -783,6 +871,35 @@ fn print_tables(r: &Report) {
     println!(
         "  after advance + close          {:>12}",
         mib(rss.after_close_bytes)
+    );
+    println!();
+    println!(
+        "close ({} MiB epoch of 128-byte objects, every byte written, all freed, then one \
+         epoch_close timed):",
+        r.config.close_epoch_bytes >> 20
+    );
+    println!(
+        "  {:<22} {:>8} {:>8} {:>10} {:>10} {:>12} {:>10}",
+        "", "slabs", "madvise", "close", "ns/slab", "ns/MiB", "rss after"
+    );
+    for (name, c) in [
+        ("coalesced ranges", &r.close.coalesced),
+        ("one call per slab", &r.close.per_slab_calls),
+    ] {
+        println!(
+            "  {:<22} {:>8} {:>8} {:>8.2}ms {:>10.0} {:>12.0} {:>10}",
+            name,
+            c.slabs_recycled,
+            c.madvise_calls,
+            c.close_ns as f64 / 1e6,
+            c.ns_per_slab,
+            c.ns_per_mib,
+            mib(c.rss_after_close_bytes)
+        );
+    }
+    println!(
+        "  per-slab cost, one call per slab / coalesced: {:.1}x",
+        r.close.speedup_per_slab
     );
     println!();
     println!("goals:");

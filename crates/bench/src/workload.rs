@@ -580,7 +580,7 @@ pub fn run_rss(live: usize) -> Result<RssResult, WorkloadError> {
         return Err(WorkloadError::FreeErrors(free_errors));
     }
     let after_free_before_close_bytes = rss_now()?;
-    slab.epoch_advance();
+    slab.epoch_advance()?;
     let slabs_recycled = slab.epoch_close(epoch)?;
     let after_close_bytes = rss_now()?;
     let slabs_carved = slab.stats().slabs_carved;
@@ -594,5 +594,81 @@ pub fn run_rss(live: usize) -> Result<RssResult, WorkloadError> {
         live_objects: live,
         object_size: OBJECT_SIZE,
         pointer_array_bytes: live * std::mem::size_of::<*mut u8>(),
+    })
+}
+
+/// What closing one big epoch cost ([`run_close`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CloseResult {
+    /// Whether adjacent empty slabs were returned with one `madvise` per range.
+    pub coalesce_madvise: bool,
+    /// Bytes of objects allocated in the epoch (every byte written, so resident).
+    pub epoch_bytes: u64,
+    /// Slabs the close recycled.
+    pub slabs_recycled: u64,
+    /// `madvise` calls the close made.
+    pub madvise_calls: u64,
+    /// Wall time of the `epoch_close` call, ns.
+    pub close_ns: u64,
+    /// `close_ns / slabs_recycled`.
+    pub ns_per_slab: f64,
+    /// `close_ns` per MiB of slab pages returned.
+    pub ns_per_mib: f64,
+    /// Process RSS just before and just after the close, bytes.
+    pub rss_before_close_bytes: u64,
+    /// See `rss_before_close_bytes`.
+    pub rss_after_close_bytes: u64,
+}
+
+/// The close-cost workload (temporal-slab only): fill one epoch with `bytes` of 128-byte
+/// objects, writing every byte, free them all with the epoch open, open the next epoch, then
+/// time `epoch_close` of the full one alone. With `coalesce` false the allocator makes one
+/// `madvise` call per slab, as it did before ranges were coalesced.
+pub fn run_close(bytes: usize, coalesce: bool) -> Result<CloseResult, WorkloadError> {
+    let config = temporal_slab::Config::default()
+        .track_rss(false)
+        .coalesce_madvise(coalesce);
+    let slab = SlabAllocator::with_config(config)?;
+    let epoch = slab.epoch_current();
+    let count = bytes.div_ceil(OBJECT_SIZE);
+    let mut slots = new_slots(count);
+    for (i, slot) in slots.iter_mut().enumerate() {
+        let p = slab
+            .alloc_ptr(OBJECT_SIZE, epoch)
+            .map_err(|_| WorkloadError::AllocFailed { after: i })?;
+        // SAFETY: p is a fresh object of OBJECT_SIZE bytes, valid for writes and ours until
+        // we free it.
+        unsafe { std::ptr::write_bytes(p.as_ptr(), 0x5A, OBJECT_SIZE) };
+        *slot = p.as_ptr();
+    }
+    let mut free_errors = 0u64;
+    for &p in &slots {
+        match NonNull::new(p) {
+            Some(p) if slab.free_ptr(p).is_ok() => {}
+            _ => free_errors += 1,
+        }
+    }
+    if free_errors > 0 {
+        return Err(WorkloadError::FreeErrors(free_errors));
+    }
+    slab.epoch_advance()?;
+    let before = slab.stats();
+    let rss_before_close_bytes = rss_now()?;
+    let t = Instant::now();
+    let slabs_recycled = slab.epoch_close(epoch)?;
+    let close_ns = t.elapsed().as_nanos() as u64;
+    let rss_after_close_bytes = rss_now()?;
+    let after = slab.stats();
+    let recycled_bytes = slabs_recycled as f64 * temporal_slab::SLAB_SIZE as f64;
+    Ok(CloseResult {
+        coalesce_madvise: coalesce,
+        epoch_bytes: (count * OBJECT_SIZE) as u64,
+        slabs_recycled,
+        madvise_calls: after.total_madvise_calls - before.total_madvise_calls,
+        close_ns,
+        ns_per_slab: close_ns as f64 / slabs_recycled.max(1) as f64,
+        ns_per_mib: close_ns as f64 / (recycled_bytes / (1024.0 * 1024.0)).max(f64::MIN_POSITIVE),
+        rss_before_close_bytes,
+        rss_after_close_bytes,
     })
 }

@@ -82,6 +82,27 @@ pub const SHAPES: [SlabShape; CLASS_COUNT] = {
     shapes
 };
 
+/// `floor(2^32 / size) + 1` per class: `x / size == (x * RECIP) >> 32` for every `x` below
+/// 4096 (the error of the multiplier is below `1 / size` for such `x`), so finding an object's
+/// slot from its offset in the page costs a multiply, not a division.
+const RECIP: [u64; CLASS_COUNT] = {
+    let mut r = [0u64; CLASS_COUNT];
+    let mut i = 0;
+    while i < CLASS_COUNT {
+        r[i] = (1u64 << 32) / CLASS_SIZES[i] as u64 + 1;
+        i += 1;
+    }
+    r
+};
+
+/// `(offset / size, offset % size)` for the object size of `class`, for `offset < 4096`.
+#[inline]
+pub(crate) fn div_by_size(class: usize, offset: usize) -> (usize, usize) {
+    debug_assert!(offset < SLAB_SIZE);
+    let q = ((offset as u64 * RECIP[class]) >> 32) as usize;
+    (q, offset - q * CLASS_SIZES[class])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +121,19 @@ mod tests {
         }
         assert_eq!(class_for_size(MAX_OBJECT_SIZE + 1), None);
         assert_eq!(class_for_size(usize::MAX / 2), None);
+    }
+
+    #[test]
+    fn division_by_multiplication_is_exact_for_every_offset_in_a_slab() {
+        for (class, &size) in CLASS_SIZES.iter().enumerate() {
+            for x in 0..SLAB_SIZE {
+                assert_eq!(
+                    div_by_size(class, x),
+                    (x / size, x % size),
+                    "class {class}, {x}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -32,6 +32,10 @@ impl EpochId {
 }
 
 /// Lifecycle state of an epoch.
+///
+/// An epoch stays in its ring slot, with its label, refcount and live objects, until it
+/// **drains** (CLOSING, refcount 0, no slab holds its objects): only then can
+/// [`crate::SlabAllocator::epoch_advance`] reopen the slot for a new era.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "SCREAMING_SNAKE_CASE"))]
@@ -52,6 +56,25 @@ impl EpochState {
     }
 }
 
+/// Bits of the era tag in [`EpochSlot::refs`].
+pub(crate) const REF_ERA_BITS: u32 = 40;
+/// Bits of the count in [`EpochSlot::refs`].
+pub(crate) const REF_COUNT_BITS: u32 = 64 - REF_ERA_BITS;
+/// Largest domain refcount.
+pub(crate) const MAX_REFCOUNT: u64 = (1 << REF_COUNT_BITS) - 1;
+
+/// `refs` word of `era` with `count` references: the era's low 40 bits, then the count.
+#[inline]
+pub(crate) fn pack_refs(era: u64, count: u64) -> u64 {
+    (era << REF_COUNT_BITS) | (count & MAX_REFCOUNT)
+}
+
+/// The count of a `refs` word whose era tag matches `era`, or `None`.
+#[inline]
+pub(crate) fn refs_count(refs: u64, era: u64) -> Option<u64> {
+    (refs >> REF_COUNT_BITS == era & ((1 << REF_ERA_BITS) - 1)).then_some(refs & MAX_REFCOUNT)
+}
+
 /// `era << 1 | closing`, one word so the fast path checks era and state in one load.
 #[inline]
 pub(crate) fn pack_state(era: u64, closing: bool) -> u64 {
@@ -64,8 +87,14 @@ pub(crate) fn pack_state(era: u64, closing: bool) -> u64 {
 pub(crate) struct EpochSlot {
     /// [`pack_state`] of the era the slot holds; 0 = never opened.
     pub state: AtomicU64,
-    /// Domain refcount: threads inside this epoch's domain (plus explicit `inc_refcount`).
-    pub refcount: AtomicU64,
+    /// Domain refcount with the era it counts for: [`pack_refs`]. Threads inside the epoch's
+    /// domain plus explicit `inc_refcount`s. Changed only by CAS that checks the era tag, so a
+    /// domain of an older era can never change a newer era's count, and the slot is reopened only
+    /// by a CAS from "this era, count 0".
+    pub refs: AtomicU64,
+    /// Slabs assigned to this era and not yet recycled (published in a run, on a partial list,
+    /// counted full). The era has drained when this is 0 (and it is CLOSING with refcount 0).
+    pub slabs: AtomicU64,
     /// Monotonic nanoseconds (since the allocator was created) when the era was opened.
     pub opened_ns: AtomicU64,
     /// Process RSS before / after the last `epoch_close` of this era, bytes (0 = never closed).
@@ -81,13 +110,19 @@ impl EpochSlot {
     pub(crate) fn new() -> EpochSlot {
         EpochSlot {
             state: AtomicU64::new(0),
-            refcount: AtomicU64::new(0),
+            refs: AtomicU64::new(0),
+            slabs: AtomicU64::new(0),
             opened_ns: AtomicU64::new(0),
             rss_before_close: AtomicU64::new(0),
             rss_after_close: AtomicU64::new(0),
             closed_ns: AtomicU64::new(0),
             label_id: AtomicU32::new(0),
         }
+    }
+
+    /// The refcount, whatever era it counts for (for snapshots).
+    pub(crate) fn refcount_any(&self) -> u64 {
+        self.refs.load(Ordering::Relaxed) & MAX_REFCOUNT
     }
 
     pub(crate) fn era_state(&self) -> (u64, EpochState) {

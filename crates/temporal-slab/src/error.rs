@@ -31,6 +31,30 @@ pub enum Error {
         /// Era the slot holds now.
         current_era: u64,
     },
+    /// Every other ring slot still holds an epoch that has not drained (it is ACTIVE or CLOSING
+    /// with a domain inside it, or its slabs still hold live objects), so
+    /// [`crate::SlabAllocator::epoch_advance`] could only open a new epoch by erasing what is known
+    /// about one of them. Nothing changed; the current epoch stays current. Counted in
+    /// [`crate::StatsSnapshot::epoch_advance_refused`]; [`crate::diag::leak_report`] names the
+    /// epochs that hold the ring.
+    #[error(
+        "cannot advance the epoch: all {held} other ring slots hold epochs that have not drained \
+         (a domain is still inside, or objects are still live)"
+    )]
+    EpochRingFull {
+        /// Ring slots that are held (the ring size minus the current one).
+        held: u32,
+    },
+    /// The epoch's domain refcount is at its limit (2^24 - 1).
+    #[error("epoch {epoch} (era {era}) refcount is at its limit of {max}")]
+    RefcountOverflow {
+        /// Ring index of the epoch.
+        epoch: u8,
+        /// Era of the epoch.
+        era: u64,
+        /// The limit.
+        max: u64,
+    },
     /// The address-space reservation is used up.
     #[error("address-space reservation of {reserved_bytes} bytes is exhausted")]
     OutOfMemory {

@@ -15,15 +15,20 @@
 //!   and never moved, so an object's address finds its slab with a subtraction and a shift. A
 //!   slab holds objects of one class: its page starts with one `u32` slot word per slot
 //!   (generation and allocated bit), then the objects ([`SlabShape`]). Its bookkeeping (slot
-//!   bitmap, owning epoch and era, list links) lives out of line, so returning the page to the
-//!   kernel loses nothing that matters.
-//! - **Lists**: per class, epoch and shard a partial and a full list; per class a bounded cache
-//!   of recycled slabs with an overflow list, and an orphan list (below).
-//! - **Epochs**: a ring of [`EPOCH_COUNT`] = 16 slots. [`SlabAllocator::epoch_advance`] opens the
-//!   next slot under a new **era**, a number that only grows, so an [`EpochId`] (slot + era)
-//!   taken before the slot was re-opened is recognisably stale ([`Error::StaleEpoch`]). States:
+//!   bitmap, owning epoch and era, list links, generation floor: 32 bytes) lives out of line,
+//!   so returning the page to the kernel loses nothing that matters.
+//! - **Runs and lists**: per class, epoch and shard a **run** of published slabs the fast path
+//!   allocates from (enough for about 150 objects), a partial list and a count of full slabs;
+//!   per class a bounded cache of recycled slabs with an overflow list.
+//! - **Epochs**: a ring of [`EPOCH_COUNT`] = 16 slots. [`SlabAllocator::epoch_advance`] opens a
+//!   slot under a new **era**, a number that only grows, so an [`EpochId`] (slot + era) taken
+//!   before the slot was re-opened is recognisably stale ([`Error::StaleEpoch`]). States:
 //!   ACTIVE, then CLOSING after [`SlabAllocator::epoch_close`]; allocating in a CLOSING epoch is
-//!   [`Error::EpochClosed`] and counted.
+//!   [`Error::EpochClosed`] and counted. A slot is reopened only once its epoch has **drained**
+//!   (CLOSING, refcount 0, no slab holding its objects): an epoch that still holds anything keeps
+//!   its slot, label, refcount and live objects in the stats however many epochs are opened
+//!   after it, the ring skips it, and when every other slot is held `epoch_advance` returns
+//!   [`Error::EpochRingFull`] instead of erasing one.
 //! - **Handles**: [`Handle`] packs an allocator tag, the slab index, the slot and the slot's
 //!   **generation**. Every free advances the slot's generation, so a double free, a free or `get`
 //!   of a handle whose slot was reused, and a handle of another allocator are each an error every
@@ -56,7 +61,7 @@
 //! drop(v);
 //!
 //! // done with the unit of work: close its epoch, its empty slabs go back to the kernel
-//! let next = slab.epoch_advance();
+//! let next = slab.epoch_advance()?;
 //! slab.epoch_close(epoch)?;
 //! assert!(slab.alloc(64, epoch).is_err());
 //! assert!(slab.alloc(64, next).is_ok());
@@ -78,26 +83,29 @@
 //!   slab is recycled: its page is discarded while no slot is live and no claim can succeed.
 //! - A recycled slab's next generations start above every generation its slots reached (the
 //!   generation floor in its metadata), so handles from before the recycling stay stale.
-//! - Re-opening a ring slot moves slabs of the old era that still hold live objects to the
-//!   orphan list: they are never allocated from again, so the new era is never handed memory
-//!   the old era still uses; they are recycled when their last object is freed.
-//! - The lock-free protocols (bitmap, current-partial publication and retirement) are model
-//!   checked with loom (`tests/loom.rs`, `RUSTFLAGS="--cfg loom"`).
+//! - A ring slot is reopened only after its era drained, so the new era is never handed memory
+//!   the old era still uses, and a reference (domain) taken in an old era can never change a
+//!   newer era's refcount: the refcount word carries its era and changes only by CAS.
+//! - The lock-free protocols (bitmap, run publication and reuse, slot-word generations) are
+//!   model checked with loom (the `loom_models` module of `src/slab.rs`,
+//!   `RUSTFLAGS="--cfg loom" cargo test -p temporal-slab --lib --release loom_`).
 //!
 //! `SlabAllocator` is `Send + Sync`: every shared field is an atomic or behind one of its own
 //! mutexes; the two mappings it owns are reached only through them. [`EpochDomain`] is neither:
 //! it must be dropped on the thread that entered.
 //!
 //! ## Performance
-//! The fast path takes no lock: one load of the epoch state, one load of this thread's
-//! current-partial slab, one bitmap CAS, one era check, one slot-word store and one relaxed
-//! counter add on a cache line this thread's shard owns. Threads map to one of [`SHARDS`] shards
-//! per class, each with its own current-partial slab per epoch, so threads do not fight over a
-//! bitmap, and each shard keeps its own partial and full lists behind its own lock, so the slow
-//! path (once per slab of objects) of one thread does not wait for another's. A shard with no
-//! partial slab steals one from another shard (try-lock only), then takes a recycled slab (class
-//! lock), then carves a fresh one. Lock holders never allocate and never print; `epoch_close`
-//! calls `madvise` under a shard lock, one call per slab (about 3 us each).
+//! The fast path takes no lock: one load of the epoch state, loads of this thread's shard's run
+//! (a cursor and a slab), one bitmap CAS, one era check, one slot-word store and one counter
+//! bump on a cache line this thread's shard owns (no locked instruction for the first
+//! [`SHARDS`] threads). Threads map to one of [`SHARDS`] shards per class, each with its own run
+//! per epoch, so threads do not fight over a bitmap, and each shard keeps its own partial list
+//! behind its own lock, so the slow path of one thread does not wait for another's. The slow
+//! path runs once per run of slabs (about 150 objects, so under 1% of allocations): it files
+//! the run's slabs and publishes a new run from the shard's partial slabs, then slabs stolen
+//! from other shards (try-lock only), then recycled ones (class lock), then fresh ones, and
+//! prefetches their pages. Lock holders never allocate and never print; `epoch_close` returns
+//! empty slabs to the kernel with one `madvise` per contiguous range, with no lock held.
 //! Measurements against glibc, mimalloc and jemalloc: `cargo run --release -p bench -- slab`.
 //!
 //! ## Assumptions

@@ -33,6 +33,12 @@ impl Counter {
         self.0
             .store(self.0.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
+    /// Adds `n` with a plain load and store (see [`Counter::bump_single_writer`]).
+    #[inline]
+    pub(crate) fn add_single_writer(&self, n: u64) {
+        self.0
+            .store(self.0.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    }
     #[inline]
     pub(crate) fn set(&self, n: u64) {
         self.0.store(n, Ordering::Relaxed);
@@ -49,7 +55,6 @@ impl Counter {
 pub(crate) struct ClassCounters {
     pub slow_path_epoch_closed: Counter,
     pub new_slabs: Counter,
-    pub moves_to_orphan: Counter,
     pub recycled_slabs: Counter,
     pub cache_pushes: Counter,
     pub overflow_pushes: Counter,
@@ -84,6 +89,7 @@ pub(crate) struct GlobalCounters {
     pub epoch_close_recycled_slabs: Counter,
     pub epoch_close_total_ns: Counter,
     pub epoch_advances: Counter,
+    pub epoch_advance_refused: Counter,
     pub epoch_closed_errors: Counter,
     pub stale_epoch_errors: Counter,
     pub handle_errors: Counter,
@@ -122,7 +128,8 @@ pub struct ClassStats {
     pub list_move_partial_to_full: u64,
     /// List moves: full -> partial, when a free made room.
     pub list_move_full_to_partial: u64,
-    /// Slabs moved to the orphan list when their ring slot was re-opened while they held objects.
+    /// Always 0: a ring slot is reopened only after its epoch drained, so no slab is ever
+    /// orphaned (kept so older readers of the stats find the field).
     pub list_move_to_orphan: u64,
     /// Empty slabs recycled (pages returned, slab cached for reuse).
     pub empty_slab_recycled: u64,
@@ -146,9 +153,10 @@ pub struct ClassStats {
     pub bitmap_free_attempts: u64,
     /// See `bitmap_free_attempts`.
     pub bitmap_free_cas_retries: u64,
-    /// Current-partial CAS attempts (publish and retire) and failures (lost retire races).
+    /// Slabs published into runs (the fast path's current slabs), all shards. Runs are
+    /// written only under the shard lock, so there is no CAS to fail any more.
     pub current_partial_cas_attempts: u64,
-    /// See `current_partial_cas_attempts`.
+    /// Always 0 (see `current_partial_cas_attempts`).
     pub current_partial_cas_failures: u64,
     /// Class-lock acquisitions that succeeded on the first try-lock probe.
     pub lock_fast_acquire: u64,
@@ -158,7 +166,8 @@ pub struct ClassStats {
     pub total_partial_slabs: u64,
     /// Slabs on full lists, all epochs.
     pub total_full_slabs: u64,
-    /// Slabs still holding objects of an era whose ring slot was re-opened.
+    /// Always 0 (see `list_move_to_orphan`): slabs of an epoch that has not drained stay
+    /// attributed to it.
     pub total_orphan_slabs: u64,
     /// Live objects of this class, all epochs.
     pub live_objects: u64,
@@ -278,8 +287,12 @@ pub struct StatsSnapshot {
     pub epoch_close_recycled_slabs: u64,
     /// Time spent in `epoch_close`, all calls, nanoseconds.
     pub epoch_close_total_ns: u64,
-    /// `epoch_advance` calls.
+    /// Epochs opened by `epoch_advance`.
     pub epoch_advances: u64,
+    /// `epoch_advance` calls refused with `EpochRingFull` (every other ring slot held by an
+    /// epoch that has not drained).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub epoch_advance_refused: u64,
     /// Allocations refused because their epoch was closing.
     pub epoch_closed_errors: u64,
     /// Operations refused because their epoch id was stale.

@@ -26,12 +26,23 @@ fn allocating_in_a_closing_epoch_is_refused_and_counted() {
     assert_eq!(stats.epoch_closed_errors, 2);
     assert_eq!(stats.classes[0].slow_path_epoch_closed, 2);
     assert_eq!(stats.epoch_close_calls, 1, "counted once per call");
+    // The run published for the allocation holds more slabs than the one used: the close
+    // recycled all of them but the one with the live object.
+    let held = stats.epochs[0].total_partial_slabs + stats.epochs[0].total_full_slabs;
+    assert_eq!(held, 1, "only the slab with the live object is left");
+    let recycled = stats.classes[0].empty_slab_recycled;
+    assert!(
+        recycled >= 1,
+        "the run's unused slabs are recycled by the close"
+    );
     slab.free(h).unwrap();
     let after = slab.stats();
     assert_eq!(
-        after.classes[0].empty_slab_recycled, 1,
+        after.classes[0].empty_slab_recycled,
+        recycled + 1,
         "last free in a closed epoch recycles"
     );
+    assert_eq!(after.epochs[0].estimated_rss_bytes, 0, "the epoch drained");
 }
 
 #[test]
@@ -43,26 +54,31 @@ fn close_recycles_every_empty_slab_and_counts_once_per_call() {
     for h in &handles[1..] {
         slab.free(*h).unwrap();
     }
+    // 310 objects of 128 B fill 10 slabs; runs of 6 slabs were published, so the epoch holds
+    // 12 (the last run's two unused slabs are empty too), carved as one contiguous range.
     let before = slab.stats();
     let epoch = &before.epochs[0];
     assert_eq!(epoch.live_objects, 1);
-    assert_eq!(epoch.total_partial_slabs + epoch.total_full_slabs, 10);
-    assert_eq!(epoch.total_reclaimable_slabs, 9);
+    assert_eq!(epoch.total_partial_slabs + epoch.total_full_slabs, 12);
+    assert_eq!(epoch.total_reclaimable_slabs, 11);
     let recycled = slab.epoch_close(e).unwrap();
     assert_eq!(
-        recycled, 9,
+        recycled, 11,
         "all empty slabs, not the one with a live object"
     );
     let after = slab.stats();
     assert_eq!(after.epoch_close_calls, 1);
-    assert_eq!(after.epoch_close_recycled_slabs, 9);
-    assert_eq!(after.epoch_close_scanned_slabs, 10);
-    assert_eq!(after.classes[2].madvise_calls, 9);
-    assert_eq!(after.classes[2].madvise_bytes, 9 * 4096);
+    assert_eq!(after.epoch_close_recycled_slabs, 11);
+    assert_eq!(after.epoch_close_scanned_slabs, 12);
+    assert_eq!(
+        after.classes[2].madvise_calls, 1,
+        "slabs 1..=11 are contiguous: one madvise for all of them"
+    );
+    assert_eq!(after.classes[2].madvise_bytes, 11 * 4096);
     assert_eq!(after.epochs[0].estimated_rss_bytes, 4096);
-    assert_eq!(after.epochs[0].recycled_slabs, 9);
+    assert_eq!(after.epochs[0].recycled_slabs, 11);
     slab.free(keep).unwrap();
-    assert_eq!(slab.stats().classes[2].empty_slab_recycled, 10);
+    assert_eq!(slab.stats().classes[2].empty_slab_recycled, 12);
 }
 
 #[test]
@@ -72,7 +88,7 @@ fn wrap_around_past_sixteen_advances_makes_old_ids_stale() {
     assert_eq!((first.index(), first.era()), (0, 1));
     let mut seen = vec![first];
     for i in 1..=40 {
-        let e = slab.epoch_advance();
+        let e = slab.epoch_advance().unwrap();
         assert_eq!(e.index(), i % EPOCH_COUNT);
         assert!(e.era() > seen.last().unwrap().era(), "eras only grow");
         assert_eq!(slab.epoch_current(), e);
@@ -95,10 +111,11 @@ fn wrap_around_past_sixteen_advances_makes_old_ids_stale() {
 }
 
 #[test]
-fn reopening_a_slot_never_hands_out_memory_the_old_era_still_uses() {
+fn an_epoch_with_live_objects_keeps_its_slot_and_drains_when_they_are_freed() {
     let slab = quiet();
     let old = slab.epoch_current();
-    // Old era keeps objects alive across the wrap-around, never closed.
+    slab.set_label(old, "kept").unwrap();
+    // The old epoch keeps objects alive across many advances, never closed by the program.
     let kept: Vec<_> = (0..100)
         .map(|i| {
             let p = slab.alloc_ptr(256, old).unwrap();
@@ -108,45 +125,52 @@ fn reopening_a_slot_never_hands_out_memory_the_old_era_still_uses() {
         })
         .collect();
     let kept_addrs: HashSet<usize> = kept.iter().map(|(p, _)| p.as_ptr() as usize).collect();
-    let mut new = old;
-    for _ in 0..EPOCH_COUNT {
-        new = slab.epoch_advance();
-    }
-    assert_eq!(new.index(), old.index(), "same ring slot, new era");
-    assert!(slab.epoch_state(old).is_none());
-    // Allocate a lot in the new era: none of it may overlap a kept object.
-    let fresh: Vec<_> = (0..2000)
-        .map(|_| slab.alloc_ptr(256, new).unwrap())
-        .collect();
-    for p in &fresh {
-        assert!(
-            !kept_addrs.contains(&(p.as_ptr() as usize)),
-            "old era's live object handed out again"
+    let mut fresh = Vec::new();
+    for _ in 0..3 * EPOCH_COUNT {
+        let new = slab.epoch_advance().unwrap();
+        assert_ne!(
+            new.index(),
+            old.index(),
+            "a slot with live objects is never reopened"
         );
+        // Allocate in every new epoch: none of it may overlap a kept object.
+        for _ in 0..50 {
+            let p = slab.alloc_ptr(256, new).unwrap();
+            assert!(
+                !kept_addrs.contains(&(p.as_ptr() as usize)),
+                "old era's live object handed out again"
+            );
+            fresh.push(p);
+        }
+        for p in fresh.drain(..) {
+            slab.free_ptr(p).unwrap();
+        }
     }
+    // The ring came back to the old epoch with nobody inside: it was closed, and stays with
+    // its label and its objects.
+    assert_eq!(slab.epoch_state(old), Some(EpochState::Closing));
+    let stats = slab.stats();
+    let e = &stats.epochs[old.index()];
+    assert_eq!((e.epoch_era, e.label.as_str()), (old.era(), "kept"));
+    assert_eq!(e.live_objects, 100);
+    assert_eq!(stats.classes[4].total_orphan_slabs, 0);
     for (p, v) in &kept {
         // SAFETY: still live.
         let bytes = unsafe { std::slice::from_raw_parts(p.as_ptr(), 256) };
         assert!(bytes.iter().all(|b| b == v), "old-era object clobbered");
     }
-    let stats = slab.stats();
-    assert!(stats.classes[4].total_orphan_slabs >= 1);
-    assert_eq!(
-        stats.epochs[new.index()].live_objects,
-        2000,
-        "orphans are not the new era's"
-    );
     for (p, _) in kept {
         slab.free_ptr(p).unwrap();
     }
+    // Drained: the ring may take the slot again.
     let stats = slab.stats();
-    assert_eq!(
-        stats.classes[4].total_orphan_slabs, 0,
-        "orphans recycled when emptied"
-    );
-    for p in fresh {
-        slab.free_ptr(p).unwrap();
+    assert_eq!(stats.epochs[old.index()].estimated_rss_bytes, 0);
+    let mut reused = false;
+    for _ in 0..EPOCH_COUNT {
+        reused |= slab.epoch_advance().unwrap().index() == old.index();
     }
+    assert!(reused, "a drained slot is reused");
+    assert!(slab.epoch_state(old).is_none(), "and the old id is stale");
 }
 
 #[test]
@@ -250,15 +274,19 @@ fn auto_close_closes_on_last_exit_but_never_a_newer_era() {
     assert_eq!(slab.epoch_state(e), Some(EpochState::Closing));
     assert!(matches!(slab.enter(e), Err(Error::EpochClosed { .. })));
 
-    // A guard outlives its era: the slot is re-opened under a newer era before it exits.
-    let e2 = slab.epoch_advance();
+    // A guard inside an epoch keeps it (ACTIVE, its slot never reopened) however many epochs
+    // are opened after it; its exit then closes that epoch and no other.
+    let e2 = slab.epoch_advance().unwrap();
     let guard = slab.enter_auto_close(e2).unwrap();
     let mut newer = e2;
-    for _ in 0..EPOCH_COUNT {
-        newer = slab.epoch_advance();
+    for _ in 0..3 * EPOCH_COUNT {
+        newer = slab.epoch_advance().unwrap();
+        assert_ne!(newer.index(), e2.index());
     }
-    assert_eq!(newer.index(), e2.index());
+    assert_eq!(slab.epoch_state(e2), Some(EpochState::Active));
+    assert_eq!(slab.refcount(e2).unwrap(), 1);
     drop(guard);
+    assert_eq!(slab.epoch_state(e2), Some(EpochState::Closing));
     assert_eq!(
         slab.epoch_state(newer),
         Some(EpochState::Active),
@@ -312,7 +340,7 @@ fn leak_report_names_closed_epochs_still_held_by_a_domain() {
     slab.set_label(e, "background-worker-3").unwrap();
     let _leaked = slab.enter(e).unwrap();
     let _h = slab.alloc(512, e).unwrap();
-    let other = slab.epoch_advance();
+    let other = slab.epoch_advance().unwrap();
     slab.set_label(other, "request").unwrap();
     slab.epoch_close(e).unwrap();
     let snap = slab.stats();

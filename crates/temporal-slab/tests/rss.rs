@@ -25,7 +25,7 @@ fn closing_an_epoch_returns_at_least_80_percent_of_64_mib_to_the_kernel() {
     for p in ptrs.drain(..) {
         slab.free_ptr(p).unwrap();
     }
-    let next = slab.epoch_advance();
+    let next = slab.epoch_advance().unwrap();
     slab.epoch_close(epoch).unwrap();
     let after_close = process_rss_bytes().unwrap();
     let released = after_alloc.saturating_sub(after_close);

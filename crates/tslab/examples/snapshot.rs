@@ -19,7 +19,7 @@ fn main() {
     for h in handles.iter().step_by(2) {
         alloc.free(*h).expect("free");
     }
-    let b = alloc.epoch_advance();
+    let b = alloc.epoch_advance().expect("advance");
     alloc.set_label(b, "background").expect("label");
     alloc.inc_refcount(b).expect("refcount");
     alloc.epoch_close(a).expect("close");

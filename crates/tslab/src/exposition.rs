@@ -3,8 +3,9 @@
 //! [`render`] writes the OpenMetrics text format (`# EOF`-terminated, [`CONTENT_TYPE`]), which
 //! Prometheus asks for when it scrapes. [`render_text`] writes the classic Prometheus text format
 //! 0.0.4 ([`TEXT_CONTENT_TYPE`]) that `promtool check metrics`, node_exporter's textfile collector
-//! and older scrapers read. Metric names, types and labels are listed in `docs/metrics.md`. A snapshot is a point-in-time copy, so every render builds a
-//! fresh registry from it: nothing is shared with the allocator's counters.
+//! and older scrapers read. Metric names, types and labels are listed in `docs/metrics.md`. A
+//! snapshot is a point-in-time copy, so every render builds a fresh registry from it: nothing is
+//! shared with the allocator's counters.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -133,13 +134,22 @@ fn global(b: &mut Builder, s: &Snapshot) {
         "Entries in the epoch label registry",
         u64::from(s.label_registry.count),
     );
-    let counters: [(&str, &str, u64); 11] = [
+    let counters: [(&str, &str, u64); 12] = [
         (
             "slabs_carved",
             "Slabs carved from the reservation",
             s.slabs_carved,
         ),
-        ("epoch_advances", "epoch_advance calls.", s.epoch_advances),
+        (
+            "epoch_advances",
+            "Epochs opened by epoch_advance",
+            s.epoch_advances,
+        ),
+        (
+            "epoch_advance_refused",
+            "epoch_advance calls refused because every other ring slot held an epoch that had not drained",
+            s.epoch_advance_refused,
+        ),
         ("epoch_close", "epoch_close calls.", s.epoch_close_calls),
         (
             "epoch_close_scanned_slabs",

@@ -82,6 +82,19 @@ pub enum Error {
     /// A command-line value is invalid.
     #[error("{0}")]
     Usage(String),
+    /// The demo could not open a batch epoch: every other ring slot stayed held by an epoch
+    /// that had not drained for the whole wait (`source` is the allocator's last refusal).
+    #[error(
+        "no epoch ring slot drained within {}: {source}",
+        humantime::format_duration(*waited)
+    )]
+    EpochRingFull {
+        /// How long the worker waited, retrying.
+        waited: std::time::Duration,
+        /// The allocator's refusal (`EpochRingFull`, or `StaleEpoch` for an epoch reused before
+        /// it could be held).
+        source: temporal_slab::Error,
+    },
     /// The allocator refused something the demo asked.
     #[error("allocator: {0}")]
     Alloc(#[from] temporal_slab::Error),

@@ -59,6 +59,10 @@ pub struct Summary {
     pub epoch_close_calls: u64,
     /// Mean `epoch_close` time, microseconds.
     pub epoch_close_mean_us: f64,
+    /// Epochs opened by `epoch_advance`.
+    pub epoch_advances: u64,
+    /// `epoch_advance` calls refused because the ring was full of epochs that had not drained.
+    pub epoch_advance_refused: u64,
     /// Whether the snapshot carries epoch data.
     pub has_epochs: bool,
     /// ACTIVE epochs.
@@ -112,6 +116,8 @@ impl Summary {
             } else {
                 s.epoch_close_total_ns as f64 / s.epoch_close_calls as f64 / 1e3
             },
+            epoch_advances: s.epoch_advances,
+            epoch_advance_refused: s.epoch_advance_refused,
             has_epochs: s.epochs.is_some(),
             epochs_active: state_count("ACTIVE"),
             epochs_closing: state_count("CLOSING"),
@@ -168,6 +174,11 @@ impl fmt::Display for Summary {
             f,
             "  epoch_close    {} calls, mean {:.1} us",
             self.epoch_close_calls, self.epoch_close_mean_us
+        )?;
+        writeln!(
+            f,
+            "  epoch_advance  {} epochs opened, {} refused (ring full of epochs not drained)",
+            self.epoch_advances, self.epoch_advance_refused
         )?;
         if !self.has_epochs {
             return writeln!(f, "  epochs         (no epoch data in this snapshot)");

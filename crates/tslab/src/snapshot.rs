@@ -83,9 +83,13 @@ pub struct Snapshot {
     /// Time spent in `epoch_close`, nanoseconds.
     #[serde(default)]
     pub epoch_close_total_ns: u64,
-    /// `epoch_advance` calls.
+    /// Epochs opened by `epoch_advance`.
     #[serde(default)]
     pub epoch_advances: u64,
+    /// `epoch_advance` calls refused because every other ring slot held an epoch that had not
+    /// drained (`EpochRingFull`); 0 in snapshots written before the field existed.
+    #[serde(default)]
+    pub epoch_advance_refused: u64,
     /// Allocations refused because their epoch was CLOSING.
     #[serde(default)]
     pub epoch_closed_errors: u64,
@@ -152,7 +156,8 @@ pub struct ClassSnapshot {
     pub list_move_partial_to_full: u64,
     /// List moves full -> partial.
     pub list_move_full_to_partial: u64,
-    /// Slabs orphaned when their ring slot was re-opened.
+    /// Slabs orphaned when their ring slot was re-opened (always 0 from an allocator that
+    /// reopens only drained slots; kept for older snapshots).
     pub list_move_to_orphan: u64,
     /// Empty slabs recycled.
     pub empty_slab_recycled: u64,
@@ -188,7 +193,7 @@ pub struct ClassSnapshot {
     pub total_partial_slabs: u64,
     /// Slabs on full lists now.
     pub total_full_slabs: u64,
-    /// Orphaned slabs now.
+    /// Orphaned slabs now (always 0 from an allocator that reopens only drained slots).
     pub total_orphan_slabs: u64,
     /// Live objects now.
     pub live_objects: u64,
@@ -395,6 +400,7 @@ impl From<&StatsSnapshot> for Snapshot {
             epoch_close_recycled_slabs: s.epoch_close_recycled_slabs,
             epoch_close_total_ns: s.epoch_close_total_ns,
             epoch_advances: s.epoch_advances,
+            epoch_advance_refused: s.epoch_advance_refused,
             epoch_closed_errors: s.epoch_closed_errors,
             stale_epoch_errors: s.stale_epoch_errors,
             handle_errors: s.handle_errors,

@@ -210,6 +210,68 @@ fn export_prometheus_passes_promtool_and_escapes_labels() {
 }
 
 #[test]
+fn refused_epoch_advances_are_exported_as_a_counter_and_summarized() {
+    // A real refusal: every ring slot held by a reference, then three advances refused.
+    let alloc = temporal_slab::SlabAllocator::new().unwrap();
+    alloc.inc_refcount(alloc.epoch_current()).unwrap();
+    for _ in 1..temporal_slab::EPOCH_COUNT {
+        let e = alloc.epoch_advance().unwrap();
+        alloc.inc_refcount(e).unwrap();
+    }
+    for _ in 0..3 {
+        assert!(matches!(
+            alloc.epoch_advance(),
+            Err(temporal_slab::Error::EpochRingFull { .. })
+        ));
+    }
+    let snap = tslab::Snapshot::of(&alloc);
+    assert_eq!(snap.epoch_advance_refused, 3);
+    let dir = common::temp_dir("refused");
+    let f = write(&dir.join("full.json"), &snap.to_json_pretty());
+
+    let text = stdout(&run(&["export", "prometheus", &f]));
+    assert!(
+        text.contains("# TYPE temporal_slab_epoch_advance_refused_total counter\n")
+            && text.contains("\ntemporal_slab_epoch_advance_refused_total 3\n")
+            && text.contains("\ntemporal_slab_epoch_advances_total 15\n"),
+        "{text}"
+    );
+    let om = stdout(&run(&[
+        "export",
+        "prometheus",
+        "--format",
+        "openmetrics",
+        "--prefix",
+        "myapp_slab",
+        &f,
+    ]));
+    assert!(
+        om.contains("# TYPE myapp_slab_epoch_advance_refused counter\n")
+            && om.contains("\nmyapp_slab_epoch_advance_refused_total 3\n"),
+        "{om}"
+    );
+    let o = run(&["stats", &f]);
+    assert!(
+        stdout(&o).contains("epoch_advance  15 epochs opened, 3 refused"),
+        "{}",
+        stdout(&o)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&run(&["stats", "--json", &f]))).unwrap();
+    assert_eq!(v["epoch_advance_refused"], 3);
+    if let Some(promtool) = promtool() {
+        let mut cmd = Command::new(promtool);
+        let out = with_stdin(cmd.args(["check", "metrics"]), &text);
+        assert!(
+            out.status.success(),
+            "promtool check metrics failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
 fn diff_exit_codes() {
     let dir = common::temp_dir("diff");
     let snap = common::snapshot();
@@ -338,7 +400,7 @@ fn watch_and_top_window_on_a_live_endpoint() {
         std::thread::spawn(move || {
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let e = alloc.epoch_advance();
+                let e = alloc.epoch_advance().unwrap();
                 let hs: Vec<_> = (0..2000).map(|_| alloc.alloc(128, e).unwrap()).collect();
                 for h in hs {
                     alloc.free(h).unwrap();

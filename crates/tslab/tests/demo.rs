@@ -193,6 +193,7 @@ fn assert_ran(report: &demo::DemoReport, requests: u64) {
     // The ring wrapped: 2000 / 16 batches is far more than 16 slots.
     assert!(report.batches > 16);
     assert_eq!(snap.epoch_advances, report.batches);
+    assert_eq!(snap.epoch_advance_refused, 0, "the ring never ran full");
     assert_eq!(snap.stale_epoch_errors, 0);
     assert_eq!(snap.epoch_closed_errors, 0);
     assert_eq!(report.top_epochs.len(), 5);
@@ -204,7 +205,7 @@ fn assert_ran(report: &demo::DemoReport, requests: u64) {
 }
 
 #[test]
-fn a_run_with_inject_leak_leaves_exactly_one_closing_epoch_with_refcount_1() {
+fn a_run_with_inject_leak_leaves_exactly_one_closing_epoch_with_refcount_1_from_the_first_batch() {
     let dir = tempdir("leak");
     let json_out = dir.join("snap.json");
     let report = demo::run(&DemoArgs {
@@ -230,12 +231,34 @@ fn a_run_with_inject_leak_leaves_exactly_one_closing_epoch_with_refcount_1() {
         ),
         (leak.epoch_id, leak.epoch_era, leak.label.as_str())
     );
+    assert_eq!(reported.batch, 0, "--inject-leak leaks in the first batch");
     assert_eq!(
         report.top_epochs[0].epoch_era, leak.epoch_era,
         "the leak ranks first"
     );
-    // The leak batch is the run's last epoch.
-    assert_eq!(leak.epoch_era, snap.current_era);
+    // The leak came first and stayed while every later batch advanced the ring (2000 / 16 =
+    // 125 batches; with 2 workers at most one other batch started with it).
+    assert!(leak.epoch_era < snap.current_era);
+    assert!(
+        reported.epochs_opened_after >= report.batches - 2,
+        "{} epochs opened after the leak of {} batches",
+        reported.epochs_opened_after,
+        report.batches
+    );
+    assert!(
+        reported.epochs_opened_after > 16,
+        "the ring wrapped after it"
+    );
+    let mut text = Vec::new();
+    report.print_human(&mut text).expect("print");
+    let text = String::from_utf8(text).expect("utf-8");
+    assert!(
+        text.contains(&format!(
+            "in batch 0: CLOSING with a domain never left; still held after {} later epochs",
+            reported.epochs_opened_after
+        )),
+        "{text}"
+    );
 
     // --json-out: the same final state, readable by tslab.
     let text = std::fs::read_to_string(&json_out).expect("--json-out written");
@@ -295,6 +318,216 @@ fn one_worker_and_a_single_request_still_leak_one_epoch() {
         .collect();
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].label, format!("leak:{}", report.kinds[0].label));
+}
+
+#[test]
+fn inject_leak_at_n_leaks_in_batch_n_labeled_with_that_batch_kind() {
+    let report = demo::run(&DemoArgs {
+        inject_leak: false,
+        inject_leak_at: Some(20),
+        workers: 1,
+        ..args(800, false)
+    })
+    .expect("demo runs");
+    assert_ran(&report, 800);
+    let leak = report.leaked.as_ref().expect("batch 20 leaked");
+    assert_eq!(leak.batch, 20);
+    // One worker: batches run in order, batch b has kind b % kinds.
+    let kind = &report.kinds[20 % report.kinds.len()].label;
+    assert_eq!(leak.label, format!("leak:{kind}"));
+    let held: Vec<_> = report
+        .snapshot
+        .epochs()
+        .iter()
+        .filter(|e| e.refcount > 0)
+        .collect();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(
+        (held[0].epoch_id, held[0].epoch_era),
+        (leak.epoch_id, leak.epoch_era)
+    );
+    // 50 batches: batch 20 was the 21st epoch opened, 29 came after it.
+    assert_eq!(report.batches, 50);
+    assert_eq!(leak.epochs_opened_after, 29);
+    assert_eq!(report.inject_leak_at, Some(20));
+}
+
+#[test]
+fn inject_leak_at_past_the_last_batch_is_a_usage_error() {
+    // 100 requests in batches of 16: batches 0 to 6.
+    let err = demo::run(&DemoArgs {
+        inject_leak_at: Some(7),
+        ..args(100, false)
+    })
+    .expect_err("no batch 7");
+    assert!(matches!(err, Error::Usage(_)), "{err:?}");
+    assert!(err.to_string().contains("batches 0 to 6"), "{err}");
+    let report = demo::run(&DemoArgs {
+        inject_leak_at: Some(6),
+        listen: Listen::Off,
+        ..args(100, false)
+    })
+    .expect("batch 6 is the last");
+    assert_eq!(report.leaked.expect("leaked").batch, 6);
+}
+
+#[test]
+fn a_batch_epoch_held_by_its_reference_survives_any_number_of_advances() {
+    let alloc = SlabAllocator::new().expect("reserve");
+    let batch = demo::open_batch_epoch(&alloc, "batch", Duration::from_secs(1)).expect("open");
+    let id = batch.id();
+    let h = alloc.alloc(100, id).expect("alloc");
+    assert_eq!(alloc.refcount(id).unwrap(), 1, "the batch's own reference");
+    // Another worker runs 40 batches meanwhile: the ring goes round 2.5 times.
+    for _ in 0..40 {
+        let other = demo::open_batch_epoch(&alloc, "other", Duration::from_secs(1)).expect("open");
+        let o = alloc.alloc(64, other.id()).expect("alloc");
+        alloc.free(o).expect("free");
+        other.close().expect("close");
+        assert_ne!(alloc.epoch_current().index(), id.index());
+    }
+    assert_eq!(alloc.epoch_state(id), Some(EpochState::Active));
+    assert_eq!(alloc.label(id).unwrap(), "batch");
+    assert!(alloc.get(h).is_some(), "the batch's object is still valid");
+    alloc.alloc(100, id).expect("the batch can still allocate");
+    assert_eq!(alloc.stats().epoch_advance_refused, 0);
+    batch.close().expect("close");
+    assert_eq!(alloc.epoch_state(id), Some(EpochState::Closing));
+    assert_eq!(alloc.refcount(id).unwrap(), 0);
+}
+
+/// Holds every ring slot with a reference: the current one and 15 advances.
+fn fill_the_ring(alloc: &SlabAllocator) -> Vec<temporal_slab::EpochId> {
+    let mut held = vec![alloc.epoch_current()];
+    alloc.inc_refcount(held[0]).unwrap();
+    for _ in 1..temporal_slab::EPOCH_COUNT {
+        let e = alloc.epoch_advance().expect("a drained slot");
+        alloc.inc_refcount(e).unwrap();
+        held.push(e);
+    }
+    held
+}
+
+#[test]
+fn a_full_ring_is_a_typed_error_after_the_bounded_wait() {
+    let alloc = SlabAllocator::new().expect("reserve");
+    fill_the_ring(&alloc);
+    let current = alloc.epoch_current();
+    let started = std::time::Instant::now();
+    let err = demo::open_batch_epoch(&alloc, "x", Duration::from_millis(100)).expect_err("full");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(100) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    match &err {
+        Error::EpochRingFull { waited, source } => {
+            assert!(*waited >= Duration::from_millis(100));
+            assert!(
+                matches!(source, temporal_slab::Error::EpochRingFull { held: 15 }),
+                "{source:?}"
+            );
+        }
+        other => panic!("expected EpochRingFull, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(
+        text.starts_with("no epoch ring slot drained within 100ms: cannot advance the epoch")
+            && !text.contains('\n'),
+        "{text}"
+    );
+    assert_eq!(alloc.epoch_current(), current, "nothing changed");
+    let stats = alloc.stats();
+    assert!(
+        stats.epoch_advance_refused >= 2,
+        "it retried: {}",
+        stats.epoch_advance_refused
+    );
+    assert_eq!(
+        Snapshot::of(&alloc).epoch_advance_refused,
+        stats.epoch_advance_refused
+    );
+}
+
+#[test]
+fn a_full_ring_waits_until_a_slot_drains() {
+    let alloc = SlabAllocator::new().expect("reserve");
+    let held = fill_the_ring(&alloc);
+    let freed = held[5];
+    let opened = std::thread::scope(|s| {
+        let waiter = s.spawn(|| demo::open_batch_epoch(&alloc, "late", Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "the ring is still full");
+        alloc.epoch_close(freed).unwrap();
+        alloc.dec_refcount(freed).unwrap();
+        let batch = waiter
+            .join()
+            .expect("no panic")
+            .expect("opens once a slot drained");
+        let id = batch.id();
+        assert_eq!(alloc.refcount(id).unwrap(), 1);
+        assert_eq!(alloc.label(id).unwrap(), "late");
+        batch.close().unwrap();
+        id
+    });
+    assert_eq!(opened.index(), freed.index(), "the one slot that drained");
+    assert!(opened.era() > freed.era());
+    assert!(alloc.stats().epoch_advance_refused >= 1);
+}
+
+#[test]
+fn the_leak_in_the_first_batch_stays_on_the_endpoint_while_later_batches_run() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let runner = std::thread::spawn(move || {
+        demo::run(&DemoArgs {
+            listen: Listen::On(addr),
+            // 1000 batches, a few seconds in a debug build.
+            batch: 4,
+            ..args(4000, true)
+        })
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    // (era of the leak, epoch_advances when it was first seen)
+    let mut first: Option<(u64, u64)> = None;
+    let mut seen = None;
+    while std::time::Instant::now() < deadline && !runner.is_finished() {
+        let Some(snap) = http_get(addr, "/stats.json")
+            .ok()
+            .and_then(|r| r.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()))
+            .and_then(|b| Snapshot::from_json(&b, "endpoint").ok())
+        else {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        };
+        let leak = snap
+            .epochs()
+            .iter()
+            .find(|e| e.label.starts_with("leak:"))
+            .cloned();
+        match (first, leak) {
+            (None, Some(l)) => first = Some((l.epoch_era, snap.epoch_advances)),
+            (Some((era, at)), Some(l)) => {
+                assert_eq!(l.epoch_era, era, "the same leaked epoch");
+                assert_eq!((l.state, l.refcount), (EpochState::Closing, 1));
+                assert!(l.live_objects > 0);
+                if snap.epoch_advances >= at + 100 && !runner.is_finished() {
+                    seen = Some((at, snap.epoch_advances));
+                    break;
+                }
+            }
+            (Some(_), None) => panic!("the leaked epoch vanished from /stats.json"),
+            (None, None) => {}
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let report = runner.join().expect("no panic").expect("demo runs");
+    let (at, later) = seen.expect("saw the leak and 100 later advances while the demo ran");
+    assert!(later - at >= 100);
+    assert_eq!(report.leaked.expect("leaked").epoch_era, first.unwrap().0);
 }
 
 #[test]
@@ -583,6 +816,26 @@ fn the_cli_demo_writes_a_snapshot_whose_top_epoch_by_refcount_is_the_leak() {
         .find(|l| l.contains("CLOSING"))
         .expect("an epoch row");
     assert!(first.contains("leak:"), "{text}");
+
+    // --help documents both leak switches; an out-of-range batch is a one-line usage error.
+    let help = std::process::Command::new(exe)
+        .args(["demo", "--help"])
+        .output()
+        .expect("run tslab demo --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--inject-leak-at <N>") && help.contains("same as --inject-leak-at 0"),
+        "{help}"
+    );
+    let bad = std::process::Command::new(exe)
+        .args(["demo", "--requests", "10", "--inject-leak-at", "1"])
+        .args(["--listen", "none", "--quiet"])
+        .output()
+        .expect("run tslab demo");
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--inject-leak-at 1 is out of range"), "{err}");
 
     // --json prints the report as JSON.
     let json = std::process::Command::new(exe)

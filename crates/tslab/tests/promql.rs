@@ -34,9 +34,10 @@ const ROWS: [&str; 5] = [
 ];
 
 /// Alerts of the rule file, in order.
-const ALERTS: [&str; 7] = [
+const ALERTS: [&str; 8] = [
     "EpochLeak",
     "EpochRefcountLeak",
+    "EpochRingExhausted",
     "EpochMemoryLeak",
     "HighLockContention",
     "HighCASRetryRate",
@@ -751,6 +752,36 @@ tests:
         alertname: EpochRefcountLeak
         exp_alerts: []
 
+  # a:9100 is refused 2 epoch advances at 5m: pending from 5m, firing (for: 1m) from 6m, and
+  # resolved once the refusals leave the 5m window. b:9100 is never refused.
+  - name: EpochRingExhausted fires on a refused epoch advance and resolves
+    interval: 1m
+    input_series:
+      - series: 'temporal_slab_epoch_advance_refused_total{job="tslab",instance="a:9100"}'
+        values: '0 0 0 0 0 2 2 2 2 2 2 2 2 2 2 2 2 2 2 2'
+      - series: 'temporal_slab_epoch_advance_refused_total{job="tslab",instance="b:9100"}'
+        values: '0x20'
+    alert_rule_test:
+      - eval_time: 4m
+        alertname: EpochRingExhausted
+        exp_alerts: []
+      - eval_time: 5m
+        alertname: EpochRingExhausted
+        exp_alerts: []
+      - eval_time: 7m
+        alertname: EpochRingExhausted
+        exp_alerts:
+          - exp_labels:
+              severity: critical
+              job: tslab
+              instance: "a:9100"
+            exp_annotations:
+              summary: "temporal-slab on a:9100 refused 2 epoch advance(s): the epoch ring is full"
+              description: "epoch_advance on a:9100 was refused (EpochRingFull) about 2 time(s) in the last 5 minutes: every other slot of the 16-slot epoch ring is held by an epoch that has not drained (a domain still inside, an explicit reference, or live objects), so no new epoch could be opened and the current one stays current. Find the holders with `tslab top --epochs --by refcount http://a:9100` and see EpochRefcountLeak for epochs closed with a domain never exited."
+      - eval_time: 12m
+        alertname: EpochRingExhausted
+        exp_alerts: []
+
   # ACTIVE for 3000 s at 0m: over 3600 s from 11m, firing (for: 5m) from 16m. The CLOSING epoch
   # is just as old but is not ACTIVE.
   - name: EpochLeak fires for an epoch ACTIVE longer than an hour
@@ -1012,6 +1043,10 @@ const DASHBOARD_SERIES: &str = r#"      - series: 'temporal_slab_epoch_refcount{
         values: '0x20'
       - series: 'temporal_slab_epoch_info{job="tslab",instance="b:9100",epoch="3",era="7",state="CLOSING",label="req"}'
         values: '1x20'
+      - series: 'temporal_slab_epoch_advance_refused_total{job="tslab",instance="a:9100"}'
+        values: '0 0 0 0 0 0 0 3 3 3 3 3 3 3 3 3 3 3 3 3 3'
+      - series: 'temporal_slab_epoch_advance_refused_total{job="tslab",instance="b:9100"}'
+        values: '0x20'
       - series: 'temporal_slab_label_info{job="tslab",instance="a:9100",label_id="1",label="request"}'
         values: '1x20'
       - series: 'temporal_slab_label_info{job="tslab",instance="b:9100",label_id="1",label="frame"}'
@@ -1031,7 +1066,16 @@ const DASHBOARD_SERIES: &str = r#"      - series: 'temporal_slab_epoch_refcount{
 "#;
 
 /// (panel title, refId, expected `exp_samples` YAML at 10m).
-const DASHBOARD_EXPECTATIONS: [(&str, &str, &str); 4] = [
+const DASHBOARD_EXPECTATIONS: [(&str, &str, &str); 5] = [
+    (
+        "Epoch advances refused (ring full)",
+        "A",
+        r#"          - labels: '{job="tslab",instance="a:9100"}'
+            value: 3
+          - labels: '{job="tslab",instance="b:9100"}'
+            value: 0
+"#,
+    ),
     (
         "Refcount leaks (CLOSING, refcount > 0, age > 300 s)",
         "A",

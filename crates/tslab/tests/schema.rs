@@ -61,6 +61,33 @@ fn snapshot_without_epochs_is_valid_and_parses() {
 }
 
 #[test]
+fn epoch_advance_refused_is_optional_and_defaults_to_0() {
+    let mut v = serde_json::to_value(common::snapshot()).unwrap();
+    assert_eq!(v["epoch_advance_refused"], 0, "a live snapshot writes it");
+    v["epoch_advance_refused"] = serde_json::json!(7);
+    assert_eq!(errors(&v), Vec::<String>::new());
+    assert_eq!(
+        Snapshot::from_json(&v.to_string(), "new.json")
+            .unwrap()
+            .epoch_advance_refused,
+        7
+    );
+    v["epoch_advance_refused"] = serde_json::json!(-1);
+    assert!(
+        errors(&v)
+            .iter()
+            .any(|e| e.starts_with("/epoch_advance_refused")),
+        "{:?}",
+        errors(&v)
+    );
+    // A snapshot written before the field existed: still valid, read as 0.
+    v.as_object_mut().unwrap().remove("epoch_advance_refused");
+    assert_eq!(errors(&v), Vec::<String>::new());
+    let old = Snapshot::from_json(&v.to_string(), "old.json").expect("parses");
+    assert_eq!(old.epoch_advance_refused, 0);
+}
+
+#[test]
 fn original_minimal_layout_parses() {
     // A snapshot as the original C stats_dump wrote it: integer age, only its own fields.
     let text = r#"{
@@ -75,6 +102,7 @@ fn original_minimal_layout_parses() {
     let v: serde_json::Value = serde_json::from_str(text).unwrap();
     assert_eq!(errors(&v), Vec::<String>::new());
     let snap = Snapshot::from_json(text, "orig.json").unwrap();
+    assert_eq!(snap.epoch_advance_refused, 0);
     assert_eq!(snap.epochs()[0].label, "background-worker-3");
     assert_eq!(snap.epochs()[0].age_sec, 600);
     assert_eq!(

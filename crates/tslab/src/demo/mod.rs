@@ -11,23 +11,32 @@
 //!
 //! ## Batches and epochs
 //! Workers (`--workers`, default 2) take **batches** of `--batch` requests (default 128) of one
-//! document kind from a shared budget (`--requests`, or until `--duration` has passed). Per batch
-//! a worker opens its own epoch with [`SlabAllocator::epoch_advance`], labels it with the kind
-//! (the file name or the generated kind), runs the batch's requests in it, then closes it with
-//! [`SlabAllocator::epoch_close`], which hands the epoch's now empty slabs back to the kernel.
+//! document kind from a shared budget (`--requests`, or until `--duration` has passed); batches
+//! are numbered from 0 in the order they start. Per batch a worker opens its own epoch with
+//! [`open_batch_epoch`]: [`SlabAllocator::epoch_advance`], then
+//! [`SlabAllocator::inc_refcount`] on the new epoch for as long as the batch runs, and the label
+//! (the kind: the file name or the generated kind). It runs the batch's requests in it, then
+//! [`BatchEpoch::close`] closes it with [`SlabAllocator::epoch_close`] (which hands the epoch's
+//! now empty slabs back to the kernel) and drops the batch's reference.
 //!
-//! `epoch_advance` re-opens the next of the ring's 16 slots whatever it holds, so the workers
-//! advance through one coordinator: a worker whose next slot is still held by another worker's
-//! unfinished batch waits until that batch is closed. An epoch is therefore never re-opened
-//! under a batch that is still allocating in it.
+//! `epoch_advance` only reopens a ring slot whose epoch has drained (CLOSING, refcount 0, no live
+//! objects), and the batch's reference keeps its epoch from draining, so however many epochs the
+//! other workers advance meanwhile (15 or 1500), the ring never closes or reuses a running
+//! batch's epoch. The workers need no coordinator. Should every other slot be held,
+//! `epoch_advance` refuses with `EpochRingFull`; a worker then retries for up to
+//! [`RING_WAIT`] and fails with [`Error::EpochRingFull`]. In the demo that cannot happen: at most
+//! `--workers` (up to 14) batches and one leaked epoch hold slots, and a worker that advances
+//! holds none itself, so at most 14 of the 15 slots besides the current one are held.
 //!
 //! ## The injected leak
-//! With `--inject-leak`, worker 0 runs one extra, last batch after all other workers finished,
-//! labeled `leak:` + the kind's label. Its last request's domain guard is `std::mem::forget`-ten
-//! (and its tree with it, as if a handler were stuck holding it), so after the batch's close the
-//! epoch stays CLOSING with refcount 1 and live objects. Nothing advances the ring after it, so it
-//! is in the final snapshot (`--json-out`), on `/metrics` while the endpoint lingers
-//! (`--linger`), and first in `tslab top --epochs --by refcount`.
+//! With `--inject-leak` (or `--inject-leak-at N`, batch `N` instead of the first batch), the
+//! leaking batch is labeled `leak:` + the kind's label and its last request's domain guard is
+//! `std::mem::forget`-ten (and its tree with it, as if a handler were stuck holding it). After
+//! the batch's close and release the epoch stays CLOSING with refcount 1 and live objects, so
+//! `epoch_advance` skips its slot for the rest of the run: it keeps its label, refcount, live
+//! objects and age on `/metrics` and `/stats.json` while every later batch advances the ring,
+//! it is in the final snapshot (`--json-out`) and report ([`LeakedEpoch`]), and it comes first
+//! in `tslab top --epochs --by refcount`.
 //!
 //! ## Observing it
 //! While it runs, `/metrics` and `/stats.json` are served on `--listen` (default
@@ -44,8 +53,8 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -64,11 +73,15 @@ pub const DEFAULT_REQUESTS: u64 = 20_000;
 /// Default `--batch`: requests per epoch.
 pub const DEFAULT_BATCH: usize = 128;
 
-/// Largest `--workers`: every worker holds one of the ring's 16 slots while its batch runs.
+/// Largest `--workers`: every worker holds one of the ring's 16 slots while its batch runs and
+/// the leak holds one, and `epoch_advance` needs a drained slot besides the current one.
 pub const MAX_WORKERS: usize = EPOCH_COUNT - 2;
 
-/// Requests in the leak batch at most (it runs after the other workers finished).
-pub const LEAK_BATCH_MAX: usize = 64;
+/// How long a demo worker waits (in [`open_batch_epoch`]) for a ring slot to drain.
+pub const RING_WAIT: Duration = Duration::from_secs(5);
+
+/// Time between two `epoch_advance` tries while the ring is full.
+const RING_RETRY: Duration = Duration::from_millis(2);
 
 /// Prefix of the leaked epoch's label.
 pub const LEAK_LABEL_PREFIX: &str = "leak:";
@@ -141,10 +154,15 @@ pub struct DemoArgs {
     /// Requests per batch; each batch runs in its own epoch, closed when the batch is done.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH)]
     pub batch: usize,
-    /// Leak one epoch domain on purpose: worker 0's last batch never leaves the domain of its
-    /// last request, so that epoch stays CLOSING with refcount 1 (label "leak:...").
+    /// Leak one epoch domain on purpose, in the first batch (same as --inject-leak-at 0): its
+    /// last request never leaves its domain, so that epoch stays CLOSING with refcount 1 and
+    /// live objects (label "leak:..."), visible however many batches follow.
     #[arg(long)]
     pub inject_leak: bool,
+    /// Leak in batch N instead of the first (0-based, in the order batches start); implies
+    /// --inject-leak.
+    #[arg(long, value_name = "N")]
+    pub inject_leak_at: Option<u64>,
     /// Serve /metrics and /stats.json on this address while running (port 0: any free port;
     /// "none" to disable).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2112")]
@@ -173,12 +191,20 @@ impl Default for DemoArgs {
             duration: None,
             batch: DEFAULT_BATCH,
             inject_leak: false,
+            inject_leak_at: None,
             listen: Listen::On(SocketAddr::from(([127, 0, 0, 1], 2112))),
             json_out: None,
             linger: Duration::ZERO,
             json: false,
             quiet: false,
         }
+    }
+}
+
+impl DemoArgs {
+    /// The batch that leaks: `--inject-leak-at N`, else 0 with `--inject-leak`, else none.
+    pub fn leak_batch(&self) -> Option<u64> {
+        self.inject_leak_at.or(self.inject_leak.then_some(0))
     }
 }
 
@@ -231,7 +257,7 @@ pub struct KindReport {
     pub requests: u64,
 }
 
-/// The epoch leaked by `--inject-leak`.
+/// The epoch leaked by `--inject-leak` / `--inject-leak-at`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LeakedEpoch {
     /// Ring index.
@@ -240,6 +266,11 @@ pub struct LeakedEpoch {
     pub epoch_era: u64,
     /// Label (`leak:` + the batch's kind).
     pub label: String,
+    /// The batch that leaked it (0-based, in the order batches started).
+    pub batch: u64,
+    /// Epochs opened after it, at least (final `epoch_advances` minus the count read just after
+    /// it opened, which may include another worker's advance of the same moment).
+    pub epochs_opened_after: u64,
 }
 
 /// What a demo run did. `Serialize` is the `--json` output (without the final snapshot, which
@@ -270,7 +301,7 @@ pub struct DemoReport {
     pub latency: Latency,
     /// Sums of the per-request counts (`distinct_keys` and `top_key_count` are maxima).
     pub counts: Counts,
-    /// Batches run, the leak batch included.
+    /// Batches run, the leaking one included.
     pub batches: u64,
     /// `epoch_close` calls made by the workers.
     pub epochs_closed: u64,
@@ -278,7 +309,10 @@ pub struct DemoReport {
     pub rss: RssReport,
     /// Up to 5 epochs of the final snapshot, by refcount, then estimated RSS, then live objects.
     pub top_epochs: Vec<EpochSnapshot>,
-    /// The epoch `--inject-leak` leaked.
+    /// The batch asked to leak (`--inject-leak` is batch 0).
+    pub inject_leak_at: Option<u64>,
+    /// The epoch that batch leaked (`None` when no leak was asked, or the run ended before that
+    /// batch started).
     pub leaked: Option<LeakedEpoch>,
     /// The address `/metrics` was served on (the real port when 0 was asked).
     pub listen: Option<SocketAddr>,
@@ -319,6 +353,18 @@ fn check_args(args: &DemoArgs) -> Result<()> {
     if args.duration == Some(Duration::ZERO) {
         return Err(Error::Usage("--duration must be longer than 0".into()));
     }
+    if let (Some(at), None) = (args.leak_batch(), args.duration) {
+        let requests = args.requests.unwrap_or(DEFAULT_REQUESTS);
+        let batches = requests.div_ceil(args.batch as u64);
+        if at >= batches {
+            return Err(Error::Usage(format!(
+                "--inject-leak-at {at} is out of range: {requests} requests in batches of {} \
+                 are batches 0 to {}",
+                args.batch,
+                batches - 1
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -346,12 +392,14 @@ pub fn run_corpus(args: &DemoArgs, corpus: &Corpus) -> Result<DemoReport> {
     let status = !args.quiet;
     if status {
         eprintln!(
-            "tslab demo: {} documents ({}) from {}, {} workers, batch {}{}",
+            "tslab demo: {} documents ({}) from {}, {} workers, batch {}{}{}",
             corpus.documents(),
             human_bytes(corpus.bytes()),
             corpus.source(),
             args.workers,
             args.batch,
+            args.leak_batch()
+                .map_or_else(String::new, |b| format!(", leaking in batch {b}")),
             listen.map_or_else(String::new, |a| format!(
                 "; metrics on http://{a}/metrics and http://{a}/stats.json"
             )),
@@ -366,11 +414,6 @@ pub fn run_corpus(args: &DemoArgs, corpus: &Corpus) -> Result<DemoReport> {
     } else {
         DEFAULT_REQUESTS
     });
-    let leak_reserve = if args.inject_leak {
-        (args.batch.min(LEAK_BATCH_MAX) as u64).min(total)
-    } else {
-        0
-    };
     let kinds = corpus.kinds();
     let progress = progress_bar(args, total);
     let rss_start = temporal_slab::process_rss_bytes().unwrap_or(0);
@@ -382,16 +425,14 @@ pub fn run_corpus(args: &DemoArgs, corpus: &Corpus) -> Result<DemoReport> {
     let shared = Shared {
         alloc: &alloc,
         corpus,
-        ring: Ring::default(),
-        budget: AtomicU64::new(total - leak_reserve),
-        leak_reserve: leak_reserve as usize,
+        ring_wait: RING_WAIT,
+        budget: AtomicU64::new(total),
+        leak_at: args.leak_batch(),
         next_batch: AtomicU64::new(0),
         cursors: kinds.iter().map(|_| AtomicUsize::new(0)).collect(),
         done: AtomicU64::new(0),
         deadline: args.duration.map(|d| start + d),
         abort: AtomicBool::new(false),
-        others_finished: AtomicUsize::new(0),
-        workers: args.workers,
         batch: args.batch,
         leak_labels: kinds.iter().map(|k| leak_label(k.label())).collect(),
     };
@@ -402,7 +443,7 @@ pub fn run_corpus(args: &DemoArgs, corpus: &Corpus) -> Result<DemoReport> {
                 let shared = &shared;
                 std::thread::Builder::new()
                     .name(format!("demo-worker-{w}"))
-                    .spawn_scoped(s, move || shared.worker(w, args.inject_leak))
+                    .spawn_scoped(s, move || shared.worker())
             })
             .collect::<std::io::Result<_>>()
             .map_err(|source| Error::Io {
@@ -469,6 +510,10 @@ pub fn run_corpus(args: &DemoArgs, corpus: &Corpus) -> Result<DemoReport> {
         rss_bytes: rss_end,
     });
     let snapshot = Snapshot::of(&alloc);
+    let leaked = merged.leaked.map(|(mut leak, advances_at_open)| {
+        leak.epochs_opened_after = snapshot.epoch_advances.saturating_sub(advances_at_open);
+        leak
+    });
     if let Some(path) = &args.json_out {
         std::fs::write(path, snapshot.to_json_pretty() + "\n").map_err(|source| Error::Io {
             path: path.display().to_string(),
@@ -532,7 +577,8 @@ pub fn run_corpus(args: &DemoArgs, corpus: &Corpus) -> Result<DemoReport> {
             samples,
         },
         top_epochs,
-        leaked: merged.leaked,
+        inject_leak_at: args.leak_batch(),
+        leaked,
         listen,
         json_out: args.json_out.clone(),
         snapshot,
@@ -588,71 +634,105 @@ fn leak_label(label: &str) -> String {
     text
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Serialises `epoch_advance` among the workers and keeps it off slots whose batch still runs.
-#[derive(Debug, Default)]
-struct Ring {
-    held: Mutex<[bool; EPOCH_COUNT]>,
-    released: Condvar,
-}
-
-/// A ring slot held by one batch; dropping it lets the ring re-open the slot.
+/// One batch's epoch, held by a reference of the batch's own ([`SlabAllocator::inc_refcount`])
+/// from [`open_batch_epoch`] to [`BatchEpoch::close`]. While the reference is held the epoch
+/// cannot drain, so `epoch_advance` skips its slot: no other worker's advance closes or reuses
+/// it, however many it makes. Dropped without `close` (an error path), it closes the epoch and
+/// drops the reference all the same, so a failed batch does not hold the ring.
 #[derive(Debug)]
-struct Lease<'r> {
-    ring: &'r Ring,
+pub struct BatchEpoch<'a> {
+    alloc: &'a SlabAllocator,
     id: EpochId,
-    keep: bool,
+    held: bool,
 }
 
-impl Ring {
-    /// Opens a new epoch labeled `label`, waiting while the slot `epoch_advance` would re-open
-    /// is held by a running batch. Every `epoch_advance` of the allocator goes through here, so
-    /// the slot checked is the slot opened.
-    fn acquire(&self, alloc: &SlabAllocator, label: &str) -> Result<Lease<'_>> {
-        let mut held = lock(&self.held);
-        loop {
-            let next = (alloc.epoch_current().index() + 1) % EPOCH_COUNT;
-            if !held[next] {
-                let id = alloc.epoch_advance();
-                held[id.index()] = true;
-                drop(held);
-                let lease = Lease {
-                    ring: self,
-                    id,
-                    keep: false,
-                };
-                alloc.set_label(id, label)?;
-                return Ok(lease);
-            }
-            // A waiting worker holds no slot, so the holder is running a batch and will
-            // release it: no deadlock.
-            held = self
-                .released
-                .wait(held)
-                .unwrap_or_else(PoisonError::into_inner);
+impl BatchEpoch<'_> {
+    /// The batch's epoch.
+    pub fn id(&self) -> EpochId {
+        self.id
+    }
+
+    /// Closes the epoch ([`SlabAllocator::epoch_close`]: its empty slabs are recycled), then
+    /// drops the batch's reference; returns the slabs the close recycled. Closing first means
+    /// the close always finds the batch's own era (the reference still pins it); once the
+    /// reference is gone the epoch drains, unless a leaked domain still holds it or objects are
+    /// still live, and the ring may reuse its slot.
+    ///
+    /// # Errors
+    /// [`Error::Alloc`] when the allocator refuses the close or the release.
+    pub fn close(mut self) -> Result<u64> {
+        self.held = false;
+        let closed = self.alloc.epoch_close(self.id);
+        let released = self.alloc.dec_refcount(self.id);
+        let recycled = closed?;
+        released?;
+        Ok(recycled)
+    }
+}
+
+impl Drop for BatchEpoch<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            let _ = self.alloc.epoch_close(self.id);
+            let _ = self.alloc.dec_refcount(self.id);
         }
     }
 }
 
-impl Drop for Lease<'_> {
-    fn drop(&mut self) {
-        if !self.keep {
-            lock(&self.ring.held)[self.id.index()] = false;
-            self.ring.released.notify_all();
+/// Opens a new epoch for one batch: [`SlabAllocator::epoch_advance`], a reference on the new
+/// epoch for the batch's duration, and `label`. While every other ring slot is held
+/// (`EpochRingFull`), it tries again every 2 ms for up to `wait`; it also opens another epoch
+/// in the (unlikely) case that the ring came round and reused the new one before the reference
+/// was taken (the reference then fails with `StaleEpoch`, tied to the era it was asked for).
+///
+/// # Errors
+/// [`Error::EpochRingFull`] when no slot drained within `wait` (the allocator counts each
+/// refusal in `epoch_advance_refused`); [`Error::Alloc`] for any other refusal.
+pub fn open_batch_epoch<'a>(
+    alloc: &'a SlabAllocator,
+    label: &str,
+    wait: Duration,
+) -> Result<BatchEpoch<'a>> {
+    let start = Instant::now();
+    loop {
+        let refused = match alloc.epoch_advance() {
+            Ok(id) => match alloc.inc_refcount(id) {
+                Ok(_) => {
+                    let batch = BatchEpoch {
+                        alloc,
+                        id,
+                        held: true,
+                    };
+                    alloc.set_label(id, label)?;
+                    return Ok(batch);
+                }
+                Err(e @ temporal_slab::Error::StaleEpoch { .. }) => e,
+                Err(e) => return Err(e.into()),
+            },
+            Err(e @ temporal_slab::Error::EpochRingFull { .. }) => e,
+            Err(e) => return Err(e.into()),
+        };
+        let waited = start.elapsed();
+        if waited >= wait {
+            return Err(Error::EpochRingFull {
+                waited: Duration::from_millis(waited.as_millis() as u64),
+                source: refused,
+            });
         }
+        std::thread::sleep(RING_RETRY.min(wait - waited));
     }
 }
 
 struct Shared<'a> {
     alloc: &'a SlabAllocator,
     corpus: &'a Corpus,
-    ring: Ring,
-    /// Requests not yet claimed by a batch (the leak batch's are reserved apart).
+    /// How long a worker waits for a drained ring slot.
+    ring_wait: Duration,
+    /// Requests not yet claimed by a batch.
     budget: AtomicU64,
-    leak_reserve: usize,
+    /// The batch that leaks.
+    leak_at: Option<u64>,
+    /// Number of the next batch to start.
     next_batch: AtomicU64,
     /// Next document of each kind.
     cursors: Vec<AtomicUsize>,
@@ -661,9 +741,6 @@ struct Shared<'a> {
     deadline: Option<Instant>,
     /// A worker failed: the others stop.
     abort: AtomicBool,
-    /// Workers other than worker 0 that returned.
-    others_finished: AtomicUsize,
-    workers: usize,
     batch: usize,
     leak_labels: Vec<String>,
 }
@@ -677,7 +754,8 @@ struct WorkerOut {
     epochs_closed: u64,
     counts: Counts,
     per_kind: Vec<u64>,
-    leaked: Option<LeakedEpoch>,
+    /// The leaked epoch and the allocator's `epoch_advances` just after it opened.
+    leaked: Option<(LeakedEpoch, u64)>,
 }
 
 impl WorkerOut {
@@ -713,16 +791,13 @@ impl WorkerOut {
     }
 }
 
-/// Counts a worker other than 0 as finished when dropped (also on error or panic).
-struct Finished<'s, 'a>(&'s Shared<'a>, usize);
+/// Stops the other workers when dropped during a panic.
+struct AbortOnPanic<'s>(&'s AtomicBool);
 
-impl Drop for Finished<'_, '_> {
+impl Drop for AbortOnPanic<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0.abort.store(true, Ordering::Release);
-        }
-        if self.1 != 0 {
-            self.0.others_finished.fetch_add(1, Ordering::AcqRel);
+            self.0.store(true, Ordering::Release);
         }
     }
 }
@@ -745,55 +820,50 @@ impl Shared<'_> {
         }
     }
 
-    fn worker(&self, w: usize, inject_leak: bool) -> Result<WorkerOut> {
-        let finished = Finished(self, w);
+    fn worker(&self) -> Result<WorkerOut> {
+        let _abort = AbortOnPanic(&self.abort);
         let mut out = WorkerOut::new(self.corpus.kinds().len());
-        let result = self.work(w, inject_leak, &mut out);
+        let result = self.work(&mut out);
         if result.is_err() {
             self.abort.store(true, Ordering::Release);
         }
-        drop(finished);
         result.map(|()| out)
     }
 
-    fn work(&self, w: usize, inject_leak: bool, out: &mut WorkerOut) -> Result<()> {
+    fn work(&self, out: &mut WorkerOut) -> Result<()> {
         let kinds = self.corpus.kinds().len() as u64;
         while !self.stopping() {
             let n = self.claim();
             if n == 0 {
                 break;
             }
-            let kind = (self.next_batch.fetch_add(1, Ordering::Relaxed) % kinds) as usize;
-            self.run_batch(kind, n, false, out)?;
-        }
-        if inject_leak && w == 0 {
-            // The leak batch is the run's last, so no advance re-opens its slot afterwards.
-            while self.others_finished.load(Ordering::Acquire) < self.workers - 1 {
-                if self.abort.load(Ordering::Acquire) {
-                    return Ok(());
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            if self.abort.load(Ordering::Acquire) {
-                return Ok(());
-            }
-            let kind = (self.next_batch.fetch_add(1, Ordering::Relaxed) % kinds) as usize;
-            self.run_batch(kind, self.leak_reserve, true, out)?;
+            let batch = self.next_batch.fetch_add(1, Ordering::Relaxed);
+            let kind = (batch % kinds) as usize;
+            self.run_batch(batch, kind, n, self.leak_at == Some(batch), out)?;
         }
         Ok(())
     }
 
-    /// Runs `n` requests of `kind` in a new epoch and closes it; with `leak`, the last
-    /// request's domain (and tree) is never released.
-    fn run_batch(&self, kind: usize, n: usize, leak: bool, out: &mut WorkerOut) -> Result<()> {
+    /// Runs batch `batch`: `n` requests of `kind` in a new epoch held for the batch, then closes
+    /// it. With `leak`, the last request's domain (and tree) is never released, and the batch
+    /// runs all `n` requests even past the deadline, so the leak always happens.
+    fn run_batch(
+        &self,
+        batch: u64,
+        kind: usize,
+        n: usize,
+        leak: bool,
+        out: &mut WorkerOut,
+    ) -> Result<()> {
         let k = &self.corpus.kinds()[kind];
         let label = if leak {
             &self.leak_labels[kind]
         } else {
             k.label()
         };
-        let mut lease = self.ring.acquire(self.alloc, label)?;
-        let id = lease.id;
+        let held = open_batch_epoch(self.alloc, label, self.ring_wait)?;
+        let id = held.id();
+        let advances_at_open = leak.then(|| self.alloc.stats().epoch_advances);
         let epoch = self.alloc.epoch(id);
         for i in 0..n {
             if !leak && self.stopping() {
@@ -812,16 +882,20 @@ impl Shared<'_> {
             out.counts.accumulate(&counts);
             self.done.fetch_add(1, Ordering::Relaxed);
         }
-        self.alloc.epoch_close(id)?;
+        held.close()?;
         out.batches += 1;
         out.epochs_closed += 1;
-        if leak {
-            lease.keep = true;
-            out.leaked = Some(LeakedEpoch {
-                epoch_id: id.index() as u32,
-                epoch_era: id.era(),
-                label: label.to_owned(),
-            });
+        if let Some(advances) = advances_at_open {
+            out.leaked = Some((
+                LeakedEpoch {
+                    epoch_id: id.index() as u32,
+                    epoch_era: id.era(),
+                    label: label.to_owned(),
+                    batch,
+                    epochs_opened_after: 0,
+                },
+                advances,
+            ));
         }
         Ok(())
     }
@@ -981,10 +1055,13 @@ impl DemoReport {
         )?;
         writeln!(
             out,
-            "epochs        {} batches, {} closed ({:.1} us per close)",
+            "epochs        {} batches, {} closed ({:.1} us per close), {} advances, {} refused \
+             (ring full)",
             self.batches,
             self.epochs_closed,
-            snap.epoch_close_total_ns as f64 / snap.epoch_close_calls.max(1) as f64 / 1e3
+            snap.epoch_close_total_ns as f64 / snap.epoch_close_calls.max(1) as f64 / 1e3,
+            snap.epoch_advances,
+            snap.epoch_advance_refused
         )?;
         let r = &self.rss;
         writeln!(
@@ -1022,14 +1099,20 @@ impl DemoReport {
                 e.label
             )?;
         }
-        match &self.leaked {
-            Some(l) => writeln!(
+        match (&self.leaked, self.inject_leak_at) {
+            (Some(l), _) => writeln!(
                 out,
-                "leaked epoch  {} (era {}) label {:?}: CLOSING with a domain never left \
-                 (--inject-leak)",
-                l.epoch_id, l.epoch_era, l.label
+                "leaked epoch  {} (era {}) label {:?} in batch {}: CLOSING with a domain never \
+                 left; still held after {} later epochs",
+                l.epoch_id, l.epoch_era, l.label, l.batch, l.epochs_opened_after
             )?,
-            None => writeln!(out, "leaked epoch  none")?,
+            (None, Some(at)) => writeln!(
+                out,
+                "leaked epoch  none: the run ended after {} batches, before batch {at} \
+                 (--inject-leak-at)",
+                self.batches
+            )?,
+            (None, None) => writeln!(out, "leaked epoch  none")?,
         }
         if let Some(a) = self.listen {
             writeln!(

@@ -29,7 +29,7 @@ pub fn workload() -> SlabAllocator {
     for h in handles.iter().step_by(2) {
         alloc.free(*h).expect("free");
     }
-    let b = alloc.epoch_advance();
+    let b = alloc.epoch_advance().expect("advance");
     alloc.set_label(b, NASTY_LABEL).expect("label");
     alloc.inc_refcount(b).expect("ref");
     alloc.inc_refcount(b).expect("ref");
@@ -37,7 +37,7 @@ pub fn workload() -> SlabAllocator {
         alloc.alloc(200, b).expect("alloc");
     }
     alloc.epoch_close(a).expect("close");
-    let c = alloc.epoch_advance();
+    let c = alloc.epoch_advance().expect("advance");
     for _ in 0..10 {
         alloc.alloc(64, c).expect("alloc");
     }

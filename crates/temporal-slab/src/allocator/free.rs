@@ -1,0 +1,219 @@
+//! Frees: handle and pointer checks, the slot-word protocol, and the list fix-ups a free
+//! triggers (full -> partial, and recycling a slab a free emptied in a closed epoch).
+
+use std::ptr::NonNull;
+
+use super::{SHARDS, Shard, SlabAllocator};
+use crate::class::SHAPES;
+use crate::epoch::EPOCH_COUNT;
+use crate::handle::Handle;
+use crate::slab::{FULL, ListKind, empty_bitmap, free_any, free_generation, is_live};
+use crate::sync::Ordering;
+use crate::{Error, Result, SLAB_SIZE};
+
+#[cfg(feature = "fast-path-counters")]
+use super::count_one;
+
+impl SlabAllocator {
+    /// Frees the object of `handle`.
+    ///
+    /// # Errors
+    /// [`Error::WrongAllocator`] for another allocator's handle, [`Error::InvalidHandle`] for a
+    /// handle naming no slot, [`Error::DoubleFree`] when the slot was already freed, and
+    /// [`Error::StaleHandle`] when it was freed and reused since. None of them changes anything.
+    #[inline]
+    pub fn free(&self, handle: Handle) -> Result<()> {
+        let (class, slab, slot) = self.locate(handle)?;
+        let generation = handle.generation();
+        if let Err(found) = free_generation(self.slot_word(slab, slot), generation) {
+            self.counters.handle_errors.inc();
+            let raw = handle.to_raw();
+            let meta = self.meta(slab);
+            // A recycled slab (cache or overflow, page discarded so its words read zero) has
+            // handed out nothing since its last object was freed: the handle's object was freed.
+            let recycled = meta.list() >= ListKind::Cache;
+            let next = crate::slab::next_generation(generation);
+            return Err(if found == next << 1 || recycled {
+                Error::DoubleFree { handle: raw }
+            } else {
+                Error::StaleHandle {
+                    handle: raw,
+                    current: meta.generation_of(found),
+                    found: generation,
+                }
+            });
+        }
+        let (shard_ix, owner) = super::thread_shard();
+        let shard = &self.classes[class].shards[shard_ix];
+        self.release_slot(class, slab, slot, shard, Some(owner));
+        Ok(())
+    }
+
+    /// The object of `handle`, or `None` when the handle is not live (freed, stale, invalid, or
+    /// another allocator's). The pointer is valid until the object is freed.
+    #[inline]
+    pub fn get(&self, handle: Handle) -> Option<NonNull<u8>> {
+        let (class, slab, slot) = self.locate(handle).ok()?;
+        is_live(self.slot_word(slab, slot), handle.generation())
+            .then(|| self.object(slab, slot, &SHAPES[class]))
+    }
+
+    /// Checks a handle's tag, slab and slot; returns `(class, slab, slot)`.
+    #[inline]
+    fn locate(&self, handle: Handle) -> Result<(usize, u32, u32)> {
+        if handle.tag() != self.tag {
+            self.counters.handle_errors.inc();
+            return Err(Error::WrongAllocator {
+                handle: handle.to_raw(),
+                expected: self.tag,
+                found: handle.tag(),
+            });
+        }
+        let (slab, slot) = (handle.slab(), handle.slot());
+        let invalid = || {
+            self.counters.handle_errors.inc();
+            Error::InvalidHandle {
+                handle: handle.to_raw(),
+            }
+        };
+        if slab >= self.committed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(invalid());
+        }
+        if self.meta(slab).list() == ListKind::Fresh {
+            return Err(invalid());
+        }
+        let (class, shape) = self.shape_of(slab);
+        if slot as usize >= shape.slots {
+            return Err(invalid());
+        }
+        Ok((class, slab, slot))
+    }
+
+    /// Frees the object at `ptr`, which must have come from [`SlabAllocator::alloc_ptr`] (or
+    /// the `Allocator` impl) of this allocator.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPointer`] when `ptr` is outside this allocator, not the start of an
+    /// object, or not live (a double free). Nothing changes then. A pointer freed, then handed
+    /// out again, then freed through its old copy cannot be told from a legitimate free.
+    #[inline]
+    pub fn free_ptr(&self, ptr: NonNull<u8>) -> Result<()> {
+        let addr = ptr.as_ptr() as usize;
+        let base = self.data.base() as usize;
+        let reject = |reason| {
+            self.counters.pointer_errors.inc();
+            Error::InvalidPointer { addr, reason }
+        };
+        let offset = addr.wrapping_sub(base);
+        let committed = self.committed.load(std::sync::atomic::Ordering::Acquire) as usize;
+        if addr < base || offset >= committed * SLAB_SIZE {
+            return Err(reject("outside the allocator's slabs"));
+        }
+        let slab = (offset / SLAB_SIZE) as u32;
+        if self.meta(slab).list() == ListKind::Fresh {
+            return Err(reject("in a slab never used"));
+        }
+        let (class, shape) = self.shape_of(slab);
+        let within = offset % SLAB_SIZE;
+        if within < shape.header {
+            return Err(reject("not the start of an object"));
+        }
+        let (slot, rest) = crate::class::div_by_size(class, within - shape.header);
+        if rest != 0 {
+            return Err(reject("not the start of an object"));
+        }
+        let slot = slot as u32;
+        if slot as usize >= shape.slots {
+            return Err(reject("past the last object of its slab"));
+        }
+        if !free_any(self.slot_word(slab, slot)) {
+            return Err(reject("not live: double free or never allocated"));
+        }
+        let (shard_ix, owner) = super::thread_shard();
+        let shard = &self.classes[class].shards[shard_ix];
+        self.release_slot(class, slab, slot, shard, Some(owner));
+        Ok(())
+    }
+
+    /// Gives a claimed slot back to its slab's bitmap, and fixes up the slab's list when the
+    /// free made a full slab partial, or emptied a slab of a closed epoch.
+    ///
+    /// `counted` is `Some(owner)` for a real free (counted as one, see
+    /// [`super::thread_shard`]), `None` for a slot claimed and given back before it was handed
+    /// out (not an allocation either).
+    #[inline]
+    pub(super) fn release_slot(
+        &self,
+        class: usize,
+        slab: u32,
+        slot: u32,
+        shard: &Shard,
+        counted: Option<bool>,
+    ) {
+        let meta = self.meta(slab);
+        let slots = self.classes[class].shape.slots;
+        let (before, after, retries) = meta.release(slot);
+        #[cfg(feature = "fast-path-counters")]
+        {
+            if let Some(owner) = counted {
+                count_one(&shard.frees_owned, &shard.frees_shared, owner);
+            }
+            if retries > 0 {
+                shard.free_retries.add(u64::from(retries));
+            }
+        }
+        let _ = (shard, retries, counted);
+        if before == FULL || (after == empty_bitmap(slots) && !self.slab_era_live(meta)) {
+            self.fixup(class, slab);
+        }
+    }
+
+    /// Under the slab's home-shard lock: moves a full slab that a free made partial to the
+    /// partial list, and takes off its list a slab that a free emptied in a closed epoch; the
+    /// latter is then recycled with no lock held.
+    #[cold]
+    fn fixup(&self, class: usize, slab: u32) {
+        let meta = self.meta(slab);
+        let label = {
+            let epoch = usize::from(meta.epoch.load(Ordering::Relaxed)) % EPOCH_COUNT;
+            self.epochs[epoch].label_id.load(Ordering::Relaxed)
+        };
+        let slots = self.classes[class].shape.slots;
+        let sealed = loop {
+            let home = usize::from(meta.home.load(Ordering::Relaxed)) % SHARDS;
+            let mut sl = self.lock_shard(class, home, label);
+            if usize::from(meta.home.load(Ordering::Relaxed)) % SHARDS != home {
+                continue; // stolen and republished by another shard while we waited
+            }
+            let epoch = usize::from(meta.epoch.load(Ordering::Relaxed)) % EPOCH_COUNT;
+            match meta.list() {
+                ListKind::Full => {
+                    if !self.slab_era_live(meta) && meta.seal(slots) {
+                        sl.full[epoch] -= 1;
+                        meta.set_list(ListKind::Current);
+                        break true;
+                    }
+                    if meta.bitmap.load(Ordering::Relaxed) != FULL {
+                        sl.full[epoch] -= 1;
+                        self.push(&mut sl.partial[epoch], ListKind::Partial, slab);
+                        // Under the home shard's lock: a single-writer bump.
+                        self.classes[class].shards[home]
+                            .slow
+                            .moves_to_partial
+                            .bump_single_writer();
+                    }
+                }
+                ListKind::Partial if !self.slab_era_live(meta) && meta.seal(slots) => {
+                    self.unlink(&mut sl.partial[epoch], slab);
+                    break true;
+                }
+                // Current: whoever retires it files it; Cache/Overflow: already recycled.
+                _ => {}
+            }
+            break false;
+        };
+        if sealed {
+            self.recycle_slabs(class, &mut [slab]);
+        }
+    }
+}

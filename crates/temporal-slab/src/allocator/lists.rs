@@ -1,0 +1,204 @@
+//! The intrusive lists, filing, and recycling with coalesced `madvise`.
+
+use super::{ClassLists, List, ShardLists, SlabAllocator};
+use crate::SLAB_SIZE;
+use crate::epoch::EPOCH_COUNT;
+use crate::handle::GEN_MASK;
+use crate::slab::{FULL, ListKind, era_tag, next_generation};
+use crate::sync::Ordering;
+
+/// Slabs recycled per batch: sorted, then one `madvise` per contiguous range. 4 KiB on the
+/// stack; no allocation (the allocator may one day serve the global allocator).
+const BATCH: usize = 1024;
+
+/// A chain of sealed slabs waiting to be recycled, linked through their `next` fields (a
+/// sealed slab on no list is owned by whoever sealed it, so nobody else reads its links).
+#[derive(Debug, Default)]
+pub(super) struct Pending {
+    head: u32,
+}
+
+impl SlabAllocator {
+    /// Files a slab taken out of a run, holding its home shard's lock. In a CLOSING epoch an
+    /// empty slab is sealed and returned (the caller recycles it once no lock is held);
+    /// otherwise a full slab is counted full and a slab with room goes on the partial list.
+    pub(super) fn file(&self, sl: &mut ShardLists, class: usize, slab: u32) -> Option<u32> {
+        let meta = self.meta(slab);
+        let c = &self.classes[class];
+        if !self.slab_era_live(meta) && meta.seal(c.shape.slots) {
+            return Some(slab);
+        }
+        let epoch = usize::from(meta.epoch.load(Ordering::Relaxed)) % EPOCH_COUNT;
+        debug_assert_eq!(
+            era_tag(self.epochs[epoch].state.load(Ordering::Acquire) >> 1),
+            meta.era.load(Ordering::Relaxed),
+            "a slab outlived its era"
+        );
+        let home = &c.shards[usize::from(meta.home.load(Ordering::Relaxed)) % super::SHARDS];
+        if meta.bitmap.load(Ordering::Relaxed) == FULL {
+            sl.full[epoch] += 1;
+            meta.set_list(ListKind::Full);
+            home.slow.moves_to_full.bump_single_writer(); // under the home shard's lock
+        } else {
+            self.push(&mut sl.partial[epoch], ListKind::Partial, slab);
+        }
+        None
+    }
+
+    /// Adds a sealed slab (on no list) to a pending chain.
+    pub(super) fn pending_push(&self, pending: &mut Pending, slab: u32) {
+        let meta = self.meta(slab);
+        meta.set_list(ListKind::Current);
+        meta.next.store(pending.head, Ordering::Relaxed);
+        pending.head = slab + 1;
+    }
+
+    /// Recycles every slab of a pending chain, in batches of up to [`BATCH`]. Call with no
+    /// lock held. Returns how many slabs were recycled.
+    pub(super) fn recycle_pending(&self, class: usize, mut pending: Pending) -> u64 {
+        let mut buf = [0u32; BATCH];
+        let mut total = 0;
+        while pending.head != 0 {
+            let mut n = 0;
+            while n < BATCH && pending.head != 0 {
+                let slab = pending.head - 1;
+                pending.head = self.meta(slab).next.load(Ordering::Relaxed);
+                buf[n] = slab;
+                n += 1;
+            }
+            self.recycle_slabs(class, &mut buf[..n]);
+            total += n as u64;
+        }
+        total
+    }
+
+    /// Recycles sealed slabs that are on no list: raises each one's generation floor above
+    /// every generation its slots reached, returns their pages to the kernel (one `madvise` per
+    /// contiguous range with [`super::Config::coalesce_madvise`], else one per slab), then puts
+    /// them in the class's cache or overflow list. Call with no lock held: `madvise` on a large
+    /// range takes a while, and nothing else can touch sealed slabs.
+    pub(super) fn recycle_slabs(&self, class: usize, slabs: &mut [u32]) {
+        let c = &self.classes[class];
+        slabs.sort_unstable();
+        // Reading each slab's slot words touches its page: a TLB miss and a cache miss each.
+        // Prefetching a few slabs ahead overlaps them instead of paying them one by one.
+        const AHEAD: usize = 8;
+        for &slab in slabs.iter().take(AHEAD) {
+            self.prefetch_page(slab);
+        }
+        for (k, &slab) in slabs.iter().enumerate() {
+            if let Some(&ahead) = slabs.get(k + AHEAD) {
+                self.prefetch_page(ahead);
+            }
+            self.raise_floor(class, slab);
+        }
+        let mut i = 0;
+        while i < slabs.len() {
+            let mut j = i + 1;
+            if self.config.coalesce_madvise {
+                while j < slabs.len() && slabs[j] == slabs[j - 1] + 1 {
+                    j += 1;
+                }
+            }
+            c.counters.madvise_calls.inc();
+            let (offset, len) = (slabs[i] as usize * SLAB_SIZE, (j - i) * SLAB_SIZE);
+            // SAFETY: every slab of the range is sealed and on no list: no slot is live and no
+            // claim can succeed, so no reference into its page exists other than transient
+            // atomic reads of slot words, for which zero is a valid value (it stands for the
+            // generation floor just raised).
+            match unsafe { self.data.discard(offset, len) } {
+                Ok(()) => c.counters.madvise_bytes.add(len as u64),
+                Err(_) => c.counters.madvise_failures.inc(),
+            }
+            i = j;
+        }
+        c.counters.recycled_slabs.add(slabs.len() as u64);
+        let mut cl = self.lock_class(class, 0);
+        for &slab in slabs.iter() {
+            self.cache_push(&mut cl, class, slab);
+        }
+        c.counters.cache_size.set(u64::from(cl.cache.len));
+        c.counters.overflow_size.set(u64::from(cl.overflow.len));
+    }
+
+    /// Sets a sealed slab's generation floor one past every generation its slots reached, and
+    /// takes it off its era's slab count.
+    fn raise_floor(&self, class: usize, slab: u32) {
+        let c = &self.classes[class];
+        let meta = self.meta(slab);
+        let floor = meta.gen_floor.load(Ordering::Relaxed);
+        let mut max_generation = floor;
+        for slot in 0..c.shape.slots as u32 {
+            let g = meta.generation_of(self.slot_word(slab, slot).load(Ordering::Relaxed));
+            // Generations wrap at 2^24; take the one furthest ahead of the floor.
+            if g.wrapping_sub(max_generation) & GEN_MASK < (1 << 23) {
+                max_generation = g;
+            }
+        }
+        meta.gen_floor
+            .store(next_generation(max_generation), Ordering::Relaxed);
+        let epoch = usize::from(meta.epoch.load(Ordering::Relaxed)) % EPOCH_COUNT;
+        let slot = &self.epochs[epoch];
+        if era_tag(slot.state.load(Ordering::Acquire) >> 1) == meta.era.load(Ordering::Relaxed) {
+            c.per_epoch[epoch].recycled_slabs.inc();
+        }
+        // SYNC POINT: Release pairs with the Acquire load in `try_reopen`.
+        slot.slabs.fetch_sub(1, Ordering::Release);
+        meta.era.store(0, Ordering::Relaxed);
+    }
+
+    /// Puts a discarded slab in the bounded cache, or on the overflow list when it is full.
+    fn cache_push(&self, cl: &mut ClassLists, class: usize, slab: u32) {
+        let c = &self.classes[class];
+        if cl.cache.len < self.config.empty_cache_slabs {
+            self.push(&mut cl.cache, ListKind::Cache, slab);
+            c.counters.cache_pushes.inc();
+        } else {
+            self.push(&mut cl.overflow, ListKind::Overflow, slab);
+            c.counters.overflow_pushes.inc();
+        }
+    }
+
+    /// Pushes `slab` on `list` (whose lock the caller holds) and marks it as being on `kind`.
+    pub(super) fn push(&self, list: &mut List, kind: ListKind, slab: u32) {
+        let meta = self.meta(slab);
+        meta.prev.store(0, Ordering::Relaxed);
+        meta.next.store(list.head, Ordering::Relaxed);
+        if list.head != 0 {
+            self.meta(list.head - 1)
+                .prev
+                .store(slab + 1, Ordering::Relaxed);
+        }
+        list.head = slab + 1;
+        list.len += 1;
+        meta.set_list(kind);
+    }
+
+    /// Unlinks `slab` from `list` (the list it is on; the caller holds its lock) and marks it
+    /// `Current` (on no list).
+    pub(super) fn unlink(&self, list: &mut List, slab: u32) {
+        let meta = self.meta(slab);
+        let (prev, next) = (
+            meta.prev.load(Ordering::Relaxed),
+            meta.next.load(Ordering::Relaxed),
+        );
+        if prev != 0 {
+            self.meta(prev - 1).next.store(next, Ordering::Relaxed);
+        } else {
+            list.head = next;
+        }
+        if next != 0 {
+            self.meta(next - 1).prev.store(prev, Ordering::Relaxed);
+        }
+        list.len -= 1;
+        meta.prev.store(0, Ordering::Relaxed);
+        meta.next.store(0, Ordering::Relaxed);
+        meta.set_list(ListKind::Current);
+    }
+
+    pub(super) fn pop(&self, list: &mut List) -> Option<u32> {
+        let slab = list.head.checked_sub(1)?;
+        self.unlink(list, slab);
+        Some(slab)
+    }
+}
