@@ -399,3 +399,140 @@ fn snapshot_serializes_with_screaming_states() {
     let json = serde_json::to_string(&slab.stats()).unwrap();
     assert!(json.contains("\"state\":\"ACTIVE\""), "{json}");
 }
+
+#[test]
+fn a_leaked_domain_stays_visible_through_200_advances_and_disappears_when_it_drains() {
+    let slab = quiet();
+    let leaked = slab.epoch_current();
+    slab.set_label(leaked, "background-worker-3").unwrap();
+    let domain = slab.enter(leaked).unwrap();
+    let held: Vec<_> = (0..10).map(|_| slab.alloc(256, leaked).unwrap()).collect();
+    // The program closes the epoch but a handler never leaves its domain.
+    slab.epoch_advance().unwrap();
+    slab.epoch_close(leaked).unwrap();
+    for round in 0..200 {
+        let e = slab.epoch_advance().unwrap();
+        assert_ne!(
+            e.index(),
+            leaked.index(),
+            "round {round}: the leaked slot was reopened"
+        );
+        let hs: Vec<_> = (0..20).map(|_| slab.alloc(96, e).unwrap()).collect();
+        for h in hs {
+            slab.free(h).unwrap();
+        }
+        slab.epoch_close(e).unwrap();
+    }
+    let snap = slab.stats();
+    assert!(snap.epoch_advances >= 200);
+    let e = &snap.epochs[leaked.index()];
+    assert_eq!(e.epoch_era, leaked.era());
+    assert_eq!(e.label, "background-worker-3");
+    assert_eq!(e.state, EpochState::Closing);
+    assert_eq!(e.refcount, 1);
+    assert_eq!(e.live_objects, 10);
+    assert!(e.estimated_rss_bytes >= 4096);
+    let leaks = diag::leak_report(&snap, Duration::ZERO);
+    assert_eq!(leaks.len(), 1, "{leaks:?}");
+    assert_eq!(
+        (
+            leaks[0].epoch_id,
+            leaks[0].epoch_era,
+            leaks[0].refcount,
+            leaks[0].live_objects
+        ),
+        (leaked.index() as u32, leaked.era(), 1, 10)
+    );
+    assert_eq!(leaks[0].label, "background-worker-3");
+
+    // The handler finally leaves and its objects are freed: the epoch drains, the ring takes
+    // the slot again, and nothing reports it any more.
+    drop(domain);
+    for h in held {
+        slab.free(h).unwrap();
+    }
+    assert_eq!(slab.stats().epochs[leaked.index()].estimated_rss_bytes, 0);
+    let mut reused = false;
+    for _ in 0..EPOCH_COUNT {
+        let e = slab.epoch_advance().unwrap();
+        reused |= e.index() == leaked.index();
+        slab.epoch_close(e).unwrap();
+    }
+    assert!(reused, "the drained slot is reused");
+    let snap = slab.stats();
+    assert!(diag::leak_report(&snap, Duration::ZERO).is_empty());
+    assert!(
+        snap.epochs.iter().all(|e| e.epoch_era != leaked.era()),
+        "the drained epoch is gone from the stats"
+    );
+}
+
+#[test]
+fn a_ring_whose_every_slot_is_held_refuses_to_advance_with_a_typed_error() {
+    let slab = quiet();
+    // Hold every slot: a domain inside each of the 16 epochs.
+    let mut domains = Vec::new();
+    let mut epochs = vec![slab.epoch_current()];
+    for _ in 1..EPOCH_COUNT {
+        epochs.push(slab.epoch_advance().unwrap());
+    }
+    for &e in &epochs {
+        domains.push(slab.enter(e).unwrap());
+    }
+    let current = slab.epoch_current();
+    let err = slab.epoch_advance().unwrap_err();
+    assert!(matches!(err, Error::EpochRingFull { held: 15 }), "{err}");
+    assert_eq!(slab.epoch_current(), current, "nothing changed");
+    for &e in &epochs {
+        assert_eq!(
+            slab.epoch_state(e),
+            Some(EpochState::Active),
+            "no epoch was closed"
+        );
+        assert_eq!(slab.refcount(e).unwrap(), 1);
+    }
+    assert_eq!(slab.stats().epoch_advance_refused, 1);
+    // Live objects hold a slot as well as domains do.
+    let h = slab.alloc(64, epochs[1]).unwrap();
+    drop(domains);
+    for &e in &epochs {
+        slab.epoch_close(e).unwrap();
+    }
+    let next = slab.epoch_advance().unwrap();
+    assert_ne!(
+        next.index(),
+        epochs[1].index(),
+        "a slot with a live object is skipped"
+    );
+    slab.free(h).unwrap();
+    assert_eq!(slab.stats().epoch_advance_refused, 1);
+}
+
+#[test]
+fn a_domain_of_an_old_era_never_changes_a_newer_eras_refcount() {
+    let slab = quiet();
+    let old = slab.epoch_current();
+    slab.epoch_advance().unwrap();
+    slab.epoch_close(old).unwrap();
+    // Reopen the old slot under a newer era.
+    let mut newer = None;
+    for _ in 0..EPOCH_COUNT {
+        let e = slab.epoch_advance().unwrap();
+        if e.index() == old.index() {
+            newer = Some(e);
+            break;
+        }
+        slab.epoch_close(e).unwrap();
+    }
+    let newer = newer.expect("the drained slot is reused");
+    slab.inc_refcount(newer).unwrap();
+    assert!(matches!(
+        slab.inc_refcount(old),
+        Err(Error::StaleEpoch { .. })
+    ));
+    assert!(matches!(
+        slab.dec_refcount(old),
+        Err(Error::StaleEpoch { .. })
+    ));
+    assert_eq!(slab.refcount(newer).unwrap(), 1);
+}

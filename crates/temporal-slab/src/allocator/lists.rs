@@ -53,10 +53,12 @@ impl SlabAllocator {
         pending.head = slab + 1;
     }
 
-    /// Recycles every slab of a pending chain, in batches of up to [`BATCH`]. Call with no
-    /// lock held. Returns how many slabs were recycled.
+    /// Recycles every slab of a pending chain, in batches of up to [`BATCH`] (a contiguous
+    /// range that spans two batches still gets one `madvise`). Call with no lock held. Returns
+    /// how many slabs were recycled.
     pub(super) fn recycle_pending(&self, class: usize, mut pending: Pending) -> u64 {
         let mut buf = [0u32; BATCH];
+        let mut carry = None;
         let mut total = 0;
         while pending.head != 0 {
             let mut n = 0;
@@ -66,21 +68,35 @@ impl SlabAllocator {
                 buf[n] = slab;
                 n += 1;
             }
-            self.recycle_slabs(class, &mut buf[..n]);
+            self.recycle_batch(class, &mut buf[..n], &mut carry);
             total += n as u64;
+        }
+        if let Some(range) = carry {
+            self.return_range(class, range);
         }
         total
     }
 
-    /// Recycles sealed slabs that are on no list: raises each one's generation floor above
-    /// every generation its slots reached, returns their pages to the kernel (one `madvise` per
-    /// contiguous range with [`super::Config::coalesce_madvise`], else one per slab), then puts
-    /// them in the class's cache or overflow list. Call with no lock held: `madvise` on a large
-    /// range takes a while, and nothing else can touch sealed slabs.
+    /// Recycles sealed slabs that are on no list (see [`Self::recycle_batch`]). Call with no
+    /// lock held.
     pub(super) fn recycle_slabs(&self, class: usize, slabs: &mut [u32]) {
-        let c = &self.classes[class];
+        let mut carry = None;
+        self.recycle_batch(class, slabs, &mut carry);
+        if let Some(range) = carry {
+            self.return_range(class, range);
+        }
+    }
+
+    /// Raises each slab's generation floor above every generation its slots reached, then
+    /// returns the slabs' pages to the kernel and files them in the class's cache, one
+    /// contiguous range at a time ([`Self::return_range`]): one `madvise` per range with
+    /// [`super::Config::coalesce_madvise`], else one per slab. The last range is left in
+    /// `carry` (the next batch may continue it); ranges not adjacent to it are returned.
+    /// `madvise` on a large range takes a while and nothing else can touch sealed slabs, so
+    /// this runs with no lock held.
+    fn recycle_batch(&self, class: usize, slabs: &mut [u32], carry: &mut Option<(u32, u32)>) {
         slabs.sort_unstable();
-        // Reading each slab's slot words touches its page: a TLB miss and a cache miss each.
+        // Reading each slab's slot words touches its page: a TLB and a cache miss each.
         // Prefetching a few slabs ahead overlaps them instead of paying them one by one.
         const AHEAD: usize = 8;
         for &slab in slabs.iter().take(AHEAD) {
@@ -92,29 +108,53 @@ impl SlabAllocator {
             }
             self.raise_floor(class, slab);
         }
-        let mut i = 0;
-        while i < slabs.len() {
-            let mut j = i + 1;
-            if self.config.coalesce_madvise {
-                while j < slabs.len() && slabs[j] == slabs[j - 1] + 1 {
-                    j += 1;
+        // A batch that ends just below the carried range (chains are often in descending
+        // order) is walked downwards, so it extends the carried range instead of breaking it.
+        let downwards =
+            matches!((*carry, slabs.last()), (Some((start, _)), Some(&last)) if last + 1 == start);
+        let order: &mut dyn Iterator<Item = &u32> = if downwards {
+            &mut slabs.iter().rev()
+        } else {
+            &mut slabs.iter()
+        };
+        for &slab in order {
+            *carry = match *carry {
+                Some((start, end)) if self.config.coalesce_madvise && slab == end => {
+                    Some((start, end + 1))
                 }
-            }
-            c.counters.madvise_calls.inc();
-            let (offset, len) = (slabs[i] as usize * SLAB_SIZE, (j - i) * SLAB_SIZE);
-            // SAFETY: every slab of the range is sealed and on no list: no slot is live and no
-            // claim can succeed, so no reference into its page exists other than transient
-            // atomic reads of slot words, for which zero is a valid value (it stands for the
-            // generation floor just raised).
-            match unsafe { self.data.discard(offset, len) } {
-                Ok(()) => c.counters.madvise_bytes.add(len as u64),
-                Err(_) => c.counters.madvise_failures.inc(),
-            }
-            i = j;
+                Some((start, end)) if self.config.coalesce_madvise && slab + 1 == start => {
+                    Some((slab, end))
+                }
+                previous => {
+                    if let Some(range) = previous {
+                        self.return_range(class, range);
+                    }
+                    Some((slab, slab + 1))
+                }
+            };
         }
-        c.counters.recycled_slabs.add(slabs.len() as u64);
+    }
+
+    /// Returns the pages of sealed slabs `start..end` (floors raised) to the kernel with one
+    /// `madvise`, then puts the slabs in the class's cache or overflow list.
+    fn return_range(&self, class: usize, (start, end): (u32, u32)) {
+        let c = &self.classes[class];
+        c.counters.madvise_calls.inc();
+        let (offset, len) = (
+            start as usize * SLAB_SIZE,
+            (end - start) as usize * SLAB_SIZE,
+        );
+        // SAFETY: every slab of the range is sealed and on no list: no slot is live and no
+        // claim can succeed, so no reference into its page exists other than transient atomic
+        // reads of slot words, for which zero is a valid value (it stands for the generation
+        // floor just raised).
+        match unsafe { self.data.discard(offset, len) } {
+            Ok(()) => c.counters.madvise_bytes.add(len as u64),
+            Err(_) => c.counters.madvise_failures.inc(),
+        }
+        c.counters.recycled_slabs.add(u64::from(end - start));
         let mut cl = self.lock_class(class, 0);
-        for &slab in slabs.iter() {
+        for slab in start..end {
             self.cache_push(&mut cl, class, slab);
         }
         c.counters.cache_size.set(u64::from(cl.cache.len));
