@@ -379,11 +379,13 @@ struct RunConfig {
     system_notrim_trim_threshold: i32,
     /// Bytes of 128-byte objects in the epoch whose close is timed.
     close_epoch_bytes: usize,
+    /// Latency runs per allocator, interleaved; the report gives their medians.
+    latency_rounds: u32,
 }
 
 impl RunConfig {
     fn new(quick: bool) -> RunConfig {
-        let cycles = if quick { 3 } else { 300 };
+        let cycles = if quick { 3 } else { 200 };
         RunConfig {
             quick,
             object_size: OBJECT_SIZE,
@@ -398,6 +400,7 @@ impl RunConfig {
             scaling_batch: SCALING_BATCH,
             system_notrim_trim_threshold: NOTRIM_THRESHOLD,
             close_epoch_bytes: if quick { 8 << 20 } else { 64 << 20 },
+            latency_rounds: if quick { 1 } else { 3 },
         }
     }
 }
@@ -512,6 +515,23 @@ struct Goals {
     rss_after_close_vs_baseline: RatioGoal,
 }
 
+/// The per-figure median of one allocator's rounds (for an even count, the upper median).
+fn median_result(rounds: &[LatencyResult]) -> LatencyResult {
+    fn med<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        v[v.len() / 2]
+    }
+    let mut out = rounds[rounds.len() / 2].clone();
+    out.p50_ns = med(rounds.iter().map(|r| r.p50_ns).collect());
+    out.p99_ns = med(rounds.iter().map(|r| r.p99_ns).collect());
+    out.p999_ns = med(rounds.iter().map(|r| r.p999_ns).collect());
+    out.p9999_ns = med(rounds.iter().map(|r| r.p9999_ns).collect());
+    out.max_ns = med(rounds.iter().map(|r| r.max_ns).collect());
+    out.mean_ns = med(rounds.iter().map(|r| r.mean_ns).collect());
+    out.ops_per_sec = med(rounds.iter().map(|r| r.ops_per_sec).collect());
+    out
+}
+
 fn ratio(a: f64, b: f64) -> f64 {
     if b == 0.0 { f64::NAN } else { a / b }
 }
@@ -607,6 +627,8 @@ struct Report {
     rss: RssResult,
     close: CloseCost,
     goals: Goals,
+    /// Every latency round of every allocator (the results above are their medians).
+    latency_rounds: std::collections::BTreeMap<String, Vec<LatencyResult>>,
 }
 
 fn run_slab(args: &SlabArgs) -> Result<(), BenchError> {
@@ -638,13 +660,36 @@ fn run_slab(args: &SlabArgs) -> Result<(), BenchError> {
             ],
         )
     };
+    // Rounds interleave the allocators (a slow moment of a shared VM then hits all of them);
+    // each allocator's figures are the per-figure medians of its rounds.
+    let order = [
+        AllocName::TemporalSlab,
+        AllocName::System,
+        AllocName::SystemNotrim,
+        AllocName::Mimalloc,
+        AllocName::Jemalloc,
+    ];
+    let mut rounds: Vec<Vec<LatencyResult>> = vec![Vec::new(); order.len()];
+    for round in 0..config.latency_rounds {
+        for (k, &name) in order.iter().enumerate() {
+            progress(&format!("round {}/{}", round + 1, config.latency_rounds));
+            rounds[k].push(latency(name)?);
+        }
+    }
+    let mut medians = rounds.iter().map(|r| median_result(r));
+    let mut next = || medians.next().expect("one per allocator");
     let results = Results {
-        temporal_slab: latency(AllocName::TemporalSlab)?,
-        system: latency(AllocName::System)?,
-        system_notrim: latency(AllocName::SystemNotrim)?,
-        mimalloc: latency(AllocName::Mimalloc)?,
-        jemalloc: latency(AllocName::Jemalloc)?,
+        temporal_slab: next(),
+        system: next(),
+        system_notrim: next(),
+        mimalloc: next(),
+        jemalloc: next(),
     };
+    let latency_rounds = order
+        .iter()
+        .zip(rounds)
+        .map(|(name, r)| (name.as_str().to_owned(), r))
+        .collect();
 
     let scaling_of = |name: AllocName| -> Result<Scaling, BenchError> {
         let run = |threads: usize| -> Result<ScalingRun, BenchError> {
@@ -733,6 +778,7 @@ fn run_slab(args: &SlabArgs) -> Result<(), BenchError> {
         rss,
         close,
         goals,
+        latency_rounds,
     };
     emit_report(&report, args.out.as_deref(), args.json, print_tables).map_err(BenchError::Io)
 }

@@ -37,15 +37,16 @@ pub fn class_for_size(size: usize) -> Option<usize> {
     LOOKUP.get(size.div_ceil(16)).map(|&c| c as usize)
 }
 
-/// Shape of a slab of one class: the first `header` bytes of the 4 KiB page hold one `u32`
-/// slot word per slot (generation and allocated bit), then `slots` objects of `size` bytes.
+/// Shape of a slab of one class: `slots` objects of `size` bytes from the start of the 4 KiB
+/// page. The slots' generation words live out of line (in the allocator's slot-word table), so
+/// the page holds nothing but objects and allocating never touches it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SlabShape {
     /// Object size in bytes.
     pub size: usize,
     /// Objects per slab (at most 64: one bitmap word).
     pub slots: usize,
-    /// Byte offset of the first object: the slot-word array rounded up to 16 bytes.
+    /// Byte offset of the first object in the page (0: the page holds only objects).
     pub header: usize,
 }
 
@@ -54,16 +55,10 @@ const fn shape_of(size: usize) -> SlabShape {
     if slots > 64 {
         slots = 64;
     }
-    loop {
-        let header = (slots * 4).div_ceil(OBJECT_ALIGN) * OBJECT_ALIGN;
-        if header + slots * size <= SLAB_SIZE {
-            return SlabShape {
-                size,
-                slots,
-                header,
-            };
-        }
-        slots -= 1;
+    SlabShape {
+        size,
+        slots,
+        header: 0,
     }
 }
 
@@ -140,11 +135,11 @@ mod tests {
     fn shapes_fit_a_slab_and_keep_16_byte_alignment() {
         for s in SHAPES {
             assert!(s.slots >= 5 && s.slots <= 64, "{s:?}");
-            assert!(s.header >= s.slots * 4 && s.header % 16 == 0, "{s:?}");
+            assert_eq!(s.header % 16, 0, "{s:?}");
             assert!(s.header + s.slots * s.size <= SLAB_SIZE, "{s:?}");
             assert_eq!(s.size % 16, 0);
         }
-        assert_eq!(SHAPES[2].slots, 31, "128-byte class");
-        assert_eq!(SHAPES[0].slots, 60, "64-byte class");
+        assert_eq!(SHAPES[2].slots, 32, "128-byte class");
+        assert_eq!(SHAPES[0].slots, 64, "64-byte class");
     }
 }

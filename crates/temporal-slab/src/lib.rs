@@ -13,10 +13,11 @@
 //!   [`Error::TooLarge`] (the [`Epoch`] allocator sends them to the system allocator instead).
 //! - **Slabs**: 4 KiB pages carved in order from one address-space reservation made with `mmap`
 //!   and never moved, so an object's address finds its slab with a subtraction and a shift. A
-//!   slab holds objects of one class: its page starts with one `u32` slot word per slot
-//!   (generation and allocated bit), then the objects ([`SlabShape`]). Its bookkeeping (slot
-//!   bitmap, owning epoch and era, list links, generation floor: 32 bytes) lives out of line,
-//!   so returning the page to the kernel loses nothing that matters.
+//!   slab holds objects of one class and nothing else ([`SlabShape`]). Its slot words (one
+//!   `u32` per slot: generation and allocated bit) live in a dense table beside the slabs, and
+//!   its bookkeeping (slot bitmap, owning epoch and era, list links, generation floor: 32
+//!   bytes) in a metadata region, so allocating never touches an object's page and returning
+//!   the page to the kernel loses nothing that matters.
 //! - **Runs and lists**: per class, epoch and shard a **run** of published slabs the fast path
 //!   allocates from (enough for about 150 objects), a partial list and a count of full slabs;
 //!   per class a bounded cache of recycled slabs with an overflow list.
@@ -104,7 +105,7 @@
 //! path runs once per run of slabs (about 150 objects, so under 1% of allocations): it files
 //! the run's slabs and publishes a new run from the shard's partial slabs, then slabs stolen
 //! from other shards (try-lock only), then recycled ones (class lock), then fresh ones, and
-//! prefetches their pages. Lock holders never allocate and never print; `epoch_close` returns
+//! prefetches their slot words. Lock holders never allocate and never print; `epoch_close` returns
 //! empty slabs to the kernel with one `madvise` per contiguous range, with no lock held.
 //! Measurements against glibc, mimalloc and jemalloc: `cargo run --release -p bench -- slab`.
 //!

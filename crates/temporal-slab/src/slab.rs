@@ -1,9 +1,10 @@
 //! One slab: its out-of-line metadata, and the lock-free protocols on it.
 //!
-//! A slab is one 4 KiB page of the reservation. Its page holds the slot words (a `u32` per slot:
-//! generation << 1 | allocated) then the objects; everything else about it lives in a
-//! [`SlabMeta`] of 32 bytes in a separate metadata region that is never discarded, so `madvise`
-//! on the page loses nothing but object bytes and slot words (see "generation floor" below).
+//! A slab is one 4 KiB page of the reservation, holding nothing but objects. Its slot words (a
+//! `u32` per slot: generation << 1 | allocated) live out of line in the allocator's slot-word
+//! table, and everything else about it in a [`SlabMeta`] of 32 bytes in a metadata region that
+//! is never discarded, so `madvise` on the page (and on the table's pages, with it) loses
+//! nothing but object bytes and slot words (see "generation floor" below).
 //!
 //! # The slot bitmap
 //! `bitmap` has one bit per slot, 1 = taken. Bits at positions `>= slots` are permanently 1, so
@@ -34,8 +35,8 @@
 //! so a stale or doubled handle can never free a slot that was reused since: the reused slot's
 //! word carries a later generation. A word of 0 means "not used since the page was discarded"
 //! and stands for the slab's **generation floor** (`gen_floor`, one past every generation the
-//! slab's slots reached before the discard), so reusing a recycled slab writes nothing to its
-//! page: the page is first touched by the first allocation from it. Generation 0 is therefore
+//! slab's slots reached before the discard), so reusing a recycled slab writes nothing: its
+//! words are first written by the first allocation from it. Generation 0 is therefore
 //! never produced by a free (it is skipped on wrap-around) and only exists on slabs that were
 //! never recycled (floor 0).
 

@@ -64,6 +64,7 @@ pub(crate) struct ClassCounters {
     pub madvise_calls: Counter,
     pub madvise_bytes: Counter,
     pub madvise_failures: Counter,
+    pub slot_table_madvise_calls: Counter,
     pub lock_fast: Counter,
     pub lock_contended: Counter,
     #[cfg(feature = "label-contention")]
@@ -145,6 +146,11 @@ pub struct ClassStats {
     pub madvise_bytes: u64,
     /// See `madvise_calls`.
     pub madvise_failures: u64,
+    /// `madvise` calls that returned pages of the slot-word table (the out-of-line generation
+    /// words) with the slabs they describe: one per recycled range that covers a whole table
+    /// page (16 slabs). Not in `madvise_calls`, which counts calls on slab pages.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub slot_table_madvise_calls: u64,
     /// Bitmap CAS attempts and failed attempts, allocation side.
     pub bitmap_alloc_attempts: u64,
     /// See `bitmap_alloc_attempts`.

@@ -3,7 +3,9 @@
 use std::ptr::NonNull;
 use std::sync::TryLockError;
 
-use super::{CHUNK_SLABS, Class, META_SIZE, SHARDS, Shard, SlabAllocator, lock, shard_index};
+use super::{
+    CHUNK_SLABS, Class, META_SIZE, SHARDS, Shard, SlabAllocator, WORDS_SIZE, lock, shard_index,
+};
 use crate::class::{SHAPES, class_for_size};
 use crate::epoch::{EpochId, pack_state};
 use crate::handle::Handle;
@@ -130,9 +132,10 @@ impl SlabAllocator {
     /// Slow path, under this thread's shard lock. If a slab of the run has room again (another
     /// thread of the shard refilled it, or frees made room), point the cursor at it. Otherwise
     /// file every slab of the run (full ones counted, others on the partial list) and publish a
-    /// new run of `run_len` slabs: the shard's partial slabs of the epoch first, then slabs
-    /// stolen from other shards, then recycled ones from the cache or overflow list, then fresh
-    /// ones carved from the reservation. Returns so the caller retries the fast path.
+    /// new run of up to `run_len` slabs: the shard's partial slabs of the epoch first, then
+    /// recycled ones from the cache or overflow list; only when that found nothing, slabs stolen
+    /// from other shards, and failing those a full run carved fresh from the reservation.
+    /// Returns so the caller retries the fast path.
     #[cold]
     #[inline(never)]
     fn alloc_slow(&self, class: usize, epoch: EpochId) -> Result<()> {
@@ -180,9 +183,6 @@ impl SlabAllocator {
                 None => break,
             }
         }
-        if n < want {
-            n += self.steal(class, home, index, &mut got[n..want]);
-        }
         let mut added = 0u64;
         if n < want {
             let mut cl = self.lock_class(class, label);
@@ -203,8 +203,13 @@ impl SlabAllocator {
             c.counters.cache_size.set(u64::from(cl.cache.len));
             c.counters.overflow_size.set(u64::from(cl.overflow.len));
         }
+        // Steal only when this shard has nothing of its own and the cache is empty too, and
+        // only from idle shards (see `steal`).
+        if n == 0 {
+            n += self.steal(class, home, index, &mut got[..want]);
+        }
         let mut carve_error = None;
-        if n < want {
+        if n == 0 {
             match self.carve(class, (want - n) as u32) {
                 Ok(first) => {
                     let fresh = want - n;
@@ -236,11 +241,9 @@ impl SlabAllocator {
             let meta = self.meta(slab);
             meta.set_list(ListKind::Current);
             meta.home.store(home as u8, Ordering::Relaxed);
-            // Start bringing the page's slot words in now (the first allocation from each slab
-            // touches them): a TLB and a cache miss, several hundred ns under nested paging.
-            // Prefetching further ahead (the next run's pages) measured worse: the next locked
-            // instruction (every allocation's bitmap CAS) waits for outstanding prefetches.
-            self.prefetch_page(slab);
+            // Start bringing the slab's slot words in now: the first allocation from it reads
+            // them.
+            self.prefetch_words(slab);
             publish(word, slab);
         }
         shard.slow.run_publications.add_single_writer(n as u64);
@@ -248,8 +251,12 @@ impl SlabAllocator {
         Ok(())
     }
 
-    /// Takes partial slabs of `epoch` from other shards whose locks are free right now, into
-    /// `out`; returns how many.
+    /// Takes partial slabs of `epoch` from other shards that are idle in that epoch (no run
+    /// published: nobody allocates there now) and whose locks are free right now, into `out`;
+    /// returns how many. A shard that is allocating is left alone: its partial slabs are being
+    /// freed into by its own threads, and sharing them would make two threads pass bitmap and
+    /// metadata lines back and forth (measured: stealing from busy shards cost the 2-thread
+    /// benchmark a third of its throughput). Carving fresh slabs is cheaper than that.
     fn steal(&self, class: usize, home: usize, epoch: usize, out: &mut [u32]) -> usize {
         let c = &self.classes[class];
         let mut n = 0;
@@ -258,6 +265,13 @@ impl SlabAllocator {
                 break;
             }
             let victim = &c.shards[(home + i) % SHARDS];
+            if victim.runs[epoch]
+                .slabs
+                .iter()
+                .any(|w| load_current(w).is_some())
+            {
+                continue;
+            }
             let mut vl = match victim.lists.try_lock() {
                 Ok(guard) => guard,
                 Err(TryLockError::WouldBlock) => continue,
@@ -294,6 +308,8 @@ impl SlabAllocator {
                 .commit(chunk * SLAB_SIZE, CHUNK_SLABS * SLAB_SIZE)?;
             self.meta
                 .commit(chunk * META_SIZE, CHUNK_SLABS * META_SIZE)?;
+            self.words
+                .commit(chunk * WORDS_SIZE, CHUNK_SLABS * WORDS_SIZE)?;
             committed += CHUNK_SLABS as u32;
             // SYNC POINT: Release pairs with the Acquire loads of `committed` in
             // `locate`/`free_ptr`: a slab index below it has committed pages and metadata.

@@ -11,6 +11,60 @@ use crate::sync::Ordering;
 /// stack; no allocation (the allocator may one day serve the global allocator).
 const BATCH: usize = 1024;
 
+/// Up to [`OPEN_RANGES`] ranges of sealed slabs not yet returned, so slabs that arrive out of
+/// order (a pending chain is in list order, not address order) still join their neighbours.
+const OPEN_RANGES: usize = 4;
+
+#[derive(Debug, Default)]
+struct OpenRanges {
+    /// `(start, end)` slab ranges, the oldest first; `len` of them are in use.
+    ranges: [(u32, u32); OPEN_RANGES],
+    len: usize,
+}
+
+impl OpenRanges {
+    /// Adds `slab`: extends a range it touches (merging two that it joins), else opens a new
+    /// range. Returns the oldest range when a new one needed its place.
+    fn add(&mut self, slab: u32) -> Option<(u32, u32)> {
+        let used = &mut self.ranges[..self.len];
+        if let Some(i) = used.iter().position(|&(s, e)| slab == e || slab + 1 == s) {
+            let (s, e) = used[i];
+            let (s, e) = if slab == e { (s, e + 1) } else { (slab, e) };
+            used[i] = (s, e);
+            // The grown range may now touch another one: merge them.
+            if let Some(j) =
+                (0..self.len).find(|&j| j != i && (self.ranges[j].0 == e || self.ranges[j].1 == s))
+            {
+                let (s2, e2) = self.ranges[j];
+                self.ranges[i] = (s.min(s2), e.max(e2));
+                self.remove(j);
+            }
+            return None;
+        }
+        let evicted = (self.len == OPEN_RANGES).then(|| {
+            let oldest = self.ranges[0];
+            self.remove(0);
+            oldest
+        });
+        self.ranges[self.len] = (slab, slab + 1);
+        self.len += 1;
+        evicted
+    }
+
+    fn remove(&mut self, i: usize) {
+        self.ranges.copy_within(i + 1..self.len, i);
+        self.len -= 1;
+    }
+
+    /// Hands every open range to `f`, oldest first, and empties the set.
+    fn drain(&mut self, mut f: impl FnMut((u32, u32))) {
+        for &range in &self.ranges[..self.len] {
+            f(range);
+        }
+        self.len = 0;
+    }
+}
+
 /// A chain of sealed slabs waiting to be recycled, linked through their `next` fields (a
 /// sealed slab on no list is owned by whoever sealed it, so nobody else reads its links).
 #[derive(Debug, Default)]
@@ -58,7 +112,7 @@ impl SlabAllocator {
     /// how many slabs were recycled.
     pub(super) fn recycle_pending(&self, class: usize, mut pending: Pending) -> u64 {
         let mut buf = [0u32; BATCH];
-        let mut carry = None;
+        let mut open = OpenRanges::default();
         let mut total = 0;
         while pending.head != 0 {
             let mut n = 0;
@@ -68,70 +122,39 @@ impl SlabAllocator {
                 buf[n] = slab;
                 n += 1;
             }
-            self.recycle_batch(class, &mut buf[..n], &mut carry);
+            self.recycle_batch(class, &mut buf[..n], &mut open);
             total += n as u64;
         }
-        if let Some(range) = carry {
-            self.return_range(class, range);
-        }
+        open.drain(|range| self.return_range(class, range));
         total
     }
 
     /// Recycles sealed slabs that are on no list (see [`Self::recycle_batch`]). Call with no
     /// lock held.
     pub(super) fn recycle_slabs(&self, class: usize, slabs: &mut [u32]) {
-        let mut carry = None;
-        self.recycle_batch(class, slabs, &mut carry);
-        if let Some(range) = carry {
-            self.return_range(class, range);
-        }
+        let mut open = OpenRanges::default();
+        self.recycle_batch(class, slabs, &mut open);
+        open.drain(|range| self.return_range(class, range));
     }
 
     /// Raises each slab's generation floor above every generation its slots reached, then
-    /// returns the slabs' pages to the kernel and files them in the class's cache, one
-    /// contiguous range at a time ([`Self::return_range`]): one `madvise` per range with
-    /// [`super::Config::coalesce_madvise`], else one per slab. The last range is left in
-    /// `carry` (the next batch may continue it); ranges not adjacent to it are returned.
-    /// `madvise` on a large range takes a while and nothing else can touch sealed slabs, so
-    /// this runs with no lock held.
-    fn recycle_batch(&self, class: usize, slabs: &mut [u32], carry: &mut Option<(u32, u32)>) {
+    /// adds the slabs to the `open` ranges; a range pushed out of them is returned to the
+    /// kernel and filed in the class's cache ([`Self::return_range`]): one `madvise` per range
+    /// with [`super::Config::coalesce_madvise`], else one per slab. `madvise` on a large range
+    /// takes a while and nothing else can touch sealed slabs, so this runs with no lock held.
+    fn recycle_batch(&self, class: usize, slabs: &mut [u32], open: &mut OpenRanges) {
         slabs.sort_unstable();
-        // Reading each slab's slot words touches its page: a TLB and a cache miss each.
-        // Prefetching a few slabs ahead overlaps them instead of paying them one by one.
-        const AHEAD: usize = 8;
-        for &slab in slabs.iter().take(AHEAD) {
-            self.prefetch_page(slab);
-        }
-        for (k, &slab) in slabs.iter().enumerate() {
-            if let Some(&ahead) = slabs.get(k + AHEAD) {
-                self.prefetch_page(ahead);
-            }
+        for &slab in slabs.iter() {
             self.raise_floor(class, slab);
         }
-        // A batch that ends just below the carried range (chains are often in descending
-        // order) is walked downwards, so it extends the carried range instead of breaking it.
-        let downwards =
-            matches!((*carry, slabs.last()), (Some((start, _)), Some(&last)) if last + 1 == start);
-        let order: &mut dyn Iterator<Item = &u32> = if downwards {
-            &mut slabs.iter().rev()
-        } else {
-            &mut slabs.iter()
-        };
-        for &slab in order {
-            *carry = match *carry {
-                Some((start, end)) if self.config.coalesce_madvise && slab == end => {
-                    Some((start, end + 1))
-                }
-                Some((start, end)) if self.config.coalesce_madvise && slab + 1 == start => {
-                    Some((slab, end))
-                }
-                previous => {
-                    if let Some(range) = previous {
-                        self.return_range(class, range);
-                    }
-                    Some((slab, slab + 1))
-                }
-            };
+        for &slab in slabs.iter() {
+            if !self.config.coalesce_madvise {
+                self.return_range(class, (slab, slab + 1));
+                continue;
+            }
+            if let Some(full) = open.add(slab) {
+                self.return_range(class, full);
+            }
         }
     }
 
@@ -151,6 +174,22 @@ impl SlabAllocator {
         match unsafe { self.data.discard(offset, len) } {
             Ok(()) => c.counters.madvise_bytes.add(len as u64),
             Err(_) => c.counters.madvise_failures.inc(),
+        }
+        // The slot words of these slabs: whole table pages inside the range go back too (a
+        // page shared with a slab outside the range stays; its zero words would be wrong only
+        // for a live slab, and a discarded word reads as the floor just raised).
+        let page = 4096;
+        let first = (start as usize * super::WORDS_SIZE).div_ceil(page) * page;
+        let last = end as usize * super::WORDS_SIZE / page * page;
+        if last > first {
+            c.counters.slot_table_madvise_calls.inc();
+            // SAFETY: the table bytes [first, last) hold only the slot words of slabs of this
+            // range (every 256-byte entry in it belongs to a slab in `start..end`), which are
+            // sealed and on no list: nobody holds a reference to them, and a zero word is the
+            // valid "generation floor" value for a recycled slab.
+            if unsafe { self.words.discard(first, last - first) }.is_err() {
+                c.counters.madvise_failures.inc();
+            }
         }
         c.counters.recycled_slabs.add(u64::from(end - start));
         let mut cl = self.lock_class(class, 0);
@@ -240,5 +279,34 @@ impl SlabAllocator {
         let slab = list.head.checked_sub(1)?;
         self.unlink(list, slab);
         Some(slab)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OpenRanges;
+
+    #[test]
+    fn open_ranges_join_neighbours_in_any_order_and_evict_the_oldest() {
+        let mut open = OpenRanges::default();
+        let mut out = Vec::new();
+        for slab in [10, 12, 11, 9, 13, 30, 31, 29] {
+            if let Some(r) = open.add(slab) {
+                out.push(r);
+            }
+        }
+        open.drain(|r| out.push(r));
+        out.sort_unstable();
+        assert_eq!(out, vec![(9, 14), (29, 32)], "11 joined 10..11 and 12..13");
+        let mut open = OpenRanges::default();
+        let evicted: Vec<_> = [0, 2, 4, 6, 8]
+            .iter()
+            .filter_map(|&s| open.add(s))
+            .collect();
+        assert_eq!(
+            evicted,
+            vec![(0, 1)],
+            "a fifth separate range pushes out the oldest"
+        );
     }
 }

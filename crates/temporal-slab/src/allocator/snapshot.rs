@@ -149,6 +149,7 @@ impl SlabAllocator {
                 madvise_calls: k.madvise_calls.get(),
                 madvise_bytes: k.madvise_bytes.get(),
                 madvise_failures: k.madvise_failures.get(),
+                slot_table_madvise_calls: k.slot_table_madvise_calls.get(),
                 bitmap_alloc_attempts: allocs + alloc_retries,
                 bitmap_alloc_cas_retries: alloc_retries,
                 bitmap_free_attempts: frees + free_retries,
