@@ -424,23 +424,26 @@ impl SlabAllocator {
         (class, &SHAPES[class])
     }
 
-    /// Asks the CPU to bring the first line of `slab`'s slot words into the cache, without
-    /// waiting for it.
+    /// Asks the CPU to bring every cache line of `slab`'s slot words that `slots` slots use
+    /// into the cache, without waiting for them.
     #[inline]
-    fn prefetch_words(&self, slab: u32) {
+    fn prefetch_words(&self, slab: u32, slots: usize) {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch never faults and has no architectural effect; the address is
-        // inside our reservation (slab < max_slabs). SSE is part of the x86_64 baseline.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                self.words
-                    .base()
-                    .add(slab as usize * WORDS_SIZE)
-                    .cast::<i8>(),
-            );
+        for line in 0..(slots * 4).div_ceil(64) {
+            // SAFETY: a prefetch never faults and has no architectural effect; the address is
+            // inside the slab's 256-byte table entry, inside our reservation (slab <
+            // max_slabs). SSE is part of the x86_64 baseline.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    self.words
+                        .base()
+                        .add(slab as usize * WORDS_SIZE + line * 64)
+                        .cast::<i8>(),
+                );
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = slab;
+        let _ = (slab, slots);
     }
 
     /// Takes a shard lock, probing with `try_lock` first so contention is counted.
