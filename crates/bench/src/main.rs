@@ -2,8 +2,12 @@
 //!
 //! `bench slab [--quick] [--json] [--out PATH]` compares temporal-slab with glibc malloc (with
 //! its default trim threshold and without trimming), mimalloc and jemalloc on one workload:
-//! 128-byte objects, 100,000 live, all allocated then all freed in allocation order, cycle after
-//! cycle, every allocation timed on its own (see [`workload`] for exactly what is timed).
+//! 128-byte objects, 100,000 live, all allocated then all freed in allocation order, 200 cycles
+//! after 2 warm-up cycles, every allocation timed on its own (see [`workload`] for exactly what is
+//! timed), three rounds with the allocators interleaved (figures are per-figure medians of the
+//! rounds, every round is in `latency_rounds`); then 1- and 2-thread scaling, RSS after an epoch
+//! close, and the cost of closing one 64 MiB epoch with coalesced `madvise` ranges against one
+//! call per slab (`Config::coalesce_madvise(false)`), each in its own child.
 //!
 //! `bench datahub [--quick] [--json] [--out PATH]` compares DataHub with iceoryx2 between two
 //! processes: ping-pong latency and lossless throughput (see [`ipc`] for exactly what is timed).
