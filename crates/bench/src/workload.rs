@@ -547,6 +547,41 @@ pub struct RssResult {
     pub pointer_array_bytes: usize,
 }
 
+/// Allocates one object per slot in `epoch` and writes every byte of it with `byte`, so its page
+/// is resident.
+fn fill(
+    slab: &SlabAllocator,
+    epoch: EpochId,
+    slots: &mut [*mut u8],
+    byte: u8,
+) -> Result<(), WorkloadError> {
+    for (i, slot) in slots.iter_mut().enumerate() {
+        let p = slab
+            .alloc_ptr(OBJECT_SIZE, epoch)
+            .map_err(|_| WorkloadError::AllocFailed { after: i })?;
+        // SAFETY: p is a fresh object of OBJECT_SIZE bytes, valid for writes and ours until we
+        // free it.
+        unsafe { std::ptr::write_bytes(p.as_ptr(), byte, OBJECT_SIZE) };
+        *slot = p.as_ptr();
+    }
+    Ok(())
+}
+
+/// Frees every object of `slots`; a rejected free is [`WorkloadError::FreeErrors`].
+fn free_checked(slab: &SlabAllocator, slots: &[*mut u8]) -> Result<(), WorkloadError> {
+    let mut free_errors = 0u64;
+    for &p in slots {
+        match NonNull::new(p) {
+            Some(p) if slab.free_ptr(p).is_ok() => {}
+            _ => free_errors += 1,
+        }
+    }
+    if free_errors > 0 {
+        return Err(WorkloadError::FreeErrors(free_errors));
+    }
+    Ok(())
+}
+
 fn rss_now() -> Result<u64, WorkloadError> {
     temporal_slab::process_rss_bytes()
         .ok_or_else(|| WorkloadError::Setup("cannot read /proc/self/statm".into()))
@@ -558,27 +593,10 @@ pub fn run_rss(live: usize) -> Result<RssResult, WorkloadError> {
     let slab = SlabAllocator::new()?;
     let epoch = slab.epoch_current();
     let baseline_bytes = rss_now()?;
-    for (i, slot) in slots.iter_mut().enumerate() {
-        let p = slab
-            .alloc_ptr(OBJECT_SIZE, epoch)
-            .map_err(|_| WorkloadError::AllocFailed { after: i })?;
-        // SAFETY: p is a fresh object of OBJECT_SIZE bytes, valid for writes and owned by us
-        // until we free it.
-        unsafe { std::ptr::write_bytes(p.as_ptr(), 0xA5, OBJECT_SIZE) };
-        *slot = p.as_ptr();
-    }
+    fill(&slab, epoch, &mut slots, 0xA5)?;
     black_box(&slots);
     let after_alloc_bytes = rss_now()?;
-    let mut free_errors = 0u64;
-    for &p in &slots {
-        match NonNull::new(p) {
-            Some(p) if slab.free_ptr(p).is_ok() => {}
-            _ => free_errors += 1,
-        }
-    }
-    if free_errors > 0 {
-        return Err(WorkloadError::FreeErrors(free_errors));
-    }
+    free_checked(&slab, &slots)?;
     let after_free_before_close_bytes = rss_now()?;
     slab.epoch_advance()?;
     let slabs_recycled = slab.epoch_close(epoch)?;
@@ -632,25 +650,8 @@ pub fn run_close(bytes: usize, coalesce: bool) -> Result<CloseResult, WorkloadEr
     let epoch = slab.epoch_current();
     let count = bytes.div_ceil(OBJECT_SIZE);
     let mut slots = new_slots(count);
-    for (i, slot) in slots.iter_mut().enumerate() {
-        let p = slab
-            .alloc_ptr(OBJECT_SIZE, epoch)
-            .map_err(|_| WorkloadError::AllocFailed { after: i })?;
-        // SAFETY: p is a fresh object of OBJECT_SIZE bytes, valid for writes and ours until
-        // we free it.
-        unsafe { std::ptr::write_bytes(p.as_ptr(), 0x5A, OBJECT_SIZE) };
-        *slot = p.as_ptr();
-    }
-    let mut free_errors = 0u64;
-    for &p in &slots {
-        match NonNull::new(p) {
-            Some(p) if slab.free_ptr(p).is_ok() => {}
-            _ => free_errors += 1,
-        }
-    }
-    if free_errors > 0 {
-        return Err(WorkloadError::FreeErrors(free_errors));
-    }
+    fill(&slab, epoch, &mut slots, 0x5A)?;
+    free_checked(&slab, &slots)?;
     slab.epoch_advance()?;
     let before = slab.stats();
     let rss_before_close_bytes = rss_now()?;

@@ -153,6 +153,15 @@ proptest! {
     }
 }
 
+/// A free port on 127.0.0.1 (port 0 cannot be known before `run` returns, so take one first).
+fn free_local_addr() -> SocketAddr {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
 fn args(requests: u64, inject_leak: bool) -> DemoArgs {
     DemoArgs {
         requests: Some(requests),
@@ -477,11 +486,7 @@ fn a_full_ring_waits_until_a_slot_drains() {
 
 #[test]
 fn the_leak_in_the_first_batch_stays_on_the_endpoint_while_later_batches_run() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let addr = free_local_addr();
     let runner = std::thread::spawn(move || {
         demo::run(&DemoArgs {
             listen: Listen::On(addr),
@@ -556,12 +561,7 @@ fn a_duration_bound_stops_the_run() {
 
 #[test]
 fn the_endpoint_serves_the_leak_while_lingering() {
-    // Port 0 cannot be known before `run` returns, so take a free port first.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let addr = free_local_addr();
     let runner = std::thread::spawn(move || {
         demo::run(&DemoArgs {
             listen: Listen::On(addr),
