@@ -177,12 +177,15 @@ impl SlabAllocator {
         while n < want {
             match self.pop(&mut sl.partial[index]) {
                 Some(slab) => {
+                    // Start its slot words now, so they arrive while the rest is popped.
+                    self.prefetch_words(slab, c.shape.slots);
                     got[n] = slab;
                     n += 1;
                 }
                 None => break,
             }
         }
+        let popped = n;
         let mut added = 0u64;
         if n < want {
             let mut cl = self.lock_class(class, label);
@@ -237,15 +240,17 @@ impl SlabAllocator {
                 reserved_bytes: self.data.len(),
             }));
         }
+        // Bring all the run's slot words in, at once (the popped ones were started above): the
+        // misses overlap here instead of each landing on the allocation that first needs a line
+        // (on this x86 the next locked instruction waits for outstanding prefetches anyway, so a
+        // prefetch hides nothing behind later work; it only overlaps misses with each other).
+        for &slab in &got[popped..n] {
+            self.prefetch_words(slab, c.shape.slots);
+        }
         for (word, &slab) in run.slabs.iter().zip(&got[..n]) {
             let meta = self.meta(slab);
             meta.set_list(ListKind::Current);
             meta.home.store(home as u8, Ordering::Relaxed);
-            // Bring all the run's slot words in now, at once: the misses overlap here instead
-            // of each landing on the allocation that first needs a line (on this x86 the next
-            // locked instruction waits for outstanding prefetches anyway, so a prefetch hides
-            // nothing behind later work; it only overlaps misses with each other).
-            self.prefetch_words(slab, c.shape.slots);
             publish(word, slab);
         }
         shard.slow.run_publications.add_single_writer(n as u64);
