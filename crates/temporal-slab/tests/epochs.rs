@@ -536,3 +536,30 @@ fn a_domain_of_an_old_era_never_changes_a_newer_eras_refcount() {
     ));
     assert_eq!(slab.refcount(newer).unwrap(), 1);
 }
+
+#[test]
+fn an_epoch_opened_held_survives_every_later_advance_until_released() {
+    let slab = quiet();
+    let held = slab.epoch_advance_held().unwrap();
+    assert_eq!(slab.refcount(held).unwrap(), 1, "born with one reference");
+    assert_eq!(slab.epoch_current(), held);
+    for _ in 0..3 * EPOCH_COUNT {
+        let e = slab.epoch_advance().unwrap();
+        assert_ne!(e.index(), held.index());
+    }
+    assert_eq!(
+        slab.epoch_state(held),
+        Some(EpochState::Active),
+        "never closed under us"
+    );
+    slab.dec_refcount(held).unwrap();
+    slab.epoch_close(held).unwrap();
+    let mut reused = false;
+    for _ in 0..EPOCH_COUNT {
+        reused |= slab.epoch_advance().unwrap().index() == held.index();
+    }
+    assert!(
+        reused,
+        "released and closed, it drains and its slot is reused"
+    );
+}

@@ -52,12 +52,27 @@ impl SlabAllocator {
     /// epoch stays current, and the refusal is counted
     /// ([`crate::StatsSnapshot::epoch_advance_refused`]).
     pub fn epoch_advance(&self) -> Result<EpochId> {
+        self.advance(0)
+    }
+
+    /// [`SlabAllocator::epoch_advance`], with one reference on the new epoch already taken (its
+    /// refcount is 1 when it becomes current), so no other thread's advances can close or
+    /// reuse it before the caller holds it, as they could between `epoch_advance` and
+    /// `inc_refcount`. Release the reference with [`SlabAllocator::dec_refcount`].
+    ///
+    /// # Errors
+    /// As [`SlabAllocator::epoch_advance`].
+    pub fn epoch_advance_held(&self) -> Result<EpochId> {
+        self.advance(1)
+    }
+
+    fn advance(&self, refs: u64) -> Result<EpochId> {
         let mut next_era = lock(&self.next_era);
         let current = self.current.load(Ordering::Acquire) as usize;
         for step in 1..EPOCH_COUNT {
             let index = (current + step) % EPOCH_COUNT;
             let era = *next_era;
-            if self.try_reopen(index, era) {
+            if self.try_reopen(index, era, refs) {
                 *next_era += 1;
                 self.current.store(index as u32, Ordering::Release);
                 self.counters.epoch_advances.inc();
@@ -73,14 +88,15 @@ impl SlabAllocator {
         })
     }
 
-    /// Reopens ring slot `index` under `era` if its epoch has drained (see `epoch_advance`).
-    /// Called with the `next_era` lock held (so only one reopen runs at a time).
-    fn try_reopen(&self, index: usize, era: u64) -> bool {
+    /// Reopens ring slot `index` under `era`, with `refs` references taken, if its epoch has
+    /// drained (see `epoch_advance`). Called with the `next_era` lock held (so only one reopen
+    /// runs at a time).
+    fn try_reopen(&self, index: usize, era: u64, refs: u64) -> bool {
         let slot = &self.epochs[index];
         let word = slot.state.load(Ordering::Acquire);
         let old = word >> 1;
         if old == 0 {
-            slot.refs.store(pack_refs(era, 0), Ordering::Release);
+            slot.refs.store(pack_refs(era, refs), Ordering::Release);
         } else {
             // A domain inside (or an explicit reference) holds the epoch.
             if refs_count(slot.refs.load(Ordering::Acquire), old) != Some(0) {
@@ -102,7 +118,7 @@ impl SlabAllocator {
                 .refs
                 .compare_exchange(
                     pack_refs(old, 0),
-                    pack_refs(era, 0),
+                    pack_refs(era, refs),
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 )

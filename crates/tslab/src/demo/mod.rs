@@ -13,8 +13,8 @@
 //! Workers (`--workers`, default 2) take **batches** of `--batch` requests (default 128) of one
 //! document kind from a shared budget (`--requests`, or until `--duration` has passed); batches
 //! are numbered from 0 in the order they start. Per batch a worker opens its own epoch with
-//! [`open_batch_epoch`]: [`SlabAllocator::epoch_advance`], then
-//! [`SlabAllocator::inc_refcount`] on the new epoch for as long as the batch runs, and the label
+//! [`open_batch_epoch`]: [`SlabAllocator::epoch_advance_held`], which opens it with one
+//! reference taken, held for as long as the batch runs, and the label
 //! (the kind: the file name or the generated kind). It runs the batch's requests in it, then
 //! [`BatchEpoch::close`] closes it with [`SlabAllocator::epoch_close`] (which hands the epoch's
 //! now empty slabs back to the kernel) and drops the batch's reference.
@@ -634,7 +634,7 @@ fn leak_label(label: &str) -> String {
     text
 }
 
-/// One batch's epoch, held by a reference of the batch's own ([`SlabAllocator::inc_refcount`])
+/// One batch's epoch, held by a reference of the batch's own ([`SlabAllocator::epoch_advance_held`])
 /// from [`open_batch_epoch`] to [`BatchEpoch::close`]. While the reference is held the epoch
 /// cannot drain, so `epoch_advance` skips its slot: no other worker's advance closes or reuses
 /// it, however many it makes. Dropped without `close` (an error path), it closes the epoch and
@@ -679,11 +679,10 @@ impl Drop for BatchEpoch<'_> {
     }
 }
 
-/// Opens a new epoch for one batch: [`SlabAllocator::epoch_advance`], a reference on the new
-/// epoch for the batch's duration, and `label`. While every other ring slot is held
-/// (`EpochRingFull`), it tries again every 2 ms for up to `wait`; it also opens another epoch
-/// in the (unlikely) case that the ring came round and reused the new one before the reference
-/// was taken (the reference then fails with `StaleEpoch`, tied to the era it was asked for).
+/// Opens a new epoch for one batch with [`SlabAllocator::epoch_advance_held`]: the epoch comes
+/// with one reference taken, held for the batch's duration, so no other worker's advances can
+/// close or reuse it, and gets `label`. While every other ring slot is held (`EpochRingFull`),
+/// it tries again every 2 ms for up to `wait`.
 ///
 /// # Errors
 /// [`Error::EpochRingFull`] when no slot drained within `wait` (the allocator counts each
@@ -695,20 +694,16 @@ pub fn open_batch_epoch<'a>(
 ) -> Result<BatchEpoch<'a>> {
     let start = Instant::now();
     loop {
-        let refused = match alloc.epoch_advance() {
-            Ok(id) => match alloc.inc_refcount(id) {
-                Ok(_) => {
-                    let batch = BatchEpoch {
-                        alloc,
-                        id,
-                        held: true,
-                    };
-                    alloc.set_label(id, label)?;
-                    return Ok(batch);
-                }
-                Err(e @ temporal_slab::Error::StaleEpoch { .. }) => e,
-                Err(e) => return Err(e.into()),
-            },
+        let refused = match alloc.epoch_advance_held() {
+            Ok(id) => {
+                let batch = BatchEpoch {
+                    alloc,
+                    id,
+                    held: true,
+                };
+                alloc.set_label(id, label)?;
+                return Ok(batch);
+            }
             Err(e @ temporal_slab::Error::EpochRingFull { .. }) => e,
             Err(e) => return Err(e.into()),
         };
