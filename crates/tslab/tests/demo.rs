@@ -153,6 +153,16 @@ proptest! {
     }
 }
 
+/// The epochs of the run's final snapshot that a reference still holds (the leak).
+fn held_epochs(report: &demo::DemoReport) -> Vec<&tslab::snapshot::EpochSnapshot> {
+    report
+        .snapshot
+        .epochs()
+        .iter()
+        .filter(|e| e.refcount > 0)
+        .collect()
+}
+
 /// A free port on 127.0.0.1 (port 0 cannot be known before `run` returns, so take one first).
 fn free_local_addr() -> SocketAddr {
     let port = TcpListener::bind("127.0.0.1:0")
@@ -224,7 +234,7 @@ fn a_run_with_inject_leak_leaves_exactly_one_closing_epoch_with_refcount_1_from_
     .expect("demo runs");
     assert_ran(&report, 2000);
     let snap = &report.snapshot;
-    let held: Vec<_> = snap.epochs().iter().filter(|e| e.refcount > 0).collect();
+    let held = held_epochs(&report);
     assert_eq!(held.len(), 1, "exactly one leaked epoch: {held:?}");
     let leak = held[0];
     assert_eq!(leak.state, EpochState::Closing);
@@ -319,12 +329,7 @@ fn one_worker_and_a_single_request_still_leak_one_epoch() {
     .expect("demo runs");
     assert_eq!(report.requests, 1);
     assert_eq!(report.batches, 1);
-    let held: Vec<_> = report
-        .snapshot
-        .epochs()
-        .iter()
-        .filter(|e| e.refcount > 0)
-        .collect();
+    let held = held_epochs(&report);
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].label, format!("leak:{}", report.kinds[0].label));
 }
@@ -344,12 +349,7 @@ fn inject_leak_at_n_leaks_in_batch_n_labeled_with_that_batch_kind() {
     // One worker: batches run in order, batch b has kind b % kinds.
     let kind = &report.kinds[20 % report.kinds.len()].label;
     assert_eq!(leak.label, format!("leak:{kind}"));
-    let held: Vec<_> = report
-        .snapshot
-        .epochs()
-        .iter()
-        .filter(|e| e.refcount > 0)
-        .collect();
+    let held = held_epochs(&report);
     assert_eq!(held.len(), 1, "{held:?}");
     assert_eq!(
         (held[0].epoch_id, held[0].epoch_era),
@@ -548,15 +548,7 @@ fn a_duration_bound_stops_the_run() {
     assert!(started.elapsed() < Duration::from_secs(30));
     assert!(report.requests > 1, "it ran until the deadline");
     assert!(report.listen.is_none());
-    assert_eq!(
-        report
-            .snapshot
-            .epochs()
-            .iter()
-            .filter(|e| e.refcount > 0)
-            .count(),
-        1
-    );
+    assert_eq!(held_epochs(&report).len(), 1);
 }
 
 #[test]
@@ -620,12 +612,7 @@ fn a_run_on_the_real_corpus_leaks_one_epoch() {
     assert_eq!(report.requests, 24);
     let labels: Vec<&str> = report.kinds.iter().map(|k| k.label.as_str()).collect();
     assert_eq!(labels, ["canada.json", "citm_catalog.json", "twitter.json"]);
-    let held: Vec<_> = report
-        .snapshot
-        .epochs()
-        .iter()
-        .filter(|e| e.refcount > 0)
-        .collect();
+    let held = held_epochs(&report);
     assert_eq!(held.len(), 1);
     assert!(held[0].label.starts_with("leak:") && held[0].label.ends_with(".json"));
 }

@@ -191,7 +191,7 @@ impl SlabAllocator {
         let start = Instant::now();
         let slot = &self.epochs[epoch.index()];
         if !self.mark_closing(slot, epoch.era) {
-            return Err(self.stale(epoch, slot.state.load(Ordering::Acquire) >> 1));
+            return Err(self.stale_now(epoch));
         }
         let rss_before = self.rss();
         let (scanned, recycled) = self.sweep(epoch.index());
@@ -249,6 +249,12 @@ impl SlabAllocator {
             recycled += self.recycle_pending(class, pending);
         }
         (scanned, recycled)
+    }
+
+    /// [`Self::stale`] with the era the slot holds now.
+    fn stale_now(&self, epoch: EpochId) -> Error {
+        let era = self.epochs[epoch.index()].state.load(Ordering::Acquire) >> 1;
+        self.stale(epoch, era)
     }
 
     pub(super) fn stale(&self, epoch: EpochId, current_era: u64) -> Error {
@@ -326,7 +332,7 @@ impl SlabAllocator {
         let mut refs = slot.refs.load(Ordering::Acquire);
         loop {
             let Some(n) = refs_count(refs, epoch.era) else {
-                return Err(self.stale(epoch, slot.state.load(Ordering::Acquire) >> 1));
+                return Err(self.stale_now(epoch));
             };
             let Some(new) = f(n) else {
                 return Err(Error::RefcountOverflow {
@@ -357,7 +363,7 @@ impl SlabAllocator {
     pub fn refcount(&self, epoch: EpochId) -> Result<u64> {
         let slot = self.check_epoch(epoch)?;
         refs_count(slot.refs.load(Ordering::Acquire), epoch.era)
-            .ok_or_else(|| self.stale(epoch, slot.state.load(Ordering::Acquire) >> 1))
+            .ok_or_else(|| self.stale_now(epoch))
     }
 
     /// True when `slab`'s era is its ring slot's era and the slot is ACTIVE.

@@ -147,11 +147,13 @@ impl SlabAllocator {
         for &slab in slabs.iter() {
             self.raise_floor(class, slab);
         }
-        for &slab in slabs.iter() {
-            if !self.config.coalesce_madvise {
+        if !self.config.coalesce_madvise {
+            for &slab in slabs.iter() {
                 self.return_range(class, (slab, slab + 1));
-                continue;
             }
+            return;
+        }
+        for &slab in slabs.iter() {
             if let Some(full) = open.add(slab) {
                 self.return_range(class, full);
             }
@@ -175,12 +177,12 @@ impl SlabAllocator {
             Ok(()) => c.counters.madvise_bytes.add(len as u64),
             Err(_) => c.counters.madvise_failures.inc(),
         }
-        // The slot words of these slabs: whole table pages inside the range go back too (a
+        // The slot words of these slabs: whole 4 KiB table pages (the same page size the slabs
+        // assume) inside the range go back too (a
         // page shared with a slab outside the range stays; its zero words would be wrong only
         // for a live slab, and a discarded word reads as the floor just raised).
-        let page = 4096;
-        let first = (start as usize * super::WORDS_SIZE).div_ceil(page) * page;
-        let last = end as usize * super::WORDS_SIZE / page * page;
+        let first = (start as usize * super::WORDS_SIZE).div_ceil(SLAB_SIZE) * SLAB_SIZE;
+        let last = end as usize * super::WORDS_SIZE / SLAB_SIZE * SLAB_SIZE;
         if last > first {
             c.counters.slot_table_madvise_calls.inc();
             // SAFETY: the table bytes [first, last) hold only the slot words of slabs of this
