@@ -1,0 +1,344 @@
+//! Segment files: names, the header, and reading frames one by one (`SegReader`).
+
+#![allow(clippy::wildcard_imports)]
+use super::*;
+
+pub(super) fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// The file name of the segment whose first frame has LSN `first`.
+#[must_use]
+pub fn segment_file_name(first: Lsn) -> String {
+    format!("{:020}.tlog", first.0)
+}
+
+/// The first LSN encoded in a segment file name (`{first_lsn:020}.tlog`), if it is one.
+#[must_use]
+pub fn parse_segment_file_name(name: &OsStr) -> Option<Lsn> {
+    let digits = name.to_str()?.strip_suffix(".tlog")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().map(Lsn)
+}
+
+/// The segment files of the log directory `dir`, in LSN order.
+///
+/// # Errors
+/// [`Error::Io`] when the directory cannot be read.
+pub fn list_segments(dir: &Path) -> Result<Vec<(Lsn, PathBuf)>> {
+    let mut v = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        if let Some(lsn) = parse_segment_file_name(&entry.file_name()) {
+            v.push((lsn, entry.path()));
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+pub(super) fn encode_header(first: Lsn, created_ns: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    let mut h = [0u8; SEGMENT_HEADER_LEN];
+    h[0..8].copy_from_slice(&SEGMENT_MAGIC);
+    h[8..10].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    h[10..12].copy_from_slice(&(SEGMENT_HEADER_LEN as u16).to_le_bytes());
+    // 12..16: flags, zero.
+    h[16..24].copy_from_slice(&first.0.to_le_bytes());
+    h[24..32].copy_from_slice(&created_ns.to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..32]);
+    h[32..36].copy_from_slice(&crc.to_le_bytes());
+    // 36..40: reserved, zero.
+    h
+}
+
+/// Why a segment header is not valid.
+pub(super) enum HeaderErr {
+    /// Not a segment of this format: bad magic, unknown version, or a checksummed header that
+    /// contradicts the file name. Never repaired.
+    Fatal(Error),
+    /// Torn or damaged (short, zero-filled, CRC mismatch): a crash while starting the segment
+    /// if nothing valid follows.
+    Bad(String),
+}
+
+/// Checks the first bytes of a segment file (`h`: up to [`SEGMENT_HEADER_LEN`] bytes, fewer
+/// when the file is shorter). `name_lsn` is the LSN in the file name, when it has one. Returns
+/// the first LSN.
+pub(super) fn check_header(
+    path: &Path,
+    h: &[u8],
+    name_lsn: Option<Lsn>,
+) -> std::result::Result<Lsn, HeaderErr> {
+    if name_lsn == Some(Lsn::ZERO) {
+        return Err(HeaderErr::Fatal(corrupt_frame(
+            path,
+            0,
+            "segment named for LSN 0 (LSNs start at 1)",
+        )));
+    }
+    let bad_magic = || {
+        HeaderErr::Fatal(Error::BadMagic {
+            file: path.to_path_buf(),
+            what: "log segment",
+        })
+    };
+    let n = h.len().min(SEGMENT_HEADER_LEN);
+    let h = &h[..n];
+    let all_zero = h.iter().all(|&b| b == 0);
+    if n < 8 {
+        return if all_zero || h == &SEGMENT_MAGIC[..n] {
+            Err(HeaderErr::Bad(format!(
+                "segment header torn: the file has only {n} bytes"
+            )))
+        } else {
+            Err(bad_magic())
+        };
+    }
+    if h[0..8] != SEGMENT_MAGIC {
+        return if all_zero {
+            Err(HeaderErr::Bad("segment header is all zeros".into()))
+        } else {
+            Err(bad_magic())
+        };
+    }
+    if n < 10 {
+        return Err(HeaderErr::Bad(format!(
+            "segment header torn: the file has only {n} bytes"
+        )));
+    }
+    let version = u16::from_le_bytes([h[8], h[9]]);
+    if version != SEGMENT_VERSION {
+        return Err(HeaderErr::Fatal(Error::UnsupportedVersion {
+            file: path.to_path_buf(),
+            found: version,
+            supported: SEGMENT_VERSION,
+        }));
+    }
+    if n < SEGMENT_HEADER_LEN {
+        return Err(HeaderErr::Bad(format!(
+            "segment header torn: the file has only {n} bytes"
+        )));
+    }
+    let u32_at = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    let stored = u32_at(32);
+    let computed = crc32c::crc32c(&h[0..32]);
+    if stored != computed {
+        return Err(HeaderErr::Bad(format!(
+            "segment header CRC mismatch: stored {stored:08x}, computed {computed:08x}"
+        )));
+    }
+    let header_len = u16::from_le_bytes([h[10], h[11]]);
+    if usize::from(header_len) != SEGMENT_HEADER_LEN || u32_at(12) != 0 || u32_at(36) != 0 {
+        return Err(HeaderErr::Fatal(corrupt_frame(
+            path,
+            0,
+            format!("segment header: length {header_len} or reserved fields invalid for version 1"),
+        )));
+    }
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&h[16..24]);
+    let first = Lsn(u64::from_le_bytes(first));
+    if first == Lsn::ZERO {
+        return Err(HeaderErr::Fatal(corrupt_frame(
+            path,
+            0,
+            "segment header: first LSN is 0",
+        )));
+    }
+    if let Some(name) = name_lsn
+        && name != first
+    {
+        return Err(HeaderErr::Fatal(corrupt_frame(
+            path,
+            0,
+            format!("segment header says it starts at {first} but its file name says {name}"),
+        )));
+    }
+    Ok(first)
+}
+
+/// Reads one segment file frame by frame through a buffer (positioned reads; never seeks).
+pub(super) struct SegReader {
+    pub(super) path: Arc<Path>,
+    pub(super) file: File,
+    /// File length when opened (or the shorter length found later, if it shrank).
+    pub(super) len: u64,
+    pub(super) buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    pub(super) buf_off: u64,
+    /// File offset of the next frame. Invariant: `buf_off <= pos <= buf_off + buf.len()`.
+    pub(super) pos: u64,
+}
+
+/// One step of a [`SegReader`].
+pub(super) enum Step<'a> {
+    /// A valid frame at `offset`, `len` bytes long.
+    Frame(FrameView<'a>, u64, u32),
+    /// The file ends exactly after the previous frame.
+    End,
+    /// The bytes at `offset` are not a valid frame (torn or corrupt).
+    Bad { offset: u64, reason: String },
+}
+
+impl SegReader {
+    pub(super) fn open(path: Arc<Path>) -> Result<SegReader> {
+        let file = File::open(&path).map_err(|e| Error::io(&*path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(&*path, e))?.len();
+        Ok(SegReader {
+            path,
+            file,
+            len,
+            buf: Vec::new(),
+            buf_off: 0,
+            pos: 0,
+        })
+    }
+
+    pub(super) fn io(&self, e: io::Error) -> Error {
+        Error::io(&*self.path, e)
+    }
+
+    /// The header bytes (fewer than [`SEGMENT_HEADER_LEN`] if the file is shorter); positions
+    /// the reader at the first frame.
+    pub(super) fn read_header(&mut self) -> Result<Vec<u8>> {
+        let mut h = vec![0u8; SEGMENT_HEADER_LEN];
+        let n = read_full_at(&self.file, &mut h, 0).map_err(|e| self.io(e))?;
+        h.truncate(n);
+        self.seek(SEGMENT_HEADER_LEN as u64);
+        Ok(h)
+    }
+
+    pub(super) fn seek(&mut self, pos: u64) {
+        self.buf.clear();
+        self.buf_off = pos;
+        self.pos = pos;
+    }
+
+    /// Makes at least `need` bytes from `pos` available in `buf` (fewer only at the end of the
+    /// file); returns how many are available.
+    pub(super) fn fill(&mut self, need: usize) -> io::Result<usize> {
+        let have = (self.buf_off + self.buf.len() as u64 - self.pos) as usize;
+        let remaining = self.len.saturating_sub(self.pos) as usize;
+        if have >= need || have >= remaining {
+            return Ok(have);
+        }
+        let consumed = (self.pos - self.buf_off) as usize;
+        self.buf.drain(..consumed);
+        self.buf_off = self.pos;
+        let target = need.max(READ_CHUNK).min(remaining);
+        self.buf.resize(target, 0);
+        let got = read_full_at(&self.file, &mut self.buf[have..], self.pos + have as u64)?;
+        self.buf.truncate(have + got);
+        if have + got < target {
+            // The file shrank since it was opened.
+            self.len = self.pos + (have + got) as u64;
+        }
+        Ok(self.buf.len())
+    }
+
+    /// Reads the frame at `pos`.
+    pub(super) fn step(&mut self) -> Result<Step<'_>> {
+        let offset = self.pos;
+        if offset >= self.len {
+            return Ok(Step::End);
+        }
+        let have = self.fill(FRAME_HEADER_LEN).map_err(|e| self.io(e))?;
+        let rel = (offset - self.buf_off) as usize;
+        let Some(len) = peek_len(&self.buf[rel..rel + have]) else {
+            return Ok(Step::Bad {
+                offset,
+                reason: format!(
+                    "torn frame: the file ends {have} bytes into a frame's length field"
+                ),
+            });
+        };
+        let len = len as usize;
+        if !(FRAME_HEADER_LEN..=MAX_FRAME_LEN).contains(&len) {
+            return Ok(Step::Bad {
+                offset,
+                reason: format!(
+                    "frame length {len} is outside {FRAME_HEADER_LEN}..={MAX_FRAME_LEN}"
+                ),
+            });
+        }
+        if offset + len as u64 > self.len {
+            return Ok(Step::Bad {
+                offset,
+                reason: format!(
+                    "torn frame: a {len}-byte frame would end at {} but the file has {} bytes",
+                    offset + len as u64,
+                    self.len
+                ),
+            });
+        }
+        let have = self.fill(len).map_err(|e| self.io(e))?;
+        if have < len {
+            return Ok(Step::Bad {
+                offset,
+                reason: "torn frame: the file shrank while being read".into(),
+            });
+        }
+        let rel = (offset - self.buf_off) as usize;
+        match decode_view(&self.buf[rel..rel + len]) {
+            Ok((view, n)) => {
+                self.pos = offset + n as u64;
+                Ok(Step::Frame(view, offset, n as u32))
+            }
+            Err(e) => Ok(Step::Bad {
+                offset,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// The first position at or after `from` where a valid frame with an LSN above `min_lsn`
+    /// starts, with that LSN. Scans byte by byte, using a cheap header test before the CRC.
+    pub(super) fn find_valid(&self, from: u64, min_lsn: u64) -> Result<Option<(u64, Lsn)>> {
+        let mut p = from;
+        let mut win = Vec::new();
+        let mut tmp = Vec::new();
+        while p + FRAME_HEADER_LEN as u64 <= self.len {
+            let want = ((self.len - p) as usize).min(SCAN_WINDOW + FRAME_HEADER_LEN);
+            win.resize(want, 0);
+            let got = read_full_at(&self.file, &mut win, p).map_err(|e| self.io(e))?;
+            win.truncate(got);
+            if got < FRAME_HEADER_LEN {
+                break;
+            }
+            let positions = (got - FRAME_HEADER_LEN + 1).min(SCAN_WINDOW);
+            for i in 0..positions {
+                let Some((len, _)) = plausible_header(&win[i..], min_lsn) else {
+                    continue;
+                };
+                let at = p + i as u64;
+                if at + len as u64 > self.len {
+                    continue;
+                }
+                let bytes: &[u8] = if i + len <= got {
+                    &win[i..i + len]
+                } else {
+                    tmp.resize(len, 0);
+                    let n = read_full_at(&self.file, &mut tmp, at).map_err(|e| self.io(e))?;
+                    &tmp[..n]
+                };
+                if let Ok((v, _)) = decode_view(bytes) {
+                    return Ok(Some((at, v.lsn)));
+                }
+            }
+            p += positions as u64;
+        }
+        Ok(None)
+    }
+}
+
