@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use petgraph::acyclic::TopologicalPosition;
 
 use crate::checkpoint::{self, CheckpointInfo};
+use crate::logdir::DirKind;
+use crate::restore;
 use crate::delta::{Body, Delta, Source};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind, Subscribers, SubscriptionId};
@@ -35,7 +37,8 @@ pub enum PropagationMode {
 /// Configuration of [`Mmsb::start`].
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The log directory (segments, checkpoints, the writer lock). Created if missing.
+    /// The log directory (segments, checkpoints, the writer lock, `LOGID`). Created if missing
+    /// (unless [`field@Config::create`] is false).
     pub dir: PathBuf,
     /// What a commit waits for (see [`Durability`]).
     pub durability: Durability,
@@ -53,6 +56,10 @@ pub struct Config {
     /// holds it, before [`Error::Locked`] (default [`DEFAULT_LOCK_TIMEOUT`], 1 s; see
     /// [`LogConfig::lock_timeout`]). [`Duration::ZERO`] fails at once.
     pub lock_timeout: Duration,
+    /// Create a new log when `dir` is missing or empty (default true; see
+    /// [`LogConfig::create`]). A directory that holds something other than a log is never
+    /// turned into one.
+    pub create: bool,
 }
 
 impl Config {
@@ -69,6 +76,7 @@ impl Config {
             timings: true,
             prune_after_checkpoint: false,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            create: true,
         }
     }
 
@@ -234,25 +242,15 @@ impl Mmsb {
         lc.segment_bytes = config.segment_bytes;
         lc.buffer_bytes = config.buffer_bytes;
         lc.lock_timeout = config.lock_timeout;
+        lc.create = config.create;
         let (log, recovery) = TLog::open(lc)?;
-        let (mut ckpt, mut skipped) = checkpoint::newest_valid(&config.dir)?;
-        // A checkpoint past the end of the log would make new frames reuse LSNs: never use one.
-        if ckpt.as_ref().is_some_and(|c| c.lsn > recovery.last_lsn) {
-            let c = ckpt.take().map(|c| c.lsn).unwrap_or_default();
-            skipped.push((
-                config.dir.clone(),
-                Error::CorruptCheckpoint {
-                    file: config.dir.clone(),
-                    reason: format!(
-                        "checkpoint covers {c} but the log ends at {}",
-                        recovery.last_lsn
-                    ),
-                },
-            ));
-        }
-        let checkpoint_lsn = ckpt.as_ref().map(|c| c.lsn);
-        let base = match ckpt {
-            Some(c) => State::from_checkpoint(c)?,
+        // The same rule as readers (`crate::restore`): the newest usable checkpoint of this log.
+        let kind = DirKind::Log(log.identity());
+        let base = restore::choose_base(&config.dir, &kind, None)?;
+        let skipped = base.skipped;
+        let checkpoint_lsn = base.checkpoint.as_ref().map(|(c, _)| c.lsn);
+        let base = match base.checkpoint {
+            Some((c, _)) => State::from_checkpoint(c)?,
             None => State::new(),
         };
         let state = base.replay_log(&config.dir, ReplayTarget::End)?;
@@ -878,8 +876,9 @@ impl Mmsb {
         }
         self.log.sync()?;
         let lsn = self.log.last_lsn();
-        let info = checkpoint::write(
+        let info = checkpoint::write_for_log(
             &self.config.dir,
+            self.log.identity().id,
             lsn,
             self.state.next_page_id(),
             self.state.pages(),

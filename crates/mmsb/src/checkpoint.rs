@@ -7,13 +7,18 @@
 //! old segments. The byte layout is in `docs/mmsb-format.md`; in short (little endian):
 //!
 //! ```text
-//! header   magic "MMSBCKPT" | version u16 = 1 | flags u16 = 0 | reserved u32 = 0
-//!          | lsn u64 | next_page_id u64 | page_count u64                         (40 bytes)
+//! header   magic "MMSBCKPT" | version u16 = 2 | flags u16 = 0 | reserved u32 = 0
+//!          | lsn u64 | next_page_id u64 | page_count u64 | log_id [16]          (56 bytes)
 //! page     id u64 | epoch u64 | size u32 | location u8 | reserved [3] = 0 | meta_count u32
 //!          | meta_count x (key_len u16 | key | value_len u32 | value)
 //!          | bytes [size] | xxh3_64(bytes) u64
 //! trailer  crc32c u32 of every byte before it
 //! ```
+//!
+//! The log id ([`crate::logdir`]) ties a checkpoint to the log it was taken of: the bus writes its
+//! log's id ([`write_for_log`]), [`write`] writes [`LogId::DETACHED`] (a state that belongs to no
+//! log, as `mmsb replay` writes), and restore only uses checkpoints that carry the directory's
+//! id. Version 1 files (40-byte header, no id) are still read, with `log_id: None`.
 //!
 //! Writing is crash-safe: the file is written under a temporary name in the same directory,
 //! fsynced, renamed over the final name, and the directory is fsynced; a crash leaves either
@@ -27,15 +32,21 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::frame::MAX_METADATA_KEY_LEN;
+use crate::logdir::LogId;
+use crate::tlog::segment::{open_regular, open_regular_with};
 use crate::page::{Location, Lsn, MAX_PAGE_SIZE, Page, PageId};
 use crate::tlog::sync_dir;
 
 /// The first 8 bytes of a checkpoint file.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"MMSBCKPT";
 /// The checkpoint format version this build reads and writes.
-pub const CHECKPOINT_VERSION: u16 = 1;
+pub const CHECKPOINT_VERSION: u16 = 2;
+/// Length of the fixed header of version 1 (no log id).
+const HEADER_LEN_V1: usize = 40;
+/// Offset of the log id in a version-2 header.
+const LOG_ID_OFFSET: usize = HEADER_LEN_V1;
 /// Length of the fixed header.
-const HEADER_LEN: usize = 40;
+const HEADER_LEN: usize = LOG_ID_OFFSET + 16;
 /// Fixed part of a page record (before metadata).
 const PAGE_FIXED: usize = 32;
 /// Suffix of temporary files.
@@ -63,6 +74,8 @@ pub struct Checkpoint {
     pub next_page_id: u64,
     /// Every page, in the order they were written. Pages are never stale after a restore.
     pub pages: Vec<Page>,
+    /// The log it was taken of ([`LogId::DETACHED`] for none); `None` for a version-1 file.
+    pub log_id: Option<LogId>,
 }
 
 /// The file name of the checkpoint at `lsn`.
@@ -96,7 +109,23 @@ impl<W: Write> CrcWriter<W> {
     }
 }
 
-/// Writes a checkpoint of `pages` at `lsn` into `dir` (created if missing) and returns where.
+/// Writes a detached checkpoint (one that belongs to no log, [`LogId::DETACHED`]) of `pages`
+/// at `lsn` into `dir` (created if missing) and returns where: [`write_for_log`] with the
+/// detached id. A log directory never restores from a detached checkpoint.
+///
+/// # Errors
+/// As [`write_for_log`].
+pub fn write<'a>(
+    dir: &Path,
+    lsn: Lsn,
+    next_page_id: u64,
+    pages: impl IntoIterator<Item = &'a Page>,
+) -> Result<CheckpointInfo> {
+    write_for_log(dir, LogId::DETACHED, lsn, next_page_id, pages)
+}
+
+/// Writes a checkpoint of `pages` at `lsn`, taken of the log `log_id`, into `dir` (created if
+/// missing) and returns where.
 ///
 /// `lsn` is the LSN of the last frame whose effect the pages include; `next_page_id` is the id
 /// the next created page will get. Any leftover temporary checkpoint files in `dir` are deleted
@@ -110,8 +139,9 @@ impl<W: Write> CrcWriter<W> {
 /// of size 0 or above [`MAX_PAGE_SIZE`], [`Error::MetadataKeyTooLong`] for a key over
 /// [`MAX_METADATA_KEY_LEN`] bytes or [`Error::SizeMismatch`] for a metadata value of 4 GiB or
 /// more (nothing is renamed into place in these cases); [`Error::Io`] for failed system calls.
-pub fn write<'a>(
+pub fn write_for_log<'a>(
     dir: &Path,
+    log_id: LogId,
     lsn: Lsn,
     next_page_id: u64,
     pages: impl IntoIterator<Item = &'a Page>,
@@ -151,7 +181,7 @@ pub fn write<'a>(
         "{}{TMP_SUFFIX}",
         file_name(lsn).trim_end_matches(".ckpt")
     ));
-    let r = write_file(&tmp_path, lsn, next_page_id, &pages);
+    let r = write_file(&tmp_path, log_id, lsn, next_page_id, &pages);
     let bytes = match r {
         Ok(b) => b,
         Err(e) => {
@@ -169,12 +199,18 @@ pub fn write<'a>(
     })
 }
 
-fn write_file(path: &Path, lsn: Lsn, next_page_id: u64, pages: &[&Page]) -> io::Result<u64> {
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
+fn write_file(
+    path: &Path,
+    log_id: LogId,
+    lsn: Lsn,
+    next_page_id: u64,
+    pages: &[&Page],
+) -> io::Result<u64> {
+    let (f, _) = open_regular_with(path, OpenOptions::new().write(true).create_new(true))
+        .map_err(|e| match e {
+            Error::Io { source, .. } => source,
+            other => io::Error::other(other.to_string()),
+        })?;
     let mut w = CrcWriter {
         inner: BufWriter::with_capacity(1 << 20, f),
         crc: 0,
@@ -186,6 +222,7 @@ fn write_file(path: &Path, lsn: Lsn, next_page_id: u64, pages: &[&Page]) -> io::
     h[16..24].copy_from_slice(&lsn.0.to_le_bytes());
     h[24..32].copy_from_slice(&next_page_id.to_le_bytes());
     h[32..40].copy_from_slice(&(pages.len() as u64).to_le_bytes());
+    h[LOG_ID_OFFSET..HEADER_LEN].copy_from_slice(&log_id.0);
     w.put(&h)?;
     for p in pages {
         let mut fixed = [0u8; PAGE_FIXED];
@@ -305,15 +342,14 @@ impl CkptReader {
 /// check, [`Error::Io`] when the file cannot be read.
 pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
     let path = path.as_ref().to_path_buf();
-    let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
-    let len = f.metadata().map_err(|e| Error::io(&path, e))?.len();
+    let (f, len) = open_regular(&path)?;
     let mut r = CkptReader {
         inner: BufReader::with_capacity(1 << 20, f),
         crc: 0,
         left: len.saturating_sub(4),
         path,
     };
-    if len < (HEADER_LEN + 4) as u64 {
+    if len < (HEADER_LEN_V1 + 4) as u64 {
         // Distinguish "not a checkpoint" from "a truncated one" where the magic is there.
         let mut head = vec![0u8; len.min(8) as usize];
         r.inner
@@ -329,7 +365,7 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
             "file of {len} bytes is shorter than a checkpoint header"
         )));
     }
-    let h: [u8; HEADER_LEN] = r.take("header")?;
+    let h: [u8; HEADER_LEN_V1] = r.take("header")?;
     if h[0..8] != CHECKPOINT_MAGIC {
         return Err(Error::BadMagic {
             file: r.path.clone(),
@@ -337,7 +373,7 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
         });
     }
     let version = u16::from_le_bytes([h[8], h[9]]);
-    if version != CHECKPOINT_VERSION {
+    if version != CHECKPOINT_VERSION && version != 1 {
         return Err(Error::UnsupportedVersion {
             file: r.path.clone(),
             found: version,
@@ -351,6 +387,11 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
         let mut b = [0u8; 8];
         b.copy_from_slice(&h[a..a + 8]);
         u64::from_le_bytes(b)
+    };
+    let log_id = if version == 1 {
+        None
+    } else {
+        Some(LogId(r.take("log id")?))
     };
     let lsn = Lsn(le(16));
     let next_page_id = le(24);
@@ -440,6 +481,7 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
         lsn,
         next_page_id,
         pages,
+        log_id,
     })
 }
 

@@ -62,6 +62,68 @@ pub enum Error {
         /// What failed (CRC, length, LSN order, field value).
         reason: String,
     },
+    /// The end of the last segment holds bytes that are not a valid frame, that no valid frame
+    /// follows, and that are not a torn write (see `docs/failure-model/mmsb.md`): a complete
+    /// frame that was damaged after it was written. Cutting it could drop committed frames, so
+    /// readers and the writer refuse the log and nothing is changed.
+    #[error(
+        "{file}: damaged frame at byte offset {offset}: {reason}; committed frames may be lost, so nothing was changed (to discard the frame and everything after it, truncate the file to {offset} bytes)"
+    )]
+    DamagedTail {
+        /// The segment file.
+        file: PathBuf,
+        /// Byte offset of the damaged frame.
+        offset: u64,
+        /// What is wrong and why it is not a torn write.
+        reason: String,
+    },
+    /// A file in a log directory (segment, checkpoint, lock, log id) is not a regular file.
+    /// Links are not followed and FIFOs are never read, so a hostile entry can neither redirect
+    /// a read or write nor make a command hang.
+    #[error("{file}: expected a regular file, found {found}")]
+    NotRegularFile {
+        /// The file.
+        file: PathBuf,
+        /// What it is: "a symbolic link", "a FIFO", "a directory", ...
+        found: &'static str,
+    },
+    /// A directory given as a log directory holds no log: no `LOGID` file and no segment file
+    /// with the segment magic, or (for commands that never create a log) nothing at all.
+    #[error("{dir}: not an mmsb log directory ({reason})")]
+    NotALog {
+        /// The directory.
+        dir: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+    /// The `LOGID` file of a log directory fails its checks.
+    #[error("{file}: corrupt log id file: {reason}")]
+    CorruptLogId {
+        /// The file.
+        file: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// A checkpoint in a log directory was not written by that log (another log's, or a
+    /// detached one written by `replay`), so it is never restored from.
+    #[error("{file}: checkpoint belongs to {found}, not to this log ({expected})")]
+    ForeignCheckpoint {
+        /// The checkpoint file.
+        file: PathBuf,
+        /// The log id the checkpoint records (or "no log").
+        found: String,
+        /// This log's id.
+        expected: String,
+    },
+    /// The state of a log directory cannot be rebuilt: segments were pruned and no usable
+    /// checkpoint covers what they held, or a checkpoint covers more than the log holds.
+    #[error("{dir}: state unrecoverable: {reason}")]
+    StateUnrecoverable {
+        /// The log directory.
+        dir: PathBuf,
+        /// Why, naming the missing LSN range and the checkpoints that could not be used.
+        reason: String,
+    },
     /// A checkpoint file fails its checks.
     #[error("{file}: corrupt checkpoint: {reason}")]
     CorruptCheckpoint {

@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use crate::checkpoint::{self, Checkpoint};
+use crate::checkpoint::Checkpoint;
 use crate::delta::Delta;
 use crate::error::{Error, Result};
 use crate::frame::{Frame, FrameBody};
 use crate::page::{Location, Lsn, MAX_PAGE_SIZE, Page, PageId};
-use crate::tlog::LogReader;
+use crate::tlog::{LogReader, Truncation};
 
 /// Where a replay stops.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -232,64 +232,58 @@ impl State {
         Ok(s)
     }
 
-    /// The newest valid checkpoint in `dir` plus the committed log suffix after it (or the whole
-    /// log when there is no checkpoint): the state a restart recovers. Reads only; takes no lock.
+    /// The state the log directory `dir` holds: the newest usable checkpoint plus the committed
+    /// log after it, or the whole log (the rule is in [`crate::restore`]; the writer uses the
+    /// same). Reads only; takes no lock. [`State::restore_reporting`] also says what was used
+    /// and what was left out.
     ///
     /// # Errors
-    /// I/O errors, [`Error::CorruptFrame`] for a log corrupt in the middle, [`Error::ReplayMismatch`]
-    /// for a log that does not fit the checkpoint (for example a gap after pruning).
+    /// [`Error::NotALog`]; [`Error::StateUnrecoverable`] when segments were pruned and no usable
+    /// checkpoint covers them, or a checkpoint covers more than the log holds; I/O errors,
+    /// [`Error::CorruptFrame`] / [`Error::DamagedTail`] for a damaged log,
+    /// [`Error::ReplayMismatch`] for a log that does not fit its checkpoint.
     pub fn restore(dir: &Path) -> Result<State> {
         Ok(State::restore_reporting(dir)?.0)
     }
 
-    /// [`State::restore`], also returning the checkpoints that were skipped as corrupt.
+    /// Replays the log at `path` (a directory or one segment file) up to `target`. For a
+    /// directory, starts from the newest usable checkpoint at or below an LSN target (or, for
+    /// [`ReplayTarget::End`], the newest usable one: the same state as [`State::restore`]);
+    /// page-epoch and timestamp targets start from the empty state. A segment file is replayed
+    /// from the empty state.
     ///
     /// # Errors
-    /// As [`State::restore`].
-    pub(crate) fn restore_reporting(
-        dir: &Path,
-    ) -> Result<(State, Vec<(std::path::PathBuf, Error)>)> {
-        let (ckpt, skipped) = checkpoint::newest_valid(dir)?;
-        let base = match ckpt {
-            Some(c) => State::from_checkpoint(c)?,
-            None => State::new(),
-        };
-        let s = base.replay_log(dir, ReplayTarget::End)?;
-        Ok((s, skipped))
-    }
-
-    /// Replays the log at `path` (a directory or one segment file) from empty up to `target`.
-    /// When `path` is a directory with a checkpoint at or before an LSN target, starts from that
-    /// checkpoint instead (same result, less work).
-    ///
-    /// # Errors
-    /// As [`State::restore`]; [`Error::TargetBeyondLog`] for an LSN target past the log's end.
+    /// As [`State::restore`]; [`Error::TargetBeyondLog`] for a target past the log's end.
     pub fn replay(path: &Path, target: ReplayTarget) -> Result<State> {
-        let mut base = State::new();
-        if let ReplayTarget::Lsn(lsn) = target
-            && path.is_dir()
-        {
-            for (c_lsn, file) in checkpoint::list(path)?.into_iter().rev() {
-                if c_lsn <= lsn
-                    && let Ok(c) = checkpoint::read(&file)
-                {
-                    base = State::from_checkpoint(c)?;
-                    break;
-                }
-            }
-        }
-        base.replay_log(path, target)
+        Ok(State::replay_reporting(path, target)?.0)
     }
 
     /// Applies the committed frames of the log at `path` after this state's LSN, up to `target`.
     ///
     /// # Errors
     /// As [`State::replay`].
-    pub fn replay_log(mut self, path: &Path, target: ReplayTarget) -> Result<State> {
+    pub fn replay_log(self, path: &Path, target: ReplayTarget) -> Result<State> {
+        Ok(self.replay_log_reporting(path, target)?.0)
+    }
+
+    /// [`State::replay_log`], also returning what the reader ignored after the last committed
+    /// frame (when the replay reached the end of the log).
+    ///
+    /// # Errors
+    /// As [`State::replay_log`]; [`Error::StateUnrecoverable`] when this state's LSN is past the
+    /// end of the log (a checkpoint covering frames the log lost).
+    pub fn replay_log_reporting(
+        mut self,
+        path: &Path,
+        target: ReplayTarget,
+    ) -> Result<(State, Option<Truncation>)> {
         let reader = LogReader::open(path)?;
         let start = self.last_lsn.next();
+        let base = self.last_lsn;
         let mut expected = start;
-        for item in reader.frames_from(start)? {
+        let mut frames = reader.frames_from(start)?;
+        let mut reached_end = true;
+        while let Some(item) = frames.next() {
             let at = item?;
             let f = &at.frame;
             if f.lsn != expected {
@@ -303,10 +297,14 @@ impl State {
             }
             expected = f.lsn.next();
             match target {
-                ReplayTarget::Lsn(l) if f.lsn > l => break,
+                ReplayTarget::Lsn(l) if f.lsn > l => {
+                    reached_end = false;
+                    break;
+                }
                 ReplayTarget::Timestamp(t)
                     if f.timestamp_ns > t && !matches!(f.body, FrameBody::Commit) =>
                 {
+                    reached_end = false;
                     break;
                 }
                 _ => {}
@@ -317,8 +315,19 @@ impl State {
                 && matches!(f.body, FrameBody::Delta(_))
                 && f.epoch >= e
             {
-                return Ok(self);
+                return Ok((self, None));
             }
+        }
+        let log_end = frames.last_committed().unwrap_or(Lsn::ZERO);
+        let tail = frames.tail().cloned();
+        drop(frames);
+        if reached_end && base > log_end && path.is_dir() {
+            return Err(Error::StateUnrecoverable {
+                dir: path.to_path_buf(),
+                reason: format!(
+                    "a checkpoint covers {base} but the log ends at {log_end}: committed frames it covers are missing from the log"
+                ),
+            });
         }
         match target {
             ReplayTarget::Lsn(l) if l > self.last_lsn => Err(Error::TargetBeyondLog {
@@ -329,9 +338,45 @@ impl State {
                 target: target.to_string(),
                 last: self.last_lsn,
             }),
-            _ => Ok(self),
+            _ => Ok((self, if reached_end { tail } else { None })),
         }
     }
+}
+
+/// How the page sets of two states differ (what [`diff`] refuses with [`Error::DiffShape`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PageSetDiff {
+    /// Pages only in the first state, in id order.
+    pub only_in_a: Vec<PageId>,
+    /// Pages only in the second state, in id order.
+    pub only_in_b: Vec<PageId>,
+    /// Pages in both with different sizes: `(id, size in a, size in b)`.
+    pub resized: Vec<(PageId, usize, usize)>,
+}
+
+impl PageSetDiff {
+    /// True when both states have the same pages with the same sizes.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.only_in_a.is_empty() && self.only_in_b.is_empty() && self.resized.is_empty()
+    }
+}
+
+/// How the page ids and sizes of `a` and `b` differ.
+#[must_use]
+pub fn page_set_diff(a: &State, b: &State) -> PageSetDiff {
+    let mut d = PageSetDiff::default();
+    for i in 0..a.pages.len().max(b.pages.len()) {
+        let pa = a.pages.get(i).and_then(Option::as_ref);
+        let pb = b.pages.get(i).and_then(Option::as_ref);
+        match (pa, pb) {
+            (Some(x), Some(y)) if x.size() != y.size() => d.resized.push((x.id, x.size(), y.size())),
+            (Some(x), None) => d.only_in_a.push(x.id),
+            (None, Some(y)) => d.only_in_b.push(y.id),
+            _ => {}
+        }
+    }
+    d
 }
 
 /// The deltas that turn `a` into `b`: one per page whose bytes differ, in page order, each built

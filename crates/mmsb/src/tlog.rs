@@ -123,6 +123,10 @@ pub struct LogConfig {
     /// It retries every 1 ms at first, the pause doubling up to 10 ms. [`Duration::ZERO`]
     /// makes one attempt and fails at once; [`Duration::MAX`] waits as long as it takes.
     pub lock_timeout: Duration,
+    /// Create a new log when `dir` is missing or empty (default true). With false, [`TLog::open`]
+    /// only opens an existing log and fails with [`Error::NotALog`] otherwise, creating nothing
+    /// (what a tool that maintains existing logs wants).
+    pub create: bool,
 }
 
 impl LogConfig {
@@ -136,6 +140,7 @@ impl LogConfig {
             segment_bytes: 64 << 20,
             buffer_bytes: 1 << 20,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            create: true,
         }
     }
 }
@@ -263,14 +268,15 @@ fn lock_exclusive(file: &File, path: &Path, dir: &Path, timeout: Duration) -> Re
 
 mod read;
 mod recover;
-mod segment;
+pub(crate) mod segment;
 mod verify;
 
 pub use read::{FrameAt, Frames, LogReader};
 pub use segment::{list_segments, parse_segment_file_name, segment_file_name};
 pub use verify::{Problem, SegmentSummary, VerifyReport, verify};
 use recover::recover;
-use segment::{HeaderErr, SegReader, Step, check_header, encode_header};
+use segment::{HeaderErr, SegReader, Step, check_header, encode_header, open_regular_with};
+use crate::logdir::{self, DirKind, LogIdentity};
 
 // ---------------------------------------------------------------------------------------------
 // The writer
@@ -356,6 +362,8 @@ fn group_thread(shared: &GroupShared, interval: Duration) {
 #[derive(Debug)]
 pub struct TLog {
     cfg: LogConfig,
+    /// The log's id (from `LOGID`, created with a new log).
+    identity: LogIdentity,
     /// Holds the directory lock (released when closed).
     _lock: File,
     /// The active (last) segment, opened for appending.
@@ -412,32 +420,51 @@ impl TLog {
     /// format; [`Error::Io`] for failed system calls.
     pub fn open(cfg: LogConfig) -> Result<(TLog, RecoveryReport)> {
         let dir = cfg.dir.clone();
-        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        // Decide before creating anything: a directory that holds something else is never
+        // turned into a log, and without `create` neither is an empty one.
+        match logdir::probe(&dir)? {
+            DirKind::Missing | DirKind::Empty if !cfg.create => {
+                return Err(Error::NotALog {
+                    dir,
+                    reason: "no log here, and creating one was not asked for".into(),
+                });
+            }
+            DirKind::Missing => fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?,
+            _ => {}
+        }
         let lock_path = dir.join(LOCK_FILE);
         // `std::fs` opens with O_CLOEXEC (checked by the test
         // `every_descriptor_the_writer_keeps_is_close_on_exec`): a child process drops the
         // descriptor, and with it the lock, when it execs. Until then it shares the lock, which
         // `lock_exclusive` waits out.
-        let lock_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, e))?;
+        let (lock_file, _) = open_regular_with(
+            &lock_path,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+        )?;
         lock_exclusive(&lock_file, &lock_path, &dir, cfg.lock_timeout)?;
+        // Under the lock: check again, and give a new or legacy log its id.
+        let identity = match logdir::probe(&dir)? {
+            DirKind::Log(ident) => ident,
+            DirKind::Legacy => logdir::create_identity(&dir, true)?,
+            DirKind::Empty if cfg.create => logdir::create_identity(&dir, false)?,
+            DirKind::Empty | DirKind::Missing => {
+                return Err(Error::NotALog {
+                    dir,
+                    reason: "the directory changed while the lock was taken".into(),
+                });
+            }
+        };
         let rec = recover(&dir)?;
         let durable = cfg.durability != Durability::Buffered;
         let mut stats = LogStats::default();
         let mut segments = rec.segments;
         let (file, seg_len) = match segments.last() {
             Some((_, path)) => {
-                let f = OpenOptions::new()
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| Error::io(path, e))?;
-                let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
-                (f, len)
+                open_regular_with(path, OpenOptions::new().append(true))?
             }
             None => {
                 let first = Lsn(rec.next_lsn);
@@ -486,6 +513,7 @@ impl TLog {
         };
         let buffer_bytes = cfg.buffer_bytes;
         let log = TLog {
+            identity,
             cfg,
             _lock: lock_file,
             file,
@@ -506,6 +534,12 @@ impl TLog {
             closed: false,
         };
         Ok((log, report))
+    }
+
+    /// The log's identity (its `LOGID` file), which checkpoints of this log record.
+    #[must_use]
+    pub fn identity(&self) -> LogIdentity {
+        self.identity
     }
 
     /// The log directory.

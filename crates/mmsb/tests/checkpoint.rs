@@ -79,7 +79,8 @@ fn round_trip() {
         Checkpoint {
             lsn: Lsn(42),
             next_page_id: 8,
-            pages: pages(&s)
+            pages: pages(&s),
+            log_id: Some(mmsb::logdir::LogId::DETACHED),
         }
     );
     assert_eq!(
@@ -127,8 +128,8 @@ fn page_hash_is_checked_behind_the_crc() {
     let dir = tempfile::tempdir().unwrap();
     let info = checkpoint::write(dir.path(), Lsn(9), 8, sample_state().pages().take(1)).unwrap();
     let mut b = fs::read(&info.path).unwrap();
-    // Page 1 is one byte, after the 40-byte header and the 32-byte page header.
-    b[72] ^= 0x55;
+    // Page 1 is one byte, after the 56-byte header and the 32-byte page header.
+    b[88] ^= 0x55;
     let n = b.len() - 4;
     let crc = crc32c::crc32c(&b[..n]);
     b[n..].copy_from_slice(&crc.to_le_bytes());
@@ -183,9 +184,9 @@ fn huge_lengths_do_not_allocate() {
             Err(Error::CorruptCheckpoint { .. })
         ));
     }
-    // Page size field of the first page (header 40 + id 8 + epoch 8).
+    // Page size field of the first page (header 56 + id 8 + epoch 8).
     let mut b = good.clone();
-    b[56..60].copy_from_slice(&(1u32 << 30).to_le_bytes());
+    b[72..76].copy_from_slice(&(1u32 << 30).to_le_bytes());
     overwrite(&bad, &b);
     match checkpoint::read(&bad) {
         Err(Error::CorruptCheckpoint { reason, .. }) => {
@@ -289,7 +290,7 @@ fn not_a_checkpoint_and_other_versions() {
         checkpoint::read(&info.path),
         Err(Error::UnsupportedVersion {
             found: 7,
-            supported: 1,
+            supported: 2,
             ..
         })
     ));

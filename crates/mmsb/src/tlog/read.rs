@@ -142,6 +142,7 @@ impl LogReader {
             from: lsn,
             last_lsn: None,
             since_commit: 0,
+            committed: None,
             commit_end: 0,
             pending: VecDeque::new(),
             ready: VecDeque::new(),
@@ -179,6 +180,8 @@ pub struct Frames<'r> {
     last_lsn: Option<u64>,
     /// Valid frames read since the last commit.
     since_commit: u64,
+    /// LSN of the last committed frame read (first - 1 of the first segment read before any).
+    pub(super) committed: Option<u64>,
     /// Offset just past the last committed frame in the current segment.
     commit_end: u64,
     pending: VecDeque<FrameAt>,
@@ -203,6 +206,14 @@ impl Frames<'_> {
     #[must_use]
     pub fn tail(&self) -> Option<&Truncation> {
         self.tail.as_ref()
+    }
+
+    /// LSN of the last committed frame this iteration has read (for an iteration that ended,
+    /// the last committed frame of the log); `None` before any segment was opened or when the
+    /// log has none.
+    #[must_use]
+    pub fn last_committed(&self) -> Option<Lsn> {
+        self.committed.map(Lsn)
     }
 
     fn finish(&mut self, tail: Option<Truncation>) {
@@ -239,6 +250,13 @@ impl Frames<'_> {
                             format!("{reason}; yet a valid frame ({lsn}) follows at offset {at}"),
                         ));
                     }
+                    if let Some(why) = r.tail_damage(0)? {
+                        return Err(Error::DamagedTail {
+                            file: seg.path.to_path_buf(),
+                            offset: 0,
+                            reason: format!("{reason}; {why}"),
+                        });
+                    }
                     let frames_dropped = self.since_commit;
                     self.finish(Some(Truncation {
                         file: seg.path.to_path_buf(),
@@ -260,6 +278,9 @@ impl Frames<'_> {
                 ));
             }
             self.last_lsn = Some(first.0 - 1);
+            if self.since_commit == 0 {
+                self.committed = Some(first.0 - 1);
+            }
             self.commit_end = SEGMENT_HEADER_LEN as u64;
             self.cur_last = is_last;
             self.cur = Some(r);
@@ -295,6 +316,7 @@ impl Frames<'_> {
                 }
                 if commit {
                     self.since_commit = 0;
+                    self.committed = Some(v.lsn.0);
                     self.commit_end = off + u64::from(len);
                     self.ready.extend(self.pending.drain(..));
                 } else {
@@ -342,7 +364,14 @@ impl Frames<'_> {
                         ),
                     ));
                 }
-                let mut why = format!("torn or corrupt frame at offset {offset}: {reason}");
+                if let Some(damage) = r.tail_damage(offset)? {
+                    return Err(Error::DamagedTail {
+                        file: path.to_path_buf(),
+                        offset,
+                        reason: format!("{reason}; {damage}"),
+                    });
+                }
+                let mut why = format!("torn frame at offset {offset}: {reason}");
                 if self.since_commit > 0 {
                     why.push_str(&format!(
                         "; {} uncommitted frames before it",

@@ -56,6 +56,13 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered> {
                         format!("{reason}; yet a valid frame ({lsn}) follows at offset {at}"),
                     ));
                 }
+                if let Some(why) = r.tail_damage(0)? {
+                    return Err(Error::DamagedTail {
+                        file: path.clone(),
+                        offset: 0,
+                        reason: format!("{reason}; {why}"),
+                    });
+                }
                 truncated = Some(Truncation {
                     file: path.clone(),
                     offset: 0,
@@ -113,6 +120,13 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered> {
                             ),
                         ));
                     }
+                    if let Some(why) = r.tail_damage(offset)? {
+                        return Err(Error::DamagedTail {
+                            file: path.clone(),
+                            offset,
+                            reason: format!("{reason}; {why}"),
+                        });
+                    }
                     torn = Some((offset, reason));
                     break;
                 }
@@ -154,10 +168,7 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered> {
     }
     // Every check passed: now repair.
     if let Some((path, len)) = cut {
-        let f = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let (f, _) = segment::open_regular_with(&path, OpenOptions::new().write(true))?;
         f.set_len(len)
             .and_then(|()| f.sync_all())
             .map_err(|e| Error::io(&path, e))?;

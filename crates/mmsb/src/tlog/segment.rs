@@ -3,7 +3,62 @@
 #![allow(clippy::wildcard_imports)]
 use super::*;
 
-pub(super) fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+/// Opens `path` read-only as a regular file: `O_NOFOLLOW` (a symbolic link is refused, not
+/// followed), `O_NONBLOCK` (a FIFO or device does not block the open) and `O_CLOEXEC`, then
+/// `fstat` checks the type. Returns the file and its length.
+///
+/// # Errors
+/// [`Error::NotRegularFile`] for a link, FIFO, socket, device or directory; [`Error::Io`].
+pub(crate) fn open_regular(path: &Path) -> Result<(File, u64)> {
+    open_regular_with(path, OpenOptions::new().read(true))
+}
+
+/// [`open_regular`] with other open options (write access, create); the same checks.
+///
+/// # Errors
+/// As [`open_regular`].
+pub(crate) fn open_regular_with(path: &Path, opts: &mut OpenOptions) -> Result<(File, u64)> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let f = match opts.custom_flags(flags.bits() as i32).open(path) {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(Error::NotRegularFile {
+                file: path.to_path_buf(),
+                found: "a symbolic link",
+            });
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let meta = f.metadata().map_err(|e| Error::io(path, e))?;
+    let t = meta.file_type();
+    if !t.is_file() {
+        let found = if t.is_dir() {
+            "a directory"
+        } else if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_socket() {
+            "a socket"
+        } else if t.is_symlink() {
+            "a symbolic link"
+        } else {
+            "a device"
+        };
+        return Err(Error::NotRegularFile {
+            file: path.to_path_buf(),
+            found,
+        });
+    }
+    Ok((f, meta.len()))
+}
+
+/// Alignment of the blocks a file system writes back independently (a sector). After a power
+/// loss, a block the kernel had not written back reads as zeros.
+const WRITEBACK_BLOCK: u64 = 512;
+/// Largest tail that [`SegReader::tail_damage`] reads to test for a damaged length field.
+const LENGTH_PROBE_MAX: u64 = 64 << 20;
+
+pub(crate) fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         match file.read_at(&mut buf[done..], offset + done as u64) {
@@ -193,8 +248,7 @@ pub(super) enum Step<'a> {
 
 impl SegReader {
     pub(super) fn open(path: Arc<Path>) -> Result<SegReader> {
-        let file = File::open(&path).map_err(|e| Error::io(&*path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(&*path, e))?.len();
+        let (file, len) = open_regular(&path)?;
         Ok(SegReader {
             path,
             file,
@@ -207,6 +261,76 @@ impl SegReader {
 
     pub(super) fn io(&self, e: io::Error) -> Error {
         Error::io(&*self.path, e)
+    }
+
+    /// Decides whether the invalid bytes at `offset` of the **last** segment, which no valid
+    /// frame follows, are a torn write (`None`: a crash left them; recovery may discard them)
+    /// or damage (`Some(why)`: they were written whole and changed later, so the frames they
+    /// held, possibly committed ones, would be lost by cutting them).
+    ///
+    /// Torn: the file ends inside the frame's length field, or before the end the length
+    /// declares (a write that stopped), unless the length itself is what is damaged (the frame
+    /// checks out when its length is taken to be the bytes left); or everything from a
+    /// [`WRITEBACK_BLOCK`]-aligned offset to the end of the file is zero (blocks a power loss
+    /// left unwritten, the file size already extended). Damaged: every other case, in
+    /// particular a complete frame with a flipped bit.
+    pub(super) fn tail_damage(&self, offset: u64) -> Result<Option<String>> {
+        let avail = self.len.saturating_sub(offset);
+        if avail < 4 {
+            return Ok(None);
+        }
+        let nz = self.end_of_nonzero(offset).map_err(|e| self.io(e))?;
+        let aligned = nz.max(offset).div_ceil(WRITEBACK_BLOCK) * WRITEBACK_BLOCK;
+        if nz <= offset || aligned < self.len {
+            return Ok(None);
+        }
+        let mut lenb = [0u8; 4];
+        read_full_at(&self.file, &mut lenb, offset).map_err(|e| self.io(e))?;
+        let declared = u64::from(u32::from_le_bytes(lenb));
+        let in_range = (FRAME_HEADER_LEN as u64..=MAX_FRAME_LEN as u64).contains(&declared);
+        if in_range && declared > avail {
+            // A write that stopped, unless a damaged length is what makes it look so.
+            if avail >= FRAME_HEADER_LEN as u64 && avail <= LENGTH_PROBE_MAX {
+                let mut f = vec![0u8; avail as usize];
+                let n = read_full_at(&self.file, &mut f, offset).map_err(|e| self.io(e))?;
+                f.truncate(n);
+                if n as u64 == avail {
+                    f[0..4].copy_from_slice(&(avail as u32).to_le_bytes());
+                    if decode_view(&f).is_ok() {
+                        return Ok(Some(format!(
+                            "the frame's length field says {declared} bytes, but with the {avail} bytes that are there the frame checks out: its length field is damaged"
+                        )));
+                    }
+                }
+            }
+            return Ok(None);
+        }
+        Ok(Some(if in_range {
+            format!(
+                "the {declared}-byte frame is complete in the file and not zero-filled, so it was written whole and damaged later (not a torn write)"
+            )
+        } else {
+            "the bytes are neither a frame nor zero fill, so they were damaged after being written (not a torn write)".to_string()
+        }))
+    }
+
+    /// Offset just past the last non-zero byte at or after `from` (`from` if all are zero).
+    fn end_of_nonzero(&self, from: u64) -> io::Result<u64> {
+        let mut end = self.len;
+        let mut chunk = vec![0u8; 64 * 1024];
+        while end > from {
+            let start = end.saturating_sub(chunk.len() as u64).max(from);
+            let want = (end - start) as usize;
+            let n = read_full_at(&self.file, &mut chunk[..want], start)?;
+            if let Some(i) = chunk[..n].iter().rposition(|&b| b != 0) {
+                return Ok(start + i as u64 + 1);
+            }
+            if n < want {
+                return Ok(start + n as u64);
+            }
+            end = start;
+        }
+        Ok(from)
     }
 
     /// The header bytes (fewer than [`SEGMENT_HEADER_LEN`] if the file is shorter); positions

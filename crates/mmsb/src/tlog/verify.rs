@@ -136,7 +136,13 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
                         expected = lsn.0;
                     }
                     None => {
-                        rep.problems.push(problem(0, reason, is_last));
+                        let damage = if is_last { r.tail_damage(0)? } else { None };
+                        let torn = is_last && damage.is_none();
+                        let reason = match damage {
+                            Some(why) => format!("{reason}; {why}"),
+                            None => reason,
+                        };
+                        rep.problems.push(problem(0, reason, torn));
                         rep.segments.push(sum);
                         continue;
                     }
@@ -176,7 +182,13 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
                         expected = lsn.0;
                     }
                     None => {
-                        rep.problems.push(problem(offset, reason, is_last));
+                        let damage = if is_last { r.tail_damage(offset)? } else { None };
+                        let torn = is_last && damage.is_none();
+                        let reason = match damage {
+                            Some(why) => format!("{reason}; {why}"),
+                            None => reason,
+                        };
+                        rep.problems.push(problem(offset, reason, torn));
                         break;
                     }
                 },
