@@ -16,14 +16,47 @@
 //! // ... work; dropping `endpoint` stops the server thread.
 //! # Ok(()) }
 //! ```
+//!
+//! ## Hostile clients and resource exhaustion
+//! The server is `hyper` (HTTP/1.1) on a single-threaded `tokio` runtime owned by the
+//! endpoint's thread, so no client can hold up another: every connection is its own task, and
+//! snapshots are taken and rendered on a small blocking pool ([`RENDER_THREADS`]). Its bounds:
+//!
+//! - at most [`MAX_CONNECTIONS`] connections at once; a connection beyond that is accepted,
+//!   sent a best-effort `503` and closed at once, so the listener's backlog never fills with
+//!   connections that wait;
+//! - a request head must arrive within [`HEADER_READ_TIMEOUT`] of the connection becoming idle
+//!   (the same timer bounds an idle keep-alive connection) and fit in [`MAX_REQUEST_HEAD`]
+//!   bytes;
+//! - a write that makes no progress for [`WRITE_STALL_TIMEOUT`] (a client that pipelines
+//!   requests and never reads) fails and closes the connection;
+//! - a connection serves at most [`MAX_REQUESTS_PER_CONNECTION`] requests (the last response
+//!   says `Connection: close`) and lives at most [`CONNECTION_LIFETIME`], then is shut down
+//!   gracefully (hard-closed [`SHUTDOWN_GRACE`] later);
+//! - an `accept` error (`EMFILE`/`ENFILE` when file descriptors run out, `ENOBUFS`, ...) never
+//!   ends the accept loop: it is reported on stderr at most once per [`ACCEPT_ERROR_REPORT`]
+//!   and retried after [`ACCEPT_BACKOFF`], so the endpoint serves again as soon as descriptors
+//!   are free. Nothing in the endpoint panics on descriptor exhaustion.
+//!
+//! `docs/failure-model/tslab.md` has the whole failure model.
 
+use std::convert::Infallible;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONNECTION, CONTENT_TYPE as CONTENT_TYPE_HEADER, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
 use temporal_slab::SlabAllocator;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{Notify, Semaphore};
 
 use crate::exposition::{self, CONTENT_TYPE, TEXT_CONTENT_TYPE};
 use crate::snapshot::Snapshot;
@@ -31,11 +64,32 @@ use crate::snapshot::Snapshot;
 /// What the endpoint serves: a fresh snapshot per request, or an error text (HTTP 503).
 pub type SnapshotFn = dyn Fn() -> Result<Snapshot, String> + Send + Sync;
 
+/// Connections served at once; more are closed at once with a `503`.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time a connection may take to send a request head, counted from when it became idle.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a response write may make no progress before the connection is closed.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests served on one keep-alive connection.
+pub const MAX_REQUESTS_PER_CONNECTION: u64 = 1000;
+/// Longest life of one connection before it is shut down gracefully.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
+/// Time a connection shut down at [`CONNECTION_LIFETIME`] gets to finish its response.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Largest request head (request line and headers) read, bytes.
+pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
+/// Wait before retrying a failed `accept`.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// At most one stderr line about failing `accept`s per this period.
+pub const ACCEPT_ERROR_REPORT: Duration = Duration::from_secs(10);
+/// Threads that take and render snapshots (a slow snapshot source holds one of them, never the
+/// connections).
+pub const RENDER_THREADS: usize = 4;
+
 /// A running endpoint. Dropping it (or [`Endpoint::shutdown`]) stops and joins the thread.
 pub struct Endpoint {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    server: Arc<tiny_http::Server>,
+    stop: Arc<Notify>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -43,8 +97,9 @@ pub struct Endpoint {
 ///
 /// # Errors
 /// The address cannot be bound (in use, not local, no permission): `io::ErrorKind::AddrInUse`
-/// or another kind, with the address in the message.
-pub fn serve(addr: SocketAddr, alloc: Arc<SlabAllocator>) -> std::io::Result<Endpoint> {
+/// or another kind, with the address in the message; the runtime or the thread cannot be
+/// created (no file descriptors or threads left).
+pub fn serve(addr: SocketAddr, alloc: Arc<SlabAllocator>) -> io::Result<Endpoint> {
     serve_with(
         addr,
         exposition::DEFAULT_PREFIX.to_owned(),
@@ -61,73 +116,294 @@ pub fn serve_with(
     addr: SocketAddr,
     prefix: String,
     source: Box<SnapshotFn>,
-) -> std::io::Result<Endpoint> {
-    let server = tiny_http::Server::http(addr).map_err(|e| {
-        let kind = e
-            .downcast_ref::<std::io::Error>()
-            .map_or(std::io::ErrorKind::Other, std::io::Error::kind);
-        std::io::Error::new(kind, format!("cannot listen on {addr}: {e}"))
-    })?;
-    let server = Arc::new(server);
-    let local = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| std::io::Error::other("not an IP listener"))?;
-    let stop = Arc::new(AtomicBool::new(false));
+) -> io::Result<Endpoint> {
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    let local = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .max_blocking_threads(RENDER_THREADS)
+        .thread_name("tslab-endpoint-render")
+        .build()
+        .map_err(|e| io::Error::new(e.kind(), format!("{local}: cannot start the server: {e}")))?;
+    let listener = {
+        let _guard = runtime.enter();
+        tokio::net::TcpListener::from_std(listener)?
+    };
+    let stop = Arc::new(Notify::new());
+    let server = Server {
+        prefix: prefix.into(),
+        source: Arc::from(source),
+    };
     let thread = {
-        let (server, stop) = (server.clone(), stop.clone());
+        let stop = stop.clone();
         std::thread::Builder::new()
             .name("tslab-endpoint".into())
-            .spawn(move || run(&server, &stop, &prefix, &*source))?
+            .spawn(move || {
+                runtime.block_on(accept_loop(listener, server, stop));
+                // In-flight connections are dropped (closed); a render still running gets a
+                // moment to finish, then is left to end on its own.
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            })?
     };
     Ok(Endpoint {
         addr: local,
         stop,
-        server,
         thread: Some(thread),
     })
 }
 
-fn header(name: &str, value: &str) -> tiny_http::Header {
-    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes())
-        .expect("static header names and values are valid")
+/// What every connection task shares.
+#[derive(Clone)]
+struct Server {
+    prefix: Arc<str>,
+    source: Arc<SnapshotFn>,
 }
 
-fn run(server: &tiny_http::Server, stop: &AtomicBool, prefix: &str, source: &SnapshotFn) {
-    while !stop.load(Ordering::Acquire) {
-        let request = match server.recv_timeout(Duration::from_millis(200)) {
-            Ok(Some(r)) => r,
-            Ok(None) => continue,
-            Err(_) => break,
+async fn accept_loop(listener: tokio::net::TcpListener, server: Server, stop: Arc<Notify>) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut errors = AcceptErrors::default();
+    loop {
+        let accepted = tokio::select! {
+            () = stop.notified() => return,
+            r = listener.accept() => r,
         };
-        let path = request.url().split('?').next().unwrap_or("").to_owned();
-        // Prometheus asks for OpenMetrics in its Accept header; everyone else (curl, promtool,
-        // older scrapers) gets the classic text format.
-        let openmetrics = request.headers().iter().any(|h| {
-            h.field.equiv("Accept") && h.value.as_str().contains("application/openmetrics-text")
-        });
-        let response = match (request.method(), path.as_str()) {
-            (tiny_http::Method::Get, "/metrics" | "/stats.json") => match source() {
-                Ok(snap) if path == "/metrics" && openmetrics => {
-                    tiny_http::Response::from_string(exposition::render(&snap, prefix))
-                        .with_header(header("Content-Type", CONTENT_TYPE))
+        match accepted {
+            Ok((stream, _)) => match permits.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let server = server.clone();
+                    tokio::spawn(async move {
+                        connection(stream, server).await;
+                        drop(permit);
+                    });
                 }
-                Ok(snap) if path == "/metrics" => {
-                    tiny_http::Response::from_string(exposition::render_text(&snap, prefix))
-                        .with_header(header("Content-Type", TEXT_CONTENT_TYPE))
+                Err(_) => {
+                    // Best effort: the socket buffer of a fresh connection has room for this.
+                    let _ = stream.try_write(
+                        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
                 }
-                Ok(snap) => tiny_http::Response::from_string(snap.to_json_pretty())
-                    .with_header(header("Content-Type", "application/json")),
-                Err(e) => tiny_http::Response::from_string(format!("no snapshot: {e}\n"))
-                    .with_status_code(503),
             },
-            (tiny_http::Method::Get, "/") => tiny_http::Response::from_string(
-                "temporal-slab stats: /metrics (Prometheus), /stats.json (schema v1)\n",
-            ),
-            _ => tiny_http::Response::from_string("not found\n").with_status_code(404),
+            Err(e) => {
+                errors.report(&e);
+                // EMFILE and friends persist until a descriptor is freed: back off instead of
+                // spinning on a listener that stays readable.
+                tokio::select! {
+                    () = stop.notified() => return,
+                    () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Rate-limited reports of failing `accept`s.
+#[derive(Default)]
+struct AcceptErrors {
+    last_report: Option<Instant>,
+    suppressed: u64,
+}
+
+impl AcceptErrors {
+    fn report(&mut self, e: &io::Error) {
+        let now = Instant::now();
+        if self
+            .last_report
+            .is_some_and(|t| now.duration_since(t) < ACCEPT_ERROR_REPORT)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        let more = if self.suppressed > 0 {
+            format!(" ({} more since the last report)", self.suppressed)
+        } else {
+            String::new()
         };
-        // A client that went away is not our problem.
-        let _ = request.respond(response);
+        eprintln!(
+            "tslab: endpoint: cannot accept a connection: {e}{more}; retrying every {}ms",
+            ACCEPT_BACKOFF.as_millis()
+        );
+        self.last_report = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+async fn connection(stream: tokio::net::TcpStream, server: Server) {
+    let _ = stream.set_nodelay(true);
+    let served = Arc::new(AtomicU64::new(0));
+    let service = hyper::service::service_fn(move |req| {
+        let n = served.fetch_add(1, Ordering::Relaxed) + 1;
+        respond(req, server.clone(), n >= MAX_REQUESTS_PER_CONNECTION)
+    });
+    let io = hyper_util::rt::TokioIo::new(WriteStall::new(stream, WRITE_STALL_TIMEOUT));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .serve_connection(io, service);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        () = tokio::time::sleep(CONNECTION_LIFETIME) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+}
+
+async fn respond(
+    req: Request<Incoming>,
+    server: Server,
+    last: bool,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    // Prometheus asks for OpenMetrics in its Accept header; everyone else (curl, promtool,
+    // older scrapers) gets the classic text format.
+    let openmetrics = req
+        .headers()
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.contains("application/openmetrics-text"))
+        });
+    let path = req.uri().path().to_owned();
+    let (status, content_type, body) = match (req.method(), path.as_str()) {
+        (&Method::GET, "/metrics" | "/stats.json") => {
+            let render = move || match (server.source)() {
+                Ok(snap) if path == "/metrics" && openmetrics => (
+                    StatusCode::OK,
+                    CONTENT_TYPE,
+                    exposition::render(&snap, &server.prefix),
+                ),
+                Ok(snap) if path == "/metrics" => (
+                    StatusCode::OK,
+                    TEXT_CONTENT_TYPE,
+                    exposition::render_text(&snap, &server.prefix),
+                ),
+                Ok(snap) => (StatusCode::OK, "application/json", snap.to_json_pretty()),
+                Err(e) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain; charset=utf-8",
+                    format!("no snapshot: {}\n", crate::clip(&e, crate::MAX_QUOTED)),
+                ),
+            };
+            match tokio::task::spawn_blocking(render).await {
+                Ok(r) => r,
+                Err(_) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain; charset=utf-8",
+                    "no snapshot: the snapshot function panicked\n".to_owned(),
+                ),
+            }
+        }
+        (&Method::GET, "/") => (
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "temporal-slab stats: /metrics (Prometheus), /stats.json (schema v1)\n".to_owned(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found\n".to_owned(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE_HEADER, HeaderValue::from_static(content_type));
+    if last {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(response)
+}
+
+/// A stream whose writes fail with `TimedOut` after making no progress for `timeout`.
+struct WriteStall<S> {
+    inner: S,
+    timeout: Duration,
+    /// Armed while a write (or flush) is pending; disarmed by any progress.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteStall<S> {
+    fn new(inner: S, timeout: Duration) -> WriteStall<S> {
+        WriteStall {
+            inner,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match poll {
+            Poll::Ready(r) => {
+                self.stalled = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let timeout = self.timeout;
+                let sleep = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    self.stalled = None;
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client read nothing for the whole write timeout",
+                    )))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteStall<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteStall<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, poll)
     }
 }
 
@@ -145,14 +421,15 @@ impl Endpoint {
         self.addr
     }
 
-    /// Stops the server thread and waits for it.
+    /// Stops the server thread and waits for it: the listener and every connection are closed
+    /// when it returns.
     pub fn shutdown(mut self) {
         self.stop_and_join();
     }
 
     fn stop_and_join(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        self.server.unblock();
+        // `notify_one` stores a permit when the loop is not waiting, so the stop is never lost.
+        self.stop.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

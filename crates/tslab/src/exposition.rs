@@ -326,7 +326,7 @@ fn classes(b: &mut Builder, s: &Snapshot) {
     for c in &s.classes {
         acquisitions
             .get_or_create(&class_labels(c))
-            .inc_by(c.lock_fast_acquire + c.lock_contended);
+            .inc_by(c.lock_fast_acquire.saturating_add(c.lock_contended));
         for (kind, n) in [
             ("partial_to_full", c.list_move_partial_to_full),
             ("full_to_partial", c.list_move_full_to_partial),

@@ -1,7 +1,9 @@
 //! `tslab`: observe temporal-slab allocators, live or from saved snapshots.
 //!
-//! Exit codes: 0 success; 1 `diff` found a regression; 2 bad input (malformed JSON, unknown
-//! schema version, schema violation, unreachable URL, bad arguments).
+//! Exit codes: 0 success; 1 a failed check (`diff` found a regression, `validate` found the
+//! document invalid); 2 bad input (unreadable, too large or not a regular file, malformed JSON,
+//! unknown schema version or schema violation outside `validate`, unreachable URL, bad
+//! arguments) or an output that could not be written.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -79,8 +81,13 @@ enum Command {
         before: Source,
         /// The newer snapshot.
         after: Source,
-        /// Percent a figure may grow before it counts as a regression.
-        #[arg(long, default_value_t = 10.0)]
+        /// Percent a figure may grow before it counts as a regression (finite, >= 0).
+        #[arg(
+            long,
+            default_value_t = 10.0,
+            allow_hyphen_values = true,
+            value_parser = tslab::report::parse_threshold
+        )]
         threshold: f64,
         /// When to exit 1.
         #[arg(long, value_enum, default_value_t = FailOn::Regression)]
@@ -89,7 +96,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Check a snapshot against schemas/stats_v1.schema.json.
+    /// Check a snapshot against schemas/stats_v1.schema.json (exit 1 when it is invalid, 2 when
+    /// it cannot be read).
     Validate {
         /// Snapshot file (or `-`).
         file: Source,
@@ -171,7 +179,7 @@ fn out(text: &str) -> Result<()> {
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
         .map_err(|source| Error::Io {
-            path: "-".into(),
+            path: tslab::STDOUT_NAME.into(),
             source,
         })
 }
@@ -252,20 +260,24 @@ fn top(args: &TopArgs) -> Result<()> {
     }
 }
 
+/// How long `watch` waits before re-reading a sample that did not parse (a writer that does
+/// not replace the file atomically may have been caught half-way).
+const TORN_READ_RETRY: Duration = Duration::from_millis(200);
+
 fn watch(source: &Source, interval: Duration, count: Option<u64>, json: bool) -> Result<()> {
     if !source.can_resample() {
         return Err(Error::Usage(
             "watch needs a file or URL source, not stdin".into(),
         ));
     }
-    let mut before = source.snapshot()?;
+    let mut before = source.snapshot_retrying_torn(TORN_READ_RETRY)?;
     if !json {
         out(&format!("{}\n", Rates::HEADER))?;
     }
     let mut printed = 0u64;
     while count.is_none_or(|n| printed < n) {
         std::thread::sleep(interval);
-        let after = source.snapshot()?;
+        let after = source.snapshot_retrying_torn(TORN_READ_RETRY)?;
         let rates = Rates::between(&before, &after);
         if json {
             out(&format!(
@@ -304,6 +316,52 @@ fn serve(listen: SocketAddr, prefix: String, source: Source) -> Result<()> {
     }
 }
 
+/// `tslab validate`: exit 0 valid, 1 invalid (malformed, wrong version, schema violation), 2
+/// unreadable. With `--json` a verdict object is printed in every case.
+fn validate(file: &Source, json: bool) -> Result<ExitCode> {
+    let origin = file.to_string();
+    let checked = file
+        .read_text()
+        .map_err(|e| (e, ExitCode::from(2)))
+        .and_then(|text| {
+            tslab::source::validate(&text, &origin).map_err(|e| (e, ExitCode::from(1)))
+        });
+    let snap = match checked {
+        Ok(snap) => snap,
+        Err((e, code)) => {
+            if json {
+                print_json(&serde_json::json!({
+                    "ok": false,
+                    "valid": false,
+                    "source": tslab::quote_bounded(&origin, tslab::MAX_QUOTED),
+                    "error": e.to_string(),
+                }))?;
+            }
+            eprintln!("tslab: {e}");
+            return Ok(code);
+        }
+    };
+    let epochs = snap.epochs.as_ref().map(Vec::len);
+    if json {
+        print_json(&serde_json::json!({
+            "ok": true,
+            "valid": true,
+            "source": origin,
+            "schema_version": snap.schema_version,
+            "classes": snap.classes.len(),
+            "epochs": epochs,
+        }))?;
+    } else {
+        out(&format!(
+            "{origin}: valid (schema version {}, {} classes, {})\n",
+            snap.schema_version,
+            snap.classes.len(),
+            epochs.map_or_else(|| "no epoch data".to_owned(), |n| format!("{n} epochs"))
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Demo(args) => {
@@ -316,6 +374,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .print_human(&mut text)
                     .expect("writing to a Vec cannot fail");
                 out(&String::from_utf8_lossy(&text))?;
+            }
+            // The report is out; a snapshot that could not be saved still fails the run.
+            if let Some(e) = &report.json_out_error {
+                eprintln!("tslab: {e}");
+                return Ok(ExitCode::from(2));
             }
         }
         Command::Stats { source, json } => show(&Summary::of(&source.snapshot()?), json)?,
@@ -359,27 +422,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
-        Command::Validate { file, json } => {
-            let origin = file.to_string();
-            let snap = tslab::source::validate(&file.read_text()?, &origin)?;
-            let epochs = snap.epochs.as_ref().map(Vec::len);
-            if json {
-                print_json(&serde_json::json!({
-                    "valid": true,
-                    "source": origin,
-                    "schema_version": snap.schema_version,
-                    "classes": snap.classes.len(),
-                    "epochs": epochs,
-                }))?;
-            } else {
-                out(&format!(
-                    "{origin}: valid (schema version {}, {} classes, {})\n",
-                    snap.schema_version,
-                    snap.classes.len(),
-                    epochs.map_or_else(|| "no epoch data".to_owned(), |n| format!("{n} epochs"))
-                ))?;
-            }
-        }
+        Command::Validate { file, json } => return validate(&file, json),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -388,7 +431,18 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            // --help and --version print and exit 0; usage errors exit 2.
+            use clap::error::ErrorKind;
+            // A rejected value is one line, like every other error; other usage errors keep
+            // clap's usage hints. --help and --version print and exit 0; usage errors exit 2.
+            if matches!(
+                e.kind(),
+                ErrorKind::ValueValidation | ErrorKind::InvalidValue
+            ) {
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or("");
+                eprintln!("tslab: {}", first.strip_prefix("error: ").unwrap_or(first));
+                return ExitCode::from(2);
+            }
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }

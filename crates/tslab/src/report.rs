@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::snapshot::{ClassSnapshot, EpochSnapshot, Snapshot};
+use crate::snapshot::{ClassSnapshot, EpochSnapshot, Snapshot, saturating_sum};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -78,7 +78,7 @@ pub struct Summary {
 impl Summary {
     /// Summarizes `s`.
     pub fn of(s: &Snapshot) -> Summary {
-        let sum = |f: fn(&ClassSnapshot) -> u64| s.classes.iter().map(f).sum::<u64>();
+        let sum = |f: fn(&ClassSnapshot) -> u64| saturating_sum(s.classes.iter().map(f));
         let mut top = s.epochs().to_vec();
         top.sort_by(|a, b| {
             b.estimated_rss_bytes
@@ -99,7 +99,11 @@ impl Summary {
             partial_slabs: sum(|c| c.total_partial_slabs),
             full_slabs: sum(|c| c.total_full_slabs),
             orphan_slabs: sum(|c| c.total_orphan_slabs),
-            net_slabs: s.classes.iter().map(|c| c.net_slabs).sum(),
+            net_slabs: s
+                .classes
+                .iter()
+                .map(|c| c.net_slabs)
+                .fold(0, i64::saturating_add),
             slabs_carved: s.slabs_carved,
             allocs: s.allocs(),
             slow_path_hits: sum(|c| c.slow_path_hits),
@@ -485,7 +489,8 @@ impl Rates {
     /// Rates from `before` to `after`. Counters that went backwards count as 0.
     pub fn between(before: &Snapshot, after: &Snapshot) -> Rates {
         let dt = seconds_between(before, after);
-        let sum = |s: &Snapshot, f: fn(&ClassSnapshot) -> u64| s.classes.iter().map(f).sum::<u64>();
+        let sum =
+            |s: &Snapshot, f: fn(&ClassSnapshot) -> u64| saturating_sum(s.classes.iter().map(f));
         let per_sec =
             |f: fn(&ClassSnapshot) -> u64| sum(after, f).saturating_sub(sum(before, f)) as f64 / dt;
         Rates {
@@ -535,6 +540,29 @@ impl fmt::Display for Rates {
     }
 }
 
+/// Parses a `diff` threshold in percent: a finite number, at least 0 (`nan` or `inf` would
+/// pass every regression, a negative one would flag identical snapshots).
+///
+/// # Errors
+/// A one-line message for anything else.
+///
+/// # Examples
+/// ```
+/// assert_eq!(tslab::report::parse_threshold("2.5"), Ok(2.5));
+/// assert!(tslab::report::parse_threshold("nan").is_err());
+/// assert!(tslab::report::parse_threshold("-1").is_err());
+/// ```
+pub fn parse_threshold(s: &str) -> Result<f64, String> {
+    let shown = crate::quote_bounded(s, crate::MAX_QUOTED);
+    match s.trim().parse::<f64>() {
+        Ok(t) if t.is_finite() && t >= 0.0 => Ok(t),
+        Ok(_) => Err(format!(
+            "{shown:?} is not a threshold: give a finite percentage, 0 or more"
+        )),
+        Err(e) => Err(format!("{shown:?} is not a number: {e}")),
+    }
+}
+
 /// One compared figure of `tslab diff`.
 #[derive(Clone, Debug, Serialize)]
 pub struct DiffRow {
@@ -564,7 +592,7 @@ impl Diff {
     /// regresses when it grew by more than `threshold_pct` percent, or grew from 0.
     pub fn between(before: &Snapshot, after: &Snapshot, threshold_pct: f64) -> Diff {
         let failures =
-            |s: &Snapshot| s.classes.iter().map(|c| c.madvise_failures).sum::<u64>() as f64;
+            |s: &Snapshot| saturating_sum(s.classes.iter().map(|c| c.madvise_failures)) as f64;
         let figures: [(&'static str, f64, f64); 4] = [
             (
                 "slow_path_rate",
@@ -587,8 +615,11 @@ impl Diff {
                 } else {
                     Some((after - before) / before * 100.0)
                 };
+                // Written so that a NaN threshold (never accepted by `parse_threshold`) counts
+                // every figure as regressed rather than none.
+                #[allow(clippy::neg_cmp_op_on_partial_ord)]
                 let regression = match change_pct {
-                    Some(p) => p > threshold_pct,
+                    Some(p) => !(p <= threshold_pct),
                     None => true,
                 };
                 DiffRow {

@@ -289,10 +289,12 @@ impl ClassSnapshot {
         self.cas_retries_per_alloc = ratio(self.bitmap_alloc_cas_retries, self.allocs);
         self.lock_contention_rate = ratio(
             self.lock_contended,
-            self.lock_fast_acquire + self.lock_contended,
+            self.lock_fast_acquire.saturating_add(self.lock_contended),
         );
-        self.net_slabs =
-            (self.new_slab_count + self.cache_reuses) as i64 - self.empty_slab_recycled as i64;
+        // i128 holds every difference of two u64 sums; clamped to i64 at the ends.
+        let net = i128::from(self.new_slab_count) + i128::from(self.cache_reuses)
+            - i128::from(self.empty_slab_recycled);
+        self.net_slabs = net.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
     }
 }
 
@@ -388,8 +390,8 @@ impl From<&StatsSnapshot> for Snapshot {
             rss_bytes: s.rss_bytes,
             slabs_carved: s.slabs_carved,
             reserved_bytes: s.reserved_bytes,
-            total_allocs: classes.iter().map(|c| c.allocs).sum(),
-            total_frees: classes.iter().map(|c| c.frees).sum(),
+            total_allocs: saturating_sum(classes.iter().map(|c| c.allocs)),
+            total_frees: saturating_sum(classes.iter().map(|c| c.frees)),
             total_slow_path_hits: s.total_slow_path_hits,
             total_new_slabs: s.total_new_slabs,
             total_madvise_calls: s.total_madvise_calls,
@@ -416,6 +418,14 @@ impl From<&StatsSnapshot> for Snapshot {
             epochs: Some(s.epochs.iter().map(EpochSnapshot::from).collect()),
         }
     }
+}
+
+/// Sums counters, saturating at `u64::MAX` instead of wrapping: every per-class sum in the
+/// snapshot helpers, `stats`, `export`, `top` and `diff` goes through it, so a (hostile or
+/// corrupt) snapshot whose counters add past 2^64 shows `u64::MAX`, never a small wrapped number
+/// and never a panic.
+pub fn saturating_sum(values: impl IntoIterator<Item = u64>) -> u64 {
+    values.into_iter().fold(0, u64::saturating_add)
 }
 
 impl Snapshot {
@@ -474,35 +484,37 @@ impl Snapshot {
     /// Slabs the size classes hold now (partial + full + orphan), times the page size: the
     /// allocator's own estimate of its resident bytes.
     pub fn estimated_slab_rss_bytes(&self) -> u64 {
-        self.classes
-            .iter()
-            .map(|c| c.total_partial_slabs + c.total_full_slabs + c.total_orphan_slabs)
-            .sum::<u64>()
-            * u64::from(self.page_size)
+        saturating_sum(self.classes.iter().map(|c| {
+            c.total_partial_slabs
+                .saturating_add(c.total_full_slabs)
+                .saturating_add(c.total_orphan_slabs)
+        }))
+        .saturating_mul(u64::from(self.page_size))
     }
 
     /// Sum of the class lock acquisitions (fast + contended).
     pub fn lock_acquisitions(&self) -> u64 {
-        self.classes
-            .iter()
-            .map(|c| c.lock_fast_acquire + c.lock_contended)
-            .sum()
+        saturating_sum(
+            self.classes
+                .iter()
+                .map(|c| c.lock_fast_acquire.saturating_add(c.lock_contended)),
+        )
     }
 
     /// Sum of the contended class lock acquisitions.
     pub fn lock_contended(&self) -> u64 {
-        self.classes.iter().map(|c| c.lock_contended).sum()
+        saturating_sum(self.classes.iter().map(|c| c.lock_contended))
     }
 
     /// Allocations, all classes (from the classes, so old snapshots without `total_allocs` work).
     pub fn allocs(&self) -> u64 {
-        self.classes.iter().map(|c| c.allocs).sum()
+        saturating_sum(self.classes.iter().map(|c| c.allocs))
     }
 
     /// `total_slow_path_hits / allocs`, 0 with no allocations.
     pub fn slow_path_rate(&self) -> f64 {
         ratio(
-            self.classes.iter().map(|c| c.slow_path_hits).sum(),
+            saturating_sum(self.classes.iter().map(|c| c.slow_path_hits)),
             self.allocs(),
         )
     }

@@ -321,7 +321,7 @@ fn diff_exit_codes() {
 }
 
 #[test]
-fn validate_and_bad_input_exit_two() {
+fn validate_exits_one_on_invalid_documents_and_bad_input_exits_two() {
     let dir = common::temp_dir("bad");
     let good = snapshot_file(&dir, "good.json");
     let o = run(&["validate", &good]);
@@ -340,23 +340,27 @@ fn validate_and_bad_input_exit_two() {
         "{\"schema_version\": 1, \"pid\": ",
     );
     let v2 = write(&dir.join("v2.json"), "{\"schema_version\": 2}");
-    let cases: [(&[&str], &str); 6] = [
-        (&["validate", &bad_schema], "/epochs/0/state"),
-        (&["stats", &malformed], "malformed stats JSON"),
-        (&["validate", &malformed], "malformed stats JSON"),
-        (&["stats", &v2], "unknown schema_version 2"),
+    // `validate` found the document invalid: a failed check, exit 1; every other command
+    // reading it: bad input, exit 2.
+    let cases: [(&[&str], &str, i32); 6] = [
+        (&["validate", &bad_schema], "/epochs/0/state", 1),
+        (&["stats", &malformed], "malformed stats JSON", 2),
+        (&["validate", &malformed], "malformed stats JSON", 1),
+        (&["stats", &v2], "unknown schema_version 2", 2),
         (
             &["stats", "http://127.0.0.1:9/"],
             "http://127.0.0.1:9/stats.json",
+            2,
         ),
         (
             &["stats", "/nonexistent/snap.json"],
             "/nonexistent/snap.json",
+            2,
         ),
     ];
-    for (args, needle) in cases {
+    for (args, needle, code) in cases {
         let o = run(args);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));
         let err = stderr(&o);
         assert_eq!(err.lines().count(), 1, "{args:?}: one line, got {err:?}");
         assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");

@@ -16,7 +16,11 @@ use std::path::{Path, PathBuf};
 use serde::de::IgnoredAny;
 use serde_json::json;
 
+use crate::source::{Symlinks, read_file_bounded};
 use crate::{Error, Result};
+
+/// Largest corpus [`Corpus::load`] reads, all files together, bytes (1 GiB: it is held in memory).
+pub const MAX_CORPUS_BYTES: u64 = 1 << 30;
 
 /// One kind of request: a label and its documents, kept as one text buffer.
 #[derive(Debug, Clone)]
@@ -97,12 +101,18 @@ impl Corpus {
     }
 
     /// Loads a real corpus: `path` is a file (JSON or NDJSON) or a directory, whose regular
-    /// files ending in `.json`, `.ndjson` or `.jsonl` are loaded in name order (other files and
-    /// subdirectories are ignored).
+    /// files ending in `.json`, `.ndjson` or `.jsonl` are loaded in name order (other files,
+    /// symbolic links and subdirectories are ignored). Files are opened with `O_NOFOLLOW` and
+    /// must be regular files; `path` itself may be a directory reached through a symbolic link
+    /// (`metadata` follows it) but a file `path` that is a symbolic link is refused. At most
+    /// [`MAX_CORPUS_BYTES`] are read in all.
     ///
     /// # Errors
-    /// [`Error::Io`] when the path or a file cannot be read; [`Error::Corpus`] naming
-    /// `FILE:LINE:COLUMN` for a malformed document, and for a corpus without documents.
+    /// [`Error::Io`] when the path or a file cannot be read; [`Error::NotRegularFile`] when
+    /// `path` is not a regular file or a directory (a FIFO, `/dev/zero`, a symbolic link to a
+    /// file); [`Error::TooLarge`]
+    /// past [`MAX_CORPUS_BYTES`]; [`Error::Corpus`] naming `FILE:LINE:COLUMN` for a malformed
+    /// document, and for a corpus without documents.
     pub fn load(path: &Path) -> Result<Corpus> {
         let io = |p: &Path, source| Error::Io {
             path: p.display().to_string(),
@@ -110,16 +120,20 @@ impl Corpus {
         };
         let meta = std::fs::metadata(path).map_err(|e| io(path, e))?;
         let mut files: Vec<PathBuf> = Vec::new();
+        let symlinks = Symlinks::Refuse;
         if meta.is_dir() {
             for entry in std::fs::read_dir(path).map_err(|e| io(path, e))? {
-                let p = entry.map_err(|e| io(path, e))?.path();
+                let entry = entry.map_err(|e| io(path, e))?;
+                // The entry's own type: a symbolic link is not followed.
+                let regular = entry.file_type().is_ok_and(|t| t.is_file());
+                let p = entry.path();
                 let wanted = p.extension().and_then(|x| x.to_str()).is_some_and(|x| {
                     ["json", "ndjson", "jsonl"].contains(&x.to_ascii_lowercase().as_str())
                 });
                 let hidden = p
                     .file_name()
                     .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-                if wanted && !hidden && p.is_file() {
+                if wanted && !hidden && regular {
                     files.push(p);
                 }
             }
@@ -128,8 +142,16 @@ impl Corpus {
             files.push(path.to_owned());
         }
         let mut kinds = Vec::new();
+        let mut budget = MAX_CORPUS_BYTES;
         for file in &files {
-            let text = std::fs::read(file).map_err(|e| io(file, e))?;
+            let text = read_file_bounded(file, symlinks, budget).map_err(|e| match e {
+                Error::TooLarge { .. } => Error::TooLarge {
+                    origin: format!("{} (the corpus, {} so far)", path.display(), file.display()),
+                    limit: MAX_CORPUS_BYTES,
+                },
+                e => e,
+            })?;
+            budget -= text.len() as u64;
             let kind = kind_of_file(file, text)?;
             if !kind.is_empty() {
                 kinds.push(kind);

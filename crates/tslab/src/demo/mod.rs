@@ -258,13 +258,25 @@ fn check_args(args: &DemoArgs) -> Result<()> {
 /// Runs the demo on `corpus` (`args.corpus` is ignored): serves the endpoint, runs the
 /// workers, takes the final snapshot, writes `--json-out`, lingers, and returns the report.
 ///
+/// `--json-out` is checked before the work (its temporary file is created beside it) and
+/// written atomically after it; should that final write fail, the report is still returned,
+/// with the error in [`DemoReport::json_out_error`] (`tslab demo` prints the report, then the
+/// error, and exits 2).
+///
 /// # Errors
 /// [`Error::Usage`] for out-of-range arguments; [`Error::Io`] naming the address when the
-/// endpoint cannot listen, or naming the file when `--json-out` cannot be written;
+/// endpoint cannot listen, or naming the file when `--json-out`'s directory is missing or not
+/// writable; [`Error::NotRegularFile`] when `--json-out` names an existing non-regular file;
 /// [`Error::Alloc`] when the allocator cannot reserve its address space or refuses an epoch
 /// operation.
 pub fn run_corpus(args: &DemoArgs, corpus: &Corpus) -> Result<DemoReport> {
     check_args(args)?;
+    // Before any work: a --json-out that cannot be written fails now, not after the run.
+    let json_out = args
+        .json_out
+        .as_deref()
+        .map(crate::output::AtomicFile::create)
+        .transpose()?;
     let alloc = Arc::new(SlabAllocator::new()?);
     let endpoint = match args.listen {
         Listen::Off => None,
@@ -401,12 +413,13 @@ pub fn run_corpus(args: &DemoArgs, corpus: &Corpus) -> Result<DemoReport> {
         leak.epochs_opened_after = snapshot.epoch_advances.saturating_sub(advances_at_open);
         leak
     });
-    if let Some(path) = &args.json_out {
-        std::fs::write(path, snapshot.to_json_pretty() + "\n").map_err(|source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-    }
+    // A failed final write does not lose the report: it is returned in `json_out_error`.
+    let json_out_error = json_out
+        .and_then(|f| {
+            f.commit((snapshot.to_json_pretty() + "\n").as_bytes())
+                .err()
+        })
+        .map(|e| e.to_string());
     let mut top_epochs = snapshot.epochs().to_vec();
     top_epochs.sort_by(|a, b| {
         (
@@ -468,6 +481,7 @@ pub fn run_corpus(args: &DemoArgs, corpus: &Corpus) -> Result<DemoReport> {
         leaked,
         listen,
         json_out: args.json_out.clone(),
+        json_out_error,
         snapshot,
     };
     if let Some(endpoint) = &endpoint {

@@ -118,8 +118,11 @@ pub struct DemoReport {
     pub leaked: Option<LeakedEpoch>,
     /// The address `/metrics` was served on (the real port when 0 was asked).
     pub listen: Option<SocketAddr>,
-    /// Where the final snapshot was written.
+    /// Where the final snapshot was written (asked to be: see `json_out_error`).
     pub json_out: Option<PathBuf>,
+    /// Why the final snapshot could not be written to `json_out` (`None` when it was, or none
+    /// was asked).
+    pub json_out_error: Option<String>,
     /// The final stats snapshot, taken after the last batch (not in the `--json` output).
     #[serde(skip)]
     pub snapshot: Snapshot,
@@ -305,8 +308,12 @@ impl DemoReport {
                 "served        http://{a}/metrics and http://{a}/stats.json"
             )?;
         }
-        if let Some(p) = &self.json_out {
-            writeln!(out, "snapshot      {}", p.display())?;
+        match (&self.json_out, &self.json_out_error) {
+            (Some(p), None) => writeln!(out, "snapshot      {}", p.display())?,
+            (Some(p), Some(e)) => {
+                writeln!(out, "snapshot      NOT WRITTEN to {}: {e}", p.display())?
+            }
+            (None, _) => {}
         }
         Ok(())
     }
