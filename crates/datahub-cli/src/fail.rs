@@ -28,8 +28,11 @@ impl Fail {
     }
 
     fn new(code: u8, msg: impl Into<String>) -> Fail {
-        // One line, whatever the source error printed.
-        let msg = msg.into().replace(['\n', '\r'], " ");
+        // One line, whatever the source error printed, and `main` adds the one prefix.
+        let mut msg = msg.into().replace(['\n', '\r'], " ");
+        while let Some(rest) = msg.strip_prefix("datahub: ") {
+            msg = rest.to_owned();
+        }
         Fail { code, msg }
     }
 
@@ -44,6 +47,10 @@ impl Fail {
             E::NotFound { .. }
             | E::NotReady { .. }
             | E::AlreadyExists { .. }
+            | E::NotRegular { .. }
+            | E::NoSpace { .. }
+            | E::Busy { .. }
+            | E::BlockTruncated { .. }
             | E::InvalidName { .. } => Fail::usage(e.to_string()),
             E::ChecksumMismatch { .. }
             | E::ChecksumMissing { .. }
@@ -63,3 +70,15 @@ impl fmt::Display for Fail {
 
 /// Result of a command.
 pub type Result<T = ()> = std::result::Result<T, Fail>;
+
+/// Longest piece of outside data (a name or reason from a message, a journal) quoted in a
+/// message, characters.
+pub const CLIP: usize = 64;
+
+/// `s` cut to [`CLIP`] characters (with `...` when cut): messages never quote unbounded data.
+pub fn clip(s: &str) -> String {
+    match s.char_indices().nth(CLIP) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_owned(),
+    }
+}

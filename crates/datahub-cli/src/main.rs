@@ -12,6 +12,7 @@
 mod exposition;
 mod fail;
 mod frame;
+mod outdir;
 mod publish;
 mod report;
 mod subscribe;
@@ -21,7 +22,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use datahub::{Action, Admin};
+use datahub::{Action, Admin, Inspector};
 use serde::Serialize;
 
 use fail::{Fail, Result};
@@ -77,6 +78,12 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Remove a block whose producer is dead (a killed `pub` leaves its block behind).
+    /// Refused (exit 1) while its producer is alive or another process is creating it.
+    Remove {
+        /// Block name.
+        name: String,
     },
     /// Force one slot back to free, evicting its readers. Refused (exit 1) while the block's
     /// producer is alive, or the slot is held by a live process, unless --force.
@@ -149,8 +156,36 @@ fn print_json<T: Serialize + ?Sized>(v: &T) -> Result {
     out(&format!("{text}\n"))
 }
 
+/// Opens `name` for recovery (read-write).
 fn open(name: &str) -> Result<Admin> {
     Admin::open(name).map_err(|e| Fail::block(name, e))
+}
+
+/// Opens `name` for a read-only command (`O_RDONLY`, mapped read-only: works on a block this
+/// user may only read, and cannot change it).
+fn open_ro(name: &str) -> Result<Inspector> {
+    Inspector::open(name).map_err(|e| Fail::block(name, e))
+}
+
+/// After a report: a block truncated while it was read gave zeros, not its state.
+fn intact(name: &str, i: &Inspector) -> Result {
+    i.check_intact().map_err(|e| Fail::block(name, e))
+}
+
+/// `remove`: [`datahub::remove_dead`].
+fn remove(name: &str) -> Result<String> {
+    use datahub::Error as E;
+    match datahub::remove_dead(name) {
+        Ok(0) => Ok(format!("block {name}: removed (it had no producer)\n")),
+        Ok(pid) => Ok(format!(
+            "block {name}: removed (its producer pid {pid} is gone)\n"
+        )),
+        Err(E::AlreadyExists { pid, .. }) => Err(Fail::check(format!(
+            "refused: block {name:?} is owned by live producer pid {pid}"
+        ))),
+        Err(e @ E::Busy { .. }) => Err(Fail::check(format!("refused: {e}"))),
+        Err(e) => Err(Fail::block(name, e)),
+    }
 }
 
 fn ok_or_check(failed: bool, what: String) -> Result<ExitCode> {
@@ -216,6 +251,21 @@ fn recover(name: &str, dry_run: bool, force: bool) -> Result<Vec<Action>> {
     Ok(actions)
 }
 
+/// After "nothing to recover": a block whose producer is gone can only be removed.
+fn hint_dead_producer(name: &str) {
+    if let Ok(i) = Inspector::open(name) {
+        let p = i.info().producer;
+        if !p.alive {
+            let who = if p.pid == 0 {
+                "it has no producer".to_owned()
+            } else {
+                format!("its producer pid {} is gone", p.pid)
+            };
+            eprintln!("datahub: note: block {name:?}: {who}; `datahub remove {name}` deletes it");
+        }
+    }
+}
+
 fn reset_slot(name: &str, slot: usize, force: bool) -> Result<Action> {
     let a = open(name)?;
     let info = a.info();
@@ -253,15 +303,29 @@ struct NamedMetrics<'a> {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::List { json } => {
-            let names = datahub::list().map_err(|e| Fail::usage(e.to_string()))?;
-            let rows: Vec<report::ListEntry> = names
+            let entries = datahub::list_all().map_err(|e| Fail::usage(e.to_string()))?;
+            let rows: Vec<report::ListEntry> = entries
                 .into_iter()
-                .map(|n| match Admin::open(&n) {
-                    Ok(a) => report::ListEntry::of(&a.info()),
-                    Err(e) => {
-                        let why = Fail::block(&n, e).to_string();
-                        report::ListEntry::failed(n, why)
+                .map(|l| match l {
+                    datahub::Listed::Block { name } => {
+                        match Inspector::open(&name).and_then(|a| {
+                            let info = a.info();
+                            a.check_intact().map(|()| info)
+                        }) {
+                            Ok(info) => report::ListEntry::of(&info),
+                            Err(e) => {
+                                let why = Fail::block(&name, e).to_string();
+                                report::ListEntry::failed(name, why)
+                            }
+                        }
                     }
+                    datahub::Listed::Unreadable { name, reason } => {
+                        report::ListEntry::failed(name, format!("cannot open: {reason}"))
+                    }
+                    datahub::Listed::Skipped { name, what } => {
+                        report::ListEntry::skipped(name, what)
+                    }
+                    other => report::ListEntry::failed(String::new(), format!("{other:?}")),
                 })
                 .collect();
             if json {
@@ -271,7 +335,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Inspect { name, json } => {
-            let info = open(&name)?.info();
+            let i = open_ro(&name)?;
+            let info = i.info();
+            intact(&name, &i)?;
             if json {
                 print_json(&info)?
             } else {
@@ -279,7 +345,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Diagnose { name, json } => {
-            let d = open(&name)?.diagnose();
+            let i = open_ro(&name)?;
+            let d = i.diagnose();
+            intact(&name, &i)?;
             if json {
                 print_json(&d)?
             } else {
@@ -305,8 +373,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 })?;
             } else {
                 out(&report::actions(&name, &actions, dry_run))?;
+                if actions.is_empty() {
+                    hint_dead_producer(&name);
+                }
             }
         }
+        Command::Remove { name } => out(&remove(&name)?)?,
         Command::ResetSlot {
             name,
             slot,
@@ -326,9 +398,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Validate { name, repair, json } => {
-            let a = open(&name)?;
-            let v = a.validate(repair);
-            let remaining = repair.then(|| a.validate(false).problems);
+            let (v, remaining) = if repair {
+                let a = open(&name)?;
+                let v = a.validate(true);
+                let remaining = a.validate(false).problems;
+                intact(&name, &a)?;
+                (v, Some(remaining))
+            } else {
+                let i = open_ro(&name)?;
+                let v = i.validate();
+                intact(&name, &i)?;
+                (v, None)
+            };
             if json {
                 print_json(&Validated {
                     block: &name,
@@ -355,8 +436,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             prometheus,
             openmetrics,
         } => {
-            let a = open(&name)?;
+            let a = open_ro(&name)?;
             let m = a.metrics();
+            intact(&name, &a)?;
             if json {
                 print_json(&NamedMetrics {
                     block: &name,

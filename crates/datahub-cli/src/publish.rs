@@ -11,14 +11,29 @@
 //! A source that fails while being read (I/O error) ends the run with exit 2: an ABORT frame
 //! is sent if a slot frees up within 200 ms, and the stream is *not* closed, so a consumer
 //! never takes a failed transfer for a finished one.
+//!
+//! # Signals, dead consumers, stale blocks
+//! - SIGINT and SIGTERM set a flag that every wait checks at least every
+//!   [`SLICE`]: `pub` then sends ABORT("interrupted by ..."), removes its block and exits 2.
+//!   (SIGKILL cannot be handled: the block stays, and `datahub remove NAME` deletes it once
+//!   its producer is dead.)
+//! - Waits run in slices of [`SLICE`] (with [`Producer::wait_writable`], which counts no
+//!   timeouts in the block's metrics). When every registered consumer has died (the library retires
+//!   dead consumers while the producer waits), `pub` says so on standard error at once and
+//!   keeps waiting up to `--wait` for a consumer to take over (a new `sub` with the dead one's
+//!   `--out` directory resumes its file); then it gives up with exit 2.
+//! - The stale block is removed with [`datahub::remove_dead`], which holds the producer lock
+//!   while it checks and unlinks: of several `pub`s racing for one stale name, one creates
+//!   the block and the others exit 2 (the block is in use, or being created).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
 
 use blake2::Digest;
-use datahub::{Admin, ChecksumPolicy, Config, Error, Policy, Producer, WriteGuard};
+use datahub::{ChecksumPolicy, Config, Error, Policy, Producer, WriteGuard};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -189,15 +204,95 @@ fn stream_id() -> u64 {
 
 /// Removes block `name` if it exists and its producer is dead (a previous `pub` that was
 /// killed): its stream can never be finished, and taking it over would mix two streams.
-fn remove_stale(name: &str) {
-    if let Ok(a) = Admin::open(name) {
-        let p = a.info().producer;
-        if !p.alive && datahub::remove(name).is_ok() {
-            eprintln!(
-                "datahub: removed stale block {name:?} (its producer pid {} is gone)",
-                p.pid
-            );
+/// Atomic against other removers and creators (see [`datahub::remove_dead`]).
+fn remove_stale(name: &str) -> Result {
+    match datahub::remove_dead(name) {
+        Ok(pid) => {
+            let who = if pid == 0 {
+                "it was never finished by its creator".to_owned()
+            } else {
+                format!("its producer pid {pid} is gone")
+            };
+            eprintln!("datahub: note: removed stale block {name:?} ({who})");
+            Ok(())
         }
+        Err(Error::NotFound { .. }) => Ok(()),
+        Err(e @ (Error::BadMagic { .. } | Error::NotRegular { .. })) => Err(Fail::usage(format!(
+            "block {name:?}: the name is taken by something that is not a DataHub block, left alone: {e}"
+        ))),
+        Err(e) => Err(Fail::block(name, e)),
+    }
+}
+
+/// Longest single wait; signals and dead consumers are noticed at least this often.
+pub const SLICE: Duration = Duration::from_millis(200);
+
+/// The signal that asked `pub` to stop (0: none).
+static SIGNALLED: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    SIGNALLED.store(sig, Ordering::SeqCst);
+}
+
+/// Installs the SIGINT/SIGTERM handler (no SA_RESTART: a blocking read of standard input
+/// returns EINTR and the flag is seen).
+fn catch_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: an all-zero sigaction is valid (empty mask, no flags); the handler only
+        // stores to an atomic, which is async-signal-safe.
+        unsafe {
+            let mut a: libc::sigaction = std::mem::zeroed();
+            a.sa_sigaction = on_signal as *const () as usize;
+            libc::sigemptyset(&mut a.sa_mask);
+            libc::sigaction(sig, &a, std::ptr::null_mut());
+        }
+    }
+}
+
+/// `Err` once SIGINT or SIGTERM arrived.
+fn check_signal(name: &str) -> Result {
+    match SIGNALLED.load(Ordering::SeqCst) {
+        0 => Ok(()),
+        sig => Err(Fail::usage(format!(
+            "interrupted by {}: block {name:?} removed, the stream was not finished",
+            if sig == libc::SIGINT { "SIGINT" } else { "SIGTERM" }
+        ))),
+    }
+}
+
+/// Notices, once per loss, that every consumer that was registered is gone.
+struct Watch {
+    had: u32,
+    told: bool,
+}
+
+impl Watch {
+    fn new(p: &Producer) -> Watch {
+        Watch {
+            had: p.consumers(),
+            told: false,
+        }
+    }
+
+    /// Called after each slice; `true` when the consumers are gone (the caller's deadline
+    /// then runs from now).
+    fn check(&mut self, p: &Producer, wait: Duration) -> bool {
+        let now = p.consumers();
+        if now > 0 {
+            self.had = self.had.max(now);
+            self.told = false;
+            return false;
+        }
+        if self.had > 0 && !self.told {
+            self.told = true;
+            eprintln!(
+                "datahub: note: block {:?}: its consumer(s) died; waiting up to {} for one to take over",
+                p.name(),
+                secs(wait)
+            );
+            return true;
+        }
+        false
     }
 }
 
@@ -205,16 +300,32 @@ fn secs(d: Duration) -> String {
     format!("{} s", d.as_secs_f64())
 }
 
-/// Claims the next slot, waiting up to `wait` for room.
+/// Claims the next slot, waiting up to `wait` for room (in slices, see the module doc).
 fn claim<'a>(p: &'a mut Producer, wait: Duration) -> Result<WriteGuard<'a>> {
     let name = p.name().to_owned();
-    p.write(wait).map_err(|e| match e {
-        Error::Timeout { cause, .. } => Fail::usage(format!(
-            "block {name:?}: no room in the ring within {} ({cause}): the consumer is gone or stuck",
-            secs(wait)
-        )),
-        e => Fail::block(&name, e),
-    })
+    let mut deadline = Instant::now() + wait;
+    let mut watch = Watch::new(p);
+    loop {
+        check_signal(&name)?;
+        let slice = SLICE.min(deadline.saturating_duration_since(Instant::now()));
+        match p.wait_writable(slice) {
+            Ok(()) => break,
+            Err(Error::Timeout { cause, .. }) => {
+                if watch.check(p, wait) {
+                    deadline = Instant::now() + wait;
+                }
+                if Instant::now() >= deadline {
+                    return Err(Fail::usage(format!(
+                        "block {name:?}: no room in the ring within {} ({cause}): the consumer is gone or stuck",
+                        secs(wait)
+                    )));
+                }
+            }
+            Err(e) => return Err(Fail::block(&name, e)),
+        }
+    }
+    // There is room now, so this does not wait (unless a reader slipped into the slot).
+    p.write(wait).map_err(|e| Fail::block(&name, e))
 }
 
 fn commit(g: WriteGuard<'_>, len: usize, name: &str) -> Result<()> {
@@ -228,7 +339,11 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
         match r.read(&mut buf[n..]) {
             Ok(0) => break,
             Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                if SIGNALLED.load(Ordering::SeqCst) != 0 {
+                    return Err(e);
+                }
+            }
             Err(e) => return Err(e),
         }
     }
@@ -303,19 +418,27 @@ fn progress_bar(total: Option<u64>) -> ProgressBar {
 /// Waits until the consumers have read every message; gives up after `wait` without any read.
 fn drain(p: &Producer, wait: Duration) -> Result<()> {
     let mut seen = p.metrics().slots_read;
+    let mut deadline = Instant::now() + wait;
+    let mut watch = Watch::new(p);
     loop {
-        match p.wait_drained(wait) {
+        check_signal(p.name())?;
+        match p.wait_drained(SLICE) {
             Ok(()) => return Ok(()),
             Err(Error::Timeout { .. }) => {
+                if watch.check(p, wait) {
+                    deadline = Instant::now() + wait;
+                }
                 let now = p.metrics().slots_read;
-                if now == seen {
+                if now != seen {
+                    seen = now;
+                    deadline = Instant::now() + wait;
+                } else if Instant::now() >= deadline {
                     return Err(Fail::usage(format!(
                         "block {:?}: the consumers read nothing for {} before the end of the stream",
                         p.name(),
                         secs(wait)
                     )));
                 }
-                seen = now;
             }
             Err(e) => return Err(Fail::block(p.name(), e)),
         }
@@ -348,17 +471,28 @@ pub fn run(args: &PubArgs) -> Result<Summary> {
     if policy == Policy::SequentialSync {
         config = config.max_consumers(n);
     }
-    remove_stale(name);
+    catch_signals();
+    remove_stale(name)?;
     let mut p = Producer::create(name, config).map_err(|e| Fail::block(name, e))?;
     let total = sources.iter().map(|s| s.len).sum::<Option<u64>>();
     let bar = progress_bar(total);
     bar.set_message(format!("{name}: waiting for {n} consumer(s)"));
-    p.wait_for_consumers(n, args.wait).map_err(|_| {
-        Fail::usage(format!(
-            "block {name:?}: {n} consumer(s) did not attach within {}",
-            secs(args.wait)
-        ))
-    })?;
+    let attach_by = Instant::now() + args.wait;
+    loop {
+        check_signal(name)?;
+        let slice = SLICE.min(attach_by.saturating_duration_since(Instant::now()));
+        match p.wait_for_consumers(n, slice) {
+            Ok(()) => break,
+            Err(Error::Timeout { .. }) if Instant::now() < attach_by => {}
+            Err(Error::Timeout { .. }) => {
+                return Err(Fail::usage(format!(
+                    "block {name:?}: {n} consumer(s) did not attach within {}",
+                    secs(args.wait)
+                )));
+            }
+            Err(e) => return Err(Fail::block(name, e)),
+        }
+    }
     bar.set_message(name.to_owned());
     let stream = stream_id();
     let mut sender = Sender {
@@ -374,6 +508,11 @@ pub fn run(args: &PubArgs) -> Result<Summary> {
             Ok(sent) => files.push(sent),
             Err(f) => {
                 bar.finish_and_clear();
+                // A block truncated under us explains any other symptom (EFAULT reading
+                // into a slot, a wait that timed out on zeroed positions).
+                if let Err(e) = sender.p.check_intact() {
+                    return Err(Fail::block(name, e));
+                }
                 sender.abort(&f.to_string());
                 return Err(f);
             }
@@ -383,6 +522,9 @@ pub fn run(args: &PubArgs) -> Result<Summary> {
     bar.set_message(format!("{name}: waiting for the consumers to finish"));
     let drained = drain(&p, args.wait);
     bar.finish_and_clear();
+    if drained.is_err() {
+        p.check_intact().map_err(|e| Fail::block(name, e))?;
+    }
     drained?;
     Ok(Summary {
         block: name.to_owned(),

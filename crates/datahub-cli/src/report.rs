@@ -33,6 +33,8 @@ pub struct ListEntry {
     pub commit_index: Option<u64>,
     /// Why the block could not be opened (the other fields are then empty).
     pub error: Option<String>,
+    /// An entry that is not a regular file (link, FIFO, directory, ...): never opened.
+    pub skipped: Option<String>,
 }
 
 impl ListEntry {
@@ -51,6 +53,7 @@ impl ListEntry {
             consumers_alive: Some(info.consumers.iter().filter(|c| c.alive).count()),
             commit_index: Some(info.commit_index),
             error: None,
+            skipped: None,
         }
     }
 
@@ -69,6 +72,16 @@ impl ListEntry {
             consumers_alive: None,
             commit_index: None,
             error: Some(error),
+            skipped: None,
+        }
+    }
+
+    /// The row for a directory entry that is not a regular file (never opened).
+    pub fn skipped(name: String, what: String) -> ListEntry {
+        ListEntry {
+            error: None,
+            skipped: Some(what),
+            ..ListEntry::failed(name, String::new())
         }
     }
 }
@@ -80,7 +93,7 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 /// `datahub list` as a table.
 pub fn list(rows: &[ListEntry]) -> String {
     if rows.is_empty() {
-        return "no DataHub blocks in /dev/shm\n".to_owned();
+        return format!("no DataHub blocks in {}\n", datahub::shm_dir().display());
     }
     let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
     let mut s = format!(
@@ -90,6 +103,10 @@ pub fn list(rows: &[ListEntry]) -> String {
     for r in rows {
         if let Some(e) = &r.error {
             let _ = writeln!(s, "{:w$}  error: {e}", r.name);
+            continue;
+        }
+        if let Some(what) = &r.skipped {
+            let _ = writeln!(s, "{:w$}  skipped: {what}, not a block (not opened)", r.name);
             continue;
         }
         let consumers = match (r.consumers, r.consumers_alive) {

@@ -21,17 +21,17 @@
 //! did not match, a slot checksum failed, or the stream ended inside a file; 2 anything else
 //! (no block, a block that is not a file stream, a producer that died or aborted, I/O).
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use blake2::Digest;
 use datahub::{Consumer, Error, Expectations, WaitCause};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::fail::{Fail, Result};
+use crate::fail::{Fail, Result, clip};
 use crate::frame::{self, Blake2b256, Frame};
+use crate::outdir::{Found, Journal, OutDir};
 
 /// How long one read waits before `sub` checks that the producer is still alive. (Each such
 /// idle wait counts once in the block's `reader_timeouts` metric.)
@@ -101,115 +101,10 @@ impl std::fmt::Display for Summary {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Journal {
-    stream: u64,
-    index: u32,
-    name: String,
-    done: bool,
-}
-
 /// Where received bytes go.
 enum Sink {
     Stdout(std::io::StdoutLock<'static>),
-    Dir(DirSink),
-}
-
-struct DirSink {
-    dir: PathBuf,
-    data: PathBuf,
-    journal: PathBuf,
-    file: Option<File>,
-}
-
-fn io_fail(what: &Path, e: std::io::Error) -> Fail {
-    Fail::usage(format!("{}: {e}", what.display()))
-}
-
-impl DirSink {
-    fn new(dir: &Path, block: &str) -> Result<DirSink> {
-        std::fs::create_dir_all(dir).map_err(|e| io_fail(dir, e))?;
-        Ok(DirSink {
-            dir: dir.to_owned(),
-            data: dir.join(format!("{}.{block}.data", frame::RESERVED_PREFIX)),
-            journal: dir.join(format!("{}.{block}.json", frame::RESERVED_PREFIX)),
-            file: None,
-        })
-    }
-
-    fn final_path(&self, name: &str) -> PathBuf {
-        self.dir.join(if name.is_empty() { "stdin" } else { name })
-    }
-
-    fn write_journal(&self, j: &Journal) -> Result<()> {
-        let tmp = self.journal.with_extension("json.tmp");
-        let text = serde_json::to_vec(j).expect("journal serializes");
-        std::fs::write(&tmp, text).map_err(|e| io_fail(&tmp, e))?;
-        std::fs::rename(&tmp, &self.journal).map_err(|e| io_fail(&self.journal, e))
-    }
-
-    fn read_journal(&self) -> Option<Journal> {
-        let text = std::fs::read(&self.journal).ok()?;
-        serde_json::from_slice(&text).ok()
-    }
-
-    fn start(&mut self, j: &Journal) -> Result<()> {
-        self.write_journal(j)?;
-        let f = File::create(&self.data).map_err(|e| io_fail(&self.data, e))?;
-        self.file = Some(f);
-        Ok(())
-    }
-
-    /// Reopens the partial file, cut back to `len` bytes; returns the hasher over them.
-    fn reopen(&mut self, len: u64) -> Result<Blake2b256> {
-        let mut f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&self.data)
-            .map_err(|e| io_fail(&self.data, e))?;
-        let have = f.metadata().map_err(|e| io_fail(&self.data, e))?.len();
-        if have < len {
-            return Err(Fail::usage(format!(
-                "{}: partial file has {have} bytes, the stream continues at {len}",
-                self.data.display()
-            )));
-        }
-        f.set_len(len).map_err(|e| io_fail(&self.data, e))?;
-        let mut hasher = Blake2b256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        f.seek(SeekFrom::Start(0))
-            .map_err(|e| io_fail(&self.data, e))?;
-        loop {
-            let n = f.read(&mut buf).map_err(|e| io_fail(&self.data, e))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        f.seek(SeekFrom::End(0))
-            .map_err(|e| io_fail(&self.data, e))?;
-        self.file = Some(f);
-        Ok(hasher)
-    }
-
-    /// Marks file `j` done and moves it to its name.
-    fn finish(&mut self, j: &Journal) -> Result<PathBuf> {
-        self.file = None;
-        self.write_journal(j)?;
-        self.publish(&j.name)
-    }
-
-    fn publish(&self, name: &str) -> Result<PathBuf> {
-        let to = self.final_path(name);
-        std::fs::rename(&self.data, &to).map_err(|e| io_fail(&to, e))?;
-        Ok(to)
-    }
-
-    fn discard(&mut self) {
-        self.file = None;
-        let _ = std::fs::remove_file(&self.data);
-        let _ = std::fs::remove_file(&self.journal);
-    }
+    Dir(OutDir),
 }
 
 impl Sink {
@@ -218,13 +113,7 @@ impl Sink {
             Sink::Stdout(o) => o
                 .write_all(chunk)
                 .map_err(|e| Fail::usage(format!("writing to standard output: {e}"))),
-            Sink::Dir(d) => {
-                let f = d
-                    .file
-                    .as_mut()
-                    .expect("a file is open while one is being received");
-                f.write_all(chunk).map_err(|e| io_fail(&d.data, e))
-            }
+            Sink::Dir(d) => d.write(chunk),
         }
     }
 }
@@ -275,11 +164,17 @@ impl Receiver {
             ));
         };
         let j = match d.read_journal() {
-            Some(j) if j.stream == stream && j.index == index => j,
+            Found::Valid(j) if j.stream == stream && j.index == index => j,
+            Found::Invalid(why) => {
+                return Err(cannot(&format!(
+                    "the journal in the output directory is refused ({})",
+                    clip(&why)
+                )));
+            }
             _ => return Err(cannot("the output directory has no partial copy of it")),
         };
         if j.done {
-            if d.data.exists() {
+            if d.has_data()? {
                 d.publish(&j.name)?;
             }
             self.last_done = Some(index);
@@ -313,8 +208,9 @@ impl Receiver {
                     d.discard();
                 }
                 Err(Fail::usage(format!(
-                    "block {:?}: the producer aborted the stream: {reason}",
-                    self.block
+                    "block {:?}: the producer aborted the stream: {}",
+                    self.block,
+                    clip(reason)
                 )))
             }
             Frame::FileStart {
@@ -455,9 +351,7 @@ impl Receiver {
             Sink::Stdout(o) => o
                 .flush()
                 .map_err(|e| Fail::usage(format!("writing to standard output: {e}")))?,
-            Sink::Dir(d) => {
-                let _ = std::fs::remove_file(&d.journal);
-            }
+            Sink::Dir(d) => d.end(),
         }
         Ok(Summary {
             block: self.block,
@@ -475,7 +369,7 @@ pub fn run(args: &SubArgs) -> Result<Summary> {
         ));
     }
     let sink = match &args.out {
-        Some(dir) => Sink::Dir(DirSink::new(dir, name)?),
+        Some(dir) => Sink::Dir(OutDir::new(dir, name)?),
         None => Sink::Stdout(std::io::stdout().lock()),
     };
     let mut c = Consumer::attach_wait(name, Expectations::new().schema(frame::schema()), args.wait)
@@ -497,29 +391,52 @@ pub fn run(args: &SubArgs) -> Result<Summary> {
         current: None,
         files: Vec::new(),
     };
+    let gone = || {
+        Fail::usage(format!(
+            "block {name:?}: the producer is gone and the stream was not finished"
+        ))
+    };
+    let mut idle = false;
     loop {
+        // After an idle slice: a producer that died (or left) will never send more.
+        if idle && !c.producer_alive() {
+            return Err(gone());
+        }
+        idle = false;
         let g = match c.read(READ_SLICE) {
             Ok(g) => g,
             Err(Error::EndOfStream) => break,
             Err(Error::Timeout {
                 cause: WaitCause::NoData,
                 ..
-            }) => continue,
+            }) => {
+                idle = true;
+                continue;
+            }
             Err(Error::Timeout {
                 cause: WaitCause::ProducerDead,
                 ..
-            }) => {
-                return Err(Fail::usage(format!(
-                    "block {name:?}: the producer is gone and the stream was not finished"
-                )));
-            }
+            }) => return Err(gone()),
             Err(e) => return Err(Fail::block(name, e)),
         };
         let seq = g.seq();
-        let f = frame::decode(&g)
-            .map_err(|e| Fail::usage(format!("block {name:?}: message {seq}: {e}")))?;
-        rx.handle(f)?;
-        g.release().map_err(|e| Fail::block(name, e))?;
+        let handled = match frame::decode(&g) {
+            Ok(f) => rx.handle(f),
+            Err(e) => Err(Fail::usage(format!("block {name:?}: message {seq}: {e}"))),
+        };
+        // The release also checks that the block was not truncated under the read: then the
+        // bytes were zeros, and that (not what they decoded to) is the error to report.
+        match (handled, g.release()) {
+            (_, Err(e @ Error::BlockTruncated { .. })) => return Err(Fail::block(name, e)),
+            (Err(f), _) => {
+                if let Err(e) = c.check_intact() {
+                    return Err(Fail::block(name, e));
+                }
+                return Err(f);
+            }
+            (Ok(()), Err(e)) => return Err(Fail::block(name, e)),
+            (Ok(()), Ok(())) => {}
+        }
     }
     rx.end()
 }

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use crate::block::Block;
+use crate::segment::Access;
 use crate::layout::{ChecksumPolicy, FLAG_KEYED, MAX_CONSUMERS, NO_SEQ, Regions, reg, state};
 use crate::metrics::Metrics;
 use crate::proc::{self, Liveness};
@@ -202,25 +203,52 @@ impl Validation {
     }
 }
 
-/// Administrative access to a block.
+/// Read-only access to a block: opened `O_RDONLY` and mapped `PROT_READ`, so it works on a
+/// block the caller may only read and cannot change anything. What `inspect`, `diagnose`,
+/// `metrics`, `list` and `validate` (without repair) run.
+#[derive(Debug)]
+pub struct Inspector {
+    block: Block,
+}
+
+/// Administrative access to a block: an [`Inspector`] (every read is available through
+/// `Deref`) over a writable mapping, plus the recovery calls.
 #[derive(Debug)]
 pub struct Admin {
-    block: Block,
+    view: Inspector,
+}
+
+impl std::ops::Deref for Admin {
+    type Target = Inspector;
+    fn deref(&self) -> &Inspector {
+        &self.view
+    }
 }
 
 fn age_ms(now: u64, then: u64) -> u64 {
     now.saturating_sub(then) / 1_000_000
 }
 
-impl Admin {
-    /// Maps block `name` (waiting up to 100 ms for one being created).
+impl Inspector {
+    /// Maps block `name` read-only (waiting up to 100 ms for one being created).
     ///
     /// # Errors
-    /// As [`crate::Consumer::attach`] for opening and header checks.
-    pub fn open(name: &str) -> Result<Admin, Error> {
-        Ok(Admin {
-            block: Block::open(name, Duration::from_millis(100))?,
+    /// As [`crate::Consumer::attach`] for opening and header checks; [`Error::NotRegular`] for
+    /// a name that is a link, FIFO or directory.
+    pub fn open(name: &str) -> Result<Inspector, Error> {
+        Ok(Inspector {
+            block: Block::open(name, Duration::from_millis(100), Access::ReadOnly)?,
         })
+    }
+
+    /// [`Error::BlockTruncated`] if the segment is now shorter than the block (checked with
+    /// `fstat`, and by the SIGBUS handler for what was read). Reports read from a truncated
+    /// block are not trustworthy; the tool checks this after every report.
+    ///
+    /// # Errors
+    /// [`Error::BlockTruncated`].
+    pub fn check_intact(&self) -> Result<(), Error> {
+        self.block.check_intact(true)
     }
 
     /// The block's counters.
@@ -371,6 +399,161 @@ impl Admin {
             slots,
             problems,
         }
+    }
+
+    /// Checks the block's invariants and changes nothing.
+    pub fn validate(&self) -> Validation {
+        self.check(false)
+    }
+
+    /// The checks of `validate`; with `repair` (only through a writable [`Admin`]) fixes the
+    /// active mask and zombie reader bits as it goes.
+    fn check(&self, repair: bool) -> Validation {
+        debug_assert!(!repair || self.block.writable());
+        let b = &self.block;
+        let h = b.header();
+        let n = b.slot_count();
+        let mut v = Validation::default();
+        let commit = h.commit.commit_index.load(SeqCst);
+        let write = h.producer.write_index.load(SeqCst);
+        if write < commit || write > commit.saturating_add(1) {
+            v.problems.push(format!(
+                "write index {write} not in commit index {commit} ..= {}",
+                commit.saturating_add(1)
+            ));
+        }
+        let expect_mask = (0..MAX_CONSUMERS)
+            .filter(|&i| b.consumer(i).state.load(Acquire) == reg::ACTIVE)
+            .fold(0u64, |m, i| m | 1 << i);
+        let mask = h.release.active_mask.load(SeqCst);
+        if mask != expect_mask {
+            v.problems.push(format!(
+                "active mask {mask:#x} but registered consumers {expect_mask:#x}"
+            ));
+            if repair {
+                h.release.active_mask.store(expect_mask, SeqCst);
+                v.repairs.push(Action::FixActiveMask {
+                    from: mask,
+                    to: expect_mask,
+                });
+            }
+        }
+        for i in 0..MAX_CONSUMERS {
+            let e = b.consumer(i);
+            if e.state.load(Acquire) == reg::ACTIVE && e.position.load(Relaxed) > commit {
+                v.problems.push(format!(
+                    "consumer {i}: position {} beyond commit index {commit}",
+                    e.position.load(Relaxed)
+                ));
+            }
+        }
+        for i in 0..n as usize {
+            let s = b.slot(i);
+            let st = s.state.load(Acquire);
+            let seq = s.seq.load(Acquire);
+            let len = s.len.load(Relaxed);
+            if st > state::DRAINING {
+                v.problems
+                    .push(format!("slot {i}: invalid state word {st}"));
+            }
+            if seq != NO_SEQ && seq % n != i as u64 {
+                v.problems
+                    .push(format!("slot {i}: seq {seq} belongs in slot {}", seq % n));
+            }
+            if st == state::COMMITTED && seq != NO_SEQ && seq >= commit.max(1) && seq != commit {
+                v.problems.push(format!(
+                    "slot {i}: committed seq {seq} beyond commit index {commit}"
+                ));
+            }
+            if len as usize > b.slot_size() {
+                v.problems.push(format!(
+                    "slot {i}: length {len} exceeds slot size {}",
+                    b.slot_size()
+                ));
+            }
+            let dead = b.dead_readers(s.reader_mask());
+            if dead != 0 {
+                v.problems.push(format!(
+                    "slot {i}: held by dead or unregistered consumer(s) {:?}",
+                    bits(dead)
+                ));
+                if repair {
+                    s.evict(dead);
+                    v.repairs.push(Action::EvictReaders {
+                        slot: i,
+                        entries: bits(dead),
+                    });
+                }
+            }
+            if st == state::COMMITTED && b.params().checksum != ChecksumPolicy::None {
+                if let Some(p) = self.check_slot_checksum(i, seq, len) {
+                    v.problems.push(p);
+                }
+            }
+        }
+        v
+    }
+
+    /// Verifies a committed slot's checksum without holding it: the bytes are copied, then
+    /// the slot's state and seq are read again; a slot that changed meanwhile is skipped.
+    fn check_slot_checksum(&self, i: usize, seq: u64, len: u32) -> Option<String> {
+        let b = &self.block;
+        if b.info.params.flags & FLAG_KEYED != 0 {
+            return None; // the admin has no key
+        }
+        let len = (len as usize).min(b.slot_size());
+        let mut copy = vec![0u8; len];
+        // SAFETY: the payload range lies in the mapping. Another process may be writing it
+        // (the admin holds no slot), so the bytes are copied with volatile reads and used only
+        // if the slot is unchanged afterwards.
+        let (stored, stored_seq) = unsafe {
+            let p = b.payload(i);
+            for (k, c) in copy.iter_mut().enumerate() {
+                *c = std::ptr::read_volatile(p.add(k));
+            }
+            let e = b.checksum_entry(i);
+            (
+                std::ptr::read_volatile(&(*e).digest),
+                std::ptr::read_volatile(&(*e).seq),
+            )
+        };
+        if !b.slot(i).still_holds(seq) || stored_seq != seq {
+            return None;
+        }
+        let d = checksum::digest(None, &copy);
+        (d != stored).then(|| {
+            format!(
+                "slot {i}: checksum mismatch for seq {seq} (stored {}, computed {})",
+                checksum::hex(&stored),
+                checksum::hex(&d)
+            )
+        })
+    }
+
+}
+
+impl Admin {
+    /// Maps block `name` read-write for recovery (waiting up to 100 ms for one being created).
+    ///
+    /// # Errors
+    /// As [`Inspector::open`].
+    pub fn open(name: &str) -> Result<Admin, Error> {
+        Ok(Admin {
+            view: Inspector {
+                block: Block::open(name, Duration::from_millis(100), Access::ReadWrite)?,
+            },
+        })
+    }
+
+    /// Checks the block's invariants; with `repair`, fixes what can be fixed without a live
+    /// owner's cooperation (zombie reader bits, the active mask, a dead producer's indices).
+    pub fn validate(&self, repair: bool) -> Validation {
+        let mut v = self.view.check(repair);
+        if repair {
+            v.repairs.extend(self.clean_dead_consumers(false));
+            v.repairs.extend(self.release_zombie_writer(false));
+        }
+        v
     }
 
     /// Removes reader bits of dead or unregistered consumers from every slot.
@@ -543,133 +726,6 @@ impl Admin {
         Ok(Action::ResetSlot {
             slot,
             seq: (seq != NO_SEQ).then_some(seq),
-        })
-    }
-
-    /// Checks the block's invariants; with `repair`, fixes what can be fixed without a live
-    /// owner's cooperation (zombie reader bits, the active mask, a dead producer's indices).
-    pub fn validate(&self, repair: bool) -> Validation {
-        let b = &self.block;
-        let h = b.header();
-        let n = b.slot_count();
-        let mut v = Validation::default();
-        let commit = h.commit.commit_index.load(SeqCst);
-        let write = h.producer.write_index.load(SeqCst);
-        if write < commit || write > commit.saturating_add(1) {
-            v.problems.push(format!(
-                "write index {write} not in commit index {commit} ..= {}",
-                commit.saturating_add(1)
-            ));
-        }
-        let expect_mask = (0..MAX_CONSUMERS)
-            .filter(|&i| b.consumer(i).state.load(Acquire) == reg::ACTIVE)
-            .fold(0u64, |m, i| m | 1 << i);
-        let mask = h.release.active_mask.load(SeqCst);
-        if mask != expect_mask {
-            v.problems.push(format!(
-                "active mask {mask:#x} but registered consumers {expect_mask:#x}"
-            ));
-            if repair {
-                h.release.active_mask.store(expect_mask, SeqCst);
-                v.repairs.push(Action::FixActiveMask {
-                    from: mask,
-                    to: expect_mask,
-                });
-            }
-        }
-        for i in 0..MAX_CONSUMERS {
-            let e = b.consumer(i);
-            if e.state.load(Acquire) == reg::ACTIVE && e.position.load(Relaxed) > commit {
-                v.problems.push(format!(
-                    "consumer {i}: position {} beyond commit index {commit}",
-                    e.position.load(Relaxed)
-                ));
-            }
-        }
-        for i in 0..n as usize {
-            let s = b.slot(i);
-            let st = s.state.load(Acquire);
-            let seq = s.seq.load(Acquire);
-            let len = s.len.load(Relaxed);
-            if st > state::DRAINING {
-                v.problems
-                    .push(format!("slot {i}: invalid state word {st}"));
-            }
-            if seq != NO_SEQ && seq % n != i as u64 {
-                v.problems
-                    .push(format!("slot {i}: seq {seq} belongs in slot {}", seq % n));
-            }
-            if st == state::COMMITTED && seq != NO_SEQ && seq >= commit.max(1) && seq != commit {
-                v.problems.push(format!(
-                    "slot {i}: committed seq {seq} beyond commit index {commit}"
-                ));
-            }
-            if len as usize > b.slot_size() {
-                v.problems.push(format!(
-                    "slot {i}: length {len} exceeds slot size {}",
-                    b.slot_size()
-                ));
-            }
-            let dead = b.dead_readers(s.reader_mask());
-            if dead != 0 {
-                v.problems.push(format!(
-                    "slot {i}: held by dead or unregistered consumer(s) {:?}",
-                    bits(dead)
-                ));
-                if repair {
-                    s.evict(dead);
-                    v.repairs.push(Action::EvictReaders {
-                        slot: i,
-                        entries: bits(dead),
-                    });
-                }
-            }
-            if st == state::COMMITTED && b.params().checksum != ChecksumPolicy::None {
-                if let Some(p) = self.check_slot_checksum(i, seq, len) {
-                    v.problems.push(p);
-                }
-            }
-        }
-        if repair {
-            v.repairs.extend(self.clean_dead_consumers(false));
-            v.repairs.extend(self.release_zombie_writer(false));
-        }
-        v
-    }
-
-    /// Verifies a committed slot's checksum without holding it: the bytes are copied, then
-    /// the slot's state and seq are read again; a slot that changed meanwhile is skipped.
-    fn check_slot_checksum(&self, i: usize, seq: u64, len: u32) -> Option<String> {
-        let b = &self.block;
-        if b.info.params.flags & FLAG_KEYED != 0 {
-            return None; // the admin has no key
-        }
-        let len = (len as usize).min(b.slot_size());
-        let mut copy = vec![0u8; len];
-        // SAFETY: the payload range lies in the mapping. Another process may be writing it
-        // (the admin holds no slot), so the bytes are copied with volatile reads and used only
-        // if the slot is unchanged afterwards.
-        let (stored, stored_seq) = unsafe {
-            let p = b.payload(i);
-            for (k, c) in copy.iter_mut().enumerate() {
-                *c = std::ptr::read_volatile(p.add(k));
-            }
-            let e = b.checksum_entry(i);
-            (
-                std::ptr::read_volatile(&(*e).digest),
-                std::ptr::read_volatile(&(*e).seq),
-            )
-        };
-        if !b.slot(i).still_holds(seq) || stored_seq != seq {
-            return None;
-        }
-        let d = checksum::digest(None, &copy);
-        (d != stored).then(|| {
-            format!(
-                "slot {i}: checksum mismatch for seq {seq} (stored {}, computed {})",
-                checksum::hex(&stored),
-                checksum::hex(&d)
-            )
         })
     }
 

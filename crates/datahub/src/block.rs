@@ -1,13 +1,9 @@
 //! A mapped DataBlock: the POSIX shared-memory segment, typed views of its regions, and the
 //! bookkeeping every role shares (consumer liveness, reclaiming dead consumers, the read floor).
 
-use std::fs::File;
-use std::io;
 use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
-use rustix::fs::Mode;
-use rustix::shm;
 
 use crate::Error;
 use crate::layout::{
@@ -15,43 +11,23 @@ use crate::layout::{
     MAX_CONSUMERS, NO_SEQ, Params, SlotCtl, reg,
 };
 use crate::proc::{self, Liveness};
+use crate::segment::{self, Access, Segment, io_err};
 use crate::sync::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
 /// Spinlock that serialises consumer registration changes and producer takeover.
 pub(crate) const REGISTRATION_LOCK: usize = 1;
 
-/// Longest block name (without the leading `/`).
-pub const MAX_NAME_LEN: usize = 200;
-
-/// Checks a block name: 1..=200 bytes, no `/`, no NUL, not `.` or `..`.
-pub(crate) fn check_name(name: &str) -> Result<(), Error> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && !name.contains('/')
-        && !name.contains('\0')
-        && name != "."
-        && name != "..";
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidName {
-            name: name.to_owned(),
-        })
-    }
-}
-
-fn io_err(op: &'static str, name: &str, e: impl Into<io::Error>) -> Error {
-    Error::Io {
-        op,
-        name: name.to_owned(),
-        source: e.into(),
-    }
-}
-
 /// A mapped block.
 #[derive(Debug)]
 pub(crate) struct Block {
+    /// Declared before `map`: unregisters the range from the SIGBUS table before the mapping
+    /// goes away.
+    sigbus: Option<crate::sigbus::Guard>,
     map: MmapRaw,
+    /// The segment's file (producers hold the producer lock on it; see `segment`).
+    seg: Segment,
+    /// Mapped `PROT_READ | PROT_WRITE` (else `PROT_READ`: nothing may store through it).
+    writable: bool,
     pub name: String,
     pub info: Decoded,
 }
@@ -73,31 +49,21 @@ impl Block {
         init: impl FnOnce(&Block),
         identity: impl FnOnce(&mut [u8]),
     ) -> Result<Created, Error> {
-        check_name(name)?;
         params.check()?;
         let regions = params.regions().ok_or(Error::InvalidConfig {
             what: "slot_size × slot_count overflows".into(),
         })?;
-        let path = format!("/{name}");
-        let fd = match shm::open(
-            path.as_str(),
-            shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR,
-            Mode::RUSR | Mode::WUSR,
-        ) {
-            Ok(fd) => fd,
-            Err(rustix::io::Errno::EXIST) => return Ok(Created::Exists),
-            Err(e) => return Err(io_err("shm_open", name, e)),
+        let Some(seg) = segment::create(name, regions.total_size)? else {
+            return Ok(Created::Exists);
         };
-        let file = File::from(fd);
+        let (dev, ino) = (seg.dev, seg.ino);
         let undo = |e: Error| {
-            let _ = shm::unlink(path.as_str());
+            segment::unlink_if_same(name, dev, ino);
             e
         };
-        file.set_len(regions.total_size)
-            .map_err(|e| undo(io_err("ftruncate", name, e)))?;
         let map = MmapOptions::new()
             .len(regions.total_size as usize)
-            .map_raw(&file)
+            .map_raw(&seg.file)
             .map_err(|e| undo(io_err("mmap", name, e)))?;
         // The identity bytes are written through a byte view before anyone can see the block
         // (the magic is still 0), then decoded back as an opener would.
@@ -114,7 +80,10 @@ impl Block {
         copy[..8].copy_from_slice(&MAGIC.to_le_bytes());
         let info = layout::decode(&copy, regions.total_size).map_err(undo)?;
         let block = Block {
+            sigbus: crate::sigbus::register(map.as_ptr(), map.len()),
             map,
+            seg,
+            writable: true,
             name: name.to_owned(),
             info,
         };
@@ -123,44 +92,34 @@ impl Block {
         Ok(Created::New(Box::new(block)))
     }
 
-    /// Opens an existing block. A block whose magic is still 0 (being created) or whose size is
-    /// still 0 is waited for until `ready_timeout`; then [`Error::NotReady`].
-    pub(crate) fn open(name: &str, ready_timeout: Duration) -> Result<Block, Error> {
-        check_name(name)?;
-        let path = format!("/{name}");
+    /// Opens an existing block (`access` decides the mapping's protection). A block whose
+    /// magic is still 0 (being created) or whose size is still 0 is waited for until
+    /// `ready_timeout`; then [`Error::NotReady`].
+    pub(crate) fn open(name: &str, ready_timeout: Duration, access: Access) -> Result<Block, Error> {
         let deadline = Instant::now() + ready_timeout;
         loop {
-            let fd = match shm::open(path.as_str(), shm::OFlags::RDWR, Mode::empty()) {
-                Ok(fd) => fd,
-                Err(rustix::io::Errno::NOENT) => {
-                    return Err(Error::NotFound {
-                        name: name.to_owned(),
-                    });
-                }
-                Err(e) => return Err(io_err("shm_open", name, e)),
-            };
-            let file = File::from(fd);
-            let len = file.metadata().map_err(|e| io_err("fstat", name, e))?.len();
-            let not_ready = if len == 0 {
-                true
-            } else {
+            let seg = segment::open(name, access)?;
+            let len = seg.len;
+            if len != 0 {
                 if len < HEADER_SIZE as u64 {
                     return Err(Error::Truncated {
                         expected: HEADER_SIZE as u64,
                         found: len,
                     });
                 }
-                let map = MmapOptions::new()
-                    .len(len as usize)
-                    .map_raw(&file)
-                    .map_err(|e| io_err("mmap", name, e))?;
+                let mut opts = MmapOptions::new();
+                opts.len(len as usize);
+                let map = match access {
+                    Access::ReadOnly => opts.map_raw_read_only(&seg.file),
+                    Access::ReadWrite => opts.map_raw(&seg.file),
+                }
+                .map_err(|e| io_err("mmap", name, e))?;
+                let sigbus = crate::sigbus::register(map.as_ptr(), map.len());
                 // SAFETY: the mapping is at least HEADER_SIZE bytes and 8-aligned (page), so
-                // the magic word is in bounds; it is only accessed atomically.
+                // the magic word is in bounds; it is only accessed atomically (a load, which
+                // a read-only mapping allows).
                 let magic = unsafe { &*(map.as_ptr() as *const crate::sync::AtomicU64) };
-                let m = magic.load(Acquire);
-                if m == 0 {
-                    true
-                } else {
+                if magic.load(Acquire) != 0 {
                     let mut copy = [0u8; IDENTITY_SIZE];
                     // SAFETY: IDENTITY_SIZE < HEADER_SIZE ≤ len; the identity bytes do not
                     // change after the magic is published (Acquire above).
@@ -171,21 +130,74 @@ impl Block {
                             IDENTITY_SIZE,
                         )
                     };
+                    if sigbus.as_ref().is_some_and(|g| g.truncated()) {
+                        return Err(Error::BlockTruncated {
+                            name: name.to_owned(),
+                            expected: len,
+                            found: segment_len(&seg),
+                        });
+                    }
                     let info = layout::decode(&copy, len)?;
                     return Ok(Block {
+                        sigbus,
                         map,
+                        seg,
+                        writable: access == Access::ReadWrite,
                         name: name.to_owned(),
                         info,
                     });
                 }
-            };
-            if not_ready && Instant::now() >= deadline {
+            }
+            if Instant::now() >= deadline {
                 return Err(Error::NotReady {
                     name: name.to_owned(),
+                    len,
                 });
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// Whether the mapping is writable.
+    pub(crate) fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Tries the producer lock on the segment (see `segment`): `false` if another process
+    /// (a live producer, a creator or a remover) holds it.
+    pub(crate) fn try_lock(&self) -> Result<bool, Error> {
+        segment::try_lock(&self.name, &self.seg.file)
+    }
+
+    /// Fast check (one atomic load): whether the SIGBUS handler found this mapping truncated.
+    #[inline]
+    pub(crate) fn truncated(&self) -> bool {
+        self.sigbus.as_ref().is_some_and(|g| g.truncated())
+    }
+
+    /// [`Error::BlockTruncated`] if the segment was truncated under this mapping: the SIGBUS
+    /// handler saw it (fast), or, with `stat`, the file is now shorter than the block (one
+    /// `fstat`; catches a truncation only the kernel has touched so far).
+    pub(crate) fn check_intact(&self, stat: bool) -> Result<(), Error> {
+        let expected = self.info.regions.total_size;
+        if self.truncated() {
+            return Err(Error::BlockTruncated {
+                name: self.name.clone(),
+                expected,
+                found: segment_len(&self.seg),
+            });
+        }
+        if stat {
+            let found = segment_len(&self.seg);
+            if found < expected {
+                return Err(Error::BlockTruncated {
+                    name: self.name.clone(),
+                    expected,
+                    found,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The header.
@@ -406,46 +418,20 @@ impl Block {
         crate::wait::wake_all(&r.release_word, &r.release_waiters);
     }
 
-    /// Removes the segment's name (the mapping stays valid for whoever has it).
+    /// Removes the segment's name if it still refers to this block's file (the mapping stays
+    /// valid for whoever has it).
     pub(crate) fn unlink(&self) -> Result<(), Error> {
-        shm::unlink(format!("/{}", self.name).as_str())
-            .map_err(|e| io_err("shm_unlink", &self.name, e))
-    }
-}
-
-/// Removes block `name` from `/dev/shm` (processes that have it mapped keep their mapping).
-///
-/// # Errors
-/// [`Error::NotFound`] if there is no such segment, [`Error::Io`] otherwise.
-pub fn remove(name: &str) -> Result<(), Error> {
-    check_name(name)?;
-    match shm::unlink(format!("/{name}").as_str()) {
-        Ok(()) => Ok(()),
-        Err(rustix::io::Errno::NOENT) => Err(Error::NotFound {
-            name: name.to_owned(),
-        }),
-        Err(e) => Err(io_err("shm_unlink", name, e)),
-    }
-}
-
-/// Names of the DataHub blocks in `/dev/shm` (segments whose first 8 bytes are the magic and
-/// that this user may read), sorted.
-pub fn list() -> Result<Vec<String>, Error> {
-    use std::io::Read;
-    let dir = std::fs::read_dir("/dev/shm").map_err(|e| io_err("read_dir", "/dev/shm", e))?;
-    let mut names = Vec::new();
-    for entry in dir.flatten() {
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        let Ok(mut f) = File::open(entry.path()) else {
-            continue;
-        };
-        let mut magic = [0u8; 8];
-        if f.read_exact(&mut magic).is_ok() && u64::from_le_bytes(magic) == MAGIC {
-            names.push(name);
+        if segment::unlink_if_same(&self.name, self.seg.dev, self.seg.ino) {
+            Ok(())
+        } else {
+            Err(Error::NotFound {
+                name: self.name.clone(),
+            })
         }
     }
-    names.sort();
-    Ok(names)
+}
+
+/// The segment's current size (`u64::MAX` if fstat fails: nothing is concluded from it).
+fn segment_len(seg: &Segment) -> u64 {
+    rustix::fs::fstat(&seg.file).map_or(u64::MAX, |st| st.st_size as u64)
 }

@@ -10,6 +10,7 @@ use crate::flex::{FlexZoneGuard, SharedSpinlock};
 use crate::layout::{ChecksumPolicy, FLAG_KEYED, MAX_CONSUMERS, NO_SEQ, Policy, reg};
 use crate::metrics::Metrics;
 use crate::proc::{self, Liveness};
+use crate::segment::Access;
 use crate::sync::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use crate::sync::spin_hint;
 use crate::wait::{WaitPlan, wait_until};
@@ -43,10 +44,10 @@ impl Consumer {
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::NotReady`] (waits up to 1 s for a block being created),
-    /// any header error of [`crate::open_info`], [`Error::ExpectationMismatch`],
+    /// any header error of [`crate::check_header`], [`Error::NotRegular`], [`Error::ExpectationMismatch`],
     /// [`Error::SchemaMismatch`], [`Error::KeyMismatch`], [`Error::TooManyConsumers`].
     pub fn attach(name: &str, exp: Expectations) -> Result<Consumer, Error> {
-        let block = Block::open(name, Duration::from_secs(1))?;
+        let block = Block::open(name, Duration::from_secs(1), Access::ReadWrite)?;
         Self::register(block, exp)
     }
 
@@ -59,7 +60,7 @@ impl Consumer {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match Block::open(name, left) {
+            match Block::open(name, left, Access::ReadWrite) {
                 Ok(b) => return Self::register(b, exp),
                 Err(Error::NotFound { .. }) if !left.is_zero() => {
                     std::thread::sleep(Duration::from_millis(2));
@@ -174,9 +175,11 @@ impl Consumer {
     /// [`Error::EndOfStream`]; [`Error::Timeout`] (cause `NoData` or `ProducerDead`);
     /// [`Error::ChecksumMismatch`] (Enforced; the message counts as read, so the next call
     /// moves on); [`Error::Overrun`] if this consumer was evicted and the message is gone;
-    /// [`Error::SeqUnavailable`] after a `seek_to` to an overwritten message.
+    /// [`Error::SeqUnavailable`] after a `seek_to` to an overwritten message;
+    /// [`Error::InvalidSlotState`] if the slot due holds a state word no protocol step
+    /// writes (a damaged block); [`Error::BlockTruncated`] if the segment was truncated.
     pub fn read(&mut self, timeout: Duration) -> Result<ReadGuard<'_>, Error> {
-        let r = self.read_inner(timeout);
+        let r = self.read_checked(timeout);
         if let Err(e) = &r {
             if !matches!(e, Error::EndOfStream) {
                 self.block.note_error(e);
@@ -194,7 +197,7 @@ impl Consumer {
 
     /// Like [`read`](Self::read) without waiting: `Ok(None)` when nothing new is there.
     pub fn try_read(&mut self) -> Result<Option<ReadGuard<'_>>, Error> {
-        match self.read_inner(Duration::ZERO) {
+        match self.read_checked(Duration::ZERO) {
             Ok((slot, seq, len)) => Ok(Some(ReadGuard {
                 consumer: self,
                 slot,
@@ -273,6 +276,19 @@ impl Consumer {
         self.block.notify_release();
     }
 
+    /// [`read_inner`](Self::read_inner), then the truncation check: on zero pages (a block
+    /// truncated under us) the end of the stream or a timeout is an artefact, not an answer.
+    fn read_checked(&mut self, timeout: Duration) -> Result<(usize, u64, u32), Error> {
+        let r = self.read_inner(timeout);
+        if let Err(e) = self.block.check_intact(r.is_err()) {
+            if let Ok((slot, _, _)) = r {
+                self.block.slot(slot).leave(self.bit);
+            }
+            return Err(e);
+        }
+        r
+    }
+
     fn read_inner(&mut self, timeout: Duration) -> Result<(usize, u64, u32), Error> {
         let blk = &self.block;
         let h = blk.header();
@@ -288,7 +304,7 @@ impl Consumer {
             self.plan,
             || {
                 let c = h.commit.commit_index.load(SeqCst);
-                if c > pos || h.commit.end_of_stream.load(SeqCst) <= pos {
+                if c > pos || h.commit.end_of_stream.load(SeqCst) <= pos || blk.truncated() {
                     Some(c)
                 } else {
                     None
@@ -349,8 +365,14 @@ impl Consumer {
                     }
                 }
             }
+            let st = blk.slot(i).state.load(Acquire);
+            if st > crate::layout::state::DRAINING {
+                // No protocol step stores this: the block is damaged. Waiting cannot help.
+                h.metrics.validation_failures.fetch_add(1, Relaxed);
+                return Err(Error::InvalidSlotState { slot: i, value: st });
+            }
             if lossless
-                && blk.slot(i).state.load(Acquire) == crate::layout::state::FREE
+                && st == crate::layout::state::FREE
                 && h.commit.commit_index.load(SeqCst) > want
             {
                 // Committed, then reset by recovery before this reader got to it.
@@ -373,9 +395,16 @@ impl Consumer {
             }
             if races % 64 == 0 && Instant::now() >= deadline {
                 h.metrics.reader_races.fetch_add(u64::from(races), Relaxed);
+                // The message is announced but its slot never became readable: if the
+                // producer is gone, it never will.
+                let cause = if blk.producer_liveness() == Liveness::Dead {
+                    WaitCause::ProducerDead
+                } else {
+                    WaitCause::NoData
+                };
                 return Err(Error::Timeout {
                     op: "read",
-                    cause: WaitCause::NoData,
+                    cause,
                     waited_ms: started.elapsed().as_millis() as u64,
                 });
             }
@@ -457,6 +486,8 @@ impl Consumer {
     }
 
     fn release_slot(&mut self, slot: usize, seq: u64, len: u32) -> Result<(), Error> {
+        // Bytes read from zero pages (a block truncated while held) are not the message.
+        self.block.check_intact(false)?;
         let valid = self.block.slot(slot).still_holds(seq);
         self.block.slot(slot).leave(self.bit);
         self.block
@@ -481,6 +512,17 @@ impl Consumer {
     /// Whether the producer process is alive.
     pub fn producer_alive(&self) -> bool {
         self.block.producer_liveness() == Liveness::Alive
+    }
+
+    /// [`Error::BlockTruncated`] if the segment was truncated under this consumer (the SIGBUS
+    /// handler saw it, or `fstat` says the file is shorter than the block). Every read and
+    /// release checks the handler's mark on its own; this also asks the kernel, for callers
+    /// that got an I/O error (`EFAULT`) copying out of a slot.
+    ///
+    /// # Errors
+    /// [`Error::BlockTruncated`].
+    pub fn check_intact(&self) -> Result<(), Error> {
+        self.block.check_intact(true)
     }
 
     /// Stores a fresh heartbeat (reads and waits do this on their own).

@@ -49,7 +49,7 @@ pub enum Error {
         source: io::Error,
     },
     /// Block names are 1..=200 bytes without `/` or NUL.
-    #[error("invalid block name {name:?}: 1 to 200 bytes, no '/'")]
+    #[error("invalid block name {name:?}: 1 to 200 bytes, no '/', no NUL, not '.' or '..'")]
     InvalidName {
         /// The name given.
         name: String,
@@ -60,13 +60,62 @@ pub enum Error {
         /// Block name.
         name: String,
     },
-    /// The segment exists but its creator has not published it (magic still 0).
-    #[error(
-        "block {name:?} exists but was never published (creator still initialising, or died while doing so)"
-    )]
+    /// The segment exists but its creator has not published it (magic still 0), or it is
+    /// empty (0 bytes: a creator that died before sizing it, or a block truncated to nothing).
+    #[error("{}", not_ready(name, *len))]
     NotReady {
         /// Block name.
         name: String,
+        /// The segment's size in bytes.
+        len: u64,
+    },
+    /// The name refers to something that is not a regular file (a symbolic link, a FIFO, a
+    /// directory, ...): never opened, read or followed.
+    #[error("block {name:?} is {kind}, not a shared-memory segment (refused)")]
+    NotRegular {
+        /// Block name.
+        name: String,
+        /// What it is (`a symbolic link`, `a FIFO`, ...).
+        kind: &'static str,
+    },
+    /// The shared-memory file system cannot hold the block (checked at creation by reserving
+    /// the whole segment).
+    #[error(
+        "no space for block {name:?}: it needs {needed} bytes and the shared-memory file system has {available} free (use fewer or smaller slots, or free space there)"
+    )]
+    NoSpace {
+        /// Block name.
+        name: String,
+        /// Bytes the block needs.
+        needed: u64,
+        /// Bytes free when creation failed.
+        available: u64,
+    },
+    /// Another process holds the block's producer lock while it is not the live producer: it
+    /// is creating the block or removing it as stale right now.
+    #[error("block {name:?} is being created or removed by another process right now")]
+    Busy {
+        /// Block name.
+        name: String,
+    },
+    /// The segment was shrunk (`ftruncate`) while this process had it mapped; the part beyond
+    /// the new end now reads as zeros in this process, so nothing it reads is trusted any more.
+    #[error("block {name:?} was truncated to {found} bytes while in use (it needs {expected})")]
+    BlockTruncated {
+        /// Block name.
+        name: String,
+        /// The block's size.
+        expected: u64,
+        /// The segment's size now.
+        found: u64,
+    },
+    /// A slot's state word holds none of the protocol's values (a damaged block).
+    #[error("slot {slot} has an invalid state word {value} (damaged block)")]
+    InvalidSlotState {
+        /// Slot index.
+        slot: usize,
+        /// The word.
+        value: u32,
     },
     /// A live producer owns the block.
     #[error("block {name:?} already exists and its producer (pid {pid}) is alive")]
@@ -301,6 +350,35 @@ impl Error {
             Error::WouldDeadlock { .. } => 26,
             Error::OutOfRange { .. } => 27,
             Error::Discarded { .. } => 28,
+            Error::NotRegular { .. } => 29,
+            Error::NoSpace { .. } => 30,
+            Error::Busy { .. } => 31,
+            Error::BlockTruncated { .. } => 32,
+            Error::InvalidSlotState { .. } => 33,
         }
+    }
+}
+
+fn not_ready(name: &str, len: u64) -> String {
+    if len == 0 {
+        format!(
+            "block {name:?} is empty (0 bytes): its creator is still sizing it, died before doing so, or it was truncated"
+        )
+    } else {
+        format!(
+            "block {name:?} exists but was never published (creator still initialising, or died while doing so)"
+        )
+    }
+}
+
+/// Longest piece of outside data (a name from disk or the command line) quoted in a message.
+pub(crate) const CLIP: usize = 64;
+
+/// `s` cut to at most [`CLIP`] characters, with `...` when cut: messages never quote unbounded
+/// data.
+pub(crate) fn clip(s: &str) -> String {
+    match s.char_indices().nth(CLIP) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_owned(),
     }
 }

@@ -122,6 +122,10 @@ pub mod proc;
 #[cfg(not(loom))]
 mod producer;
 #[cfg(not(loom))]
+mod segment;
+#[cfg(not(loom))]
+mod sigbus;
+#[cfg(not(loom))]
 mod typed;
 #[cfg(not(loom))]
 pub(crate) mod wait;
@@ -129,8 +133,10 @@ pub(crate) mod wait;
 pub use crate::error::{Error, WaitCause};
 #[cfg(not(loom))]
 pub use crate::{
-    admin::{Action, Admin, BlockInfo, Diagnosis, PeerInfo, SlotReport, Validation},
-    block::{MAX_NAME_LEN, list, remove},
+    admin::{Action, Admin, BlockInfo, Diagnosis, Inspector, PeerInfo, SlotReport, Validation},
+    segment::{
+        Listed, MAX_NAME_LEN, SHM_DIR_ENV, list, list_all, remove, remove_dead, shm_dir,
+    },
     config::{Config, Expectations, Preset, Schema},
     consumer::{Consumer, ReadGuard, Slots},
     flex::{FlexZoneGuard, SharedSpinlock, SpinGuard},

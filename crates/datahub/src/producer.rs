@@ -10,6 +10,7 @@ use crate::flex::{FlexZoneGuard, SharedSpinlock};
 use crate::layout::{ChecksumPolicy, NO_SEQ, Params, reg, state};
 use crate::metrics::Metrics;
 use crate::proc::{self, Liveness};
+use crate::segment::Access;
 use crate::sync::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use crate::wait::{WaitPlan, wait_until};
 use crate::{Error, WaitCause};
@@ -54,7 +55,9 @@ impl Producer {
     ///
     /// # Errors
     /// [`Error::InvalidName`], [`Error::InvalidConfig`]; [`Error::AlreadyExists`] if a live
-    /// producer owns the block; [`Error::LayoutMismatch`] / [`Error::SchemaMismatch`] if the
+    /// producer owns the block; [`Error::Busy`] if another process is creating or removing it
+    /// right now; [`Error::NoSpace`] if the shared-memory file system cannot hold it;
+    /// [`Error::LayoutMismatch`] / [`Error::SchemaMismatch`] if the
     /// existing block has another shape; [`Error::Io`] for system-call failures.
     pub fn create(name: &str, config: Config) -> Result<Producer, Error> {
         Self::create_inner(name, config).map(|(p, _)| p)
@@ -114,7 +117,7 @@ impl Producer {
                 None,
             )),
             Created::Exists => {
-                let block = Block::open(name, Duration::from_secs(1))?;
+                let block = Block::open(name, Duration::from_secs(1), Access::ReadWrite)?;
                 let (p, t) = Self::take_over(block, params, &config, plan)?;
                 Ok((p, Some(t)))
             }
@@ -133,6 +136,13 @@ impl Producer {
             return Err(Error::AlreadyExists {
                 name: block.name.clone(),
                 pid,
+            });
+        }
+        // The producer lock (see `segment`): held by a live producer for its whole life, and
+        // by a process creating or removing the block right now.
+        if !block.try_lock()? {
+            return Err(Error::Busy {
+                name: block.name.clone(),
             });
         }
         if block.info.params != params {
@@ -251,12 +261,61 @@ impl Producer {
     /// [`Error::Timeout`] (cause `RingFull` or `ReadersActive`); [`Error::Closed`] after
     /// [`Producer::close`].
     pub fn write(&mut self, timeout: Duration) -> Result<WriteGuard<'_>, Error> {
-        let (slot, seq) = self.claim(timeout)?;
+        self.block.check_intact(false)?;
+        let claimed = self.claim(timeout);
+        // A truncated block explains a timeout (its consumers' positions read as zeros).
+        self.block.check_intact(claimed.is_err())?;
+        let (slot, seq) = claimed?;
         Ok(WriteGuard {
             producer: self,
             slot,
             seq,
             done: false,
+        })
+    }
+
+    /// Waits up to `timeout` until [`write`](Self::write) could claim its slot without
+    /// waiting: (lossless) the ring has room, and no reader holds the slot. Claims nothing and
+    /// counts no timeout in the metrics, so a caller can wait in short slices and check its
+    /// own conditions (signals, deadlines) in between. Heartbeats and retires dead consumers
+    /// meanwhile, as `write` does.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] (cause `RingFull` or `ReadersActive`); [`Error::Closed`];
+    /// [`Error::BlockTruncated`].
+    pub fn wait_writable(&self, timeout: Duration) -> Result<(), Error> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        let blk = &self.block;
+        blk.check_intact(false)?;
+        let seq = self.next_seq;
+        let n = blk.slot_count();
+        let slot = blk.slot((seq % n) as usize);
+        let lossless = blk.params().policy.is_lossless();
+        let room = || !lossless || seq < blk.read_floor(None).saturating_add(n);
+        let rel = &blk.header().release;
+        let started = Instant::now();
+        let r = wait_until(
+            &rel.release_word,
+            &rel.release_waiters,
+            timeout,
+            self.plan,
+            || (blk.truncated() || (room() && slot.reader_mask() == 0)).then_some(()),
+            || {
+                heartbeat(blk);
+                blk.reclaim_dead_consumers();
+            },
+        );
+        blk.check_intact(r.is_none())?;
+        r.ok_or_else(|| Error::Timeout {
+            op: "wait_writable",
+            cause: if room() {
+                WaitCause::ReadersActive
+            } else {
+                WaitCause::RingFull
+            },
+            waited_ms: started.elapsed().as_millis() as u64,
         })
     }
 
@@ -309,7 +368,7 @@ impl Producer {
                 self.plan,
                 || {
                     let f = blk.read_floor(None);
-                    (seq < f.saturating_add(n)).then_some(f)
+                    (blk.truncated() || seq < f.saturating_add(n)).then_some(f)
                 },
                 || {
                     heartbeat(blk);
@@ -340,7 +399,7 @@ impl Producer {
                 &rel.release_waiters,
                 timeout,
                 self.plan,
-                || (slot.reader_mask() == 0).then_some(()),
+                || (blk.truncated() || slot.reader_mask() == 0).then_some(()),
                 || {
                     heartbeat(blk);
                     let dead = blk.dead_readers(slot.reader_mask());
@@ -376,6 +435,8 @@ impl Producer {
 
     fn commit(&mut self, i: usize, seq: u64, len: usize, digest_done: bool) -> Result<u64, Error> {
         let blk = &self.block;
+        // The payload may have been written to zero pages (SIGBUS handler): not a message.
+        blk.check_intact(false)?;
         if len > blk.slot_size() {
             return Err(Error::PayloadTooLarge {
                 len,
@@ -397,6 +458,7 @@ impl Producer {
             Relaxed,
         );
         self.next_seq = seq.wrapping_add(1);
+        blk.check_intact(false)?;
         self.ops += 1;
         if self.ops >= HEARTBEAT_EVERY {
             self.ops = 0;
@@ -457,6 +519,7 @@ impl Producer {
         let deadline = Instant::now() + timeout;
         while self.consumers() < n {
             heartbeat(&self.block);
+            self.block.check_intact(false)?;
             if Instant::now() >= deadline {
                 return Err(Error::Timeout {
                     op: "wait_for_consumers",
@@ -480,22 +543,34 @@ impl Producer {
         let rel = &blk.header().release;
         let end = self.next_seq;
         let started = Instant::now();
-        wait_until(
+        let r = wait_until(
             &rel.release_word,
             &rel.release_waiters,
             timeout,
             self.plan,
-            || (blk.read_floor(None) >= end).then_some(()),
+            || (blk.truncated() || blk.read_floor(None) >= end).then_some(()),
             || {
                 heartbeat(blk);
                 blk.reclaim_dead_consumers();
             },
-        )
-        .ok_or(Error::Timeout {
+        );
+        blk.check_intact(r.is_none())?;
+        r.ok_or(Error::Timeout {
             op: "wait_drained",
             cause: WaitCause::Drain,
             waited_ms: started.elapsed().as_millis() as u64,
         })
+    }
+
+    /// [`Error::BlockTruncated`] if the segment was truncated under this producer (the SIGBUS
+    /// handler saw it, or `fstat` says the file is shorter than the block). Every write,
+    /// commit and wait checks the handler's mark on its own; this also asks the kernel, for
+    /// callers that got an I/O error (`EFAULT`) copying into a slot.
+    ///
+    /// # Errors
+    /// [`Error::BlockTruncated`].
+    pub fn check_intact(&self) -> Result<(), Error> {
+        self.block.check_intact(true)
     }
 
     /// Stores a fresh heartbeat (waits and every 256th commit do this on their own).
