@@ -307,6 +307,11 @@ impl Producer {
                 blk.reclaim_dead_consumers();
             },
         );
+        if r.is_none() {
+            // A wait shorter than a tick interval never ticked: look after peers now.
+            heartbeat(blk);
+            blk.reclaim_dead_consumers();
+        }
         blk.check_intact(r.is_none())?;
         r.ok_or_else(|| Error::Timeout {
             op: "wait_writable",
@@ -554,6 +559,11 @@ impl Producer {
                 blk.reclaim_dead_consumers();
             },
         );
+        if r.is_none() {
+            // A wait shorter than a tick interval never ticked: look after peers now.
+            heartbeat(blk);
+            blk.reclaim_dead_consumers();
+        }
         blk.check_intact(r.is_none())?;
         r.ok_or(Error::Timeout {
             op: "wait_drained",

@@ -164,6 +164,11 @@ impl Proc {
         self.child.id() as i32
     }
 
+    /// What it has written to standard error so far.
+    pub fn stderr_so_far(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
     /// Waits up to `timeout` (kills it and panics after).
     pub fn finish(mut self, timeout: Duration) -> Done {
         let deadline = Instant::now() + timeout;
@@ -243,4 +248,52 @@ pub fn shared_data() -> Option<PathBuf> {
         dir.display()
     );
     None
+}
+
+/// Path of block `name`'s segment (this test process never sets `DATAHUB_SHM_DIR`).
+pub fn shm_path(name: &str) -> PathBuf {
+    datahub::shm_dir().join(name)
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Sends signal `sig` to `pid`.
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    let r = unsafe { libc::kill(pid, sig) };
+    assert_eq!(r, 0, "kill({pid}, {sig})");
+}
+
+/// The signal that ended a process, if one did.
+pub fn killed_by(d: &Done) -> Option<i32> {
+    std::os::unix::process::ExitStatusExt::signal(&d.status)
+}
+
+/// Waits up to [`DEADLINE`] for `cond`, panicking with `what` after.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits up to `timeout` for `child` (kills it and panics after).
+pub fn finish_child(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
