@@ -1,20 +1,31 @@
 //! `mmsb`: inspect and verify MMSB write-ahead logs, replay them, checkpoint, diff states, and
 //! apply real editing traces.
 //!
-//! Exit codes: 0 ok; 1 a check failed (`log verify` found corruption, `diff` found differences,
-//! `trace` output differs from `endContent`); 2 usage or input error. Errors are one line.
+//! Exit codes: 0 ok; 1 a check failed (`log verify` found corruption, a checkpoint that cannot
+//! be used or a state that cannot be rebuilt; `diff` found differences, in bytes or in the page
+//! sets; `trace` output differs from `endContent`); 2 usage or input error (including a log that
+//! `stats`, `replay`, `diff` or `checkpoint` cannot read: the same finding `verify` reports with
+//! 1); `trace` interrupted by SIGINT or SIGTERM: 130 or 143, after removing its temporary log.
+//! Errors are one line, bounded in length; notes about what a command skipped (a torn tail, a
+//! checkpoint not used) go to standard error as `mmsb: note: ...` and into `--json` output.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use mmsb::checkpoint;
-use mmsb::frame::FrameBody;
-use mmsb::tlog::{self, LogReader};
-use mmsb::{Config, Lsn, Mmsb, PageId, ReplayTarget, State};
-use serde_json::json;
+use mmsb::{Lsn, PageId, ReplayTarget};
 
+/// Prints one formatted line to standard output, returning a [`Fail`] from the enclosing
+/// function when standard output fails (other than a closed pipe).
+macro_rules! outln {
+    ($($t:tt)*) => {
+        $crate::out::line(&format!($($t)*))?
+    };
+}
+
+mod log_cmd;
+mod out;
+mod state_cmd;
 mod trace_cmd;
 
 #[derive(Parser, Debug)]
@@ -35,7 +46,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: LogCmd,
     },
-    /// Replay a log into a detached state and write it as a checkpoint file into DIR.
+    /// Replay a log into a detached state and write it as a checkpoint file into DIR (never
+    /// into a log directory).
     Replay {
         /// Log directory or one segment file.
         path: PathBuf,
@@ -48,7 +60,8 @@ enum Cmd {
         /// Stop after the last frame with a timestamp <= this (ns since the Unix epoch).
         #[arg(long, group = "target")]
         to_time: Option<u64>,
-        /// Output directory (created); receives `checkpoint-<lsn>.ckpt`.
+        /// Output directory (created; must not be a log directory); receives
+        /// `checkpoint-<lsn>.ckpt`.
         #[arg(long)]
         out: PathBuf,
         /// Also write each page's bytes to `DIR/pages/<id>.bin`.
@@ -57,7 +70,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Take a checkpoint of a log directory (as its writer: fails if another writer has it).
+    /// Take a checkpoint of an existing log directory (as its writer: fails if another writer
+    /// has it; refuses a damaged log, reports a torn tail it discards).
     Checkpoint {
         /// Log directory.
         dir: PathBuf,
@@ -104,7 +118,8 @@ enum LogCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Check the CRC and LSN order of every frame; exit 1 on corruption, naming file and offset.
+    /// Check every frame (CRC, LSN order), every checkpoint, and that the state can be rebuilt;
+    /// exit 1 on a problem, naming file and offset.
     Verify {
         /// Log directory or one segment file.
         path: PathBuf,
@@ -114,10 +129,13 @@ enum LogCmd {
 }
 
 fn parse_epoch(s: &str) -> Result<(u64, u64), String> {
-    let (p, e) = s.split_once(':').ok_or("expected PAGE:EPOCH")?;
+    let (p, e) = s
+        .split_once(':')
+        .ok_or_else(|| format!("expected PAGE:EPOCH, got {}", out::quote(s)))?;
     Ok((
-        p.parse().map_err(|_| format!("bad page id {p:?}"))?,
-        e.parse().map_err(|_| format!("bad epoch {e:?}"))?,
+        p.parse()
+            .map_err(|_| format!("bad page id {}", out::quote(p)))?,
+        e.parse().map_err(|_| format!("bad epoch {}", out::quote(e)))?,
     ))
 }
 
@@ -156,10 +174,10 @@ fn main() -> ExitCode {
                     limit,
                     json,
                 },
-        } => inspect(&path, frames, from, limit, json),
+        } => log_cmd::inspect(&path, frames, from, limit, json),
         Cmd::Log {
             cmd: LogCmd::Verify { path, json },
-        } => verify(&path, json),
+        } => log_cmd::verify(&path, json),
         Cmd::Replay {
             path,
             to_lsn,
@@ -175,28 +193,25 @@ fn main() -> ExitCode {
                 (_, _, Some(t)) => ReplayTarget::Timestamp(t),
                 _ => ReplayTarget::End,
             };
-            replay(&path, target, &out, pages, json)
+            state_cmd::replay(&path, target, &out, pages, json)
         }
-        Cmd::Checkpoint { dir, prune, json } => take_checkpoint(&dir, prune, json),
-        Cmd::Diff { a, b, json } => diff(&a, &b, json),
-        Cmd::Stats { path, json } => stats(&path, json),
+        Cmd::Checkpoint { dir, prune, json } => state_cmd::take_checkpoint(&dir, prune, json),
+        Cmd::Diff { a, b, json } => state_cmd::diff(&a, &b, json),
+        Cmd::Stats { path, json } => state_cmd::stats(&path, json),
         Cmd::Trace(args) => trace_cmd::run(&args),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("mmsb: {}", f.msg);
+            eprintln!("mmsb: {}", out::bound(&f.msg));
             ExitCode::from(f.code)
         }
     }
 }
 
-fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-}
 
-fn exists(path: &Path) -> Result<(), Fail> {
-    if path.exists() {
+pub(crate) fn exists(path: &Path) -> Result<(), Fail> {
+    if std::fs::symlink_metadata(path).is_ok() {
         Ok(())
     } else {
         Err(input_error(format!(
@@ -204,354 +219,4 @@ fn exists(path: &Path) -> Result<(), Fail> {
             path.display()
         )))
     }
-}
-
-#[derive(Default)]
-struct PageTally {
-    deltas: u64,
-    dense: u64,
-    bytes: u64,
-    last_epoch: u64,
-}
-
-fn inspect(
-    path: &Path,
-    list: bool,
-    from: u64,
-    limit: Option<usize>,
-    json: bool,
-) -> Result<(), Fail> {
-    exists(path)?;
-    let reader = LogReader::open(path)?.with_uncommitted(true);
-    let segments = reader.segments()?;
-    let mut kinds: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let mut sources: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let mut pages: BTreeMap<u64, PageTally> = BTreeMap::new();
-    let (mut first, mut last, mut frames, mut frame_bytes, mut payload) =
-        (None, None, 0u64, 0u64, 0u64);
-    let (mut first_ts, mut last_ts) = (None, 0u64);
-    let mut listed = Vec::new();
-    let mut iter = reader.frames()?;
-    for item in iter.by_ref() {
-        let at = item?;
-        let f = &at.frame;
-        first.get_or_insert(f.lsn);
-        last = Some(f.lsn);
-        first_ts.get_or_insert(f.timestamp_ns);
-        last_ts = f.timestamp_ns;
-        frames += 1;
-        frame_bytes += u64::from(at.len);
-        *kinds.entry(f.kind().name()).or_default() += 1;
-        if let FrameBody::Delta(body) = &f.body {
-            *sources.entry(f.source.name()).or_default() += 1;
-            let t = pages.entry(f.page.0).or_default();
-            t.deltas += 1;
-            let n = match body {
-                mmsb::Body::Dense(b) => {
-                    t.dense += 1;
-                    b.len()
-                }
-                mmsb::Body::Sparse { payload, .. } => payload.len(),
-            } as u64;
-            t.bytes += n;
-            t.last_epoch = f.epoch;
-            payload += n;
-        } else if let FrameBody::CreatePage { .. } = &f.body {
-            pages.entry(f.page.0).or_default();
-        }
-        if list && f.lsn.0 >= from && limit.is_none_or(|l| listed.len() < l) {
-            let changed = match &f.body {
-                FrameBody::Delta(b) => Some(match b {
-                    mmsb::Body::Dense(d) => d.len(),
-                    mmsb::Body::Sparse { payload, .. } => payload.len(),
-                }),
-                _ => None,
-            };
-            listed.push(json!({
-                "lsn": f.lsn.0, "file": at.file.display().to_string(), "offset": at.offset, "len": at.len,
-                "kind": f.kind().name(), "page": f.page.0, "epoch": f.epoch, "source": f.source.name(),
-                "commit": f.commit, "timestamp_ns": f.timestamp_ns, "changed_bytes": changed,
-                "dense": matches!(&f.body, FrameBody::Delta(mmsb::Body::Dense(_))),
-            }));
-        }
-    }
-    let tail = iter.tail().cloned();
-    if json {
-        print_json(&json!({
-            "path": path.display().to_string(),
-            "segments": segments.iter().map(|(l, p)| json!({"file": p.display().to_string(), "first_lsn": l.0})).collect::<Vec<_>>(),
-            "frames": frames, "frame_bytes": frame_bytes, "payload_bytes": payload,
-            "first_lsn": first.map(|l| l.0), "last_lsn": last.map(|l| l.0),
-            "first_timestamp_ns": first_ts, "last_timestamp_ns": last_ts,
-            "kinds": kinds, "delta_sources": sources,
-            "pages": pages.iter().map(|(id, t)| json!({"page": id, "deltas": t.deltas, "dense": t.dense, "bytes": t.bytes, "last_epoch": t.last_epoch})).collect::<Vec<_>>(),
-            "tail": tail.map(|t| json!({"file": t.file.display().to_string(), "offset": t.offset, "bytes": t.bytes_dropped, "reason": t.reason})),
-            "frame_list": if list { Some(listed) } else { None },
-        }));
-        return Ok(());
-    }
-    println!("log {}", path.display());
-    println!("  segments   {}", segments.len());
-    for (l, p) in &segments {
-        println!("    {}  first {}", p.display(), l);
-    }
-    match (first, last) {
-        (Some(a), Some(b)) => println!("  LSN        {} ..= {}", a.0, b.0),
-        _ => println!("  LSN        (empty)"),
-    }
-    println!("  frames     {frames} ({frame_bytes} bytes; {payload} payload bytes)");
-    for (k, n) in &kinds {
-        println!("    {k:<12} {n}");
-    }
-    for (s, n) in &sources {
-        println!("    deltas from {s:<12} {n}");
-    }
-    println!("  pages      {}", pages.len());
-    for (id, t) in pages.iter().take(20) {
-        println!(
-            "    page {id:<6} deltas {:<8} dense {:<6} bytes {:<10} epoch {}",
-            t.deltas, t.dense, t.bytes, t.last_epoch
-        );
-    }
-    if pages.len() > 20 {
-        println!("    ... {} more (use --json)", pages.len() - 20);
-    }
-    if let Some(t) = tail {
-        println!(
-            "  tail       {} at offset {}: {} ({} bytes)",
-            t.file.display(),
-            t.offset,
-            t.reason,
-            t.bytes_dropped
-        );
-    }
-    for f in listed {
-        println!(
-            "  {:>8}  {:<11} page {:<5} epoch {:<7} {:<11} {:>8} B{}{}",
-            f["lsn"],
-            f["kind"].as_str().unwrap_or(""),
-            f["page"],
-            f["epoch"],
-            f["source"].as_str().unwrap_or(""),
-            f["changed_bytes"]
-                .as_u64()
-                .map_or(String::from("-"), |n| n.to_string()),
-            if f["dense"] == true { " dense" } else { "" },
-            if f["commit"] == true { " commit" } else { "" },
-        );
-    }
-    Ok(())
-}
-
-fn verify(path: &Path, json: bool) -> Result<(), Fail> {
-    exists(path)?;
-    let r = tlog::verify(path)?;
-    if json {
-        print_json(&json!({
-            "ok": r.is_ok(), "frames": r.frames, "last_lsn": r.last_lsn.0,
-            "segments": r.segments.iter().map(|s| json!({"file": s.file.display().to_string(), "first_lsn": s.first_lsn.0, "frames": s.frames, "bytes": s.bytes, "uncommitted": s.uncommitted})).collect::<Vec<_>>(),
-            "problems": r.problems.iter().map(|p| json!({"file": p.file.display().to_string(), "offset": p.offset, "reason": p.reason, "tail": p.tail})).collect::<Vec<_>>(),
-        }));
-    } else {
-        for s in &r.segments {
-            println!(
-                "{}: {} frames, {} bytes, first {}",
-                s.file.display(),
-                s.frames,
-                s.bytes,
-                s.first_lsn
-            );
-        }
-        for p in &r.problems {
-            println!(
-                "{}: {} at byte offset {}: {}",
-                p.file.display(),
-                if p.tail { "torn tail" } else { "CORRUPT" },
-                p.offset,
-                p.reason
-            );
-        }
-        println!(
-            "{} frames, last {}: {}",
-            r.frames,
-            r.last_lsn,
-            if r.is_ok() { "ok" } else { "problems found" }
-        );
-    }
-    if r.is_ok() {
-        Ok(())
-    } else {
-        let p = &r.problems[0];
-        Err(Fail {
-            code: 1,
-            msg: format!(
-                "{}: corrupt at byte offset {}: {}",
-                p.file.display(),
-                p.offset,
-                p.reason
-            ),
-        })
-    }
-}
-
-fn replay(
-    path: &Path,
-    target: ReplayTarget,
-    out: &Path,
-    raw: bool,
-    json: bool,
-) -> Result<(), Fail> {
-    exists(path)?;
-    let s = State::replay(path, target)?;
-    std::fs::create_dir_all(out).map_err(|e| input_error(format!("{}: {e}", out.display())))?;
-    let info = checkpoint::write(out, s.last_lsn(), s.next_page_id(), s.pages())?;
-    if raw {
-        let dir = out.join("pages");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| input_error(format!("{}: {e}", dir.display())))?;
-        for p in s.pages() {
-            let f = dir.join(format!("{}.bin", p.id().0));
-            std::fs::write(&f, p.bytes())
-                .map_err(|e| input_error(format!("{}: {e}", f.display())))?;
-        }
-    }
-    if json {
-        print_json(&json!({
-            "target": target.to_string(), "lsn": s.last_lsn().0, "pages": s.len(), "checkpoint": info.path.display().to_string(),
-            "hashes": s.hashes().iter().map(|(p, e, h)| json!({"page": p.0, "epoch": e, "xxh3": format!("{h:016x}")})).collect::<Vec<_>>(),
-        }));
-    } else {
-        println!(
-            "replayed to {} ({}): {} pages -> {}",
-            target,
-            s.last_lsn(),
-            s.len(),
-            info.path.display()
-        );
-    }
-    Ok(())
-}
-
-fn take_checkpoint(dir: &Path, prune: bool, json: bool) -> Result<(), Fail> {
-    exists(dir)?;
-    let mut c = Config::new(dir);
-    c.prune_after_checkpoint = prune;
-    let mut bus = Mmsb::start(c)?;
-    let info = bus.checkpoint()?;
-    bus.stop()?;
-    if json {
-        print_json(
-            &json!({"path": info.path.display().to_string(), "lsn": info.lsn.0, "pages": info.pages, "bytes": info.bytes}),
-        );
-    } else {
-        println!(
-            "checkpoint {} covers {}: {} pages, {} bytes",
-            info.path.display(),
-            info.lsn,
-            info.pages,
-            info.bytes
-        );
-    }
-    Ok(())
-}
-
-/// A state from a log directory (restore), a checkpoint file or a segment file (replay).
-fn load_state(path: &Path) -> Result<State, Fail> {
-    exists(path)?;
-    if path.is_dir() {
-        return Ok(State::restore(path)?);
-    }
-    if path.extension().is_some_and(|e| e == "ckpt") {
-        return Ok(State::from_checkpoint(checkpoint::read(path)?)?);
-    }
-    Ok(State::replay(path, ReplayTarget::End)?)
-}
-
-fn diff(a: &Path, b: &Path, json: bool) -> Result<(), Fail> {
-    let sa = load_state(a)?;
-    let sb = load_state(b)?;
-    let deltas = mmsb::diff(&sa, &sb)?;
-    let rows: Vec<_> = deltas
-        .iter()
-        .map(|d| {
-            let (changed, runs) = match d.mask() {
-                Some(m) => (m.count(), m.runs().len()),
-                None => {
-                    let pa = sa.page(d.page).map(|p| p.bytes()).unwrap_or_default();
-                    let n = pa.iter().zip(d.payload()).filter(|(x, y)| x != y).count();
-                    (n, 0)
-                }
-            };
-            (d.page, changed, runs, d.is_dense())
-        })
-        .collect();
-    if json {
-        print_json(&json!({
-            "a": a.display().to_string(), "b": b.display().to_string(), "same": rows.is_empty(),
-            "pages": rows.iter().map(|(p, c, r, dense)| json!({"page": p.0, "changed_bytes": c, "runs": r, "dense": dense})).collect::<Vec<_>>(),
-        }));
-    } else if rows.is_empty() {
-        println!("same: {} pages", sa.len());
-    } else {
-        for (p, c, r, dense) in &rows {
-            println!(
-                "{p}: {c} bytes differ{}",
-                if *dense {
-                    " (most of the page)".to_string()
-                } else {
-                    format!(" in {r} runs")
-                }
-            );
-        }
-    }
-    if rows.is_empty() {
-        Ok(())
-    } else {
-        Err(Fail {
-            code: 1,
-            msg: format!("{} pages differ", rows.len()),
-        })
-    }
-}
-
-fn stats(path: &Path, json: bool) -> Result<(), Fail> {
-    exists(path)?;
-    let s = if path.is_dir() {
-        State::restore(path)?
-    } else {
-        State::replay(path, ReplayTarget::End)?
-    };
-    let reader = LogReader::open(path)?;
-    let segments = reader.segments()?;
-    let log_bytes: u64 = segments
-        .iter()
-        .filter_map(|(_, p)| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum();
-    let ckpts = if path.is_dir() {
-        checkpoint::list(path)?
-    } else {
-        Vec::new()
-    };
-    let max_epoch = s.pages().map(|p| p.epoch()).max().unwrap_or(0);
-    let total_epochs: u64 = s.pages().map(|p| p.epoch()).sum();
-    if json {
-        print_json(&json!({
-            "pages": s.len(), "page_bytes": s.bytes(), "last_lsn": s.last_lsn().0, "next_page_id": s.next_page_id(),
-            "max_epoch": max_epoch, "sum_of_epochs": total_epochs,
-            "segments": segments.len(), "log_bytes": log_bytes,
-            "checkpoints": ckpts.iter().map(|(l, p)| json!({"lsn": l.0, "file": p.display().to_string()})).collect::<Vec<_>>(),
-            "page_list": s.pages().map(|p| json!({"page": p.id().0, "size": p.size(), "epoch": p.epoch(), "xxh3": format!("{:016x}", p.hash()), "metadata_keys": p.metadata().keys().collect::<Vec<_>>()})).collect::<Vec<_>>(),
-        }));
-    } else {
-        println!("pages        {} ({} bytes)", s.len(), s.bytes());
-        println!("last LSN     {}", s.last_lsn().0);
-        println!("epochs       max {max_epoch}, total {total_epochs}");
-        println!("segments     {} ({log_bytes} bytes)", segments.len());
-        println!("checkpoints  {}", ckpts.len());
-        for (l, p) in &ckpts {
-            println!("  {} covers {}", p.display(), l);
-        }
-    }
-    Ok(())
 }

@@ -1,6 +1,8 @@
 //! `mmsb trace`: apply an editing trace through MMSB and check it.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use clap::Args;
@@ -10,7 +12,7 @@ use mmsb_cli::trace::doc::logical_text;
 use mmsb_cli::trace::{self, RunOptions};
 use serde_json::json;
 
-use crate::{Fail, input_error};
+use crate::{Fail, input_error, out};
 
 #[derive(Args, Debug)]
 pub(crate) struct TraceArgs {
@@ -21,10 +23,11 @@ pub(crate) struct TraceArgs {
     /// the end.
     #[arg(long)]
     log: Option<PathBuf>,
-    /// Take a checkpoint every N transactions.
+    /// Take a checkpoint every N transactions (only the newest is kept, with the mid-trace one).
     #[arg(long)]
     checkpoint_every: Option<usize>,
-    /// Write the final document here.
+    /// Write the final document here (through a temporary file in the same directory, created
+    /// before the run, so an unwritable path fails at once).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Transactions per commit (one propagation wave each) [default: 100].
@@ -58,11 +61,78 @@ fn parse_durability(s: &str) -> Result<Durability, String> {
     }
 }
 
+/// Set by the SIGINT/SIGTERM handler; the run checks it before every transaction.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The signal that set [`INTERRUPTED`].
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    // Only async-signal-safe work here: two atomic stores. Relaxed: the run loop polls the flag
+    // and reads the signal number after seeing it, on the same thread that exits.
+    SIGNAL.store(sig, Ordering::Relaxed);
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// Routes SIGINT and SIGTERM to [`on_signal`] for the rest of the run, once (`SA_RESETHAND`: a
+/// second signal has its default effect, so a stuck run can still be killed).
+fn install_signal_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: a zeroed `sigaction` is a valid starting value (no flags, empty mask); we set
+        // the handler to an `extern "C" fn(c_int)` that only stores to atomics, which is
+        // async-signal-safe, and pass valid pointers (the old action is not wanted: null).
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            act.sa_flags = libc::SA_RESETHAND;
+            libc::sigemptyset(&mut act.sa_mask);
+            libc::sigaction(sig, &act, std::ptr::null_mut());
+        }
+    }
+}
+
+fn interrupted() -> Option<Fail> {
+    if !INTERRUPTED.load(Ordering::Relaxed) {
+        return None;
+    }
+    let sig = SIGNAL.load(Ordering::Relaxed);
+    let name = if sig == libc::SIGTERM { "SIGTERM" } else { "SIGINT" };
+    Some(Fail {
+        code: u8::try_from(128 + sig).unwrap_or(130),
+        msg: format!("interrupted by {name}; the temporary log directory was removed"),
+    })
+}
+
+/// The document's destination, opened before the run: a temporary file beside `--out`, so an
+/// unwritable path is an error at once, and the final file appears whole (rename) or not at all.
+fn open_out(out: &Path) -> Result<tempfile::NamedTempFile, Fail> {
+    if std::fs::symlink_metadata(out).is_ok_and(|m| m.is_dir()) {
+        return Err(input_error(format!(
+            "{}: is a directory (--out names the file that receives the document)",
+            out.display()
+        )));
+    }
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    tempfile::Builder::new()
+        .prefix(".mmsb-trace-out-")
+        .tempfile_in(parent)
+        .map_err(|e| input_error(format!("{}: cannot write here: {e}", out.display())))
+}
+
 pub(crate) fn run(a: &TraceArgs) -> Result<(), Fail> {
+    if let Some(log) = &a.log
+        && std::fs::symlink_metadata(log).is_ok_and(|m| !m.is_dir())
+    {
+        return Err(input_error(format!("{}: is not a directory", log.display())));
+    }
+    let out_tmp = a.out.as_deref().map(open_out).transpose()?;
     let t = match &a.file {
         Some(p) => trace::load(p).map_err(|e| input_error(e.to_string()))?,
         None => trace::default_trace(),
     };
+    install_signal_handlers();
     let opts = RunOptions {
         trace: a.file.clone(),
         log_dir: a.log.clone(),
@@ -71,12 +141,22 @@ pub(crate) fn run(a: &TraceArgs) -> Result<(), Fail> {
         mid_checkpoint: !a.no_verify,
         durability: a.durability,
         timings: true,
+        cancel: Some(&INTERRUPTED),
+        prune_checkpoints: true,
     };
-    let report = trace::run::run_trace(&t, &opts).map_err(|e| input_error(e.to_string()))?;
+    let report = match trace::run::run_trace(&t, &opts) {
+        Ok(r) => r,
+        Err(trace::RunError::Interrupted) => {
+            return Err(interrupted().unwrap_or_else(|| input_error("interrupted")));
+        }
+        Err(e) => return Err(input_error(e.to_string())),
+    };
     // The final document, read back from what the log directory holds.
     let state = State::replay(&report.log_dir, ReplayTarget::End)
-        .or_else(|_| State::restore(&report.log_dir))
         .map_err(|e| input_error(e.to_string()))?;
+    if let Some(f) = interrupted() {
+        return Err(f);
+    }
     let header = state
         .page(report.pages.header)
         .map(|p| p.bytes())
@@ -86,40 +166,47 @@ pub(crate) fn run(a: &TraceArgs) -> Result<(), Fail> {
         .map(|p| p.bytes())
         .unwrap_or_default();
     let text = logical_text(header, doc).unwrap_or_default();
-    if let Some(out) = &a.out {
-        std::fs::write(out, text.as_bytes())
-            .map_err(|e| input_error(format!("{}: {e}", out.display())))?;
-    }
     let matches = text == t.end_content();
     let verified = if a.no_verify || !matches {
         None
     } else {
         Some(trace::run::verify(&t, &report))
     };
+    if let Some(f) = interrupted() {
+        return Err(f);
+    }
     let verify_error = match &verified {
         Some(Err(e)) => Some(e.to_string()),
         _ => None,
     };
+    // Write the document (the report is printed whether or not this succeeds).
+    let write_error = match (&a.out, out_tmp) {
+        (Some(out), Some(mut tmp)) => tmp
+            .write_all(text.as_bytes())
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(|e| e.to_string())
+            .and_then(|()| tmp.persist(out).map(drop).map_err(|e| e.error.to_string()))
+            .err()
+            .map(|e| format!("{}: {e}", out.display())),
+        _ => None,
+    };
     if a.json {
         let v = verified.as_ref().and_then(|r| r.as_ref().ok());
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "report": &report,
-                "matches_end_content": matches,
-                "checks": v.map(|v| &v.checks),
-                "replay_seconds": v.map(|v| v.replay_seconds),
-                "restore_seconds": v.map(|v| v.restore_seconds),
-                "verify_error": verify_error,
-            }))
-            .unwrap_or_default()
-        );
+        out::json_out(&json!({
+            "report": &report,
+            "matches_end_content": matches,
+            "checks": v.map(|v| &v.checks),
+            "replay_seconds": v.map(|v| v.replay_seconds),
+            "restore_seconds": v.map(|v| v.restore_seconds),
+            "verify_error": verify_error,
+            "out_error": write_error,
+        }))?;
     } else {
-        println!(
+        outln!(
             "trace {}: {} transactions, {} patches",
             report.trace, report.txns, report.patches
         );
-        println!(
+        outln!(
             "  applied in {:.3} s ({} commits, {} user deltas, {} log bytes); checkpoints {:.3} s",
             report.apply_seconds,
             report.commits,
@@ -127,23 +214,26 @@ pub(crate) fn run(a: &TraceArgs) -> Result<(), Fail> {
             report.log_file_bytes,
             report.checkpoint_seconds
         );
-        println!(
+        outln!(
             "  document {} bytes, {} chars, {} words, {} lines",
             report.doc_bytes, report.doc_chars, report.word_count, report.line_starts
         );
-        println!(
+        outln!(
             "  endContent: {}",
             if matches { "identical" } else { "DIFFERENT" }
         );
         if let Some(Ok(v)) = &verified {
             for c in &v.checks {
-                println!("  ok: {c}");
+                outln!("  ok: {c}");
             }
-            println!(
+            outln!(
                 "  replay from empty {:.3} s, restore from checkpoint {:.3} s",
                 v.replay_seconds, v.restore_seconds
             );
         }
+    }
+    if let Some(e) = write_error {
+        return Err(input_error(e));
     }
     if !matches {
         let at = text

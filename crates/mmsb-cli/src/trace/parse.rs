@@ -24,6 +24,13 @@ use serde::Deserialize;
 /// and a page is at most 1 GiB (`mmsb::MAX_PAGE_SIZE`).
 pub const MAX_DOC_BYTES: usize = 1 << 30;
 
+/// The largest trace this tool reads: 256 MiB of (decompressed) JSON. The limit is checked
+/// while decompressing, before anything is kept, so a small gzip file that expands to gigabytes
+/// is refused after reading at most this much of it, in memory bounded by a buffer (a first pass
+/// counts the decompressed bytes; only then is the exact size allocated and filled). The
+/// largest public editing traces are tens of megabytes.
+pub const MAX_TRACE_JSON_BYTES: u64 = 256 << 20;
+
 /// Everything that can go wrong loading a trace. Every variant names the file (or the trace
 /// name for traces built in code).
 #[derive(Debug, thiserror::Error)]
@@ -409,13 +416,69 @@ struct RawTxn<'a> {
 #[derive(Deserialize)]
 struct RawPatch<'a>(u64, u64, #[serde(borrow)] Cow<'a, str>);
 
-/// Reads and validates a trace file (`*.json.gz`, or plain JSON).
+/// Reads and validates a trace file (`*.json.gz`, or plain JSON). The file must be a regular
+/// file (a FIFO is refused, not waited on) of at most [`MAX_TRACE_JSON_BYTES`], and decompress
+/// to at most that.
 pub fn load(path: &Path) -> Result<Trace, TraceError> {
-    let raw = std::fs::read(path).map_err(|source| TraceError::Io {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| TraceError::Io {
         path: path.into(),
         source,
-    })?;
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
+    let meta = f.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(io(std::io::Error::other("not a regular file")));
+    }
+    if meta.len() > MAX_TRACE_JSON_BYTES {
+        return Err(TraceError::TooLarge {
+            path: path.into(),
+            what: format!(
+                "the file has {} bytes (limit {MAX_TRACE_JSON_BYTES})",
+                meta.len()
+            ),
+        });
+    }
+    let mut raw = Vec::with_capacity(meta.len() as usize);
+    (&mut f)
+        .take(MAX_TRACE_JSON_BYTES + 1)
+        .read_to_end(&mut raw)
+        .map_err(io)?;
     parse_bytes(path, &raw)
+}
+
+/// Decompressed length of the gzip stream `raw`, counted through a fixed buffer; an error once
+/// it passes [`MAX_TRACE_JSON_BYTES`].
+fn gunzipped_len(path: &Path, raw: &[u8]) -> Result<u64, TraceError> {
+    let mut d = flate2::read::GzDecoder::new(raw);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match d.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(TraceError::Gzip {
+                    path: path.into(),
+                    source,
+                });
+            }
+        };
+        total += n as u64;
+        if total > MAX_TRACE_JSON_BYTES {
+            return Err(TraceError::TooLarge {
+                path: path.into(),
+                what: format!(
+                    "it decompresses to more than {MAX_TRACE_JSON_BYTES} bytes of JSON (the limit)"
+                ),
+            });
+        }
+    }
 }
 
 /// Parses and validates a trace from the bytes of a file; `path` names it in errors and decides,
@@ -424,8 +487,10 @@ pub fn parse_bytes(path: &Path, raw: &[u8]) -> Result<Trace, TraceError> {
     let gz = raw.starts_with(&[0x1f, 0x8b]) || path.extension().is_some_and(|e| e == "gz");
     let owned;
     let json: &[u8] = if gz {
-        let mut out = Vec::with_capacity(raw.len().saturating_mul(8).min(1 << 28));
+        let len = gunzipped_len(path, raw)?;
+        let mut out = Vec::with_capacity(len as usize);
         flate2::read::GzDecoder::new(raw)
+            .take(len)
             .read_to_end(&mut out)
             .map_err(|source| TraceError::Gzip {
                 path: path.into(),
@@ -434,6 +499,15 @@ pub fn parse_bytes(path: &Path, raw: &[u8]) -> Result<Trace, TraceError> {
         owned = out;
         &owned
     } else {
+        if raw.len() as u64 > MAX_TRACE_JSON_BYTES {
+            return Err(TraceError::TooLarge {
+                path: path.into(),
+                what: format!(
+                    "{} bytes of JSON (limit {MAX_TRACE_JSON_BYTES})",
+                    raw.len()
+                ),
+            });
+        }
         raw
     };
     let parsed: RawTrace<'_> = serde_json::from_slice(json).map_err(|source| TraceError::Json {

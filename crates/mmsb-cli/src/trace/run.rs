@@ -17,6 +17,7 @@
 //! page ahead of its header.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use mmsb::{EdgeKind, Mmsb, PageId, ReplayTarget, State};
@@ -58,6 +59,14 @@ pub struct RunOptions {
     pub durability: mmsb::Durability,
     /// Record MMSB latency histograms.
     pub timings: bool,
+    /// Checked before every transaction and checkpoint: once it is true, the run stops with
+    /// [`RunError::Interrupted`] (a temporary log directory is removed on the way out). Set
+    /// from a signal handler by `mmsb trace`.
+    pub cancel: Option<&'static AtomicBool>,
+    /// With `checkpoint_every`, keep only the newest periodic checkpoint (and the mid-trace
+    /// one): each new checkpoint deletes the previous periodic one, so that a long run with
+    /// frequent checkpoints does not fill the disk. [`CheckpointRecord::removed`] says which.
+    pub prune_checkpoints: bool,
 }
 
 impl Default for RunOptions {
@@ -70,6 +79,8 @@ impl Default for RunOptions {
             mid_checkpoint: true,
             durability: mmsb::Durability::Flush,
             timings: true,
+            cancel: None,
+            prune_checkpoints: true,
         }
     }
 }
@@ -82,7 +93,7 @@ pub enum RunError {
     #[error(transparent)]
     Trace(#[from] TraceError),
     /// The bus failed.
-    #[error("mmsb: {0}")]
+    #[error(transparent)]
     Mmsb(#[from] mmsb::Error),
     /// Applying a transaction failed (a store error, or a page that does not match its header).
     #[error("{trace}: transaction {txn}: {source}")]
@@ -110,6 +121,9 @@ pub enum RunError {
     /// A verification check failed.
     #[error("verification failed: {0}")]
     Verify(String),
+    /// [`RunOptions::cancel`] was set.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 /// Page ids of a run.
@@ -134,6 +148,8 @@ pub struct CheckpointRecord {
     pub lsn: u64,
     /// The checkpoint file.
     pub path: PathBuf,
+    /// Deleted later in the run ([`RunOptions::prune_checkpoints`]).
+    pub removed: bool,
 }
 
 /// What [`run`] did.
@@ -306,7 +322,7 @@ pub fn run_trace(trace: &Trace, opts: &RunOptions) -> Result<RunReport, RunError
     let n = trace.txn_count();
     let wave_every = opts.wave_every.max(1);
     let mid = n / 2;
-    let mut checkpoints = Vec::new();
+    let mut checkpoints: Vec<CheckpointRecord> = Vec::new();
     let mut mid_checkpoint = None;
     let mut commits = 0u64;
     let mut checkpoint_seconds = 0.0;
@@ -326,7 +342,11 @@ pub fn run_trace(trace: &Trace, opts: &RunOptions) -> Result<RunReport, RunError
     store.bus.commit()?;
     commits += 1;
     let mut open = false;
+    let cancelled = || opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed));
     for applied in 0..=n {
+        if cancelled() {
+            return Err(RunError::Interrupted);
+        }
         if applied > 0 {
             if !open {
                 store.bus.begin_batch()?;
@@ -358,7 +378,19 @@ pub fn run_trace(trace: &Trace, opts: &RunOptions) -> Result<RunReport, RunError
                 txns_applied: applied,
                 lsn: info.lsn.0,
                 path: info.path,
+                removed: false,
             };
+            if opts.prune_checkpoints {
+                // Keep the new one and the mid-trace one (verify reads it); delete the others.
+                let mid_path = mid_checkpoint.as_ref().map(|m: &CheckpointRecord| m.path.clone());
+                for old in &mut checkpoints {
+                    if !old.removed && old.path != rec.path && Some(&old.path) != mid_path.as_ref()
+                    {
+                        std::fs::remove_file(&old.path).map_err(io_err(&old.path))?;
+                        old.removed = true;
+                    }
+                }
+            }
             if is_mid {
                 mid_checkpoint = Some(rec.clone());
             }
@@ -554,7 +586,7 @@ pub fn verify(trace: &Trace, report: &RunReport) -> Result<VerifyReport, RunErro
     let mut checks = Vec::new();
     let dir = &report.log_dir;
     let t = Instant::now();
-    let full = State::replay(dir, ReplayTarget::End)?;
+    let full = State::new().replay_log(dir, ReplayTarget::End)?;
     let replay_seconds = t.elapsed().as_secs_f64();
     check_final(&full, trace, report, "replay from empty")?;
     checks.push(format!(

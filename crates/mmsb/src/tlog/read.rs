@@ -48,10 +48,14 @@ impl LogReader {
     /// A reader of `path`: a log directory or a single segment file.
     ///
     /// # Errors
-    /// [`Error::Io`] when `path` does not exist or cannot be examined.
+    /// [`Error::Io`] when `path` does not exist or cannot be examined; [`Error::NotALog`] for a
+    /// directory that holds no log ([`logdir::probe_log`]).
     pub fn open(path: impl AsRef<Path>) -> Result<LogReader> {
         let path = path.as_ref().to_path_buf();
         let meta = fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+        if meta.is_dir() {
+            logdir::probe_log(&path)?;
+        }
         Ok(LogReader {
             is_dir: meta.is_dir(),
             path,

@@ -1,0 +1,224 @@
+//! `mmsb log inspect` and `mmsb log verify`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use mmsb::frame::FrameBody;
+use mmsb::tlog::LogReader;
+use serde_json::json;
+
+use crate::{Fail, out};
+
+#[derive(Default)]
+struct PageTally {
+    deltas: u64,
+    dense: u64,
+    bytes: u64,
+    last_epoch: u64,
+}
+
+pub(crate) fn inspect(
+    path: &Path,
+    list: bool,
+    from: u64,
+    limit: Option<usize>,
+    json: bool,
+) -> Result<(), Fail> {
+    crate::exists(path)?;
+    let reader = LogReader::open(path)?.with_uncommitted(true);
+    let segments = reader.segments()?;
+    let mut kinds: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut sources: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut pages: BTreeMap<u64, PageTally> = BTreeMap::new();
+    let (mut first, mut last, mut frames, mut frame_bytes, mut payload) =
+        (None, None, 0u64, 0u64, 0u64);
+    let (mut first_ts, mut last_ts) = (None, 0u64);
+    let mut listed = Vec::new();
+    let mut iter = reader.frames()?;
+    for item in iter.by_ref() {
+        let at = item?;
+        let f = &at.frame;
+        first.get_or_insert(f.lsn);
+        last = Some(f.lsn);
+        first_ts.get_or_insert(f.timestamp_ns);
+        last_ts = f.timestamp_ns;
+        frames += 1;
+        frame_bytes += u64::from(at.len);
+        *kinds.entry(f.kind().name()).or_default() += 1;
+        if let FrameBody::Delta(body) = &f.body {
+            *sources.entry(f.source.name()).or_default() += 1;
+            let t = pages.entry(f.page.0).or_default();
+            t.deltas += 1;
+            let n = match body {
+                mmsb::Body::Dense(b) => {
+                    t.dense += 1;
+                    b.len()
+                }
+                mmsb::Body::Sparse { payload, .. } => payload.len(),
+            } as u64;
+            t.bytes += n;
+            t.last_epoch = f.epoch;
+            payload += n;
+        } else if let FrameBody::CreatePage { .. } = &f.body {
+            pages.entry(f.page.0).or_default();
+        }
+        if list && f.lsn.0 >= from && limit.is_none_or(|l| listed.len() < l) {
+            let changed = match &f.body {
+                FrameBody::Delta(b) => Some(match b {
+                    mmsb::Body::Dense(d) => d.len(),
+                    mmsb::Body::Sparse { payload, .. } => payload.len(),
+                }),
+                _ => None,
+            };
+            listed.push(json!({
+                "lsn": f.lsn.0, "file": at.file.display().to_string(), "offset": at.offset, "len": at.len,
+                "kind": f.kind().name(), "page": f.page.0, "epoch": f.epoch, "source": f.source.name(),
+                "commit": f.commit, "timestamp_ns": f.timestamp_ns, "changed_bytes": changed,
+                "dense": matches!(&f.body, FrameBody::Delta(mmsb::Body::Dense(_))),
+            }));
+        }
+    }
+    let tail = iter.tail().cloned();
+    if json {
+        out::json_out(&json!({
+            "path": path.display().to_string(),
+            "segments": segments.iter().map(|(l, p)| json!({"file": p.display().to_string(), "first_lsn": l.0})).collect::<Vec<_>>(),
+            "frames": frames, "frame_bytes": frame_bytes, "payload_bytes": payload,
+            "first_lsn": first.map(|l| l.0), "last_lsn": last.map(|l| l.0),
+            "first_timestamp_ns": first_ts, "last_timestamp_ns": last_ts,
+            "kinds": kinds, "delta_sources": sources,
+            "pages": pages.iter().map(|(id, t)| json!({"page": id, "deltas": t.deltas, "dense": t.dense, "bytes": t.bytes, "last_epoch": t.last_epoch})).collect::<Vec<_>>(),
+            "tail": tail.map(|t| json!({"file": t.file.display().to_string(), "offset": t.offset, "bytes": t.bytes_dropped, "reason": t.reason})),
+            "frame_list": if list { Some(listed) } else { None },
+        }))?;
+        return Ok(());
+    }
+    outln!("log {}", path.display());
+    outln!("  segments   {}", segments.len());
+    for (l, p) in &segments {
+        outln!("    {}  first {}", p.display(), l);
+    }
+    match (first, last) {
+        (Some(a), Some(b)) => outln!("  LSN        {} ..= {}", a.0, b.0),
+        _ => outln!("  LSN        (empty)"),
+    }
+    outln!("  frames     {frames} ({frame_bytes} bytes; {payload} payload bytes)");
+    for (k, n) in &kinds {
+        outln!("    {k:<12} {n}");
+    }
+    for (s, n) in &sources {
+        outln!("    deltas from {s:<12} {n}");
+    }
+    outln!("  pages      {}", pages.len());
+    for (id, t) in pages.iter().take(20) {
+        outln!(
+            "    page {id:<6} deltas {:<8} dense {:<6} bytes {:<10} epoch {}",
+            t.deltas, t.dense, t.bytes, t.last_epoch
+        );
+    }
+    if pages.len() > 20 {
+        outln!("    ... {} more (use --json)", pages.len() - 20);
+    }
+    if let Some(t) = tail {
+        outln!(
+            "  tail       {} at offset {}: {} ({} bytes)",
+            t.file.display(),
+            t.offset,
+            t.reason,
+            t.bytes_dropped
+        );
+    }
+    for f in listed {
+        outln!(
+            "  {:>8}  {:<11} page {:<5} epoch {:<7} {:<11} {:>8} B{}{}",
+            f["lsn"],
+            f["kind"].as_str().unwrap_or(""),
+            f["page"],
+            f["epoch"],
+            f["source"].as_str().unwrap_or(""),
+            f["changed_bytes"]
+                .as_u64()
+                .map_or(String::from("-"), |n| n.to_string()),
+            if f["dense"] == true { " dense" } else { "" },
+            if f["commit"] == true { " commit" } else { "" },
+        );
+    }
+    Ok(())
+}
+
+
+/// `mmsb log verify`: the library's verdict on a directory (frames, checkpoints, whether the
+/// state can be rebuilt) or a segment file.
+pub(crate) fn verify(path: &Path, json: bool) -> Result<(), Fail> {
+    crate::exists(path)?;
+    let r = mmsb::verify_dir(path)?;
+    let log = &r.log;
+    if json {
+        out::json_out(&json!({
+            "ok": r.is_ok(), "frames": log.frames, "last_lsn": log.last_lsn.0,
+            "segments": log.segments.iter().map(|s| json!({"file": s.file.display().to_string(), "first_lsn": s.first_lsn.0, "frames": s.frames, "bytes": s.bytes, "uncommitted": s.uncommitted})).collect::<Vec<_>>(),
+            "problems": log.problems.iter().map(|p| json!({"file": p.file.display().to_string(), "offset": p.offset, "reason": p.reason, "tail": p.tail})).collect::<Vec<_>>(),
+            "checkpoints": r.checkpoints.iter().map(|c| json!({"file": c.file.display().to_string(), "lsn": c.lsn.0, "ok": c.problem.is_none(), "problem": c.problem})).collect::<Vec<_>>(),
+            "restore_from": r.restore_from.map(|l| l.0),
+            "unrecoverable": r.unrecoverable,
+        }))?;
+    } else {
+        for s in &log.segments {
+            outln!(
+                "{}: {} frames, {} bytes, first {}",
+                s.file.display(),
+                s.frames,
+                s.bytes,
+                s.first_lsn
+            );
+        }
+        for p in &log.problems {
+            outln!(
+                "{}: {} at byte offset {}: {}",
+                p.file.display(),
+                if p.tail { "torn tail" } else { "CORRUPT" },
+                p.offset,
+                p.reason
+            );
+        }
+        for c in &r.checkpoints {
+            match &c.problem {
+                None => outln!("{}: checkpoint at {}: ok", c.file.display(), c.lsn),
+                Some(p) => outln!("{}: checkpoint at {}: BAD: {p}", c.file.display(), c.lsn),
+            }
+        }
+        if let Some(u) = &r.unrecoverable {
+            outln!("state unrecoverable: {u}");
+        }
+        outln!(
+            "{} frames, last {}, {} checkpoints: {}",
+            log.frames,
+            log.last_lsn,
+            r.checkpoints.len(),
+            if r.is_ok() { "ok" } else { "problems found" }
+        );
+    }
+    if r.is_ok() {
+        return Ok(());
+    }
+    let msg = if let Some(p) = log.problems.first() {
+        let what = if p.tail { "torn tail" } else { "corrupt" };
+        format!(
+            "{}: {what} at byte offset {}: {}",
+            p.file.display(),
+            p.offset,
+            p.reason
+        )
+    } else if let Some(u) = &r.unrecoverable {
+        format!("{}: state unrecoverable: {u}", path.display())
+    } else if let Some(c) = r.checkpoints.iter().find(|c| c.problem.is_some()) {
+        format!(
+            "{}: checkpoint not usable: {}",
+            c.file.display(),
+            c.problem.as_deref().unwrap_or_default()
+        )
+    } else {
+        format!("{}: problems found", path.display())
+    };
+    Err(Fail { code: 1, msg })
+}

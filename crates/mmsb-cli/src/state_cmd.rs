@@ -1,0 +1,308 @@
+//! `mmsb replay`, `mmsb checkpoint`, `mmsb diff` and `mmsb stats`.
+//!
+//! The verdicts are the library's ([`mmsb::restore`]): every command rebuilds a directory's
+//! state by the same rule and says what it left out. Only `checkpoint` opens a log as its writer;
+//! the others never modify the directory they read.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use mmsb::logdir;
+use mmsb::tlog::{LOCK_FILE, LogReader};
+use mmsb::{Config, Mmsb, PageId, ReplayTarget, RestoreReport, State, checkpoint};
+use serde_json::{Value, json};
+
+use crate::{Fail, input_error, out};
+
+/// Most pages listed per side when two states have different page sets.
+const PAGES_LISTED: usize = 20;
+
+/// Refuses `out` when it is not a directory, or is a live log directory (a replayed state is
+/// written as a detached checkpoint file into an empty or new directory, or one holding other
+/// files; never among another log's segments, where a writer or reader could take it).
+fn check_out_dir(out: &Path) -> Result<(), Fail> {
+    match std::fs::symlink_metadata(out) {
+        Ok(m) if !m.is_dir() => {
+            return Err(input_error(format!(
+                "{}: is not a directory (--out names the directory that receives the checkpoint file)",
+                out.display()
+            )));
+        }
+        Ok(_) => {}
+        Err(_) => return Ok(()),
+    }
+    let live = match logdir::probe(out) {
+        Ok(k) => k.is_log(),
+        // A damaged LOGID is still a log directory.
+        Err(mmsb::Error::NotALog { .. }) => false,
+        Err(_) => true,
+    };
+    if live || out.join(LOCK_FILE).exists() {
+        return Err(input_error(format!(
+            "{}: is a log directory (it holds a LOGID file, segments or a LOCK); replay writes into an empty or new directory",
+            out.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Creates `path` for writing without following a link at it.
+fn create_nofollow(path: &Path, bytes: &[u8]) -> Result<(), Fail> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| input_error(format!("{}: {e}", path.display())))
+}
+
+fn mkdir(dir: &Path) -> Result<(), Fail> {
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| !m.is_dir()) {
+        return Err(input_error(format!("{}: is not a directory", dir.display())));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| input_error(format!("{}: {e}", dir.display())))
+}
+
+pub(crate) fn replay(
+    path: &Path,
+    target: ReplayTarget,
+    out: &Path,
+    raw: bool,
+    json: bool,
+) -> Result<(), Fail> {
+    crate::exists(path)?;
+    check_out_dir(out)?;
+    let (s, report) = State::replay_reporting(path, target)?;
+    let notes = out::restore_notes(path, &report);
+    mkdir(out)?;
+    let info = checkpoint::write(out, s.last_lsn(), s.next_page_id(), s.pages())?;
+    if raw {
+        let dir = out.join("pages");
+        mkdir(&dir)?;
+        for p in s.pages() {
+            create_nofollow(&dir.join(format!("{}.bin", p.id().0)), p.bytes())?;
+        }
+    }
+    if json {
+        out::json_out(&json!({
+            "target": target.to_string(), "lsn": s.last_lsn().0, "pages": s.len(), "checkpoint": info.path.display().to_string(),
+            "hashes": s.hashes().iter().map(|(p, e, h)| json!({"page": p.0, "epoch": e, "xxh3": format!("{h:016x}")})).collect::<Vec<_>>(),
+            "notes": notes,
+        }))?;
+    } else {
+        outln!(
+            "replayed to {} ({}): {} pages -> {}",
+            target,
+            s.last_lsn(),
+            s.len(),
+            info.path.display()
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn take_checkpoint(dir: &Path, prune: bool, json: bool) -> Result<(), Fail> {
+    crate::exists(dir)?;
+    let mut c = Config::new(dir);
+    c.prune_after_checkpoint = prune;
+    // Maintain an existing log; never create one here.
+    c.create = false;
+    let (mut bus, start) = Mmsb::start_reporting(c)?;
+    if let Some(t) = &start.log.truncated {
+        out::note(&format!(
+            "{}: recovery {}",
+            dir.display(),
+            out::tail_sentence(t, "discarded")
+        ));
+    }
+    for (file, e) in &start.skipped_checkpoints {
+        out::note(&format!("{}: checkpoint not used: {e}", file.display()));
+    }
+    let info = bus.checkpoint()?;
+    bus.stop()?;
+    if json {
+        out::json_out(&json!({
+            "path": info.path.display().to_string(), "lsn": info.lsn.0, "pages": info.pages, "bytes": info.bytes,
+            "recovery": {
+                "discarded_tail": start.log.truncated.as_ref().map(out::tail_json),
+                "restored_from": start.checkpoint_lsn.map(|l| l.0),
+                "skipped_checkpoints": start.skipped_checkpoints.iter().map(|(p, e)| json!({"file": p.display().to_string(), "reason": e.to_string()})).collect::<Vec<_>>(),
+            },
+        }))?;
+    } else {
+        outln!(
+            "checkpoint {} covers {}: {} pages, {} bytes",
+            info.path.display(),
+            info.lsn,
+            info.pages,
+            info.bytes
+        );
+    }
+    Ok(())
+}
+
+/// A state from a log directory (restore), a checkpoint file, a directory of checkpoints that
+/// holds no log (what `replay --out` writes: the newest one), or a segment file (replay), with
+/// what was left out.
+fn load_state(path: &Path) -> Result<(State, Value), Fail> {
+    crate::exists(path)?;
+    if !path.is_dir() && path.extension().is_some_and(|e| e == "ckpt") {
+        let s = State::from_checkpoint(checkpoint::read(path)?)?;
+        return Ok((s, out::restore_notes(path, &RestoreReport::default())));
+    }
+    if path.is_dir()
+        && matches!(logdir::probe(path), Err(mmsb::Error::NotALog { .. }))
+        && let Some((_, newest)) = checkpoint::list(path)?.pop()
+    {
+        // A directory `mmsb replay --out` wrote: no log, only detached checkpoints.
+        let s = State::from_checkpoint(checkpoint::read(&newest)?)?;
+        let report = RestoreReport {
+            checkpoint: Some((s.last_lsn(), newest)),
+            ..RestoreReport::default()
+        };
+        return Ok((s, out::restore_notes(path, &report)));
+    }
+    let (s, report) = State::replay_reporting(path, ReplayTarget::End)?;
+    let notes = out::restore_notes(path, &report);
+    Ok((s, notes))
+}
+
+fn ids(v: &[PageId]) -> String {
+    let mut s: Vec<String> = v.iter().take(PAGES_LISTED).map(|p| p.0.to_string()).collect();
+    if v.len() > PAGES_LISTED {
+        s.push(format!("... {} more", v.len() - PAGES_LISTED));
+    }
+    s.join(", ")
+}
+
+pub(crate) fn diff(a: &Path, b: &Path, json: bool) -> Result<(), Fail> {
+    let (sa, na) = load_state(a)?;
+    let (sb, nb) = load_state(b)?;
+    let shape = mmsb::page_set_diff(&sa, &sb);
+    if !shape.is_empty() {
+        if json {
+            out::json_out(&json!({
+                "a": a.display().to_string(), "b": b.display().to_string(), "same": false,
+                "only_in_a": shape.only_in_a.iter().take(PAGES_LISTED).map(|p| p.0).collect::<Vec<_>>(),
+                "only_in_a_count": shape.only_in_a.len(),
+                "only_in_b": shape.only_in_b.iter().take(PAGES_LISTED).map(|p| p.0).collect::<Vec<_>>(),
+                "only_in_b_count": shape.only_in_b.len(),
+                "resized": shape.resized.iter().take(PAGES_LISTED).map(|(p, x, y)| json!({"page": p.0, "size_a": x, "size_b": y})).collect::<Vec<_>>(),
+                "resized_count": shape.resized.len(),
+                "notes_a": na, "notes_b": nb,
+            }))?;
+        } else {
+            if !shape.only_in_a.is_empty() {
+                outln!("pages only in a ({}): {}", shape.only_in_a.len(), ids(&shape.only_in_a));
+            }
+            if !shape.only_in_b.is_empty() {
+                outln!("pages only in b ({}): {}", shape.only_in_b.len(), ids(&shape.only_in_b));
+            }
+            for (p, x, y) in shape.resized.iter().take(PAGES_LISTED) {
+                outln!("{p}: {x} bytes in a, {y} bytes in b");
+            }
+            if shape.resized.len() > PAGES_LISTED {
+                outln!("... {} more pages differ in size", shape.resized.len() - PAGES_LISTED);
+            }
+        }
+        return Err(Fail {
+            code: 1,
+            msg: format!(
+                "the page sets differ: {} pages only in a, {} only in b, {} of different sizes",
+                shape.only_in_a.len(),
+                shape.only_in_b.len(),
+                shape.resized.len()
+            ),
+        });
+    }
+    let deltas = mmsb::diff(&sa, &sb)?;
+    let rows: Vec<_> = deltas
+        .iter()
+        .map(|d| {
+            let (changed, runs) = match d.mask() {
+                Some(m) => (m.count(), m.runs().len()),
+                None => {
+                    let pa = sa.page(d.page).map(|p| p.bytes()).unwrap_or_default();
+                    let n = pa.iter().zip(d.payload()).filter(|(x, y)| x != y).count();
+                    (n, 0)
+                }
+            };
+            (d.page, changed, runs, d.is_dense())
+        })
+        .collect();
+    if json {
+        out::json_out(&json!({
+            "a": a.display().to_string(), "b": b.display().to_string(), "same": rows.is_empty(),
+            "pages": rows.iter().map(|(p, c, r, dense)| json!({"page": p.0, "changed_bytes": c, "runs": r, "dense": dense})).collect::<Vec<_>>(),
+            "notes_a": na, "notes_b": nb,
+        }))?;
+    } else if rows.is_empty() {
+        outln!("same: {} pages", sa.len());
+    } else {
+        for (p, c, r, dense) in &rows {
+            outln!(
+                "{p}: {c} bytes differ{}",
+                if *dense {
+                    " (most of the page)".to_string()
+                } else {
+                    format!(" in {r} runs")
+                }
+            );
+        }
+    }
+    if rows.is_empty() {
+        Ok(())
+    } else {
+        Err(Fail {
+            code: 1,
+            msg: format!("{} pages differ", rows.len()),
+        })
+    }
+}
+
+pub(crate) fn stats(path: &Path, json: bool) -> Result<(), Fail> {
+    crate::exists(path)?;
+    let (s, report) = State::replay_reporting(path, ReplayTarget::End)?;
+    let notes = out::restore_notes(path, &report);
+    let reader = LogReader::open(path)?;
+    let segments = reader.segments()?;
+    let log_bytes: u64 = segments
+        .iter()
+        .filter_map(|(_, p)| std::fs::symlink_metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let ckpts = if path.is_dir() {
+        checkpoint::list(path)?
+    } else {
+        Vec::new()
+    };
+    let max_epoch = s.pages().map(|p| p.epoch()).max().unwrap_or(0);
+    let total_epochs: u64 = s.pages().map(|p| p.epoch()).sum();
+    if json {
+        out::json_out(&json!({
+            "pages": s.len(), "page_bytes": s.bytes(), "last_lsn": s.last_lsn().0, "next_page_id": s.next_page_id(),
+            "max_epoch": max_epoch, "sum_of_epochs": total_epochs,
+            "segments": segments.len(), "log_bytes": log_bytes,
+            "checkpoints": ckpts.iter().map(|(l, p)| json!({"lsn": l.0, "file": p.display().to_string()})).collect::<Vec<_>>(),
+            "page_list": s.pages().map(|p| json!({"page": p.id().0, "size": p.size(), "epoch": p.epoch(), "xxh3": format!("{:016x}", p.hash()), "metadata_keys": p.metadata().keys().collect::<Vec<_>>()})).collect::<Vec<_>>(),
+            "notes": notes,
+        }))?;
+    } else {
+        outln!("pages        {} ({} bytes)", s.len(), s.bytes());
+        outln!("last LSN     {}", s.last_lsn().0);
+        outln!("epochs       max {max_epoch}, total {total_epochs}");
+        outln!("segments     {} ({log_bytes} bytes)", segments.len());
+        outln!("checkpoints  {}", ckpts.len());
+        for (l, p) in &ckpts {
+            outln!("  {} covers {}", p.display(), l);
+        }
+        if let Some((l, p)) = &report.checkpoint {
+            outln!("restored from {} ({l})", p.display());
+        }
+    }
+    Ok(())
+}
