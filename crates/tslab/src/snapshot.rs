@@ -270,7 +270,8 @@ pub struct EpochSnapshot {
 impl EpochSnapshot {
     /// Bytes of slabs with no live object, waiting for recycling.
     pub fn reclaimable_bytes(&self, page_size: u32) -> u64 {
-        self.total_reclaimable_slabs * u64::from(page_size)
+        self.total_reclaimable_slabs
+            .saturating_mul(u64::from(page_size))
     }
 }
 

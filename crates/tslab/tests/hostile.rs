@@ -233,6 +233,8 @@ fn idle_connections_past_the_fd_limit_leave_the_endpoint_serving() {
 
 /// Runs `tslab` with `args` (stdin from `stdin`) and returns its output and peak RSS (KiB),
 /// failing after [`HANG`].
+// The child is reaped by `wait4` (for its rusage), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 fn run_measured(args: &[&str], stdin: Stdio) -> (Output, i64) {
     let mut child = tslab()
         .args(args)
