@@ -536,3 +536,37 @@ fn read_only_commands_work_on_a_block_the_caller_may_only_read() {
     // Recovery still needs write access.
     as_reader(&["recover", name]).expect(2, "recover without write access");
 }
+
+#[test]
+fn messages_are_one_line_bounded_and_say_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(dir.path(), "plain", b"x");
+    let mut lines = Vec::new();
+    // A file given as the output directory.
+    let d = run(&["sub", "nothing-here", "--out", file.to_str().unwrap(), "--wait", "0"])
+        .expect(2, "--out FILE");
+    let line = d.one_line_error().to_owned();
+    assert!(line.contains("exists and is not a directory"), "{line}");
+    assert!(!line.contains("File exists"), "{line}");
+    lines.push(line);
+    // A block name of 10 000 bytes is quoted cut short.
+    let long = "n".repeat(10_000);
+    for cmd in ["inspect", "remove", "sub"] {
+        let d = run(&[cmd, &long]).expect(2, cmd);
+        lines.push(d.one_line_error().to_owned());
+    }
+    // A file name from the wire (a slot long) is quoted cut short.
+    let block = Block::new("longname");
+    let mut p = frame_producer(block.name());
+    let sub = Proc::spawn(&["sub", block.name(), "--out", dir.path().join("o").to_str().unwrap()]);
+    send_start(&mut p, 3, &"w".repeat(900), 1);
+    p.close();
+    let d = sub.finish(DEADLINE).expect(2, "sub of a long file name");
+    assert!(d.one_line_error().contains("longer than 255 bytes"), "{}", d.stderr);
+    lines.push(d.one_line_error().to_owned());
+    drop(p);
+    for l in &lines {
+        assert!(l.len() < 300, "bounded: {} bytes: {l}", l.len());
+        assert!(!l.contains("datahub: datahub:"), "{l}");
+    }
+}

@@ -100,7 +100,7 @@ pub enum Error {
     },
     /// The segment was shrunk (`ftruncate`) while this process had it mapped; the part beyond
     /// the new end now reads as zeros in this process, so nothing it reads is trusted any more.
-    #[error("block {name:?} was truncated to {found} bytes while in use (it needs {expected})")]
+    #[error("{}", truncated(name, *expected, *found))]
     BlockTruncated {
         /// Block name.
         name: String,
@@ -368,6 +368,18 @@ fn not_ready(name: &str, len: u64) -> String {
         format!(
             "block {name:?} exists but was never published (creator still initialising, or died while doing so)"
         )
+    }
+}
+
+fn truncated(name: &str, expected: u64, found: u64) -> String {
+    if found >= expected {
+        // SIGBUS at full size: the file system could not supply a page (tmpfs full, or a
+        // segment created without reserving its memory).
+        format!(
+            "block {name:?} could not be paged in (SIGBUS at its full size of {expected} bytes): the shared-memory file system is out of space"
+        )
+    } else {
+        format!("block {name:?} was truncated to {found} bytes while in use (it needs {expected})")
     }
 }
 
