@@ -349,6 +349,25 @@ fn endless_and_blocking_inputs_are_refused_with_bounded_memory() {
     }
 }
 
+#[test]
+fn standard_input_that_never_sends_times_out() {
+    // A writer that holds the pipe open and never writes: the read gives up after
+    // STDIN_IDLE_TIMEOUT (30 s) instead of waiting for ever.
+    let mut silent = Command::new("sleep")
+        .arg("300")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn sleep");
+    let (o, _) = run_measured(&["stats", "-"], Stdio::from(silent.stdout.take().unwrap()));
+    let _ = silent.kill();
+    let _ = silent.wait();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o).trim_end(),
+        "tslab: standard input: no input for 30s (timed out)"
+    );
+}
+
 // ---- item 19: diff thresholds --------------------------------------------------------------
 
 #[test]
