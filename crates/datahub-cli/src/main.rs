@@ -1,8 +1,11 @@
 //! `datahub`: inspect, diagnose and recover DataHub blocks, and move files through them.
 //!
-//! The inspection commands map a block through [`datahub::Admin`] without registering, so they
-//! change nothing (except `recover`, `reset-slot` and `validate --repair`, which say what they
-//! did). `pub`/`sub` stream files through a lossless block with the framing of [`frame`].
+//! The inspection commands (`list`, `inspect`, `diagnose`, `metrics`, `validate`) map a block
+//! read-only through [`datahub::Inspector`] without registering, so they change nothing and
+//! work on a block the caller may only read; `recover`, `reset-slot` and `validate --repair`
+//! use [`datahub::Admin`] and say what they did; `remove` deletes a block whose producer is
+//! dead. Names that are links, FIFOs or directories are refused by the library's opener
+//! (`docs/failure-model/datahub.md`). `pub`/`sub` stream files through a lossless block with the framing of [`frame`].
 //!
 //! Exit codes: 0 ok; 1 a check failed (`diagnose`/`validate` found problems, a received file's
 //! digest did not match, `reset-slot`/`recover` refused to touch a live owner); 2 usage or input

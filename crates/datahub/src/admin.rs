@@ -1,8 +1,9 @@
 //! Inspection and recovery: what the `datahub` tool runs.
 //!
-//! An [`Admin`] maps a block without registering as a producer or consumer. Reading
-//! ([`Admin::info`], [`Admin::diagnose`], [`Admin::metrics`], [`Admin::validate`] without
-//! repair) changes nothing. Every recovery call takes `dry_run` and returns the [`Action`]s it
+//! An [`Inspector`] maps a block read-only (`O_RDONLY`, `PROT_READ`) without registering as a
+//! producer or consumer: [`Inspector::info`], [`Inspector::diagnose`], [`Inspector::metrics`]
+//! and [`Inspector::validate`] change nothing and cannot (a store would fault). An [`Admin`]
+//! is an `Inspector` over a writable mapping (it derefs to one) plus the recovery calls. Every recovery call takes `dry_run` and returns the [`Action`]s it
 //! took (or would take). A slot or consumer owned by a live process is only touched with
 //! `force`.
 
@@ -174,7 +175,7 @@ pub struct SlotReport {
     pub age_ms: Option<u64>,
 }
 
-/// Everything [`Admin::diagnose`] found.
+/// Everything [`Inspector::diagnose`] found.
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Diagnosis {

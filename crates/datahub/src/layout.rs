@@ -39,7 +39,7 @@ pub const IDENTITY_SIZE: usize = 192;
 /// `seq` value meaning "no message" (a free slot, no held slot, an open stream).
 pub const NO_SEQ: u64 = u64::MAX;
 
-/// Slot states (the `state` word of [`SlotCtl`]).
+/// Slot states (the `state` word of a slot's control line, `SlotCtl`).
 pub mod state {
     /// Never written, or reclaimed after a dead writer.
     pub const FREE: u32 = 0;

@@ -1,6 +1,7 @@
 //! DataHub: zero-copy data exchange between processes through shared-memory **DataBlocks**.
 //!
-//! A producer creates a block (a POSIX shared-memory segment in `/dev/shm`, mode 0600) holding
+//! A producer creates a block (a POSIX shared-memory segment in `/dev/shm`, or in
+//! `$DATAHUB_SHM_DIR` when set, mode 0600) holding
 //! a header, a ring of fixed-size **slots**, a per-slot state array, a per-slot checksum array
 //! and a flexible zone; consumers in other processes attach to it by name and read slots in
 //! place. The byte layout is in `docs/datahub-format.md`.
@@ -58,7 +59,7 @@
 //! - **Enter/drain (Dekker)**: producer: `state = DRAINING` (AcqRel swap), SeqCst fence,
 //!   load mask (Acquire). Reader: `mask |= bit` (AcqRel), SeqCst fence, load `state`
 //!   (Acquire). The two fences are ordered in the single SeqCst order, so one side sees the
-//!   other: the producer waits, or the reader backs off. Details in [`protocol`] (source);
+//!   other: the producer waits, or the reader backs off. Details in `protocol.rs` (source);
 //!   the `loom_*` models fail without the fences.
 //! - **Leave**: the reader's payload reads, then `mask &= !bit` (SeqCst ⊇ Release) → the
 //!   producer's mask load (Acquire) that sees the bit gone, before it writes again.
@@ -66,7 +67,7 @@
 //!   the producer loads every position (SeqCst) before claiming a slot that far ahead.
 //! - **Sleep/wake** (futex): waiter increments `waiters`, loads the futex word, re-checks;
 //!   waker changes the condition, loads `waiters`, and only then bumps the word and wakes; all
-//!   SeqCst (see [`wait`](crate::wait) in the source).
+//!   SeqCst (see `wait.rs` in the source).
 //! - **Block publication**: all header fields, then `magic` (Release) → an opener's `magic`
 //!   load (Acquire) before it reads the identity lines.
 //! - **Registration**: entry fields, `state = ACTIVE` (Release), `active_mask |= bit`
@@ -90,10 +91,30 @@
 //! out). With a 32-byte key ([`Config::checksum_key`]) it is BLAKE2b's keyed MAC, for tamper
 //! detection; the header keeps a MAC of a fixed string so a wrong key is refused at attach.
 //!
+//! # Hostile local users and faults
+//! Any local user can create files in `/dev/shm`, and whoever can write a block can also
+//! truncate it. The library assumes both happen (the whole story is in
+//! `docs/failure-model/datahub.md`):
+//! - Segments are opened by one opener (`segment.rs`): the name is one path component,
+//!   `O_NOFOLLOW | O_NONBLOCK`, and anything but a regular file is refused
+//!   ([`Error::NotRegular`]). [`Inspector`] opens `O_RDONLY` and maps `PROT_READ`, so
+//!   inspection works on a block the caller may only read, and cannot write.
+//! - A producer holds `flock(LOCK_EX)` on its segment for its life; removing a stale block
+//!   ([`remove_dead`]) and taking one over happen under that lock, after re-checking that the
+//!   recorded producer is dead and that the name still is the locked inode. Racing creators
+//!   and removers get [`Error::Busy`] or [`Error::AlreadyExists`]; none streams into a
+//!   deleted segment.
+//! - Creation reserves the segment (`fallocate`): a full tmpfs is [`Error::NoSpace`].
+//! - A process-wide `SIGBUS` handler (`sigbus.rs`, the technique of libwayland's `wl_shm`)
+//!   turns a truncation under a mapped block into zero pages and [`Error::BlockTruncated`]
+//!   from the next operation, instead of death by `SIGBUS`. A fault outside every block is
+//!   passed to the previous handler (or the default action).
+//! - A slot state word no protocol step writes is [`Error::InvalidSlotState`], not a wait.
+//!
 //! # Limits
 //! Linux only (`/proc`, futex). At most 64 consumers per block. A consumer that is alive but
 //! stuck (stopped, or not calling into the library) keeps its holds; it is reported as
-//! stalled by [`Admin::diagnose`] and only released with `force`.
+//! stalled by [`Inspector::diagnose`] and only released with `force`.
 
 #![warn(missing_docs)]
 

@@ -51,7 +51,7 @@ impl Producer {
     /// If a block of that name exists and its producer is dead (or gone cleanly without
     /// removing it), and its layout and schema equal `config`'s, this producer takes it over:
     /// committed messages are kept, a half-written slot is discarded, and writing goes on
-    /// from the commit index ([`Producer::takeover`] says what was found).
+    /// from the commit index ([`Producer::create_or_take_over`] says what was found).
     ///
     /// # Errors
     /// [`Error::InvalidName`], [`Error::InvalidConfig`]; [`Error::AlreadyExists`] if a live
