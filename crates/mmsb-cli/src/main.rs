@@ -163,7 +163,22 @@ pub(crate) fn input_error(msg: impl Into<String>) -> Fail {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version: not errors.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One bounded line: clap's message quotes the offending value in full.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("mmsb: {} (see mmsb --help)", out::bound(first));
+            return ExitCode::from(2);
+        }
+    };
     let r = match cli.cmd {
         Cmd::Log {
             cmd:

@@ -375,7 +375,7 @@ impl Frames<'_> {
                         reason: format!("{reason}; {damage}"),
                     });
                 }
-                let mut why = format!("torn frame at offset {offset}: {reason}");
+                let mut why = format!("frame at offset {offset}: {reason}");
                 if self.since_commit > 0 {
                     why.push_str(&format!(
                         "; {} uncommitted frames before it",

@@ -145,7 +145,7 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered> {
         last = Some(last_commit.unwrap_or(first.0 - 1));
         if is_last && commit_end < r.len {
             let mut reason = match &torn {
-                Some((off, why)) => format!("torn or corrupt frame at offset {off}: {why}"),
+                Some((off, why)) => format!("frame at offset {off}: {why}"),
                 None => String::new(),
             };
             if uncommitted > 0 {
