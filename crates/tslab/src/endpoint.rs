@@ -22,9 +22,10 @@
 //! endpoint's thread, so no client can hold up another: every connection is its own task, and
 //! snapshots are taken and rendered on a small blocking pool ([`RENDER_THREADS`]). Its bounds:
 //!
-//! - at most [`MAX_CONNECTIONS`] connections at once; a connection beyond that is accepted,
-//!   sent a best-effort `503` and closed at once, so the listener's backlog never fills with
-//!   connections that wait;
+//! - at most [`MAX_CONNECTIONS`] connections at once. A connection beyond that closes the
+//!   connection that has been idle longest (waiting for a request head for at least
+//!   [`EVICT_MIN_IDLE`]) and takes its place, so idle connections cannot lock scrapers out;
+//!   when none is idle, it is sent a best-effort `503` and closed at once;
 //! - a request head must arrive within [`HEADER_READ_TIMEOUT`] of the connection becoming idle
 //!   (the same timer bounds an idle keep-alive connection) and fit in [`MAX_REQUEST_HEAD`]
 //!   bytes;
@@ -34,9 +35,10 @@
 //!   says `Connection: close`) and lives at most [`CONNECTION_LIFETIME`], then is shut down
 //!   gracefully (hard-closed [`SHUTDOWN_GRACE`] later);
 //! - an `accept` error (`EMFILE`/`ENFILE` when file descriptors run out, `ENOBUFS`, ...) never
-//!   ends the accept loop: it is reported on stderr at most once per [`ACCEPT_ERROR_REPORT`]
-//!   and retried after [`ACCEPT_BACKOFF`], so the endpoint serves again as soon as descriptors
-//!   are free. Nothing in the endpoint panics on descriptor exhaustion.
+//!   ends the accept loop: it is reported on stderr at most once per [`ACCEPT_ERROR_REPORT`],
+//!   the connection idle longest is closed to free a descriptor, and the accept is retried
+//!   after [`ACCEPT_BACKOFF`], so the endpoint serves again as soon as descriptors are free.
+//!   Nothing in the endpoint panics on descriptor exhaustion.
 //!
 //! `docs/failure-model/tslab.md` has the whole failure model.
 
@@ -64,8 +66,13 @@ use crate::snapshot::Snapshot;
 /// What the endpoint serves: a fresh snapshot per request, or an error text (HTTP 503).
 pub type SnapshotFn = dyn Fn() -> Result<Snapshot, String> + Send + Sync;
 
-/// Connections served at once; more are closed at once with a `503`.
+/// Connections served at once (see [`EVICT_MIN_IDLE`] for what happens to one more).
 pub const MAX_CONNECTIONS: usize = 64;
+/// A connection waiting this long for its next request head is idle: a new connection at the
+/// cap (or an `accept` out of descriptors) closes the one idle longest.
+pub const EVICT_MIN_IDLE: Duration = Duration::from_millis(100);
+/// How long a connection that closed an idle one waits for its place.
+pub const EVICT_WAIT: Duration = Duration::from_secs(1);
 /// Time a connection may take to send a request head, counted from when it became idle.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a response write may make no progress before the connection is closed.
@@ -164,6 +171,9 @@ struct Server {
 
 async fn accept_loop(listener: tokio::net::TcpListener, server: Server, stop: Arc<Notify>) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Connections that closed an idle one and wait for its permit: at most as many again.
+    let waiting = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let registry = Arc::new(Registry::default());
     let mut errors = AcceptErrors::default();
     loop {
         let accepted = tokio::select! {
@@ -171,23 +181,39 @@ async fn accept_loop(listener: tokio::net::TcpListener, server: Server, stop: Ar
             r = listener.accept() => r,
         };
         match accepted {
-            Ok((stream, _)) => match permits.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let server = server.clone();
+            Ok((stream, _)) => {
+                let (server, registry) = (server.clone(), registry.clone());
+                if let Ok(permit) = permits.clone().try_acquire_owned() {
                     tokio::spawn(async move {
-                        connection(stream, server).await;
+                        connection(stream, server, &registry).await;
                         drop(permit);
                     });
+                    continue;
                 }
-                Err(_) => {
-                    // Best effort: the socket buffer of a fresh connection has room for this.
-                    let _ = stream.try_write(
-                        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                    );
-                }
-            },
+                let wait = match waiting.clone().try_acquire_owned() {
+                    Ok(w) if registry.evict_idlest() => w,
+                    _ => {
+                        refuse(&stream);
+                        continue;
+                    }
+                };
+                let permits = permits.clone();
+                tokio::spawn(async move {
+                    let permit = tokio::time::timeout(EVICT_WAIT, permits.acquire_owned()).await;
+                    drop(wait);
+                    match permit {
+                        Ok(Ok(permit)) => {
+                            connection(stream, server, &registry).await;
+                            drop(permit);
+                        }
+                        _ => refuse(&stream),
+                    }
+                });
+            }
             Err(e) => {
                 errors.report(&e);
+                // Free a descriptor for the connections waiting in the backlog.
+                registry.evict_idlest();
                 // EMFILE and friends persist until a descriptor is freed: back off instead of
                 // spinning on a listener that stays readable.
                 tokio::select! {
@@ -196,6 +222,96 @@ async fn accept_loop(listener: tokio::net::TcpListener, server: Server, stop: Ar
                 }
             }
         }
+    }
+}
+
+/// Best effort: the socket buffer of a fresh connection has room for this.
+fn refuse(stream: &tokio::net::TcpStream) {
+    let _ = stream.try_write(
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    );
+}
+
+/// The live connections, for closing the one idle longest.
+#[derive(Default)]
+struct Registry {
+    next_id: AtomicU64,
+    conns: std::sync::Mutex<std::collections::BTreeMap<u64, Arc<ConnState>>>,
+}
+
+/// One connection's idleness, and the signal that closes it.
+struct ConnState {
+    /// When the connection last became idle (connected, or returned a response); `None` while a
+    /// request is being served.
+    idle_since: std::sync::Mutex<Option<Instant>>,
+    evict: Notify,
+}
+
+impl ConnState {
+    fn set_idle(&self, idle: bool) {
+        *self
+            .idle_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = idle.then(Instant::now);
+    }
+}
+
+/// A registered connection; dropping it unregisters it.
+struct Registered<'a> {
+    registry: &'a Registry,
+    id: u64,
+    state: Arc<ConnState>,
+}
+
+impl Registry {
+    fn conns(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Arc<ConnState>>> {
+        self.conns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn register(&self) -> Registered<'_> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let state = Arc::new(ConnState {
+            idle_since: std::sync::Mutex::new(Some(Instant::now())),
+            evict: Notify::new(),
+        });
+        self.conns().insert(id, state.clone());
+        Registered {
+            registry: self,
+            id,
+            state,
+        }
+    }
+
+    /// Signals the connection idle longest (at least [`EVICT_MIN_IDLE`]) to close and
+    /// unregisters it; false when none is idle.
+    fn evict_idlest(&self) -> bool {
+        let now = Instant::now();
+        let mut conns = self.conns();
+        let idlest = conns
+            .iter()
+            .filter_map(|(&id, c)| {
+                let since = (*c
+                    .idle_since
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner))?;
+                (now.duration_since(since) >= EVICT_MIN_IDLE).then_some((since, id))
+            })
+            .min();
+        match idlest.and_then(|(_, id)| conns.remove(&id)) {
+            Some(c) => {
+                c.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.registry.conns().remove(&self.id);
     }
 }
 
@@ -230,12 +346,20 @@ impl AcceptErrors {
     }
 }
 
-async fn connection(stream: tokio::net::TcpStream, server: Server) {
+async fn connection(stream: tokio::net::TcpStream, server: Server, registry: &Registry) {
     let _ = stream.set_nodelay(true);
+    let registered = registry.register();
     let served = Arc::new(AtomicU64::new(0));
+    let state = registered.state.clone();
     let service = hyper::service::service_fn(move |req| {
         let n = served.fetch_add(1, Ordering::Relaxed) + 1;
-        respond(req, server.clone(), n >= MAX_REQUESTS_PER_CONNECTION)
+        let (server, state) = (server.clone(), state.clone());
+        state.set_idle(false);
+        async move {
+            let response = respond(req, server, n >= MAX_REQUESTS_PER_CONNECTION).await;
+            state.set_idle(true);
+            response
+        }
     });
     let io = hyper_util::rt::TokioIo::new(WriteStall::new(stream, WRITE_STALL_TIMEOUT));
     let conn = hyper::server::conn::http1::Builder::new()
@@ -246,6 +370,8 @@ async fn connection(stream: tokio::net::TcpStream, server: Server) {
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,
+        // Idle and chosen to make room: nothing is in flight, close it.
+        () = registered.state.evict.notified() => return,
         () = tokio::time::sleep(CONNECTION_LIFETIME) => {}
     }
     conn.as_mut().graceful_shutdown();

@@ -229,6 +229,25 @@ fn idle_connections_past_the_fd_limit_leave_the_endpoint_serving() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+#[test]
+fn idle_connections_at_the_connection_cap_do_not_lock_scrapers_out() {
+    let dir = common::temp_dir("idle-cap");
+    let file = snapshot_file(&dir, "s.json");
+    let served = Served::start("", &file);
+    // Twice the cap (64) of connections that never send a request, all held open.
+    let idle: Vec<TcpStream> = (0..128)
+        .filter_map(|_| TcpStream::connect_timeout(&served.addr, Duration::from_secs(2)).ok())
+        .collect();
+    assert_eq!(idle.len(), 128);
+    std::thread::sleep(Duration::from_millis(500));
+    // A scraper takes the place of the connection idle longest.
+    let body = served
+        .scrape(Duration::from_secs(10))
+        .expect("a scrape succeeds while idle connections fill the cap");
+    assert!(body.contains("temporal_slab_class_allocs_total"));
+    drop(idle);
+}
+
 // ---- item 18: unbounded inputs -------------------------------------------------------------
 
 /// Runs `tslab` with `args` (stdin from `stdin`) and returns its output and peak RSS (KiB),
