@@ -209,9 +209,9 @@ fn two_samples(source: &Source, window: Duration) -> Result<(Snapshot, Snapshot)
             "a window needs two samples: give a file or URL source, not stdin".into(),
         ));
     }
-    let before = source.snapshot()?;
+    let before = source.snapshot_retrying_torn(TORN_READ_RETRY)?;
     std::thread::sleep(window);
-    Ok((before, source.snapshot()?))
+    Ok((before, source.snapshot_retrying_torn(TORN_READ_RETRY)?))
 }
 
 fn top(args: &TopArgs) -> Result<()> {
@@ -260,8 +260,9 @@ fn top(args: &TopArgs) -> Result<()> {
     }
 }
 
-/// How long `watch` waits before re-reading a sample that did not parse (a writer that does
-/// not replace the file atomically may have been caught half-way).
+/// How long the commands that re-sample a file (`watch`, `top --window`, `serve`) wait before
+/// re-reading a sample that did not parse (a writer that does not replace the file atomically
+/// may have been caught half-way).
 const TORN_READ_RETRY: Duration = Duration::from_millis(200);
 
 fn watch(source: &Source, interval: Duration, count: Option<u64>, json: bool) -> Result<()> {
@@ -297,7 +298,11 @@ fn serve(listen: SocketAddr, prefix: String, source: Source) -> Result<()> {
     check_prefix(&prefix)?;
     let fetch: Box<tslab::endpoint::SnapshotFn> = if source.can_resample() {
         source.snapshot()?; // fail now, not on the first scrape, when the source is bad
-        Box::new(move || source.snapshot().map_err(|e| e.to_string()))
+        Box::new(move || {
+            source
+                .snapshot_retrying_torn(TORN_READ_RETRY)
+                .map_err(|e| e.to_string())
+        })
     } else {
         let snap = source.snapshot()?;
         Box::new(move || Ok(snap.clone()))
