@@ -41,7 +41,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Blocks in /dev/shm: owner (producer pid, alive), size, policy, slots, consumers.
+    /// Blocks in /dev/shm: owner (producer pid, alive), size, policy, slots, consumers; entries
+    /// that cannot be opened (with the reason) or are not regular files (skipped, never opened).
     List {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -251,6 +252,8 @@ fn recover(name: &str, dry_run: bool, force: bool) -> Result<Vec<Action>> {
             }
         }
     }
+    // Actions taken on zero pages (a block truncated meanwhile) did nothing.
+    intact(name, &a)?;
     Ok(actions)
 }
 
@@ -281,10 +284,12 @@ fn reset_slot(name: &str, slot: usize, force: bool) -> Result<Action> {
             info.producer.pid
         )));
     }
-    a.force_reset_slot(slot, force).map_err(|e| match e {
+    let action = a.force_reset_slot(slot, force).map_err(|e| match e {
         datahub::Error::OutOfRange { .. } => Fail::usage(format!("block {name:?}: {e}")),
         e => Fail::block(name, e),
-    })
+    })?;
+    intact(name, &a)?;
+    Ok(action)
 }
 
 #[derive(Serialize)]
