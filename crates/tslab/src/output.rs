@@ -57,10 +57,7 @@ impl AtomicFile {
                 "no file name",
             ))
         })?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
+        let dir = parent_dir(path);
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{}.", name.to_string_lossy()))
             .suffix(".tmp")
@@ -102,11 +99,17 @@ impl AtomicFile {
         self.temp.persist(&self.path).map_err(|e| io(e.error))?;
         // The rename is durable once the directory is synced; a failure here leaves the new
         // file in place, so it is not reported.
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
+        if let Ok(d) = std::fs::File::open(parent_dir(&self.path)) {
+            let _ = d.sync_all();
         }
         Ok(())
+    }
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     }
 }
