@@ -30,6 +30,14 @@ fn snapshot_file(dir: &Path, name: &str) -> String {
     path.to_str().unwrap().to_owned()
 }
 
+/// A fresh directory for one test, removed when the returned guard drops.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("tslab-hostile-{name}-"))
+        .tempdir()
+        .expect("create a temporary directory")
+}
+
 /// Waits for `child` at most `limit`; on timeout kills it and panics with `what`.
 fn wait_or_kill(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
     let deadline = Instant::now() + limit;
@@ -156,8 +164,9 @@ impl Drop for Served {
 
 #[test]
 fn a_client_that_pipelines_and_never_reads_does_not_stall_other_scrapes() {
-    let dir = common::temp_dir("pipeline");
-    let file = snapshot_file(&dir, "s.json");
+    let tmp = temp_dir("pipeline");
+    let dir = tmp.path();
+    let file = snapshot_file(dir, "s.json");
     let served = Served::start("", &file);
 
     // Thousands of pipelined scrapes whose responses (tens of KiB each) are never read: the
@@ -191,8 +200,9 @@ fn a_client_that_pipelines_and_never_reads_does_not_stall_other_scrapes() {
 
 #[test]
 fn idle_connections_past_the_fd_limit_leave_the_endpoint_serving() {
-    let dir = common::temp_dir("fdlimit");
-    let file = snapshot_file(&dir, "s.json");
+    let tmp = temp_dir("fdlimit");
+    let dir = tmp.path();
+    let file = snapshot_file(dir, "s.json");
     let mut served = Served::start("ulimit -n 64 &&", &file);
 
     // More idle connections than the server has descriptors: accepts fail with EMFILE (the
@@ -231,8 +241,9 @@ fn idle_connections_past_the_fd_limit_leave_the_endpoint_serving() {
 
 #[test]
 fn idle_connections_at_the_connection_cap_do_not_lock_scrapers_out() {
-    let dir = common::temp_dir("idle-cap");
-    let file = snapshot_file(&dir, "s.json");
+    let tmp = temp_dir("idle-cap");
+    let dir = tmp.path();
+    let file = snapshot_file(dir, "s.json");
     let served = Served::start("", &file);
     // Twice the cap (64) of connections that never send a request, all held open.
     let idle: Vec<TcpStream> = (0..128)
@@ -333,8 +344,9 @@ fn endless_and_blocking_inputs_are_refused_with_bounded_memory() {
     assert!(rss < RSS_BOUND_KIB, "yes | stats - peaked at {rss} KiB");
 
     // A symbolic link is not followed, even to a good snapshot.
-    let dir = common::temp_dir("symlink");
-    let target = snapshot_file(&dir, "real.json");
+    let tmp = temp_dir("symlink");
+    let dir = tmp.path();
+    let target = snapshot_file(dir, "real.json");
     let link = dir.join("link.json");
     std::os::unix::fs::symlink(&target, &link).unwrap();
     let (o, _) = run_measured(&["stats", link.to_str().unwrap()], Stdio::null());
@@ -342,7 +354,8 @@ fn endless_and_blocking_inputs_are_refused_with_bounded_memory() {
     assert!(stderr(&o).contains("symbolic link"), "{}", stderr(&o));
 
     // A FIFO without a writer: opening it must not block, and it is refused.
-    let dir = common::temp_dir("fifo");
+    let tmp = temp_dir("fifo");
+    let dir = tmp.path();
     let fifo = dir.join("snap.json");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     // SAFETY: `c` is a valid NUL-terminated path.
@@ -391,7 +404,8 @@ fn standard_input_that_never_sends_times_out() {
 
 #[test]
 fn diff_refuses_thresholds_that_are_not_finite_or_are_negative() {
-    let dir = common::temp_dir("threshold");
+    let tmp = temp_dir("threshold");
+    let dir = tmp.path();
     let snap = common::snapshot();
     let before = dir.join("before.json");
     std::fs::write(&before, snap.to_json_pretty()).unwrap();
@@ -452,7 +466,8 @@ fn demo_json_out_is_checked_before_the_work_and_written_atomically() {
     assert!(stdout(&o).is_empty(), "no report of a run: {}", stdout(&o));
 
     // A run that succeeds leaves the snapshot and nothing else (no temporary file).
-    let dir = common::temp_dir("json-out");
+    let tmp = temp_dir("json-out");
+    let dir = tmp.path();
     let out = dir.join("final.json");
     let o = output_within(
         tslab()
@@ -462,7 +477,7 @@ fn demo_json_out_is_checked_before_the_work_and_written_atomically() {
         "demo",
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let names: Vec<_> = std::fs::read_dir(&dir)
+    let names: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
@@ -472,7 +487,8 @@ fn demo_json_out_is_checked_before_the_work_and_written_atomically() {
 
 #[test]
 fn demo_prints_its_report_when_the_final_json_out_write_fails() {
-    let dir = common::temp_dir("json-out-gone");
+    let tmp = temp_dir("json-out-gone");
+    let dir = tmp.path();
     let sub = dir.join("sub");
     std::fs::create_dir(&sub).unwrap();
     let out = sub.join("final.json");
@@ -518,7 +534,8 @@ fn demo_prints_its_report_when_the_final_json_out_write_fails() {
 
 #[test]
 fn errors_quote_at_most_a_bounded_excerpt_of_user_data() {
-    let dir = common::temp_dir("long-quote");
+    let tmp = temp_dir("long-quote");
+    let dir = tmp.path();
     let mut v = serde_json::to_value(common::snapshot()).unwrap();
     let huge = format!("{}\n{}", "x".repeat(5 << 20), "y".repeat(5 << 20));
     v["pid"] = serde_json::json!(huge.clone());
@@ -555,8 +572,9 @@ fn errors_quote_at_most_a_bounded_excerpt_of_user_data() {
 
 #[test]
 fn a_failed_write_to_standard_output_is_named_so() {
-    let dir = common::temp_dir("stdout-full");
-    let file = snapshot_file(&dir, "s.json");
+    let tmp = temp_dir("stdout-full");
+    let dir = tmp.path();
+    let file = snapshot_file(dir, "s.json");
     let full = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/full")
@@ -576,7 +594,8 @@ fn a_failed_write_to_standard_output_is_named_so() {
 
 #[test]
 fn validate_json_prints_a_verdict_on_bad_input() {
-    let dir = common::temp_dir("verdict");
+    let tmp = temp_dir("verdict");
+    let dir = tmp.path();
     let malformed = dir.join("malformed.json");
     std::fs::write(&malformed, "{\"schema_version\": 1, \"pid\": ").unwrap();
     let m = malformed.to_str().unwrap();
@@ -590,7 +609,7 @@ fn validate_json_prints_a_verdict_on_bad_input() {
         assert_eq!(v["valid"], false, "{v}");
         assert!(v["error"].as_str().unwrap().contains(source), "{v}");
     }
-    let good = snapshot_file(&dir, "good.json");
+    let good = snapshot_file(dir, "good.json");
     let o = output_within(tslab().args(["validate", "--json", &good]), "validate");
     assert_eq!(o.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -599,7 +618,8 @@ fn validate_json_prints_a_verdict_on_bad_input() {
 
 #[test]
 fn class_counter_sums_saturate_instead_of_wrapping() {
-    let dir = common::temp_dir("saturate");
+    let tmp = temp_dir("saturate");
+    let dir = tmp.path();
     let mut v = serde_json::to_value(common::snapshot()).unwrap();
     for class in v["classes"].as_array_mut().unwrap().iter_mut().take(3) {
         for field in [
