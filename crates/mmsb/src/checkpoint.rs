@@ -16,7 +16,7 @@
 //! ```
 //!
 //! The log id ([`crate::logdir`]) ties a checkpoint to the log it was taken of: the bus writes its
-//! log's id ([`write_for_log`]), [`write`] writes [`LogId::DETACHED`] (a state that belongs to no
+//! log's id ([`write_for_log`]), [`write()`] writes [`LogId::DETACHED`] (a state that belongs to no
 //! log, as `mmsb replay` writes), and restore only uses checkpoints that carry the directory's
 //! id. Version 1 files (40-byte header, no id) are still read, with `log_id: None`.
 //!
@@ -334,7 +334,9 @@ impl CkptReader {
 /// Checked: magic, version, reserved fields, every length against the bytes left in the file
 /// (so a corrupt length never causes a large allocation), page sizes in `1..=MAX_PAGE_SIZE`,
 /// known locations, UTF-8 and unique metadata keys, unique page ids, each page's XXH3-64, that
-/// the last page ends exactly at the trailer, and the CRC32C of the whole file.
+/// the last page ends exactly at the trailer, the CRC32C of the whole file, and, for a file
+/// named `checkpoint-{lsn}.ckpt`, that the LSN in the header is the one in the name. The file
+/// is opened without following a link and must be a regular file ([`Error::NotRegularFile`]).
 ///
 /// # Errors
 /// [`Error::BadMagic`] when the file is not a checkpoint, [`Error::UnsupportedVersion`] for
@@ -394,6 +396,18 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
         Some(LogId(r.take("log id")?))
     };
     let lsn = Lsn(le(16));
+    // A name read from disk is not trusted: the file's own LSN must agree with it.
+    if let Some(named) = r
+        .path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(parse_file_name)
+        && named != lsn
+    {
+        return Err(r.corrupt(format!(
+            "its name says {named} but its header says {lsn}"
+        )));
+    }
     let next_page_id = le(24);
     let count = le(32);
     // Every page record takes at least PAGE_FIXED + 1 byte + 8 bytes of hash.

@@ -45,9 +45,15 @@
 //!    A recompute that does not change its page stops the wave there (early cutoff).
 //!    Adding an edge that closes a cycle is refused ([`Error::Cycle`]), incrementally
 //!    (Pearce-Kelly dynamic topological order, via petgraph's `Acyclic`).
-//! 6. **Checkpoints** record the LSN they cover and a hash per page, are written to a temporary
-//!    file, fsynced, renamed and the directory fsynced; [`Mmsb::start`] restores the newest
-//!    valid one plus the log suffix after its LSN.
+//! 6. **Checkpoints** record the LSN they cover, the id of their log ([`logdir`]) and a hash per
+//!    page, are written to a temporary file, fsynced, renamed and the directory fsynced;
+//!    [`Mmsb::start`] and the readers ([`State::restore`]) restore from the same one, by one
+//!    rule ([`restore`]): the newest that is sound, this log's, and followed by the log.
+//! 7. **One verdict per directory.** Recovery and readers classify the end of the log the same
+//!    way: a torn write is discarded (and reported), a damaged complete frame is refused
+//!    ([`Error::DamagedTail`]); a directory that holds no log is refused ([`Error::NotALog`]);
+//!    files of a log are never followed through links nor read if not regular. The failure
+//!    model is in `docs/failure-model/mmsb.md`.
 //!
 //! Byte layouts of log segments, frames and checkpoints, and the recovery argument, are in
 //! `docs/mmsb-format.md`.

@@ -283,7 +283,7 @@ impl State {
         let mut expected = start;
         let mut frames = reader.frames_from(start)?;
         let mut reached_end = true;
-        while let Some(item) = frames.next() {
+        for item in frames.by_ref() {
             let at = item?;
             let f = &at.frame;
             if f.lsn != expected {

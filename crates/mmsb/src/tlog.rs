@@ -2,8 +2,12 @@
 //!
 //! A log is a directory. It holds segment files named `{first_lsn:020}.tlog` (the LSN of their
 //! first frame, zero padded so that name order is LSN order), a `LOCK` file that the single
-//! writer holds an exclusive `flock` on, and whatever else the application keeps there
-//! (checkpoints, for the bus): files whose names do not match the pattern are ignored.
+//! writer holds an exclusive `flock` on, a `LOGID` file naming the log ([`crate::logdir`];
+//! written when the log is created, so a directory that holds something else is recognised and
+//! refused, [`Error::NotALog`]), and whatever else the application keeps there (checkpoints, for
+//! the bus): files whose names do not match the pattern are ignored. Every file of the log is
+//! opened without following a symbolic link, without blocking on a FIFO, and must be a regular
+//! file ([`Error::NotRegularFile`]).
 //!
 //! Each segment starts with a 40-byte header (magic `MMSBTLOG`, format version, first LSN,
 //! creation time, CRC32C) followed by frames ([`crate::frame`]) with consecutive LSNs. LSNs run
@@ -13,7 +17,8 @@
 //!
 //! * [`TLog`] is the writer: [`TLog::open`] takes the lock (waiting up to
 //!   [`LogConfig::lock_timeout`] for another holder to let go), recovers (checks every frame,
-//!   drops an uncommitted batch and a torn tail, refuses corruption in the middle), then
+//!   drops an uncommitted batch and a torn tail, refuses corruption in the middle and a
+//!   damaged last frame, [`Error::DamagedTail`]), then
 //!   [`TLog::append`] logs frames with a [`Durability`] policy applied at each commit.
 //! * [`LogReader`] reads a log (or one segment) without a lock and without modifying anything,
 //!   yielding committed frames in LSN order ([`LogReader::frames_from`]).
@@ -264,8 +269,6 @@ fn lock_exclusive(file: &File, path: &Path, dir: &Path, timeout: Duration) -> Re
     }
 }
 
-/// Reads into `buf` at `offset` until it is full or the file ends; returns the bytes read.
-
 mod read;
 mod recover;
 pub(crate) mod segment;
@@ -404,13 +407,23 @@ impl TLog {
     /// Recovery reads every segment in LSN order and checks every frame (CRC, fields, LSNs
     /// consecutive within and across segments). Then, in the **last** segment only: frames
     /// after the last committed frame (an uncommitted batch) are dropped, and an invalid frame
-    /// that no valid frame follows (a torn write) is cut off with everything after it: the file
-    /// is truncated to the end of the last committed frame (`set_len`, then fsync) and the cut
-    /// is described in [`RecoveryReport::truncated`]. A last segment whose header is torn or
-    /// zero (a crash while creating it) and that holds no valid frame is removed. Nothing is
-    /// modified unless all checks pass.
+    /// that no valid frame follows and that is a torn write (the file ends inside it, or it is
+    /// zero-filled from a sector boundary on; see `SegReader::tail_damage` and
+    /// `docs/failure-model/mmsb.md`) is cut off with everything after it: the file is truncated
+    /// to the end of the last committed frame (`set_len`, then fsync) and the cut is described
+    /// in [`RecoveryReport::truncated`], for the caller to report. A complete last frame that
+    /// fails its checks was damaged after it was written, not torn: it is refused
+    /// ([`Error::DamagedTail`]), as cutting it could drop committed frames. A last segment whose
+    /// header is torn or zero (a crash while creating it) and that holds no valid frame is
+    /// removed. Nothing is modified unless all checks pass.
+    ///
+    /// The directory must hold a log (a `LOGID` file, or segments of a log written before log
+    /// ids, which then gets a `LOGID`), or be missing or empty with [`LogConfig::create`] (a new
+    /// log is created); anything else is [`Error::NotALog`], and nothing is created.
     ///
     /// # Errors
+    /// [`Error::NotALog`], [`Error::CorruptLogId`]; [`Error::DamagedTail`] (nothing modified);
+    /// [`Error::NotRegularFile`] for a link, FIFO or directory where a log file should be;
     /// [`Error::Locked`] (with the time waited) when another writer (in this or another
     /// process) still holds the lock after [`LogConfig::lock_timeout`];
     /// [`Error::CorruptFrame`] (file, offset, reason; nothing modified) for an invalid frame

@@ -58,6 +58,7 @@ const WRITEBACK_BLOCK: u64 = 512;
 /// Largest tail that [`SegReader::tail_damage`] reads to test for a damaged length field.
 const LENGTH_PROBE_MAX: u64 = 64 << 20;
 
+/// Reads into `buf` at `offset` until it is full or the file ends; returns the bytes read.
 pub(crate) fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
