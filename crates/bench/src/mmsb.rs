@@ -1083,7 +1083,10 @@ fn trace_runs(
         let report = run_one(trace, &opts).ctx("trace run")?;
         verify(trace, &report).ctx("trace verify")?;
         let t0 = Instant::now();
-        let state = State::replay(&report.log_dir, ReplayTarget::End).ctx("State::replay")?;
+        // From empty: `State::replay(dir, End)` now starts from the newest checkpoint.
+        let state = State::new()
+            .replay_log(&report.log_dir, ReplayTarget::End)
+            .ctx("State::replay_log")?;
         let replay_s = t0.elapsed().as_secs_f64();
         black_box(state);
         let ms = |s: f64| s * 1e3;
@@ -1129,7 +1132,7 @@ fn trace_runs(
              write_range into a gap-buffer document page, in batches of wave_every transactions, \
              each batch one commit and one propagation wave recomputing a line index and a word \
              count; the mid-trace checkpoint excluded), Durability::Flush, bus timings off; \
-             replay_ms: State::replay(dir, End) of the whole log from empty, page cache warm; \
+             replay_ms: State::new().replay_log(dir, End) of the whole log from empty, page cache warm; \
              log_bytes: size of the log segment files; medians over runs"
                 .to_owned(),
         ),
