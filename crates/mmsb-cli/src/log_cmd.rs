@@ -113,7 +113,10 @@ pub(crate) fn inspect(
     for (id, t) in pages.iter().take(20) {
         outln!(
             "    page {id:<6} deltas {:<8} dense {:<6} bytes {:<10} epoch {}",
-            t.deltas, t.dense, t.bytes, t.last_epoch
+            t.deltas,
+            t.dense,
+            t.bytes,
+            t.last_epoch
         );
     }
     if pages.len() > 20 {
@@ -145,7 +148,6 @@ pub(crate) fn inspect(
     }
     Ok(())
 }
-
 
 /// `mmsb log verify`: the library's verdict on a directory (frames, checkpoints, whether the
 /// state can be rebuilt) or a segment file.

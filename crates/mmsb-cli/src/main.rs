@@ -135,7 +135,8 @@ fn parse_epoch(s: &str) -> Result<(u64, u64), String> {
     Ok((
         p.parse()
             .map_err(|_| format!("bad page id {}", out::quote(p)))?,
-        e.parse().map_err(|_| format!("bad epoch {}", out::quote(e)))?,
+        e.parse()
+            .map_err(|_| format!("bad epoch {}", out::quote(e)))?,
     ))
 }
 
@@ -223,7 +224,6 @@ fn main() -> ExitCode {
         }
     }
 }
-
 
 pub(crate) fn exists(path: &Path) -> Result<(), Fail> {
     if std::fs::symlink_metadata(path).is_ok() {

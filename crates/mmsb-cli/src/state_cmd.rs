@@ -62,7 +62,10 @@ fn create_nofollow(path: &Path, bytes: &[u8]) -> Result<(), Fail> {
 
 fn mkdir(dir: &Path) -> Result<(), Fail> {
     if std::fs::symlink_metadata(dir).is_ok_and(|m| !m.is_dir()) {
-        return Err(input_error(format!("{}: is not a directory", dir.display())));
+        return Err(input_error(format!(
+            "{}: is not a directory",
+            dir.display()
+        )));
     }
     std::fs::create_dir_all(dir).map_err(|e| input_error(format!("{}: {e}", dir.display())))
 }
@@ -172,7 +175,11 @@ fn load_state(path: &Path) -> Result<(State, Value), Fail> {
 }
 
 fn ids(v: &[PageId]) -> String {
-    let mut s: Vec<String> = v.iter().take(PAGES_LISTED).map(|p| p.0.to_string()).collect();
+    let mut s: Vec<String> = v
+        .iter()
+        .take(PAGES_LISTED)
+        .map(|p| p.0.to_string())
+        .collect();
     if v.len() > PAGES_LISTED {
         s.push(format!("... {} more", v.len() - PAGES_LISTED));
     }
@@ -197,16 +204,27 @@ pub(crate) fn diff(a: &Path, b: &Path, json: bool) -> Result<(), Fail> {
             }))?;
         } else {
             if !shape.only_in_a.is_empty() {
-                outln!("pages only in a ({}): {}", shape.only_in_a.len(), ids(&shape.only_in_a));
+                outln!(
+                    "pages only in a ({}): {}",
+                    shape.only_in_a.len(),
+                    ids(&shape.only_in_a)
+                );
             }
             if !shape.only_in_b.is_empty() {
-                outln!("pages only in b ({}): {}", shape.only_in_b.len(), ids(&shape.only_in_b));
+                outln!(
+                    "pages only in b ({}): {}",
+                    shape.only_in_b.len(),
+                    ids(&shape.only_in_b)
+                );
             }
             for (p, x, y) in shape.resized.iter().take(PAGES_LISTED) {
                 outln!("{p}: {x} bytes in a, {y} bytes in b");
             }
             if shape.resized.len() > PAGES_LISTED {
-                outln!("... {} more pages differ in size", shape.resized.len() - PAGES_LISTED);
+                outln!(
+                    "... {} more pages differ in size",
+                    shape.resized.len() - PAGES_LISTED
+                );
             }
         }
         return Err(Fail {

@@ -95,7 +95,11 @@ fn interrupted() -> Option<Fail> {
         return None;
     }
     let sig = SIGNAL.load(Ordering::Relaxed);
-    let name = if sig == libc::SIGTERM { "SIGTERM" } else { "SIGINT" };
+    let name = if sig == libc::SIGTERM {
+        "SIGTERM"
+    } else {
+        "SIGINT"
+    };
     Some(Fail {
         code: u8::try_from(128 + sig).unwrap_or(130),
         msg: format!("interrupted by {name}; the temporary log directory was removed"),
@@ -125,7 +129,10 @@ pub(crate) fn run(a: &TraceArgs) -> Result<(), Fail> {
     if let Some(log) = &a.log
         && std::fs::symlink_metadata(log).is_ok_and(|m| !m.is_dir())
     {
-        return Err(input_error(format!("{}: is not a directory", log.display())));
+        return Err(input_error(format!(
+            "{}: is not a directory",
+            log.display()
+        )));
     }
     let out_tmp = a.out.as_deref().map(open_out).transpose()?;
     let t = match &a.file {
@@ -204,7 +211,9 @@ pub(crate) fn run(a: &TraceArgs) -> Result<(), Fail> {
     } else {
         outln!(
             "trace {}: {} transactions, {} patches",
-            report.trace, report.txns, report.patches
+            report.trace,
+            report.txns,
+            report.patches
         );
         outln!(
             "  applied in {:.3} s ({} commits, {} user deltas, {} log bytes); checkpoints {:.3} s",
@@ -216,7 +225,10 @@ pub(crate) fn run(a: &TraceArgs) -> Result<(), Fail> {
         );
         outln!(
             "  document {} bytes, {} chars, {} words, {} lines",
-            report.doc_bytes, report.doc_chars, report.word_count, report.line_starts
+            report.doc_bytes,
+            report.doc_chars,
+            report.word_count,
+            report.line_starts
         );
         outln!(
             "  endContent: {}",
@@ -228,7 +240,8 @@ pub(crate) fn run(a: &TraceArgs) -> Result<(), Fail> {
             }
             outln!(
                 "  replay from empty {:.3} s, restore from checkpoint {:.3} s",
-                v.replay_seconds, v.restore_seconds
+                v.replay_seconds,
+                v.restore_seconds
             );
         }
     }

@@ -124,7 +124,11 @@ fn checkpoint_refuses_log_with_damaged_tail() {
     for cmd in [vec!["stats", s(&log)], vec!["diff", s(&log), s(&log)]] {
         let o = mmsb(&cmd);
         assert_eq!(o.status.code(), Some(2), "{cmd:?}: {}", stderr(&o));
-        assert!(stderr(&o).contains("damaged frame"), "{cmd:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("damaged frame"),
+            "{cmd:?}: {}",
+            stderr(&o)
+        );
     }
 }
 
@@ -144,14 +148,30 @@ fn checkpoint_reports_the_torn_tail_it_discards() {
         .unwrap();
     let st = mmsb(&["stats", s(&log), "--json"]);
     assert_eq!(st.status.code(), Some(0), "{}", stderr(&st));
-    assert!(stderr(&st).contains("ignored"), "stats is silent: {}", stderr(&st));
-    assert!(json(&st)["notes"]["ignored_tail"]["bytes"].as_u64().unwrap() > 0);
+    assert!(
+        stderr(&st).contains("ignored"),
+        "stats is silent: {}",
+        stderr(&st)
+    );
+    assert!(
+        json(&st)["notes"]["ignored_tail"]["bytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
     let out = mmsb(&["checkpoint", s(&log), "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stderr(&out).contains("discarded"), "silent cut: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("discarded"),
+        "silent cut: {}",
+        stderr(&out)
+    );
     let v = json(&out);
     let t = &v["recovery"]["discarded_tail"];
-    assert_eq!(t["frames"], 2, "the two delta frames of the batch whose COMMIT was cut: {v}");
+    assert_eq!(
+        t["frames"], 2,
+        "the two delta frames of the batch whose COMMIT was cut: {v}"
+    );
     assert!(t["bytes"].as_u64().unwrap() > 20);
 }
 
@@ -176,12 +196,19 @@ fn verify_fails_when_the_pruned_log_has_only_damaged_checkpoints() {
     assert_eq!(v.status.code(), Some(1), "{}", stderr(&v));
     let j = json(&v);
     assert_eq!(j["ok"], false);
-    assert!(j["unrecoverable"].as_str().unwrap().contains("pruned"), "{j}");
+    assert!(
+        j["unrecoverable"].as_str().unwrap().contains("pruned"),
+        "{j}"
+    );
     assert_eq!(j["checkpoints"][0]["ok"], false);
     // Readers say the same.
     let st = mmsb(&["stats", s(&log)]);
     assert_eq!(st.status.code(), Some(2));
-    assert!(stderr(&st).contains("state unrecoverable"), "{}", stderr(&st));
+    assert!(
+        stderr(&st).contains("state unrecoverable"),
+        "{}",
+        stderr(&st)
+    );
 }
 
 // Item 3 ------------------------------------------------------------------------------------
@@ -217,7 +244,10 @@ fn replay_refuses_a_live_log_as_out_and_foreign_checkpoints_are_never_used() {
     assert!(own.status.success(), "{}", stderr(&own));
     assert!(stderr(&own).contains("belongs to"), "{}", stderr(&own));
     let writer = json(&own);
-    assert_eq!(reader["last_lsn"], writer["lsn"], "reader and writer disagree");
+    assert_eq!(
+        reader["last_lsn"], writer["lsn"],
+        "reader and writer disagree"
+    );
     let d = mmsb(&["diff", s(&live), writer["path"].as_str().unwrap()]);
     assert_eq!(d.status.code(), Some(0), "{}", stderr(&d));
 }
@@ -279,7 +309,11 @@ fn commands_refuse_a_directory_that_is_not_a_log_and_change_nothing() {
         );
         assert_eq!(stderr(&o).lines().count(), 1);
     }
-    assert_eq!(snapshot(&etc), before, "a command wrote into a non-log directory");
+    assert_eq!(
+        snapshot(&etc),
+        before,
+        "a command wrote into a non-log directory"
+    );
     // An empty directory is not a log for `checkpoint` either: it creates nothing.
     let empty = dir.path().join("empty");
     fs::create_dir(&empty).unwrap();
@@ -402,7 +436,10 @@ fn trace_with_checkpoint_every_keeps_only_the_newest_checkpoints() {
     let out = mmsb(&["trace", "--log", s(&log), "--checkpoint-every", "5"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let n = checkpoints(&log).len();
-    assert!(n <= 2, "{n} checkpoints kept (the newest and the mid-trace one at most)");
+    assert!(
+        n <= 2,
+        "{n} checkpoints kept (the newest and the mid-trace one at most)"
+    );
 }
 
 /// A gzip file of a few MB whose one insert decompresses to more than 1 GiB: built from one
@@ -414,7 +451,8 @@ fn gzip_bomb(path: &Path) {
     let mut c = Compress::new(Compression::best(), false);
     let mut deflate = |input: &[u8]| {
         let mut out = Vec::with_capacity(input.len() + 1024);
-        c.compress_vec(input, &mut out, FlushCompress::Full).unwrap();
+        c.compress_vec(input, &mut out, FlushCompress::Full)
+            .unwrap();
         out
     };
     let head = deflate(br#"{"startContent":"","endContent":"","txns":[{"patches":[[0,0,""#);
@@ -471,8 +509,15 @@ fn trace_with_an_unwritable_out_fails_before_the_run() {
         "/nonexistent-mmsb-dir/doc.txt",
     ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("cannot write here"), "{}", stderr(&out));
-    assert!(!log.exists(), "the run started although the output is unwritable");
+    assert!(
+        stderr(&out).contains("cannot write here"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !log.exists(),
+        "the run started although the output is unwritable"
+    );
     assert!(out.stdout.is_empty());
 }
 
@@ -481,7 +526,14 @@ fn errors_are_one_bounded_line_without_a_doubled_prefix() {
     let dir = tempfile::tempdir().unwrap();
     let huge = "7".repeat(100_000);
     let epoch = format!("x{huge}");
-    let o = mmsb(&["replay", s(dir.path()), "--to-epoch", &epoch, "--out", "/tmp/x"]);
+    let o = mmsb(&[
+        "replay",
+        s(dir.path()),
+        "--to-epoch",
+        &epoch,
+        "--out",
+        "/tmp/x",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
     assert_eq!(e.lines().count(), 1, "{}", &e[..200.min(e.len())]);
@@ -489,7 +541,11 @@ fn errors_are_one_bounded_line_without_a_doubled_prefix() {
     // A bus error inside `trace`: its log directory cannot be created.
     let o = mmsb(&["trace", "--log", "/proc/self/mmsb-log"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).starts_with("mmsb: /proc/self/mmsb-log"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("mmsb: /proc/self/mmsb-log"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!stderr(&o).contains("mmsb: mmsb:"), "{}", stderr(&o));
     let cp = mmsb(&["checkpoint", s(&dir.path().join("missing"))]);
     assert!(!stderr(&cp).contains("mmsb: mmsb:"), "{}", stderr(&cp));

@@ -192,7 +192,13 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (String, u64, i64, i64, u64)> {
             };
             m.insert(
                 p,
-                (kind.to_string(), md.len(), md.mtime(), md.mtime_nsec(), hash),
+                (
+                    kind.to_string(),
+                    md.len(),
+                    md.mtime(),
+                    md.mtime_nsec(),
+                    hash,
+                ),
             );
         }
     }

@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 use petgraph::acyclic::TopologicalPosition;
 
 use crate::checkpoint::{self, CheckpointInfo};
-use crate::logdir::DirKind;
-use crate::restore;
 use crate::delta::{Body, Delta, Source};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind, Subscribers, SubscriptionId};
 use crate::frame::BodyRef;
 use crate::graph::{EdgeKind, Graph};
+use crate::logdir::DirKind;
 use crate::page::{Location, Lsn, MAX_PAGE_SIZE, Page, PageId};
+use crate::restore;
 use crate::state::{ReplayTarget, State};
 use crate::stats::{Stats, Timings, record};
 use crate::tlog::{DEFAULT_LOCK_TIMEOUT, Durability, LogConfig, RecoveryReport, TLog};

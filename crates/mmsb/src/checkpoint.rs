@@ -33,8 +33,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::frame::MAX_METADATA_KEY_LEN;
 use crate::logdir::LogId;
-use crate::tlog::segment::{open_regular, open_regular_with};
 use crate::page::{Location, Lsn, MAX_PAGE_SIZE, Page, PageId};
+use crate::tlog::segment::{open_regular, open_regular_with};
 use crate::tlog::sync_dir;
 
 /// The first 8 bytes of a checkpoint file.
@@ -206,10 +206,12 @@ fn write_file(
     next_page_id: u64,
     pages: &[&Page],
 ) -> io::Result<u64> {
-    let (f, _) = open_regular_with(path, OpenOptions::new().write(true).create_new(true))
-        .map_err(|e| match e {
-            Error::Io { source, .. } => source,
-            other => io::Error::other(other.to_string()),
+    let (f, _) =
+        open_regular_with(path, OpenOptions::new().write(true).create_new(true)).map_err(|e| {
+            match e {
+                Error::Io { source, .. } => source,
+                other => io::Error::other(other.to_string()),
+            }
         })?;
     let mut w = CrcWriter {
         inner: BufWriter::with_capacity(1 << 20, f),
@@ -404,9 +406,7 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
         .and_then(parse_file_name)
         && named != lsn
     {
-        return Err(r.corrupt(format!(
-            "its name says {named} but its header says {lsn}"
-        )));
+        return Err(r.corrupt(format!("its name says {named} but its header says {lsn}")));
     }
     let next_page_id = le(24);
     let count = le(32);

@@ -81,7 +81,11 @@ impl LogId {
         // Relaxed: only uniqueness within the process matters, no ordering with other memory.
         seed.extend_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
         let id = LogId(xxhash_rust::xxh3::xxh3_128(&seed).to_le_bytes());
-        if id == LogId::DETACHED { LogId([1; 16]) } else { id }
+        if id == LogId::DETACHED {
+            LogId([1; 16])
+        } else {
+            id
+        }
     }
 }
 
@@ -278,8 +282,7 @@ pub fn read_identity(dir: &Path) -> Result<LogIdentity> {
         });
     }
     let flags = u16_at(FLAGS_OFFSET);
-    if flags & !FLAG_ADOPTED != 0 || u32_at(RESERVED_OFFSET) != 0 || u32_at(RESERVED2_OFFSET) != 0
-    {
+    if flags & !FLAG_ADOPTED != 0 || u32_at(RESERVED_OFFSET) != 0 || u32_at(RESERVED2_OFFSET) != 0 {
         return Err(corrupt("unknown flags or reserved bytes not zero".into()));
     }
     let mut id = [0u8; 16];

@@ -90,7 +90,9 @@ pub(crate) fn choose_base(dir: &Path, kind: &DirKind, at_most: Option<Lsn>) -> R
                 DirKind::Log(ident) => ident.id.to_string(),
                 _ => "a log without a log id".to_string(),
             };
-            let found = c.log_id.map_or("a log of format version 1".into(), |id| id.to_string());
+            let found = c
+                .log_id
+                .map_or("a log of format version 1".into(), |id| id.to_string());
             skipped.push((
                 path.clone(),
                 Error::ForeignCheckpoint {
@@ -260,7 +262,8 @@ pub fn verify_dir(path: &Path) -> Result<DirVerifyReport> {
             Err(e) => Some(e.to_string()),
             Ok(c) if !kind.owns(c.log_id) => Some(format!(
                 "belongs to {}, not to this log",
-                c.log_id.map_or("a log of format version 1".into(), |id| id.to_string())
+                c.log_id
+                    .map_or("a log of format version 1".into(), |id| id.to_string())
             )),
             Ok(c) if c.lsn.0 > end => Some(format!(
                 "covers {} but the log ends at LSN {end}: committed frames it covers are missing",

@@ -370,7 +370,9 @@ pub fn page_set_diff(a: &State, b: &State) -> PageSetDiff {
         let pa = a.pages.get(i).and_then(Option::as_ref);
         let pb = b.pages.get(i).and_then(Option::as_ref);
         match (pa, pb) {
-            (Some(x), Some(y)) if x.size() != y.size() => d.resized.push((x.id, x.size(), y.size())),
+            (Some(x), Some(y)) if x.size() != y.size() => {
+                d.resized.push((x.id, x.size(), y.size()))
+            }
             (Some(x), None) => d.only_in_a.push(x.id),
             (None, Some(y)) => d.only_in_b.push(y.id),
             _ => {}

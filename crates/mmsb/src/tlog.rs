@@ -274,12 +274,12 @@ mod recover;
 pub(crate) mod segment;
 mod verify;
 
+use crate::logdir::{self, DirKind, LogIdentity};
 pub use read::{FrameAt, Frames, LogReader};
-pub use segment::{list_segments, parse_segment_file_name, segment_file_name};
-pub use verify::{Problem, SegmentSummary, VerifyReport, verify};
 use recover::recover;
 use segment::{HeaderErr, SegReader, Step, check_header, encode_header, open_regular_with};
-use crate::logdir::{self, DirKind, LogIdentity};
+pub use segment::{list_segments, parse_segment_file_name, segment_file_name};
+pub use verify::{Problem, SegmentSummary, VerifyReport, verify};
 
 // ---------------------------------------------------------------------------------------------
 // The writer
@@ -476,9 +476,7 @@ impl TLog {
         let mut stats = LogStats::default();
         let mut segments = rec.segments;
         let (file, seg_len) = match segments.last() {
-            Some((_, path)) => {
-                open_regular_with(path, OpenOptions::new().append(true))?
-            }
+            Some((_, path)) => open_regular_with(path, OpenOptions::new().append(true))?,
             None => {
                 let first = Lsn(rec.next_lsn);
                 let (f, path) = create_segment(&dir, first, durable)?;
@@ -967,4 +965,3 @@ fn create_segment(dir: &Path, first: Lsn, durable: bool) -> Result<(File, PathBu
     }
     Ok((f, path))
 }
-

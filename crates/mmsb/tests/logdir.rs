@@ -34,11 +34,17 @@ fn restore_and_start_agree_when_a_foreign_checkpoint_is_planted() {
     fs::copy(&foreign.path, live.join(foreign.path.file_name().unwrap())).unwrap();
     let (s, rep) = State::restore_reporting(&live).unwrap();
     assert_eq!(s.last_lsn(), end);
-    assert!(matches!(rep.skipped[0].1, Error::ForeignCheckpoint { .. }), "{rep:?}");
+    assert!(
+        matches!(rep.skipped[0].1, Error::ForeignCheckpoint { .. }),
+        "{rep:?}"
+    );
     let (m, start) = Mmsb::start_reporting(Config::new(&live)).unwrap();
     assert_eq!(m.state().last_lsn(), end, "the writer and readers disagree");
     assert_eq!(start.checkpoint_lsn, None);
-    assert!(matches!(start.skipped_checkpoints[0].1, Error::ForeignCheckpoint { .. }));
+    assert!(matches!(
+        start.skipped_checkpoints[0].1,
+        Error::ForeignCheckpoint { .. }
+    ));
 }
 
 #[test]
@@ -75,7 +81,11 @@ fn open_refuses_a_directory_that_holds_something_else_and_creates_nothing() {
         Mmsb::start(Config::new(&dir)),
         Err(Error::NotALog { .. })
     ));
-    assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "something was created");
+    assert_eq!(
+        fs::read_dir(&dir).unwrap().count(),
+        1,
+        "something was created"
+    );
     let empty = root.path().join("empty");
     fs::create_dir(&empty).unwrap();
     let mut c = Config::new(&empty);
@@ -107,7 +117,10 @@ fn a_log_from_before_log_ids_is_adopted_with_its_version_1_checkpoints() {
     fs::remove_file(dir.join(logdir::LOG_ID_FILE)).unwrap();
     assert_eq!(logdir::probe(&dir).unwrap(), logdir::DirKind::Legacy);
     let (s, rep) = State::restore_reporting(&dir).unwrap();
-    assert_eq!((s.last_lsn(), rep.checkpoint.map(|c| c.0)), (end, Some(end)));
+    assert_eq!(
+        (s.last_lsn(), rep.checkpoint.map(|c| c.0)),
+        (end, Some(end))
+    );
     let (m, start) = Mmsb::start_reporting(Config::new(&dir)).unwrap();
     assert_eq!(start.checkpoint_lsn, Some(end));
     drop(m);
@@ -120,5 +133,8 @@ fn a_log_from_before_log_ids_is_adopted_with_its_version_1_checkpoints() {
     make(&fresh, 8);
     fs::copy(&info.path, fresh.join(info.path.file_name().unwrap())).unwrap();
     let (_, rep) = State::restore_reporting(&fresh).unwrap();
-    assert!(matches!(rep.skipped[0].1, Error::ForeignCheckpoint { .. }), "{rep:?}");
+    assert!(
+        matches!(rep.skipped[0].1, Error::ForeignCheckpoint { .. }),
+        "{rep:?}"
+    );
 }

@@ -502,10 +502,7 @@ pub fn parse_bytes(path: &Path, raw: &[u8]) -> Result<Trace, TraceError> {
         if raw.len() as u64 > MAX_TRACE_JSON_BYTES {
             return Err(TraceError::TooLarge {
                 path: path.into(),
-                what: format!(
-                    "{} bytes of JSON (limit {MAX_TRACE_JSON_BYTES})",
-                    raw.len()
-                ),
+                what: format!("{} bytes of JSON (limit {MAX_TRACE_JSON_BYTES})", raw.len()),
             });
         }
         raw

@@ -382,7 +382,9 @@ pub fn run_trace(trace: &Trace, opts: &RunOptions) -> Result<RunReport, RunError
             };
             if opts.prune_checkpoints {
                 // Keep the new one and the mid-trace one (verify reads it); delete the others.
-                let mid_path = mid_checkpoint.as_ref().map(|m: &CheckpointRecord| m.path.clone());
+                let mid_path = mid_checkpoint
+                    .as_ref()
+                    .map(|m: &CheckpointRecord| m.path.clone());
                 for old in &mut checkpoints {
                     if !old.removed && old.path != rec.path && Some(&old.path) != mid_path.as_ref()
                     {

@@ -416,4 +416,3 @@ impl Iterator for Frames<'_> {
         }
     }
 }
-

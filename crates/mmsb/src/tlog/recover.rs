@@ -185,4 +185,3 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered> {
         last_ts,
     })
 }
-

@@ -182,7 +182,11 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
                         expected = lsn.0;
                     }
                     None => {
-                        let damage = if is_last { r.tail_damage(offset)? } else { None };
+                        let damage = if is_last {
+                            r.tail_damage(offset)?
+                        } else {
+                            None
+                        };
                         let torn = is_last && damage.is_none();
                         let reason = match damage {
                             Some(why) => format!("{reason}; {why}"),
@@ -214,4 +218,3 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
     }
     Ok(rep)
 }
-
