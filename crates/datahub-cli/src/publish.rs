@@ -255,7 +255,11 @@ fn check_signal(name: &str) -> Result {
         0 => Ok(()),
         sig => Err(Fail::usage(format!(
             "interrupted by {}: block {name:?} removed, the stream was not finished",
-            if sig == libc::SIGINT { "SIGINT" } else { "SIGTERM" }
+            if sig == libc::SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            }
         ))),
     }
 }

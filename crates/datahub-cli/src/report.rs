@@ -106,7 +106,11 @@ pub fn list(rows: &[ListEntry]) -> String {
             continue;
         }
         if let Some(what) = &r.skipped {
-            let _ = writeln!(s, "{:w$}  skipped: {what}, not a block (not opened)", r.name);
+            let _ = writeln!(
+                s,
+                "{:w$}  skipped: {what}, not a block (not opened)",
+                r.name
+            );
             continue;
         }
         let consumers = match (r.consumers, r.consumers_alive) {

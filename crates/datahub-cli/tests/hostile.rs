@@ -136,11 +136,21 @@ fn pub_of_a_block_larger_than_free_shm_space_is_a_one_line_error_not_sigbus() {
     assert!(line.contains("needs"), "{line}");
     let _ = sub.finish(DEADLINE);
     let left: Vec<_> = std::fs::read_dir(&shm).unwrap().collect();
-    assert!(left.is_empty(), "the half-created block was removed: {left:?}");
+    assert!(
+        left.is_empty(),
+        "the half-created block was removed: {left:?}"
+    );
 }
 
 /// Spawns `datahub ARGS` with standard input a pipe this test keeps writing to.
-fn spawn_piped(args: &[&str]) -> (std::process::Child, std::process::ChildStdin, PathBuf, tempfile::TempDir) {
+fn spawn_piped(
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::process::ChildStdin,
+    PathBuf,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().unwrap();
     let err = dir.path().join("stderr");
     let mut child = datahub()
@@ -161,8 +171,16 @@ fn truncating_a_block_under_pub_and_sub_ends_both_with_a_message_not_sigbus() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     // pub reads standard input, so the stream pauses whenever this test stops writing.
-    let (mut publisher, mut input, pub_err, _pd) =
-        spawn_piped(&["pub", name, "--slot-size", "4096", "--slots", "4", "--wait", "30"]);
+    let (mut publisher, mut input, pub_err, _pd) = spawn_piped(&[
+        "pub",
+        name,
+        "--slot-size",
+        "4096",
+        "--slots",
+        "4",
+        "--wait",
+        "30",
+    ]);
     let sub = Proc::spawn(&["sub", name, "--out", out.to_str().unwrap()]);
     wait_for_block(name);
     input.write_all(&noise(1 << 20, 3)).unwrap();
@@ -193,7 +211,10 @@ fn truncating_a_block_under_pub_and_sub_ends_both_with_a_message_not_sigbus() {
     );
     assert_eq!(status.code(), Some(2), "pub: {stderr}");
     assert!(stderr.contains("was truncated to 4096 bytes"), "{stderr}");
-    assert!(!shm_path(name).exists(), "pub removed its block on the way out");
+    assert!(
+        !shm_path(name).exists(),
+        "pub removed its block on the way out"
+    );
 }
 
 #[test]
@@ -203,7 +224,9 @@ fn inspect_of_a_truncated_block_says_truncated() {
         let name = block.name();
         let mut p = Producer::create(
             name,
-            Config::new(Policy::Latest).slot_count(4).unlink_on_drop(false),
+            Config::new(Policy::Latest)
+                .slot_count(4)
+                .unlink_on_drop(false),
         )
         .unwrap();
         p.send(b"hello", T).unwrap();
@@ -218,7 +241,10 @@ fn inspect_of_a_truncated_block_says_truncated() {
             let d = run(&[cmd, name]).expect(2, cmd);
             let line = d.one_line_error();
             assert!(line.contains("truncated"), "{cmd} of {len} bytes: {line}");
-            assert!(!line.contains("never published"), "{cmd} of {len} bytes: {line}");
+            assert!(
+                !line.contains("never published"),
+                "{cmd} of {len} bytes: {line}"
+            );
         }
     }
 }
@@ -230,7 +256,9 @@ fn list_and_inspect_do_not_hang_on_a_fifo_at_a_block_name() {
     mkfifo(&path);
     let _fifo = Planted(path);
     // `finish` kills the process and fails the test if it hangs.
-    let d = Proc::spawn(&["list"]).finish(Duration::from_secs(20)).expect(0, "list");
+    let d = Proc::spawn(&["list"])
+        .finish(Duration::from_secs(20))
+        .expect(0, "list");
     let row = d
         .text()
         .lines()
@@ -265,7 +293,9 @@ fn commands_refuse_a_symbolic_link_at_a_block_name_and_write_nothing() {
     let real = Block::new("link-src");
     let mut p = Producer::create(
         real.name(),
-        Config::new(Policy::Latest).slot_count(4).unlink_on_drop(false),
+        Config::new(Policy::Latest)
+            .slot_count(4)
+            .unlink_on_drop(false),
     )
     .unwrap();
     for i in 0..3u8 {
@@ -296,7 +326,11 @@ fn commands_refuse_a_symbolic_link_at_a_block_name_and_write_nothing() {
         let line = d.one_line_error();
         assert!(line.contains("is a symbolic link"), "{args:?}: {line}");
     }
-    assert_eq!(blake2b(&std::fs::read(&file).unwrap()), before, "FILE unchanged");
+    assert_eq!(
+        blake2b(&std::fs::read(&file).unwrap()),
+        before,
+        "FILE unchanged"
+    );
     assert_eq!(
         blake2b(&std::fs::read("/etc/passwd").unwrap_or_default()),
         passwd
@@ -345,8 +379,7 @@ fn sub_resume_journal_and_partial_file_cannot_write_outside_the_output_directory
     std::fs::create_dir(&out).unwrap();
     let victim = dir.path().join("victim");
     std::fs::write(&victim, b"precious").unwrap();
-    std::os::unix::fs::symlink(&victim, out.join(format!(".datahub-partial.{name}.data")))
-        .unwrap();
+    std::os::unix::fs::symlink(&victim, out.join(format!(".datahub-partial.{name}.data"))).unwrap();
     let sub = Proc::spawn(&["sub", name, "--out", out.to_str().unwrap()]);
     let mut p = frame_producer(name);
     send_start(&mut p, 9, "f.txt", 4);
@@ -354,7 +387,11 @@ fn sub_resume_journal_and_partial_file_cannot_write_outside_the_output_directory
     send_end(&mut p, 9, b"data");
     p.close();
     sub.finish(DEADLINE).expect(0, "sub with a planted link");
-    assert_eq!(std::fs::read(&victim).unwrap(), b"precious", "link not followed");
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"precious",
+        "link not followed"
+    );
     let got = out.join("f.txt");
     assert!(!got.is_symlink());
     assert_eq!(std::fs::read(&got).unwrap(), b"data");
@@ -394,7 +431,10 @@ fn concurrent_pubs_of_one_stale_name_leave_exactly_one_streaming() {
         }
         // The block the name refers to is the winner's: the consumer got its whole file.
         let s = sub.finish(DEADLINE).expect(0, "sub").json();
-        assert_eq!(s["files"][0]["blake2b"], winners[0].json()["files"][0]["blake2b"]);
+        assert_eq!(
+            s["files"][0]["blake2b"],
+            winners[0].json()["files"][0]["blake2b"]
+        );
         assert_eq!(std::fs::read(out.join("payload.bin")).unwrap(), data);
     }
 }
@@ -418,7 +458,10 @@ fn sub_exits_on_a_corrupt_slot_state_word_after_its_producer_is_gone() {
         .finish(Duration::from_secs(30))
         .expect(2, "sub");
     let line = d.one_line_error();
-    assert!(line.contains("slot 1 has an invalid state word 7"), "{line}");
+    assert!(
+        line.contains("slot 1 has an invalid state word 7"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -438,7 +481,12 @@ fn sigterm_on_pub_removes_its_block_and_a_dead_consumer_is_noticed_at_once() {
         "--wait",
         "120",
     ]);
-    let sub = Proc::spawn(&["sub", name, "--out", dir.path().join("out").to_str().unwrap()]);
+    let sub = Proc::spawn(&[
+        "sub",
+        name,
+        "--out",
+        dir.path().join("out").to_str().unwrap(),
+    ]);
     wait_for_block(name);
     let a = Inspector::open(name).unwrap();
     wait_until("the stream to move", || a.metrics().slots_read >= 50);
@@ -474,7 +522,8 @@ fn remove_deletes_a_dead_producers_block_and_refuses_a_live_one() {
     assert!(r.stderr.contains("`datahub remove"), "{}", r.stderr);
     let d = run(&["remove", name]).expect(0, "remove");
     assert!(
-        d.text().contains(&format!("its producer pid {pid} is gone")),
+        d.text()
+            .contains(&format!("its producer pid {pid} is gone")),
         "{}",
         d.text()
     );
@@ -485,8 +534,10 @@ fn remove_deletes_a_dead_producers_block_and_refuses_a_live_one() {
     wait_for_block(name);
     let d = run(&["remove", name]).expect(1, "remove of a live block");
     assert!(
-        d.one_line_error()
-            .contains(&format!("refused: block {name:?} is owned by live producer pid {}", live.pid())),
+        d.one_line_error().contains(&format!(
+            "refused: block {name:?} is owned by live producer pid {}",
+            live.pid()
+        )),
         "{}",
         d.stderr
     );
@@ -532,7 +583,11 @@ fn read_only_commands_work_on_a_block_the_caller_may_only_read() {
             .to_string()
     };
     assert!(!row(name).contains("error"), "{}", row(name));
-    assert!(row(hidden.name()).contains("cannot open"), "{}", row(hidden.name()));
+    assert!(
+        row(hidden.name()).contains("cannot open"),
+        "{}",
+        row(hidden.name())
+    );
     // Recovery still needs write access.
     as_reader(&["recover", name]).expect(2, "recover without write access");
 }
@@ -543,8 +598,15 @@ fn messages_are_one_line_bounded_and_say_what_is_wrong() {
     let file = write_file(dir.path(), "plain", b"x");
     let mut lines = Vec::new();
     // A file given as the output directory.
-    let d = run(&["sub", "nothing-here", "--out", file.to_str().unwrap(), "--wait", "0"])
-        .expect(2, "--out FILE");
+    let d = run(&[
+        "sub",
+        "nothing-here",
+        "--out",
+        file.to_str().unwrap(),
+        "--wait",
+        "0",
+    ])
+    .expect(2, "--out FILE");
     let line = d.one_line_error().to_owned();
     assert!(line.contains("exists and is not a directory"), "{line}");
     assert!(!line.contains("File exists"), "{line}");
@@ -558,11 +620,20 @@ fn messages_are_one_line_bounded_and_say_what_is_wrong() {
     // A file name from the wire (a slot long) is quoted cut short.
     let block = Block::new("longname");
     let mut p = frame_producer(block.name());
-    let sub = Proc::spawn(&["sub", block.name(), "--out", dir.path().join("o").to_str().unwrap()]);
+    let sub = Proc::spawn(&[
+        "sub",
+        block.name(),
+        "--out",
+        dir.path().join("o").to_str().unwrap(),
+    ]);
     send_start(&mut p, 3, &"w".repeat(900), 1);
     p.close();
     let d = sub.finish(DEADLINE).expect(2, "sub of a long file name");
-    assert!(d.one_line_error().contains("longer than 255 bytes"), "{}", d.stderr);
+    assert!(
+        d.one_line_error().contains("longer than 255 bytes"),
+        "{}",
+        d.stderr
+    );
     lines.push(d.one_line_error().to_owned());
     drop(p);
     for l in &lines {

@@ -44,9 +44,11 @@ fn real_images() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for (policy, slots) in [(Policy::Latest, 4), (Policy::Sequential, 8)] {
         let b = Block::new("fuzz-src");
-        let mut p =
-            Producer::create(b.name(), Config::new(policy).slot_count(slots).slot_size(256))
-                .unwrap();
+        let mut p = Producer::create(
+            b.name(),
+            Config::new(policy).slot_count(slots).slot_size(256),
+        )
+        .unwrap();
         let c = Consumer::attach(b.name(), Expectations::new()).unwrap();
         for i in 0..5u8 {
             p.send(&[i; 40], Duration::from_secs(5)).unwrap();
@@ -139,7 +141,12 @@ fn check(shm: &Path, args: &[&str]) {
     cmd.env(datahub::SHM_DIR_ENV, shm).args(args);
     // `finish` kills the process and fails the test after 20 s.
     let d = Proc::spawn_cmd(&mut cmd, None).finish(Duration::from_secs(20));
-    assert_eq!(killed_by(&d), None, "{args:?} died of a signal: {}", d.stderr);
+    assert_eq!(
+        killed_by(&d),
+        None,
+        "{args:?} died of a signal: {}",
+        d.stderr
+    );
     assert!(
         matches!(d.code(), Some(0..=2)),
         "{args:?}: exit {:?}: {}",
@@ -147,7 +154,11 @@ fn check(shm: &Path, args: &[&str]) {
         d.stderr
     );
     assert!(!d.stderr.contains("panicked"), "{args:?}: {}", d.stderr);
-    assert!(d.stderr.lines().count() <= 1, "{args:?}: one line: {}", d.stderr);
+    assert!(
+        d.stderr.lines().count() <= 1,
+        "{args:?}: one line: {}",
+        d.stderr
+    );
 }
 
 #[test]

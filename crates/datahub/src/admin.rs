@@ -10,10 +10,10 @@
 use std::time::Duration;
 
 use crate::block::Block;
-use crate::segment::Access;
 use crate::layout::{ChecksumPolicy, FLAG_KEYED, MAX_CONSUMERS, NO_SEQ, Regions, reg, state};
 use crate::metrics::Metrics;
 use crate::proc::{self, Liveness};
+use crate::segment::Access;
 use crate::sync::Ordering::{Acquire, Relaxed, SeqCst};
 use crate::{Error, checksum};
 
@@ -530,7 +530,6 @@ impl Inspector {
             )
         })
     }
-
 }
 
 impl Admin {

@@ -95,7 +95,11 @@ impl Block {
     /// Opens an existing block (`access` decides the mapping's protection). A block whose
     /// magic is still 0 (being created) or whose size is still 0 is waited for until
     /// `ready_timeout`; then [`Error::NotReady`].
-    pub(crate) fn open(name: &str, ready_timeout: Duration, access: Access) -> Result<Block, Error> {
+    pub(crate) fn open(
+        name: &str,
+        ready_timeout: Duration,
+        access: Access,
+    ) -> Result<Block, Error> {
         let deadline = Instant::now() + ready_timeout;
         loop {
             let seg = segment::open(name, access)?;

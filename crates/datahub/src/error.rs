@@ -384,10 +384,12 @@ fn truncated(name: &str, expected: u64, found: u64) -> String {
 }
 
 /// Longest piece of outside data (a name from disk or the command line) quoted in a message.
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) const CLIP: usize = 64;
 
 /// `s` cut to at most [`CLIP`] characters, with `...` when cut: messages never quote unbounded
 /// data.
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn clip(s: &str) -> String {
     match s.char_indices().nth(CLIP) {
         Some((i, _)) => format!("{}...", &s[..i]),

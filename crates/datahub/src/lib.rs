@@ -155,15 +155,13 @@ pub use crate::error::{Error, WaitCause};
 #[cfg(not(loom))]
 pub use crate::{
     admin::{Action, Admin, BlockInfo, Diagnosis, Inspector, PeerInfo, SlotReport, Validation},
-    segment::{
-        Listed, MAX_NAME_LEN, SHM_DIR_ENV, list, list_all, remove, remove_dead, shm_dir,
-    },
     config::{Config, Expectations, Preset, Schema},
     consumer::{Consumer, ReadGuard, Slots},
     flex::{FlexZoneGuard, SharedSpinlock, SpinGuard},
     layout::{ChecksumPolicy, Policy},
     metrics::Metrics,
     producer::{Producer, Takeover, WriteGuard},
+    segment::{Listed, MAX_NAME_LEN, SHM_DIR_ENV, list, list_all, remove, remove_dead, shm_dir},
     typed::{TypedConsumer, TypedProducer},
 };
 

@@ -101,26 +101,49 @@ impl Producer {
             spin: config.spin,
             slice: config.heartbeat_timeout / 4,
         };
-        match Block::create(name, params, init, identity)? {
-            Created::New(block) => Ok((
-                Producer {
-                    block: *block,
-                    next_seq: 0,
-                    floor_cache: 0,
-                    plan,
-                    key: config.key,
-                    unlink_on_drop: config.unlink_on_drop,
-                    pid,
-                    ops: 0,
-                    closed: false,
-                },
-                None,
-            )),
-            Created::Exists => {
-                let block = Block::open(name, Duration::from_secs(1), Access::ReadWrite)?;
-                let (p, t) = Self::take_over(block, params, &config, plan)?;
-                Ok((p, Some(t)))
-            }
+        // A name that exists may vanish before it can be opened (a stale block removed by
+        // someone else): then creating it is worth another try.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let block = match Block::create(name, params, init, identity)? {
+                Created::New(block) => {
+                    return Ok((
+                        Producer {
+                            block: *block,
+                            next_seq: 0,
+                            floor_cache: 0,
+                            plan,
+                            key: config.key,
+                            unlink_on_drop: config.unlink_on_drop,
+                            pid,
+                            ops: 0,
+                            closed: false,
+                        },
+                        None,
+                    ));
+                }
+                Created::Exists => {
+                    match Block::open(name, Duration::from_secs(1), Access::ReadWrite) {
+                        Ok(b) => b,
+                        Err(Error::NotFound { .. }) if attempts < 3 => continue,
+                        Err(e @ Error::NotReady { .. }) => {
+                            // Not published yet: by a live creator that holds the producer lock
+                            // (Busy), or by one that died (NotReady says so).
+                            return Err(if segment_locked(name) {
+                                Error::Busy {
+                                    name: name.to_owned(),
+                                }
+                            } else {
+                                e
+                            });
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            let (p, t) = Self::take_over(block, params, &config, plan)?;
+            return Ok((p, Some(t)));
         }
     }
 
@@ -602,6 +625,13 @@ impl Producer {
     pub fn spinlock(&self, index: usize) -> Result<SharedSpinlock<'_>, Error> {
         SharedSpinlock::new(&self.block, index)
     }
+}
+
+/// Whether another process holds segment `name`'s producer lock (probing takes and drops it).
+fn segment_locked(name: &str) -> bool {
+    crate::segment::open(name, Access::ReadOnly)
+        .and_then(|seg| crate::segment::try_lock(name, &seg.file))
+        .is_ok_and(|got| !got)
 }
 
 /// Counts a timed-out write in `counter`, records it as the block's last error, returns it.

@@ -138,7 +138,10 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_
         if st < ACTIVE {
             continue;
         }
-        let (start, len) = (r.start.load(Ordering::Relaxed), r.len.load(Ordering::Relaxed));
+        let (start, len) = (
+            r.start.load(Ordering::Relaxed),
+            r.len.load(Ordering::Relaxed),
+        );
         if addr < start || addr - start >= len {
             continue;
         }
