@@ -4,7 +4,9 @@
 //! `--out DIR` each file is written to `DIR/.datahub-partial.<block>.data` and, once its length
 //! and BLAKE2b-256 digest match the FILE_END, renamed to `DIR/<base name>` (the unnamed
 //! standard-input stream is saved as `DIR/stdin`). Base names are checked by
-//! [`frame::check_name`], so nothing is written outside DIR.
+//! [`frame::check_name`], and every file in DIR is reached relative to one descriptor of DIR
+//! without following links, with the resume journal checked like a name from the wire
+//! ([`crate::outdir`]), so nothing is written outside DIR.
 //!
 //! # Resuming after a dead consumer
 //! Lossless blocks deliver the message a dead consumer was holding, and everything after it, to
