@@ -269,11 +269,8 @@ pub fn verify_dir(path: &Path) -> Result<DirVerifyReport> {
                 "covers {} but the log ends at LSN {end}: committed frames it covers are missing",
                 c.lsn
             )),
-            Ok(c) if first_seg.is_some_and(|f| c.lsn.next() < f) => {
-                // Sound, but older than the oldest segment: not needed, not usable.
-                let _ = c;
-                None
-            }
+            // Sound, but older than the oldest segment: not needed, and not usable.
+            Ok(c) if first_seg.is_some_and(|f| c.lsn.next() < f) => None,
             Ok(c) => {
                 rep.restore_from = Some(c.lsn);
                 None

@@ -439,7 +439,7 @@ impl TLog {
             DirKind::Missing | DirKind::Empty if !cfg.create => {
                 return Err(Error::NotALog {
                     dir,
-                    reason: "no log here, and creating one was not asked for".into(),
+                    reason: "it is empty or missing, and this opener does not create logs".into(),
                 });
             }
             DirKind::Missing => fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?,
