@@ -226,8 +226,12 @@ impl Mmsb {
     ///
     /// # Errors
     /// [`Error::Locked`] when another writer still has the directory after the lock timeout;
-    /// [`Error::CorruptFrame`] for a log corrupt in the middle (nothing is modified);
-    /// [`Error::ReplayMismatch`] when the log does not fit its checkpoint; I/O errors.
+    /// [`Error::CorruptFrame`] for a log corrupt in the middle and [`Error::DamagedTail`] for a
+    /// damaged last frame (nothing is modified in either case); [`Error::NotALog`] for a
+    /// directory that holds something else (or an empty one without [`field@Config::create`]);
+    /// [`Error::StateUnrecoverable`] when pruned segments are covered by no usable checkpoint
+    /// (the rule readers use too: [`crate::restore`]); [`Error::ReplayMismatch`] when the log
+    /// does not fit its checkpoint; I/O errors.
     pub fn start(config: Config) -> Result<Mmsb> {
         Ok(Mmsb::start_reporting(config)?.0)
     }

@@ -528,6 +528,10 @@ pub type Skipped = (PathBuf, Error);
 /// The newest checkpoint in `dir` that passes every check of [`read`], and the newer ones
 /// that did not (with why), newest first. `(None, ..)` when there is no valid checkpoint.
 ///
+/// This does not check that a checkpoint belongs to the directory's log, nor that the log
+/// still holds what follows it; restoring a log directory uses the rule of
+/// [`crate::restore`] instead ([`crate::State::restore`], [`crate::Mmsb::start`]).
+///
 /// # Errors
 /// [`Error::Io`] when the directory cannot be listed. Errors reading a single checkpoint
 /// (including I/O errors) are reported in the list, not returned.
