@@ -216,7 +216,7 @@ fn elapsed_ns(t: Instant) -> u64 {
 
 impl Mmsb {
     /// Opens (or creates) the log in `config.dir`, recovers it (a torn or uncommitted tail is
-    /// truncated and reported), and restores the state: the newest valid checkpoint plus the
+    /// truncated and reported), and restores the state: the newest usable checkpoint plus the
     /// committed log suffix. The dependency graph and recompute functions are code, not data:
     /// register them again after a restart.
     ///

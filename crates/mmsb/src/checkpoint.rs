@@ -2,7 +2,7 @@
 //!
 //! A checkpoint file `checkpoint-{lsn:020}.ckpt` holds the complete state after the frame with
 //! LSN `lsn`: every page (id, epoch, size, location, metadata, bytes, XXH3-64 of the bytes) and
-//! the next page id. Recovery loads the newest valid checkpoint and replays the log after its
+//! the next page id. Recovery loads the newest usable checkpoint and replays the log after its
 //! LSN, so checkpoints bound recovery time and let [`crate::tlog::TLog::prune_before`] delete
 //! old segments. The byte layout is in `docs/mmsb-format.md`; in short (little endian):
 //!

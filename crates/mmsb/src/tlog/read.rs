@@ -127,8 +127,11 @@ impl LogReader {
     /// invalid frame that no valid frame follows); [`LogReader::tail`] (or [`Frames::tail`])
     /// then describes what recovery would cut. It yields `Err` and ends for a corrupt frame that
     /// valid frames follow, any invalid frame in a segment other than the last, an LSN gap or
-    /// repeat ([`Error::CorruptFrame`]), a bad segment header ([`Error::BadMagic`],
-    /// [`Error::UnsupportedVersion`], [`Error::CorruptFrame`]) or an I/O error.
+    /// repeat ([`Error::CorruptFrame`]), an invalid end of the last segment that is damage
+    /// rather than a torn write ([`Error::DamagedTail`], the same rule as recovery), a bad
+    /// segment header ([`Error::BadMagic`], [`Error::UnsupportedVersion`],
+    /// [`Error::CorruptFrame`]), a segment that is not a regular file
+    /// ([`Error::NotRegularFile`]) or an I/O error.
     ///
     /// # Errors
     /// [`Error::Io`] when the directory cannot be listed (the segment list is taken now, so an
