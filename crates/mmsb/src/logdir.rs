@@ -21,8 +21,9 @@
 //! written before log ids existed ([`DirKind::Legacy`]: segment files with the segment magic but
 //! no `LOGID`; readable, and its writer adds a `LOGID` with the ADOPTED flag, under which
 //! checkpoints of format version 1, which carry no id, are still restored from), an empty or
-//! missing directory (where only a writer may create a new log), or not a log at all
-//! ([`crate::Error::NotALog`]).
+//! missing directory (where only a writer may create a new log), a creation that a crash
+//! interrupted ([`DirKind::Unfinished`]: only `LOCK`/`LOGID.tmp`; an empty log), or not a log
+//! at all ([`crate::Error::NotALog`]).
 
 use std::fmt;
 use std::fs::{self, OpenOptions};
@@ -133,8 +134,12 @@ impl LogIdentity {
 pub enum DirKind {
     /// The path does not exist.
     Missing,
-    /// An empty directory (nothing but a `LOCK` or a leftover `LOGID.tmp`).
+    /// An empty directory.
     Empty,
+    /// A directory that holds nothing but a `LOCK` and/or a `LOGID.tmp`: a writer began to
+    /// create a log here and died before writing `LOGID`. Readers see an empty log; the next
+    /// writer finishes creating it.
+    Unfinished,
     /// A log with a `LOGID` file.
     Log(LogIdentity),
     /// A log written before log ids: segment files with the segment magic, no `LOGID`.
@@ -155,7 +160,7 @@ impl DirKind {
         match self {
             DirKind::Log(ident) => ident.owns(ckpt),
             DirKind::Legacy => ckpt.is_none(),
-            DirKind::Missing | DirKind::Empty => false,
+            DirKind::Missing | DirKind::Empty | DirKind::Unfinished => false,
         }
     }
 }
@@ -182,12 +187,14 @@ pub fn probe(dir: &Path) -> Result<DirKind> {
     let mut segment_names = 0usize;
     let mut has_id = false;
     let mut magic_seen = false;
+    let mut begun = false;
     for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let name = entry.file_name();
         if name == LOG_ID_FILE {
             has_id = true;
         } else if name == LOCK_FILE || name == TMP_NAME {
+            begun = true;
         } else if parse_segment_file_name(&name).is_some() {
             segment_names += 1;
             if !magic_seen && let Ok((f, len)) = open_regular(&entry.path()) {
@@ -207,7 +214,11 @@ pub fn probe(dir: &Path) -> Result<DirKind> {
         return Ok(DirKind::Legacy);
     }
     if segment_names == 0 && other == 0 {
-        return Ok(DirKind::Empty);
+        return Ok(if begun {
+            DirKind::Unfinished
+        } else {
+            DirKind::Empty
+        });
     }
     Err(Error::NotALog {
         dir: dir.to_path_buf(),
@@ -221,7 +232,8 @@ pub fn probe(dir: &Path) -> Result<DirKind> {
     })
 }
 
-/// [`probe`], requiring a log (readers: an empty or missing directory is not a log).
+/// [`probe`], requiring a log (readers: an empty or missing directory is not a log; an
+/// unfinished one is an empty log).
 ///
 /// # Errors
 /// As [`probe`]; [`Error::NotALog`] also for an empty or missing directory.

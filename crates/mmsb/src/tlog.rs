@@ -464,6 +464,8 @@ impl TLog {
             DirKind::Log(ident) => ident,
             DirKind::Legacy => logdir::create_identity(&dir, true)?,
             DirKind::Empty if cfg.create => logdir::create_identity(&dir, false)?,
+            // A creation a crash interrupted: finish it.
+            DirKind::Unfinished => logdir::create_identity(&dir, false)?,
             DirKind::Empty | DirKind::Missing => {
                 return Err(Error::NotALog {
                     dir,
