@@ -22,6 +22,12 @@ impl Fail {
         Fail::new(USAGE, msg)
     }
 
+    /// Exit 128 + `signal` (the shell's convention for a program a signal stopped, as
+    /// `mmsb trace` does) with `msg`: the command caught SIGINT/SIGTERM and cleaned up.
+    pub fn interrupted(signal: i32, msg: impl Into<String>) -> Fail {
+        Fail::new(u8::try_from(128 + signal).unwrap_or(130), msg)
+    }
+
     /// Exit 1 with `msg`.
     pub fn check(msg: impl Into<String>) -> Fail {
         Fail::new(CHECK_FAILED, msg)

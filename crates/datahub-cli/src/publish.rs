@@ -14,7 +14,8 @@
 //!
 //! # Signals, dead consumers, stale blocks
 //! - SIGINT and SIGTERM set a flag that every wait checks at least every
-//!   [`SLICE`]: `pub` then sends ABORT("interrupted by ..."), removes its block and exits 2.
+//!   [`SLICE`]: `pub` then sends ABORT("interrupted by ..."), removes its block and exits 128 + the signal (130, 143), as a shell
+//!   reports a program the signal stopped.
 //!   (SIGKILL cannot be handled: the block stays, and `datahub remove NAME` deletes it once
 //!   its producer is dead.)
 //! - Waits run in slices of [`SLICE`] (with [`Producer::wait_writable`], which counts no
@@ -253,14 +254,17 @@ fn catch_signals() {
 fn check_signal(name: &str) -> Result {
     match SIGNALLED.load(Ordering::SeqCst) {
         0 => Ok(()),
-        sig => Err(Fail::usage(format!(
+        sig => Err(Fail::interrupted(
+            sig,
+            format!(
             "interrupted by {}: block {name:?} removed, the stream was not finished",
             if sig == libc::SIGINT {
                 "SIGINT"
             } else {
                 "SIGTERM"
             }
-        ))),
+            ),
+        )),
     }
 }
 

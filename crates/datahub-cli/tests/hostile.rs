@@ -500,7 +500,7 @@ fn sigterm_on_pub_removes_its_block_and_a_dead_consumer_is_noticed_at_once() {
     signal(publisher.pid(), libc::SIGTERM);
     let d = publisher.finish(DEADLINE);
     assert_eq!(killed_by(&d), None, "pub handled SIGTERM: {}", d.stderr);
-    let d = d.expect(2, "pub after SIGTERM");
+    let d = d.expect(128 + 15, "pub after SIGTERM (128 + SIGTERM)");
     let last = d.stderr.lines().last().unwrap();
     assert!(last.contains("interrupted by SIGTERM"), "{}", d.stderr);
     assert!(!shm_path(name).exists(), "the block was removed");
