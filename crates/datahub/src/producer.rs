@@ -317,25 +317,8 @@ impl Producer {
         let slot = blk.slot((seq % n) as usize);
         let lossless = blk.params().policy.is_lossless();
         let room = || !lossless || seq < blk.read_floor(None).saturating_add(n);
-        let rel = &blk.header().release;
         let started = Instant::now();
-        let r = wait_until(
-            &rel.release_word,
-            &rel.release_waiters,
-            timeout,
-            self.plan,
-            || (blk.truncated() || (room() && slot.reader_mask() == 0)).then_some(()),
-            || {
-                heartbeat(blk);
-                blk.reclaim_dead_consumers();
-            },
-        );
-        if r.is_none() {
-            // A wait shorter than a tick interval never ticked: look after peers now.
-            heartbeat(blk);
-            blk.reclaim_dead_consumers();
-        }
-        blk.check_intact(r.is_none())?;
+        let r = self.wait_tending(timeout, || room() && slot.reader_mask() == 0)?;
         r.ok_or_else(|| Error::Timeout {
             op: "wait_writable",
             cause: if room() {
@@ -568,15 +551,34 @@ impl Producer {
     /// [`Error::Timeout`] with cause `Drain`.
     pub fn wait_drained(&self, timeout: Duration) -> Result<(), Error> {
         let blk = &self.block;
-        let rel = &blk.header().release;
         let end = self.next_seq;
         let started = Instant::now();
+        let r = self.wait_tending(timeout, || blk.read_floor(None) >= end)?;
+        r.ok_or(Error::Timeout {
+            op: "wait_drained",
+            cause: WaitCause::Drain,
+            waited_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Waits on the release word up to `timeout` for `ready` (or a truncation), heartbeating
+    /// and retiring dead consumers meanwhile, as `write` does. `Ok(None)` on timeout.
+    ///
+    /// # Errors
+    /// [`Error::BlockTruncated`].
+    fn wait_tending(
+        &self,
+        timeout: Duration,
+        ready: impl Fn() -> bool,
+    ) -> Result<Option<()>, Error> {
+        let blk = &self.block;
+        let rel = &blk.header().release;
         let r = wait_until(
             &rel.release_word,
             &rel.release_waiters,
             timeout,
             self.plan,
-            || (blk.truncated() || blk.read_floor(None) >= end).then_some(()),
+            || (blk.truncated() || ready()).then_some(()),
             || {
                 heartbeat(blk);
                 blk.reclaim_dead_consumers();
@@ -588,11 +590,7 @@ impl Producer {
             blk.reclaim_dead_consumers();
         }
         blk.check_intact(r.is_none())?;
-        r.ok_or(Error::Timeout {
-            op: "wait_drained",
-            cause: WaitCause::Drain,
-            waited_ms: started.elapsed().as_millis() as u64,
-        })
+        Ok(r)
     }
 
     /// [`Error::BlockTruncated`] if the segment was truncated under this producer (the SIGBUS
