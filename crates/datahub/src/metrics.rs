@@ -59,16 +59,7 @@ impl Metrics {
     pub(crate) fn read(b: &Block) -> Metrics {
         let h = b.header();
         let m = &h.metrics;
-        let mut slots_read = m.reads_retired.load(Relaxed);
-        let mut bytes_read = m.bytes_read_retired.load(Relaxed);
-        let mut consumers = 0;
-        for e in &h.consumers {
-            if e.state.load(SeqCst) == reg::ACTIVE {
-                consumers += 1;
-                slots_read = slots_read.wrapping_add(e.reads.load(Relaxed));
-                bytes_read = bytes_read.wrapping_add(e.bytes_read.load(Relaxed));
-            }
-        }
+        let (slots_read, bytes_read, consumers) = read_totals(b);
         Metrics {
             slots_written: h.producer.slots_written.load(Relaxed),
             bytes_written: h.producer.bytes_written.load(Relaxed),
@@ -94,4 +85,50 @@ impl Metrics {
             consumers,
         }
     }
+}
+
+/// Reads in a row [`read_totals`] tries for a snapshot no retirement ran through.
+const TOTALS_ATTEMPTS: u32 = 1000;
+
+/// Messages and bytes read by all consumers (registered ones plus those that left) and the
+/// number registered.
+///
+/// A consumer that leaves moves its counters into the block's retired totals
+/// (`Block::retire_consumer`: ACTIVE → CLAIMING, fold, FREE). A sum taken while that runs
+/// could miss the consumer (its entry is no longer ACTIVE, its counts not yet folded) or count
+/// it twice (seen ACTIVE, then folded), so the sum is taken again while an entry is CLAIMING
+/// or the retired totals moved during it. After [`TOTALS_ATTEMPTS`] (an entry left CLAIMING
+/// by a process that died inside the registration lock) the last sum is returned.
+fn read_totals(b: &Block) -> (u64, u64, u32) {
+    let h = b.header();
+    let m = &h.metrics;
+    let mut last = (0, 0, 0);
+    for attempt in 0..TOTALS_ATTEMPTS {
+        let reads0 = m.reads_retired.load(SeqCst);
+        let bytes0 = m.bytes_read_retired.load(SeqCst);
+        let (mut reads, mut bytes, mut consumers, mut retiring) = (reads0, bytes0, 0, false);
+        for e in &h.consumers {
+            match e.state.load(SeqCst) {
+                reg::ACTIVE => {
+                    consumers += 1;
+                    reads = reads.wrapping_add(e.reads.load(SeqCst));
+                    bytes = bytes.wrapping_add(e.bytes_read.load(SeqCst));
+                }
+                reg::CLAIMING => retiring = true,
+                _ => {}
+            }
+        }
+        last = (reads, bytes, consumers);
+        let moved = m.reads_retired.load(SeqCst) != reads0
+            || m.bytes_read_retired.load(SeqCst) != bytes0;
+        if !retiring && !moved {
+            break;
+        }
+        if attempt % 16 == 15 {
+            std::thread::yield_now();
+        } else {
+            crate::sync::spin_hint();
+        }
+    }
+    last
 }

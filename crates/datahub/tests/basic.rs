@@ -666,3 +666,50 @@ fn spinlock_held_by_a_killed_process_is_reclaimed() {
     let _c = Consumer::attach(&n, Expectations::new()).unwrap();
     assert_eq!(p.metrics().consumers_reclaimed, 1);
 }
+
+/// `slots_read` counts consumers that left: a consumer leaving moves its count into the
+/// block's retired total, and a metrics read that ran through that move used to miss it (the
+/// entry no longer ACTIVE, the count not yet folded), so a producer's report could be short by
+/// one consumer's reads. Here consumers attach, read and leave over and over while another
+/// thread reads the metrics: the total may never go backwards.
+#[test]
+fn slots_read_never_goes_backwards_while_consumers_leave() {
+    use std::sync::atomic::AtomicBool;
+    let n = name("retire-metrics");
+    let mut p = Producer::create(&n, Config::new(Policy::Latest).slot_count(8)).unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let i = datahub::Inspector::open(&n).unwrap();
+            let (mut last, mut reads) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let now = i.metrics().slots_read;
+                assert!(now >= last, "slots_read went back from {last} to {now}");
+                last = now;
+                reads += 1;
+            }
+            reads
+        });
+        let leaver = s.spawn(|| {
+            for _ in 0..400 {
+                let mut c = Consumer::attach(&n, Expectations::new()).unwrap();
+                for _ in 0..4 {
+                    if let Ok(Some(r)) = c.try_read() {
+                        r.release().unwrap();
+                    }
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        while !stop.load(Ordering::Relaxed) {
+            p.with_write(T, |w| {
+                w[0] = 1;
+                Some(1)
+            })
+            .unwrap();
+        }
+        leaver.join().unwrap();
+        assert!(watcher.join().unwrap() > 0, "the watcher read the metrics");
+    });
+    assert!(p.metrics().slots_read > 0, "consumers read something");
+}
