@@ -499,6 +499,9 @@ impl Consumer {
         if valid {
             Ok(())
         } else {
+            // A truncation between the check above and `still_holds` (the handler's zero pages
+            // hold seq 0) is the truncation, not a recovery reset.
+            blk.check_intact(true)?;
             blk.header()
                 .metrics
                 .validation_failures
