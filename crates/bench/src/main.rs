@@ -1,4 +1,4 @@
-//! `bench`: allocator benchmarks for this workspace.
+//! `bench`: side-by-side benchmarks of this workspace's three systems against their peers.
 //!
 //! `bench slab [--quick] [--json] [--out PATH]` compares temporal-slab with glibc malloc (with
 //! its default trim threshold and without trimming), mimalloc and jemalloc on one workload:

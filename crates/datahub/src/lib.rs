@@ -6,18 +6,22 @@
 //! and a flexible zone; consumers in other processes attach to it by name and read slots in
 //! place. The byte layout is in `docs/datahub-format.md`.
 //!
-//! ```no_run
+//! ```
 //! use std::time::Duration;
 //! use datahub::{Config, Consumer, Expectations, Policy, Producer};
 //! # fn main() -> Result<(), datahub::Error> {
-//! let mut p = Producer::create("quotes", Config::new(Policy::Sequential).slot_size(256))?;
+//! # let quotes = &format!("doc-quotes-{}", std::process::id()); // unique per test run
+//! let mut p = Producer::create(quotes, Config::new(Policy::Sequential).slot_size(256))?;
 //! let mut w = p.write(Duration::from_secs(1))?;
 //! w[..5].copy_from_slice(b"hello");
 //! w.commit(5)?;
-//! // in another process:
-//! let mut c = Consumer::attach("quotes", Expectations::new())?;
+//! // usually in another process:
+//! let mut c = Consumer::attach(quotes, Expectations::new())?;
 //! let r = c.read(Duration::from_secs(1))?;
 //! assert_eq!((&r[..], r.seq()), (&b"hello"[..], 0));
+//! # drop(r);
+//! # drop((c, p)); // dropping the producer removed the block
+//! # assert!(matches!(datahub::remove(quotes), Err(datahub::Error::NotFound { .. })));
 //! # Ok(()) }
 //! ```
 //!

@@ -9,10 +9,12 @@
 //! [`Graph`]; **checkpoints** ([`checkpoint`]) bound recovery time; **replay** rebuilds any past
 //! state from the log, deterministically.
 //!
-//! ```no_run
+//! ```
 //! use mmsb::{Config, EdgeKind, Mmsb, passthrough};
-//! # fn main() -> mmsb::Result<()> {
-//! let mut bus = Mmsb::start(Config::new("/tmp/mmsb-example"))?;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?; // a fresh directory per run, removed at the end
+//! # let log_dir = dir.path().join("bus");
+//! let mut bus = Mmsb::start(Config::new(log_dir))?;
 //! let a = bus.create_page(1024)?;
 //! let b = bus.create_page(1024)?;
 //! bus.add_dependency(a, b, EdgeKind::Data)?;

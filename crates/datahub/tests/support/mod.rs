@@ -1,7 +1,8 @@
 //! Helpers shared by the multi-process tests: the test binary re-executes itself to run one
-//! "child" test function in a new process (`--exact NAME`), with its role and parameters in
-//! environment variables; children talk back through `@@`-prefixed stdout lines and take
-//! commands on stdin.
+//! "child" test function in a new process (`--exact --ignored NAME`), with its role and
+//! parameters in environment variables; children talk back through `@@`-prefixed stdout lines
+//! and take commands on stdin. Child functions are `#[ignore]`d, so a plain test run neither
+//! runs nor counts them.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -142,6 +143,7 @@ impl ChildProc {
         cmd.args([
             test_fn,
             "--exact",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
             "--quiet",
