@@ -41,14 +41,72 @@ use crate::tlog::sync_dir;
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"MMSBCKPT";
 /// The checkpoint format version this build reads and writes.
 pub const CHECKPOINT_VERSION: u16 = 2;
+
+// The checkpoint header and the fixed part of a page record, as in `docs/mmsb-format.md`
+// section 2 (all integers little endian). Each offset is the previous field's offset plus its
+// length; `write_file` and `read` both use these constants.
+//
+// header (56 bytes; 40 in version 1, which has no log_id)
+//      0    8 magic          "MMSBCKPT"
+//      8    2 version        2 (1 is still read)
+//     10    2 flags          0
+//     12    4 reserved       0
+//     16    8 lsn            the last frame whose effect is included; equals the LSN in the name
+//     24    8 next_page_id   the id the next created page gets
+//     32    8 page_count
+//     40   16 log_id         the log it was taken of; all zero: detached (belongs to no log)
+// page record, page_count times
+//      0    8 id
+//      8    8 epoch
+//     16    4 size           1 ..= 2^30
+//     20    1 location       0 = CPU
+//     21    3 reserved       0
+//     24    4 meta_count
+//     28    4 reserved       0
+//     32      meta_count x { key_len u16 | key (UTF-8) | value_len u32 | value }, keys ascending
+//      -      bytes [size]
+//      -    8 xxh3_64(bytes)
+// trailer
+//      0    4 crc            CRC32C of every byte before the trailer
+const MAGIC_OFFSET: usize = 0;
+const MAGIC_LEN: usize = CHECKPOINT_MAGIC.len();
+const VERSION_OFFSET: usize = MAGIC_OFFSET + MAGIC_LEN;
+const VERSION_LEN: usize = 2;
+/// `flags` and `reserved`, both zero.
+const FLAGS_OFFSET: usize = VERSION_OFFSET + VERSION_LEN;
+const FLAGS_RESERVED_LEN: usize = 2 + 4;
+const LSN_OFFSET: usize = FLAGS_OFFSET + FLAGS_RESERVED_LEN;
+const LSN_LEN: usize = 8;
+const NEXT_PAGE_ID_OFFSET: usize = LSN_OFFSET + LSN_LEN;
+const NEXT_PAGE_ID_LEN: usize = 8;
+const PAGE_COUNT_OFFSET: usize = NEXT_PAGE_ID_OFFSET + NEXT_PAGE_ID_LEN;
+const PAGE_COUNT_LEN: usize = 8;
 /// Length of the fixed header of version 1 (no log id).
-const HEADER_LEN_V1: usize = 40;
+const HEADER_LEN_V1: usize = PAGE_COUNT_OFFSET + PAGE_COUNT_LEN;
 /// Offset of the log id in a version-2 header.
 const LOG_ID_OFFSET: usize = HEADER_LEN_V1;
+const LOG_ID_LEN: usize = 16;
 /// Length of the fixed header.
-const HEADER_LEN: usize = LOG_ID_OFFSET + 16;
+const HEADER_LEN: usize = LOG_ID_OFFSET + LOG_ID_LEN;
+const _: () = assert!(HEADER_LEN_V1 == 40 && HEADER_LEN == 56);
+
+const PAGE_ID_OFFSET: usize = 0;
+const PAGE_ID_LEN: usize = 8;
+const PAGE_EPOCH_OFFSET: usize = PAGE_ID_OFFSET + PAGE_ID_LEN;
+const PAGE_EPOCH_LEN: usize = 8;
+const PAGE_SIZE_OFFSET: usize = PAGE_EPOCH_OFFSET + PAGE_EPOCH_LEN;
+const PAGE_SIZE_LEN: usize = 4;
+const PAGE_LOCATION_OFFSET: usize = PAGE_SIZE_OFFSET + PAGE_SIZE_LEN;
+const PAGE_LOCATION_LEN: usize = 1;
+const PAGE_RESERVED1_OFFSET: usize = PAGE_LOCATION_OFFSET + PAGE_LOCATION_LEN;
+const PAGE_RESERVED1_LEN: usize = 3;
+const PAGE_META_COUNT_OFFSET: usize = PAGE_RESERVED1_OFFSET + PAGE_RESERVED1_LEN;
+const PAGE_META_COUNT_LEN: usize = 4;
+const PAGE_RESERVED2_OFFSET: usize = PAGE_META_COUNT_OFFSET + PAGE_META_COUNT_LEN;
+const PAGE_RESERVED2_LEN: usize = 4;
 /// Fixed part of a page record (before metadata).
-const PAGE_FIXED: usize = 32;
+const PAGE_FIXED: usize = PAGE_RESERVED2_OFFSET + PAGE_RESERVED2_LEN;
+const _: () = assert!(PAGE_FIXED == 32);
 /// Suffix of temporary files.
 const TMP_SUFFIX: &str = ".ckpt.tmp";
 
@@ -219,21 +277,28 @@ fn write_file(
         bytes: 0,
     };
     let mut h = [0u8; HEADER_LEN];
-    h[0..8].copy_from_slice(&CHECKPOINT_MAGIC);
-    h[8..10].copy_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
-    h[16..24].copy_from_slice(&lsn.0.to_le_bytes());
-    h[24..32].copy_from_slice(&next_page_id.to_le_bytes());
-    h[32..40].copy_from_slice(&(pages.len() as u64).to_le_bytes());
-    h[LOG_ID_OFFSET..HEADER_LEN].copy_from_slice(&log_id.0);
+    h[MAGIC_OFFSET..MAGIC_OFFSET + MAGIC_LEN].copy_from_slice(&CHECKPOINT_MAGIC);
+    h[VERSION_OFFSET..VERSION_OFFSET + VERSION_LEN]
+        .copy_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+    h[LSN_OFFSET..LSN_OFFSET + LSN_LEN].copy_from_slice(&lsn.0.to_le_bytes());
+    h[NEXT_PAGE_ID_OFFSET..NEXT_PAGE_ID_OFFSET + NEXT_PAGE_ID_LEN]
+        .copy_from_slice(&next_page_id.to_le_bytes());
+    h[PAGE_COUNT_OFFSET..PAGE_COUNT_OFFSET + PAGE_COUNT_LEN]
+        .copy_from_slice(&(pages.len() as u64).to_le_bytes());
+    h[LOG_ID_OFFSET..LOG_ID_OFFSET + LOG_ID_LEN].copy_from_slice(&log_id.0);
     w.put(&h)?;
     for p in pages {
         let mut fixed = [0u8; PAGE_FIXED];
-        fixed[0..8].copy_from_slice(&p.id.0.to_le_bytes());
-        fixed[8..16].copy_from_slice(&p.epoch.to_le_bytes());
-        fixed[16..20].copy_from_slice(&(p.bytes.len() as u32).to_le_bytes());
-        fixed[20] = p.location.code();
-        fixed[24..28].copy_from_slice(&(p.metadata.len() as u32).to_le_bytes());
-        // 28..32: reserved, zero.
+        fixed[PAGE_ID_OFFSET..PAGE_ID_OFFSET + PAGE_ID_LEN].copy_from_slice(&p.id.0.to_le_bytes());
+        fixed[PAGE_EPOCH_OFFSET..PAGE_EPOCH_OFFSET + PAGE_EPOCH_LEN]
+            .copy_from_slice(&p.epoch.to_le_bytes());
+        fixed[PAGE_SIZE_OFFSET..PAGE_SIZE_OFFSET + PAGE_SIZE_LEN]
+            .copy_from_slice(&(p.bytes.len() as u32).to_le_bytes());
+        fixed[PAGE_LOCATION_OFFSET] = p.location.code();
+        // PAGE_RESERVED1: zero.
+        fixed[PAGE_META_COUNT_OFFSET..PAGE_META_COUNT_OFFSET + PAGE_META_COUNT_LEN]
+            .copy_from_slice(&(p.metadata.len() as u32).to_le_bytes());
+        // PAGE_RESERVED2: zero.
         w.put(&fixed)?;
         for (k, v) in &p.metadata {
             w.put(&(k.len() as u16).to_le_bytes())?;
@@ -355,7 +420,7 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
     };
     if len < (HEADER_LEN_V1 + 4) as u64 {
         // Distinguish "not a checkpoint" from "a truncated one" where the magic is there.
-        let mut head = vec![0u8; len.min(8) as usize];
+        let mut head = vec![0u8; len.min(MAGIC_LEN as u64) as usize];
         r.inner
             .read_exact(&mut head)
             .map_err(|e| Error::io(&r.path, e))?;
@@ -370,13 +435,13 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
         )));
     }
     let h: [u8; HEADER_LEN_V1] = r.take("header")?;
-    if h[0..8] != CHECKPOINT_MAGIC {
+    if h[MAGIC_OFFSET..MAGIC_OFFSET + MAGIC_LEN] != CHECKPOINT_MAGIC {
         return Err(Error::BadMagic {
             file: r.path.clone(),
             what: "checkpoint",
         });
     }
-    let version = u16::from_le_bytes([h[8], h[9]]);
+    let version = u16::from_le_bytes([h[VERSION_OFFSET], h[VERSION_OFFSET + 1]]);
     if version != CHECKPOINT_VERSION && version != 1 {
         return Err(Error::UnsupportedVersion {
             file: r.path.clone(),
@@ -384,7 +449,10 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
             supported: CHECKPOINT_VERSION,
         });
     }
-    if h[10..16].iter().any(|&b| b != 0) {
+    if h[FLAGS_OFFSET..FLAGS_OFFSET + FLAGS_RESERVED_LEN]
+        .iter()
+        .any(|&b| b != 0)
+    {
         return Err(r.corrupt("reserved header bytes are not zero"));
     }
     let le = |a: usize| {
@@ -397,7 +465,7 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
     } else {
         Some(LogId(r.take("log id")?))
     };
-    let lsn = Lsn(le(16));
+    let lsn = Lsn(le(LSN_OFFSET));
     // A name read from disk is not trusted: the file's own LSN must agree with it.
     if let Some(named) = r
         .path
@@ -408,8 +476,8 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
     {
         return Err(r.corrupt(format!("its name says {named} but its header says {lsn}")));
     }
-    let next_page_id = le(24);
-    let count = le(32);
+    let next_page_id = le(NEXT_PAGE_ID_OFFSET);
+    let count = le(PAGE_COUNT_OFFSET);
     // Every page record takes at least PAGE_FIXED + 1 byte + 8 bytes of hash.
     let min_record = (PAGE_FIXED + 1 + 8) as u64;
     if count > r.left / min_record {
@@ -426,15 +494,20 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
         };
         let le4 =
             |a: usize| u32::from_le_bytes([fixed[a], fixed[a + 1], fixed[a + 2], fixed[a + 3]]);
-        let id = PageId(le8(0));
-        let epoch = le8(8);
-        let size = le4(16) as usize;
-        let location = Location::from_code(fixed[20])
-            .ok_or_else(|| r.corrupt(format!("page {i}: unknown location code {}", fixed[20])))?;
-        if fixed[21..24].iter().any(|&b| b != 0) || le4(28) != 0 {
+        let id = PageId(le8(PAGE_ID_OFFSET));
+        let epoch = le8(PAGE_EPOCH_OFFSET);
+        let size = le4(PAGE_SIZE_OFFSET) as usize;
+        let code = fixed[PAGE_LOCATION_OFFSET];
+        let location = Location::from_code(code)
+            .ok_or_else(|| r.corrupt(format!("page {i}: unknown location code {code}")))?;
+        if fixed[PAGE_RESERVED1_OFFSET..PAGE_RESERVED1_OFFSET + PAGE_RESERVED1_LEN]
+            .iter()
+            .any(|&b| b != 0)
+            || le4(PAGE_RESERVED2_OFFSET) != 0
+        {
             return Err(r.corrupt(format!("page {i}: reserved bytes are not zero")));
         }
-        let meta_count = le4(24);
+        let meta_count = le4(PAGE_META_COUNT_OFFSET);
         if size == 0 || size > MAX_PAGE_SIZE {
             return Err(r.corrupt(format!("{id}: size {size} is outside 1..={MAX_PAGE_SIZE}")));
         }

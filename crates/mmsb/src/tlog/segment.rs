@@ -104,17 +104,50 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(Lsn, PathBuf)>> {
     Ok(v)
 }
 
+// The segment header, as in `docs/mmsb-format.md` section 1.1 (all integers little endian).
+// Each offset is the previous field's offset plus its length; `encode_header` and
+// `check_header` both use these constants.
+//
+// offset size field
+//      0    8 magic        "MMSBTLOG"
+//      8    2 version      1
+//     10    2 header_len   40 (the offset of the first frame)
+//     12    4 flags        0 (reserved)
+//     16    8 first_lsn    equals the LSN in the file name; >= 1
+//     24    8 created_ns   wall clock at creation, ns since the Unix epoch (informative)
+//     32    4 crc          CRC32C of bytes 0..32
+//     36    4 reserved     0
+const MAGIC_OFFSET: usize = 0;
+const MAGIC_LEN: usize = SEGMENT_MAGIC.len();
+const VERSION_OFFSET: usize = MAGIC_OFFSET + MAGIC_LEN;
+const VERSION_LEN: usize = 2;
+const HEADER_LEN_OFFSET: usize = VERSION_OFFSET + VERSION_LEN;
+const HEADER_LEN_LEN: usize = 2;
+const FLAGS_OFFSET: usize = HEADER_LEN_OFFSET + HEADER_LEN_LEN;
+const FLAGS_LEN: usize = 4;
+const FIRST_LSN_OFFSET: usize = FLAGS_OFFSET + FLAGS_LEN;
+const FIRST_LSN_LEN: usize = 8;
+const CREATED_OFFSET: usize = FIRST_LSN_OFFSET + FIRST_LSN_LEN;
+const CREATED_LEN: usize = 8;
+/// The CRC covers every byte before it.
+const CRC_OFFSET: usize = CREATED_OFFSET + CREATED_LEN;
+const CRC_LEN: usize = 4;
+const RESERVED_OFFSET: usize = CRC_OFFSET + CRC_LEN;
+const RESERVED_LEN: usize = 4;
+const _: () = assert!(RESERVED_OFFSET + RESERVED_LEN == SEGMENT_HEADER_LEN);
+
 pub(super) fn encode_header(first: Lsn, created_ns: u64) -> [u8; SEGMENT_HEADER_LEN] {
     let mut h = [0u8; SEGMENT_HEADER_LEN];
-    h[0..8].copy_from_slice(&SEGMENT_MAGIC);
-    h[8..10].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
-    h[10..12].copy_from_slice(&(SEGMENT_HEADER_LEN as u16).to_le_bytes());
-    // 12..16: flags, zero.
-    h[16..24].copy_from_slice(&first.0.to_le_bytes());
-    h[24..32].copy_from_slice(&created_ns.to_le_bytes());
-    let crc = crc32c::crc32c(&h[0..32]);
-    h[32..36].copy_from_slice(&crc.to_le_bytes());
-    // 36..40: reserved, zero.
+    h[MAGIC_OFFSET..MAGIC_OFFSET + MAGIC_LEN].copy_from_slice(&SEGMENT_MAGIC);
+    h[VERSION_OFFSET..VERSION_OFFSET + VERSION_LEN].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    h[HEADER_LEN_OFFSET..HEADER_LEN_OFFSET + HEADER_LEN_LEN]
+        .copy_from_slice(&(SEGMENT_HEADER_LEN as u16).to_le_bytes());
+    // FLAGS: zero.
+    h[FIRST_LSN_OFFSET..FIRST_LSN_OFFSET + FIRST_LSN_LEN].copy_from_slice(&first.0.to_le_bytes());
+    h[CREATED_OFFSET..CREATED_OFFSET + CREATED_LEN].copy_from_slice(&created_ns.to_le_bytes());
+    let crc = crc32c::crc32c(&h[..CRC_OFFSET]);
+    h[CRC_OFFSET..CRC_OFFSET + CRC_LEN].copy_from_slice(&crc.to_le_bytes());
+    // RESERVED: zero.
     h
 }
 
@@ -152,7 +185,7 @@ pub(super) fn check_header(
     let n = h.len().min(SEGMENT_HEADER_LEN);
     let h = &h[..n];
     let all_zero = h.iter().all(|&b| b == 0);
-    if n < 8 {
+    if n < MAGIC_OFFSET + MAGIC_LEN {
         return if all_zero || h == &SEGMENT_MAGIC[..n] {
             Err(HeaderErr::Bad(format!(
                 "segment header torn: the file has only {n} bytes"
@@ -161,19 +194,19 @@ pub(super) fn check_header(
             Err(bad_magic())
         };
     }
-    if h[0..8] != SEGMENT_MAGIC {
+    if h[MAGIC_OFFSET..MAGIC_OFFSET + MAGIC_LEN] != SEGMENT_MAGIC {
         return if all_zero {
             Err(HeaderErr::Bad("segment header is all zeros".into()))
         } else {
             Err(bad_magic())
         };
     }
-    if n < 10 {
+    if n < VERSION_OFFSET + VERSION_LEN {
         return Err(HeaderErr::Bad(format!(
             "segment header torn: the file has only {n} bytes"
         )));
     }
-    let version = u16::from_le_bytes([h[8], h[9]]);
+    let version = u16::from_le_bytes([h[VERSION_OFFSET], h[VERSION_OFFSET + 1]]);
     if version != SEGMENT_VERSION {
         return Err(HeaderErr::Fatal(Error::UnsupportedVersion {
             file: path.to_path_buf(),
@@ -187,15 +220,18 @@ pub(super) fn check_header(
         )));
     }
     let u32_at = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
-    let stored = u32_at(32);
-    let computed = crc32c::crc32c(&h[0..32]);
+    let stored = u32_at(CRC_OFFSET);
+    let computed = crc32c::crc32c(&h[..CRC_OFFSET]);
     if stored != computed {
         return Err(HeaderErr::Bad(format!(
             "segment header CRC mismatch: stored {stored:08x}, computed {computed:08x}"
         )));
     }
-    let header_len = u16::from_le_bytes([h[10], h[11]]);
-    if usize::from(header_len) != SEGMENT_HEADER_LEN || u32_at(12) != 0 || u32_at(36) != 0 {
+    let header_len = u16::from_le_bytes([h[HEADER_LEN_OFFSET], h[HEADER_LEN_OFFSET + 1]]);
+    if usize::from(header_len) != SEGMENT_HEADER_LEN
+        || u32_at(FLAGS_OFFSET) != 0
+        || u32_at(RESERVED_OFFSET) != 0
+    {
         return Err(HeaderErr::Fatal(corrupt_frame(
             path,
             0,
@@ -203,7 +239,7 @@ pub(super) fn check_header(
         )));
     }
     let mut first = [0u8; 8];
-    first.copy_from_slice(&h[16..24]);
+    first.copy_from_slice(&h[FIRST_LSN_OFFSET..FIRST_LSN_OFFSET + FIRST_LSN_LEN]);
     let first = Lsn(u64::from_le_bytes(first));
     if first == Lsn::ZERO {
         return Err(HeaderErr::Fatal(corrupt_frame(
