@@ -160,7 +160,10 @@ pub fn usage_error(tool: &str, e: &clap::Error) -> u8 {
         let _ = e.print();
         return exit::OK;
     }
-    if matches!(e.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) {
+    if matches!(
+        e.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
         let text = e.to_string();
         let first = text.lines().next().unwrap_or("invalid arguments");
         let first = first.strip_prefix("error: ").unwrap_or(first);
@@ -188,7 +191,17 @@ mod tests {
 
     #[test]
     fn malformed_negative_and_huge_durations_are_refused_in_one_bounded_line() {
-        for bad in ["", "-1", "NaN", "inf", "1e10", "20 parsecs", "5 fortnights", "ms", "10000000000h"] {
+        for bad in [
+            "",
+            "-1",
+            "NaN",
+            "inf",
+            "1e10",
+            "20 parsecs",
+            "5 fortnights",
+            "ms",
+            "10000000000h",
+        ] {
             let e = parse_duration(bad).expect_err(bad);
             assert!(!e.contains('\n'), "{e}");
         }

@@ -98,3 +98,27 @@ pub fn closed() -> bool {
     // Relaxed: see `from_io`.
     CLOSED.load(Ordering::Relaxed)
 }
+
+/// For code that prints with `println!` and cannot be routed through [`print`]: a panic hook
+/// that ends the process quietly with exit 0 when the panic is `println!`'s "failed printing to
+/// stdout" on a closed pipe, and leaves every other panic to the previous hook. Destructors do
+/// not run (the process exits from the hook), so a tool uses it only where its output comes
+/// after its work, as `bench` prints its tables at the end.
+pub fn exit_quietly_on_println_broken_pipe() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        let broken = std::io::Error::from(std::io::ErrorKind::BrokenPipe).to_string();
+        if text.starts_with("failed printing to stdout")
+            && (text.contains(&broken) || text.contains("os error 32"))
+        {
+            std::process::exit(i32::from(exit::OK));
+        }
+        previous(info);
+    }));
+}

@@ -5,9 +5,106 @@ use std::path::Path;
 
 use mmsb::frame::FrameBody;
 use mmsb::tlog::LogReader;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::{Fail, out};
+
+/// One frame of `mmsb log inspect --frames`.
+#[derive(Serialize)]
+struct FrameRow {
+    lsn: u64,
+    file: String,
+    offset: u64,
+    len: u32,
+    kind: &'static str,
+    page: u64,
+    epoch: u64,
+    source: &'static str,
+    commit: bool,
+    timestamp_ns: u64,
+    changed_bytes: Option<usize>,
+    dense: bool,
+}
+
+#[derive(Serialize)]
+struct SegmentRow {
+    file: String,
+    first_lsn: u64,
+}
+
+#[derive(Serialize)]
+struct PageRow {
+    page: u64,
+    deltas: u64,
+    dense: u64,
+    bytes: u64,
+    last_epoch: u64,
+}
+
+#[derive(Serialize)]
+struct TailRow {
+    file: String,
+    offset: u64,
+    bytes: u64,
+    reason: String,
+}
+
+/// `mmsb log inspect --json`.
+#[derive(Serialize)]
+struct Inspected<'a> {
+    path: String,
+    segments: Vec<SegmentRow>,
+    frames: u64,
+    frame_bytes: u64,
+    payload_bytes: u64,
+    first_lsn: Option<u64>,
+    last_lsn: Option<u64>,
+    first_timestamp_ns: Option<u64>,
+    last_timestamp_ns: u64,
+    kinds: &'a BTreeMap<&'static str, u64>,
+    delta_sources: &'a BTreeMap<&'static str, u64>,
+    pages: Vec<PageRow>,
+    tail: Option<TailRow>,
+    frame_list: Option<Vec<FrameRow>>,
+}
+
+#[derive(Serialize)]
+struct VerifiedSegment {
+    file: String,
+    first_lsn: u64,
+    frames: u64,
+    bytes: u64,
+    uncommitted: u64,
+}
+
+#[derive(Serialize)]
+struct VerifiedProblem<'a> {
+    file: String,
+    offset: u64,
+    reason: &'a str,
+    tail: bool,
+}
+
+#[derive(Serialize)]
+struct VerifiedCheckpoint<'a> {
+    file: String,
+    lsn: u64,
+    ok: bool,
+    problem: Option<&'a str>,
+}
+
+/// `mmsb log verify --json`.
+#[derive(Serialize)]
+struct Verified<'a> {
+    ok: bool,
+    frames: u64,
+    last_lsn: u64,
+    segments: Vec<VerifiedSegment>,
+    problems: Vec<VerifiedProblem<'a>>,
+    checkpoints: Vec<VerifiedCheckpoint<'a>>,
+    restore_from: Option<u64>,
+    unrecoverable: Option<&'a str>,
+}
 
 #[derive(Default)]
 struct PageTally {
@@ -70,27 +167,60 @@ pub(crate) fn inspect(
                 }),
                 _ => None,
             };
-            listed.push(json!({
-                "lsn": f.lsn.0, "file": at.file.display().to_string(), "offset": at.offset, "len": at.len,
-                "kind": f.kind().name(), "page": f.page.0, "epoch": f.epoch, "source": f.source.name(),
-                "commit": f.commit, "timestamp_ns": f.timestamp_ns, "changed_bytes": changed,
-                "dense": matches!(&f.body, FrameBody::Delta(mmsb::Body::Dense(_))),
-            }));
+            listed.push(FrameRow {
+                lsn: f.lsn.0,
+                file: at.file.display().to_string(),
+                offset: at.offset,
+                len: at.len,
+                kind: f.kind().name(),
+                page: f.page.0,
+                epoch: f.epoch,
+                source: f.source.name(),
+                commit: f.commit,
+                timestamp_ns: f.timestamp_ns,
+                changed_bytes: changed,
+                dense: matches!(&f.body, FrameBody::Delta(mmsb::Body::Dense(_))),
+            });
         }
     }
     let tail = iter.tail().cloned();
     if json {
-        out::json_out(&json!({
-            "path": path.display().to_string(),
-            "segments": segments.iter().map(|(l, p)| json!({"file": p.display().to_string(), "first_lsn": l.0})).collect::<Vec<_>>(),
-            "frames": frames, "frame_bytes": frame_bytes, "payload_bytes": payload,
-            "first_lsn": first.map(|l| l.0), "last_lsn": last.map(|l| l.0),
-            "first_timestamp_ns": first_ts, "last_timestamp_ns": last_ts,
-            "kinds": kinds, "delta_sources": sources,
-            "pages": pages.iter().map(|(id, t)| json!({"page": id, "deltas": t.deltas, "dense": t.dense, "bytes": t.bytes, "last_epoch": t.last_epoch})).collect::<Vec<_>>(),
-            "tail": tail.map(|t| json!({"file": t.file.display().to_string(), "offset": t.offset, "bytes": t.bytes_dropped, "reason": t.reason})),
-            "frame_list": if list { Some(listed) } else { None },
-        }))?;
+        out::json_out(&Inspected {
+            path: path.display().to_string(),
+            segments: segments
+                .iter()
+                .map(|(l, p)| SegmentRow {
+                    file: p.display().to_string(),
+                    first_lsn: l.0,
+                })
+                .collect(),
+            frames,
+            frame_bytes,
+            payload_bytes: payload,
+            first_lsn: first.map(|l| l.0),
+            last_lsn: last.map(|l| l.0),
+            first_timestamp_ns: first_ts,
+            last_timestamp_ns: last_ts,
+            kinds: &kinds,
+            delta_sources: &sources,
+            pages: pages
+                .iter()
+                .map(|(id, t)| PageRow {
+                    page: *id,
+                    deltas: t.deltas,
+                    dense: t.dense,
+                    bytes: t.bytes,
+                    last_epoch: t.last_epoch,
+                })
+                .collect(),
+            tail: tail.map(|t| TailRow {
+                file: t.file.display().to_string(),
+                offset: t.offset,
+                bytes: t.bytes_dropped,
+                reason: t.reason,
+            }),
+            frame_list: if list { Some(listed) } else { None },
+        })?;
         return Ok(());
     }
     outln!("log {}", path.display());
@@ -134,16 +264,14 @@ pub(crate) fn inspect(
     for f in listed {
         outln!(
             "  {:>8}  {:<11} page {:<5} epoch {:<7} {:<11} {:>8} B{}{}",
-            f["lsn"],
-            f["kind"].as_str().unwrap_or(""),
-            f["page"],
-            f["epoch"],
-            f["source"].as_str().unwrap_or(""),
-            f["changed_bytes"]
-                .as_u64()
-                .map_or(String::from("-"), |n| n.to_string()),
-            if f["dense"] == true { " dense" } else { "" },
-            if f["commit"] == true { " commit" } else { "" },
+            f.lsn,
+            f.kind,
+            f.page,
+            f.epoch,
+            f.source,
+            f.changed_bytes.map_or(String::from("-"), |n| n.to_string()),
+            if f.dense { " dense" } else { "" },
+            if f.commit { " commit" } else { "" },
         );
     }
     Ok(())
@@ -156,14 +284,44 @@ pub(crate) fn verify(path: &Path, json: bool) -> Result<(), Fail> {
     let r = mmsb::verify_dir(path)?;
     let log = &r.log;
     if json {
-        out::json_out(&json!({
-            "ok": r.is_ok(), "frames": log.frames, "last_lsn": log.last_lsn.0,
-            "segments": log.segments.iter().map(|s| json!({"file": s.file.display().to_string(), "first_lsn": s.first_lsn.0, "frames": s.frames, "bytes": s.bytes, "uncommitted": s.uncommitted})).collect::<Vec<_>>(),
-            "problems": log.problems.iter().map(|p| json!({"file": p.file.display().to_string(), "offset": p.offset, "reason": p.reason, "tail": p.tail})).collect::<Vec<_>>(),
-            "checkpoints": r.checkpoints.iter().map(|c| json!({"file": c.file.display().to_string(), "lsn": c.lsn.0, "ok": c.problem.is_none(), "problem": c.problem})).collect::<Vec<_>>(),
-            "restore_from": r.restore_from.map(|l| l.0),
-            "unrecoverable": r.unrecoverable,
-        }))?;
+        out::json_out(&Verified {
+            ok: r.is_ok(),
+            frames: log.frames,
+            last_lsn: log.last_lsn.0,
+            segments: log
+                .segments
+                .iter()
+                .map(|s| VerifiedSegment {
+                    file: s.file.display().to_string(),
+                    first_lsn: s.first_lsn.0,
+                    frames: s.frames,
+                    bytes: s.bytes,
+                    uncommitted: s.uncommitted,
+                })
+                .collect(),
+            problems: log
+                .problems
+                .iter()
+                .map(|p| VerifiedProblem {
+                    file: p.file.display().to_string(),
+                    offset: p.offset,
+                    reason: &p.reason,
+                    tail: p.tail,
+                })
+                .collect(),
+            checkpoints: r
+                .checkpoints
+                .iter()
+                .map(|c| VerifiedCheckpoint {
+                    file: c.file.display().to_string(),
+                    lsn: c.lsn.0,
+                    ok: c.problem.is_none(),
+                    problem: c.problem.as_deref(),
+                })
+                .collect(),
+            restore_from: r.restore_from.map(|l| l.0),
+            unrecoverable: r.unrecoverable.as_deref(),
+        })?;
     } else {
         for s in &log.segments {
             outln!(
@@ -222,5 +380,5 @@ pub(crate) fn verify(path: &Path, json: bool) -> Result<(), Fail> {
     } else {
         format!("{}: problems found", path.display())
     };
-    Err(Fail { code: 1, msg })
+    Err(crate::check_failed(msg))
 }

@@ -149,16 +149,35 @@ pub(crate) struct Fail {
 
 impl From<mmsb::Error> for Fail {
     fn from(e: mmsb::Error) -> Fail {
+        input_error(e.to_string())
+    }
+}
+
+impl From<cli_support::StdoutError> for Fail {
+    /// A closed standard output ends the command quietly with 0; any other write error is 2.
+    fn from(e: cli_support::StdoutError) -> Fail {
         Fail {
-            code: 2,
-            msg: e.to_string(),
+            code: e.exit_code(),
+            msg: if e.is_closed() {
+                String::new()
+            } else {
+                e.to_string()
+            },
         }
     }
 }
 
 pub(crate) fn input_error(msg: impl Into<String>) -> Fail {
     Fail {
-        code: 2,
+        code: cli_support::exit::BAD_INPUT,
+        msg: msg.into(),
+    }
+}
+
+/// A failed check (exit 1) with its message.
+pub(crate) fn check_failed(msg: impl Into<String>) -> Fail {
+    Fail {
+        code: cli_support::exit::CHECK_FAILED,
         msg: msg.into(),
     }
 }
@@ -177,7 +196,7 @@ fn main() -> ExitCode {
             let first = text.lines().next().unwrap_or("invalid arguments");
             let first = first.strip_prefix("error: ").unwrap_or(first);
             eprintln!("mmsb: {} (see mmsb --help)", out::bound(first));
-            return ExitCode::from(2);
+            return ExitCode::from(cli_support::exit::BAD_INPUT);
         }
     };
     let r = match cli.cmd {
@@ -219,7 +238,10 @@ fn main() -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("mmsb: {}", out::bound(&f.msg));
+            // A closed standard output: exit 0 and say nothing.
+            if !f.msg.is_empty() {
+                eprintln!("mmsb: {}", out::bound(&f.msg));
+            }
             ExitCode::from(f.code)
         }
     }

@@ -2,9 +2,7 @@
 //! quoted user input cut to a readable length, and the notes a read command prints about what
 //! it skipped.
 
-use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use mmsb::RestoreReport;
 use mmsb::tlog::Truncation;
@@ -13,46 +11,27 @@ use serde_json::{Value, json};
 use crate::Fail;
 
 /// Longest quoted piece of user input in a message, in bytes.
-const QUOTE_MAX: usize = 64;
+const QUOTE_MAX: usize = cli_support::QUOTE_MAX;
 /// Longest error message, in bytes (the rest is cut and counted).
 const MESSAGE_MAX: usize = 2048;
 
-/// Standard output was closed by the reader (`mmsb ... | head`): stop printing, keep working.
-static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
-
-/// Prints one line to standard output. A closed pipe is not an error (later output is dropped,
-/// the exit code still tells the verdict); any other write error is, naming "standard output".
+/// Prints one line to standard output. A closed pipe (`mmsb ... | head -1`) ends the command
+/// quietly with exit 0 (a [`Fail`] with code 0 and no message, so destructors still run); any
+/// other write error is exit 2, naming "standard output".
 pub(crate) fn line(s: &str) -> Result<(), Fail> {
-    // Relaxed: a flag of this thread only.
-    if STDOUT_CLOSED.load(Ordering::Relaxed) {
-        return Ok(());
-    }
-    let mut o = std::io::stdout().lock();
-    match o.write_all(s.as_bytes()).and_then(|()| o.write_all(b"\n")) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-            STDOUT_CLOSED.store(true, Ordering::Relaxed);
-            Ok(())
-        }
-        Err(e) => Err(crate::input_error(format!("standard output: {e}"))),
-    }
+    Ok(cli_support::stdout::line(s)?)
 }
 
-/// Prints `v` as pretty JSON.
-pub(crate) fn json_out(v: &Value) -> Result<(), Fail> {
-    line(&serde_json::to_string_pretty(v).unwrap_or_default())
+/// Prints `v` (a `Serialize` report type) as pretty JSON.
+pub(crate) fn json_out<T: serde::Serialize + ?Sized>(v: &T) -> Result<(), Fail> {
+    let text = serde_json::to_string_pretty(v)
+        .map_err(|e| crate::input_error(format!("cannot serialise the report: {e}")))?;
+    line(&text)
 }
 
 /// `s` quoted for a message, cut to [`QUOTE_MAX`] bytes (with its full length) when longer.
 pub(crate) fn quote(s: &str) -> String {
-    if s.len() <= QUOTE_MAX {
-        return format!("{s:?}");
-    }
-    let mut end = QUOTE_MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{:?}... ({} bytes)", &s[..end], s.len())
+    cli_support::quote(s, QUOTE_MAX)
 }
 
 /// A message cut to [`MESSAGE_MAX`] bytes and to one line, whatever it quotes.

@@ -10,7 +10,7 @@ use mmsb::tlog::Durability;
 use mmsb::{ReplayTarget, State};
 use mmsb_cli::trace::doc::logical_text;
 use mmsb_cli::trace::{self, RunOptions};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::{Fail, input_error, out};
 
@@ -33,7 +33,8 @@ pub(crate) struct TraceArgs {
     /// Transactions per commit (one propagation wave each) [default: 100].
     #[arg(long, default_value_t = trace::run::DEFAULT_WAVE_EVERY)]
     wave_every: usize,
-    /// Log durability: buffered, flush, fsync:N (every N commits), group:MS.
+    /// Log durability: buffered, flush, fsync:N (every N commits), group:DURATION (`group:5ms`;
+    /// a bare number is milliseconds, `group:5` = 5 ms).
     #[arg(long, default_value = "flush", value_parser = parse_durability)]
     durability: Durability,
     /// Skip the checks that replay the log from empty and restore from the mid-trace checkpoint.
@@ -50,15 +51,36 @@ fn parse_durability(s: &str) -> Result<Durability, String> {
         Some(("fsync", n)) => n
             .parse()
             .map(Durability::FsyncEvery)
-            .map_err(|_| format!("bad count {n:?}")),
-        Some(("group", ms)) => ms
-            .parse()
-            .map(|m| Durability::GroupCommit(Duration::from_millis(m)))
-            .map_err(|_| format!("bad interval {ms:?}")),
+            .map_err(|_| format!("bad count {}", out::quote(n))),
+        // A bare number is milliseconds (what `group:5` always meant); anything else is a
+        // duration like every other flag's (`group:5ms`, `group:1s`).
+        Some(("group", ms)) => match ms.trim().parse::<u64>() {
+            Ok(m) => Ok(Durability::GroupCommit(Duration::from_millis(m))),
+            Err(_) if ms.trim().parse::<f64>().is_ok() => Err(format!(
+                "bad interval {} (a whole number of milliseconds, or a duration like 5ms)",
+                out::quote(ms)
+            )),
+            Err(_) => cli_support::parse_duration(ms)
+                .map(Durability::GroupCommit)
+                .map_err(|e| format!("bad interval: {e}")),
+        },
         _ => Err(format!(
-            "unknown durability {s:?} (buffered, flush, fsync:N, group:MS)"
+            "unknown durability {} (buffered, flush, fsync:N, group:DURATION)",
+            out::quote(s)
         )),
     }
+}
+
+/// `mmsb trace --json`.
+#[derive(Serialize)]
+struct TraceJson<'a> {
+    report: &'a trace::run::RunReport,
+    matches_end_content: bool,
+    checks: Option<&'a Vec<String>>,
+    replay_seconds: Option<f64>,
+    restore_seconds: Option<f64>,
+    verify_error: Option<&'a str>,
+    out_error: Option<&'a str>,
 }
 
 /// Set by the SIGINT/SIGTERM handler; the run checks it before every transaction.
@@ -101,7 +123,7 @@ fn interrupted() -> Option<Fail> {
         "SIGINT"
     };
     Some(Fail {
-        code: u8::try_from(128 + sig).unwrap_or(130),
+        code: cli_support::exit::signal(sig),
         msg: format!("interrupted by {name}; the temporary log directory was removed"),
     })
 }
@@ -199,15 +221,15 @@ pub(crate) fn run(a: &TraceArgs) -> Result<(), Fail> {
     };
     if a.json {
         let v = verified.as_ref().and_then(|r| r.as_ref().ok());
-        out::json_out(&json!({
-            "report": &report,
-            "matches_end_content": matches,
-            "checks": v.map(|v| &v.checks),
-            "replay_seconds": v.map(|v| v.replay_seconds),
-            "restore_seconds": v.map(|v| v.restore_seconds),
-            "verify_error": verify_error,
-            "out_error": write_error,
-        }))?;
+        out::json_out(&TraceJson {
+            report: &report,
+            matches_end_content: matches,
+            checks: v.map(|v| &v.checks),
+            replay_seconds: v.map(|v| v.replay_seconds),
+            restore_seconds: v.map(|v| v.restore_seconds),
+            verify_error: verify_error.as_deref(),
+            out_error: write_error.as_deref(),
+        })?;
     } else {
         outln!(
             "trace {}: {} transactions, {} patches",
@@ -254,19 +276,13 @@ pub(crate) fn run(a: &TraceArgs) -> Result<(), Fail> {
             .zip(t.end_content().bytes())
             .position(|(x, y)| x != y)
             .unwrap_or(text.len().min(t.end_content().len()));
-        return Err(Fail {
-            code: 1,
-            msg: format!(
-                "{}: final document differs from endContent at byte {at}",
-                report.trace
-            ),
-        });
+        return Err(crate::check_failed(format!(
+            "{}: final document differs from endContent at byte {at}",
+            report.trace
+        )));
     }
     if let Some(e) = verify_error {
-        return Err(Fail {
-            code: 1,
-            msg: format!("{}: {e}", report.trace),
-        });
+        return Err(crate::check_failed(format!("{}: {e}", report.trace)));
     }
     Ok(())
 }
