@@ -3,9 +3,9 @@
 use std::fmt;
 
 /// Exit code: a check failed (problems found, a digest did not match, a refusal).
-pub const CHECK_FAILED: u8 = 1;
+pub const CHECK_FAILED: u8 = cli_support::exit::CHECK_FAILED;
 /// Exit code: usage or input error (bad arguments, missing or malformed block, I/O, timeout).
-pub const USAGE: u8 = 2;
+pub const USAGE: u8 = cli_support::exit::BAD_INPUT;
 
 /// A failed command.
 #[derive(Debug)]
@@ -25,7 +25,12 @@ impl Fail {
     /// Exit 128 + `signal` (the shell's convention for a program a signal stopped, as
     /// `mmsb trace` does) with `msg`: the command caught SIGINT/SIGTERM and cleaned up.
     pub fn interrupted(signal: i32, msg: impl Into<String>) -> Fail {
-        Fail::new(u8::try_from(128 + signal).unwrap_or(130), msg)
+        Fail::new(cli_support::exit::signal(signal), msg)
+    }
+
+    /// Whether `main` prints nothing: standard output was closed by its reader (exit 0).
+    pub fn is_quiet(&self) -> bool {
+        self.msg.is_empty() && self.code == cli_support::exit::OK
     }
 
     /// Exit 1 with `msg`.
@@ -68,6 +73,20 @@ impl Fail {
     }
 }
 
+impl From<cli_support::StdoutError> for Fail {
+    /// A closed standard output ends the command quietly with 0; any other write error is 2.
+    fn from(e: cli_support::StdoutError) -> Fail {
+        if e.is_closed() {
+            Fail {
+                code: e.exit_code(),
+                msg: String::new(),
+            }
+        } else {
+            Fail::new(e.exit_code(), e.to_string())
+        }
+    }
+}
+
 impl fmt::Display for Fail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.msg)
@@ -78,13 +97,10 @@ impl fmt::Display for Fail {
 pub type Result<T = ()> = std::result::Result<T, Fail>;
 
 /// Longest piece of outside data (a name or reason from a message, a journal) quoted in a
-/// message, characters.
-pub const CLIP: usize = 64;
+/// message, bytes.
+pub const CLIP: usize = cli_support::QUOTE_MAX;
 
-/// `s` cut to [`CLIP`] characters (with `...` when cut): messages never quote unbounded data.
+/// `s` cut to [`CLIP`] bytes ([`cli_support::clip`]): messages never quote unbounded data.
 pub fn clip(s: &str) -> String {
-    match s.char_indices().nth(CLIP) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.to_owned(),
-    }
+    cli_support::clip(s, CLIP).into_owned()
 }

@@ -304,16 +304,8 @@ pub fn check_name(name: &str) -> Result<(), String> {
         None
     };
     match bad {
-        Some(why) => Err(format!("file name {:?} {why}", clipped(name))),
+        Some(why) => Err(format!("file name {:?} {why}", cli_support::clip(name, cli_support::QUOTE_MAX))),
         None => Ok(()),
-    }
-}
-
-/// `name` cut to 64 characters (with `...`): a name from the wire may be a slot long.
-fn clipped(name: &str) -> String {
-    match name.char_indices().nth(64) {
-        Some((i, _)) => format!("{}...", &name[..i]),
-        None => name.to_owned(),
     }
 }
 

@@ -20,9 +20,7 @@ mod publish;
 mod report;
 mod subscribe;
 
-use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use datahub::{Action, Admin, Inspector};
@@ -137,22 +135,9 @@ enum Command {
     Sub(subscribe::SubArgs),
 }
 
-/// Parses `--wait`: seconds, possibly fractional.
-pub(crate) fn parse_secs(s: &str) -> std::result::Result<Duration, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !v.is_finite() || !(0.0..=1e9).contains(&v) {
-        return Err(format!("{s:?} is not between 0 and 1e9 seconds"));
-    }
-    Ok(Duration::from_secs_f64(v))
-}
-
+/// Prints `text`; a closed standard output ends the command quietly (exit 0).
 fn out(text: &str) -> Result {
-    let mut o = std::io::stdout().lock();
-    o.write_all(text.as_bytes())
-        .and_then(|()| o.flush())
-        .map_err(|e| Fail::usage(format!("writing to standard output: {e}")))
+    Ok(cli_support::stdout::print(text)?)
 }
 
 fn print_json<T: Serialize + ?Sized>(v: &T) -> Result {
@@ -485,16 +470,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            // --help and --version print and exit 0; usage errors exit 2.
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { fail::USAGE } else { 0 });
-        }
+        // --help and --version print and exit 0; usage errors exit 2 (a rejected value, such
+        // as a malformed duration, in one line).
+        Err(e) => return ExitCode::from(cli_support::usage_error("datahub", &e)),
     };
     match run(cli) {
         Ok(code) => code,
         Err(f) => {
-            eprintln!("datahub: {f}");
+            if !f.is_quiet() {
+                eprintln!("datahub: {f}");
+            }
             ExitCode::from(f.code)
         }
     }

@@ -69,8 +69,9 @@ pub struct PubArgs {
     /// Per-slot checksums.
     #[arg(long, value_enum, default_value_t = Checksum::Enforced)]
     pub checksum: Checksum,
-    /// Seconds to wait for consumers to attach, and at most between two signs of their progress.
-    #[arg(long, default_value = "30", value_parser = crate::parse_secs)]
+    /// How long to wait for consumers to attach, and at most between two signs of their
+    /// progress (`20s`, `500ms`, `5m`, or bare seconds).
+    #[arg(long, default_value = "30", value_parser = cli_support::parse_duration)]
     pub wait: Duration,
     /// Consumers to wait for; more than 1 selects SequentialSync (each of them gets every file).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]

@@ -48,8 +48,8 @@ pub struct SubArgs {
     /// standard output one after the other.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Seconds to wait for the block to appear.
-    #[arg(long, default_value = "30", value_parser = crate::parse_secs)]
+    /// How long to wait for the block to appear (`20s`, `500ms`, or bare seconds).
+    #[arg(long, default_value = "30", value_parser = cli_support::parse_duration)]
     pub wait: Duration,
     /// Print the summary as JSON (needs --out).
     #[arg(long)]
@@ -114,7 +114,7 @@ impl Sink {
         match self {
             Sink::Stdout(o) => o
                 .write_all(chunk)
-                .map_err(|e| Fail::usage(format!("writing to standard output: {e}"))),
+                .map_err(|e| Fail::from(cli_support::StdoutError::from_io(e))),
             Sink::Dir(d) => d.write(chunk),
         }
     }
@@ -352,7 +352,7 @@ impl Receiver {
         match &mut self.sink {
             Sink::Stdout(o) => o
                 .flush()
-                .map_err(|e| Fail::usage(format!("writing to standard output: {e}")))?,
+                .map_err(|e| Fail::from(cli_support::StdoutError::from_io(e)))?,
             Sink::Dir(d) => d.end(),
         }
         Ok(Summary {
