@@ -44,8 +44,8 @@ pub(crate) use encode::{encode_planned, plan};
 //     42     1  mask enc.     Delta: 0 dense, 1 bit-packed, 2 run-length; other kinds: 0
 //     43     1  flags         bit 0 = COMMIT; other bits are zero
 //     44     -  body          depends on kind (and mask encoding)
-const LEN_OFFSET: usize = 0;
-const LEN_LEN: usize = 4;
+pub(crate) const LEN_OFFSET: usize = 0;
+pub(crate) const LEN_LEN: usize = 4;
 const CRC_OFFSET: usize = LEN_OFFSET + LEN_LEN;
 const CRC_LEN: usize = 4;
 const LSN_OFFSET: usize = CRC_OFFSET + CRC_LEN;

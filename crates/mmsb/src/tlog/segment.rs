@@ -313,7 +313,7 @@ impl SegReader {
     /// particular a complete frame with a flipped bit.
     pub(super) fn tail_damage(&self, offset: u64) -> Result<Option<String>> {
         let avail = self.len.saturating_sub(offset);
-        if avail < 4 {
+        if avail < (frame::LEN_OFFSET + frame::LEN_LEN) as u64 {
             return Ok(None);
         }
         let nz = self.end_of_nonzero(offset).map_err(|e| self.io(e))?;
@@ -321,8 +321,9 @@ impl SegReader {
         if nz <= offset || aligned < self.len {
             return Ok(None);
         }
-        let mut lenb = [0u8; 4];
-        read_full_at(&self.file, &mut lenb, offset).map_err(|e| self.io(e))?;
+        let mut lenb = [0u8; frame::LEN_LEN];
+        read_full_at(&self.file, &mut lenb, offset + frame::LEN_OFFSET as u64)
+            .map_err(|e| self.io(e))?;
         let declared = u64::from(u32::from_le_bytes(lenb));
         let in_range = (FRAME_HEADER_LEN as u64..=MAX_FRAME_LEN as u64).contains(&declared);
         if in_range && declared > avail {
@@ -332,7 +333,8 @@ impl SegReader {
                 let n = read_full_at(&self.file, &mut f, offset).map_err(|e| self.io(e))?;
                 f.truncate(n);
                 if n as u64 == avail {
-                    f[0..4].copy_from_slice(&(avail as u32).to_le_bytes());
+                    f[frame::LEN_OFFSET..frame::LEN_OFFSET + frame::LEN_LEN]
+                        .copy_from_slice(&(avail as u32).to_le_bytes());
                     if decode_view(&f).is_ok() {
                         return Ok(Some(format!(
                             "the frame's length field says {declared} bytes, but with the {avail} bytes that are there the frame checks out: its length field is damaged"
