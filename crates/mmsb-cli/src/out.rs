@@ -6,7 +6,7 @@ use std::path::Path;
 
 use mmsb::RestoreReport;
 use mmsb::tlog::Truncation;
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::Fail;
 
@@ -67,15 +67,65 @@ pub(crate) fn tail_sentence(t: &Truncation, verb: &str) -> String {
     )
 }
 
-/// JSON of a tail.
-pub(crate) fn tail_json(t: &Truncation) -> Value {
-    json!({"file": t.file.display().to_string(), "offset": t.offset, "bytes": t.bytes_dropped,
-           "frames": t.frames_dropped, "reason": t.reason})
+/// JSON of a tail that recovery cut or a reader ignored.
+#[derive(Debug, Serialize)]
+pub(crate) struct TailJson {
+    file: String,
+    offset: u64,
+    bytes: u64,
+    frames: u64,
+    reason: String,
 }
 
-/// Prints what a read command skipped (standard error) and returns it as JSON for `--json`:
+/// JSON of a tail.
+pub(crate) fn tail_json(t: &Truncation) -> TailJson {
+    TailJson {
+        file: t.file.display().to_string(),
+        offset: t.offset,
+        bytes: t.bytes_dropped,
+        frames: t.frames_dropped,
+        reason: t.reason.clone(),
+    }
+}
+
+/// A checkpoint file and its LSN.
+#[derive(Debug, Serialize)]
+pub(crate) struct CheckpointRef {
+    pub(crate) lsn: u64,
+    pub(crate) file: String,
+}
+
+/// A checkpoint a reader did not use, and why.
+#[derive(Debug, Serialize)]
+pub(crate) struct Skipped {
+    file: String,
+    reason: String,
+}
+
+/// `(file, error)` pairs of checkpoints not used, for JSON.
+pub(crate) fn skipped_json<E: std::fmt::Display>(
+    skipped: &[(std::path::PathBuf, E)],
+) -> Vec<Skipped> {
+    skipped
+        .iter()
+        .map(|(p, e)| Skipped {
+            file: p.display().to_string(),
+            reason: e.to_string(),
+        })
+        .collect()
+}
+
+/// What a read command left out, as its `--json` output says it.
+#[derive(Debug, Serialize)]
+pub(crate) struct Notes {
+    restored_from: Option<CheckpointRef>,
+    skipped_checkpoints: Vec<Skipped>,
+    ignored_tail: Option<TailJson>,
+}
+
+/// Prints what a read command skipped (standard error) and returns it for `--json`:
 /// `{"restored_from": .., "skipped_checkpoints": [..], "ignored_tail": ..}`.
-pub(crate) fn restore_notes(path: &Path, r: &RestoreReport) -> Value {
+pub(crate) fn restore_notes(path: &Path, r: &RestoreReport) -> Notes {
     for (file, e) in &r.skipped {
         note(&format!("{}: checkpoint not used: {e}", file.display()));
     }
@@ -86,9 +136,12 @@ pub(crate) fn restore_notes(path: &Path, r: &RestoreReport) -> Value {
             tail_sentence(t, "ignored")
         ));
     }
-    json!({
-        "restored_from": r.checkpoint.as_ref().map(|(l, p)| json!({"lsn": l.0, "file": p.display().to_string()})),
-        "skipped_checkpoints": r.skipped.iter().map(|(p, e)| json!({"file": p.display().to_string(), "reason": e.to_string()})).collect::<Vec<_>>(),
-        "ignored_tail": r.tail.as_ref().map(tail_json),
-    })
+    Notes {
+        restored_from: r.checkpoint.as_ref().map(|(l, p)| CheckpointRef {
+            lsn: l.0,
+            file: p.display().to_string(),
+        }),
+        skipped_checkpoints: skipped_json(&r.skipped),
+        ignored_tail: r.tail.as_ref().map(tail_json),
+    }
 }

@@ -12,9 +12,112 @@ use std::path::Path;
 use mmsb::logdir;
 use mmsb::tlog::{LOCK_FILE, LogReader};
 use mmsb::{Config, Mmsb, PageId, ReplayTarget, RestoreReport, State, checkpoint};
-use serde_json::{Value, json};
+use serde::Serialize;
 
+use crate::out::{CheckpointRef, Notes, Skipped, TailJson};
 use crate::{Fail, input_error, out};
+
+#[derive(Serialize)]
+struct PageHash {
+    page: u64,
+    epoch: u64,
+    xxh3: String,
+}
+
+/// `mmsb replay --json`.
+#[derive(Serialize)]
+struct Replayed {
+    target: String,
+    lsn: u64,
+    pages: usize,
+    checkpoint: String,
+    hashes: Vec<PageHash>,
+    notes: Notes,
+}
+
+#[derive(Serialize)]
+struct Recovery {
+    discarded_tail: Option<TailJson>,
+    restored_from: Option<u64>,
+    skipped_checkpoints: Vec<Skipped>,
+}
+
+/// `mmsb checkpoint --json`.
+#[derive(Serialize)]
+struct Checkpointed {
+    path: String,
+    lsn: u64,
+    pages: u64,
+    bytes: u64,
+    recovery: Recovery,
+}
+
+#[derive(Serialize)]
+struct Resized {
+    page: u64,
+    size_a: usize,
+    size_b: usize,
+}
+
+/// `mmsb diff --json` when the page sets differ.
+#[derive(Serialize)]
+struct ShapeDiffers {
+    a: String,
+    b: String,
+    same: bool,
+    only_in_a: Vec<u64>,
+    only_in_a_count: usize,
+    only_in_b: Vec<u64>,
+    only_in_b_count: usize,
+    resized: Vec<Resized>,
+    resized_count: usize,
+    notes_a: Notes,
+    notes_b: Notes,
+}
+
+#[derive(Serialize)]
+struct PageDiff {
+    page: u64,
+    changed_bytes: usize,
+    runs: usize,
+    dense: bool,
+}
+
+/// `mmsb diff --json` on two states with the same page set.
+#[derive(Serialize)]
+struct Compared {
+    a: String,
+    b: String,
+    same: bool,
+    pages: Vec<PageDiff>,
+    notes_a: Notes,
+    notes_b: Notes,
+}
+
+#[derive(Serialize)]
+struct PageStat<'a> {
+    page: u64,
+    size: usize,
+    epoch: u64,
+    xxh3: String,
+    metadata_keys: Vec<&'a String>,
+}
+
+/// `mmsb stats --json`.
+#[derive(Serialize)]
+struct Stats<'a> {
+    pages: usize,
+    page_bytes: usize,
+    last_lsn: u64,
+    next_page_id: u64,
+    max_epoch: u64,
+    sum_of_epochs: u64,
+    segments: usize,
+    log_bytes: u64,
+    checkpoints: Vec<CheckpointRef>,
+    page_list: Vec<PageStat<'a>>,
+    notes: Notes,
+}
 
 /// Most pages listed per side when two states have different page sets.
 const PAGES_LISTED: usize = 20;
@@ -91,11 +194,22 @@ pub(crate) fn replay(
         }
     }
     if json {
-        out::json_out(&json!({
-            "target": target.to_string(), "lsn": s.last_lsn().0, "pages": s.len(), "checkpoint": info.path.display().to_string(),
-            "hashes": s.hashes().iter().map(|(p, e, h)| json!({"page": p.0, "epoch": e, "xxh3": format!("{h:016x}")})).collect::<Vec<_>>(),
-            "notes": notes,
-        }))?;
+        out::json_out(&Replayed {
+            target: target.to_string(),
+            lsn: s.last_lsn().0,
+            pages: s.len(),
+            checkpoint: info.path.display().to_string(),
+            hashes: s
+                .hashes()
+                .iter()
+                .map(|(p, e, h)| PageHash {
+                    page: p.0,
+                    epoch: *e,
+                    xxh3: format!("{h:016x}"),
+                })
+                .collect(),
+            notes,
+        })?;
     } else {
         outln!(
             "replayed to {} ({}): {} pages -> {}",
@@ -128,14 +242,17 @@ pub(crate) fn take_checkpoint(dir: &Path, prune: bool, json: bool) -> Result<(),
     let info = bus.checkpoint()?;
     bus.stop()?;
     if json {
-        out::json_out(&json!({
-            "path": info.path.display().to_string(), "lsn": info.lsn.0, "pages": info.pages, "bytes": info.bytes,
-            "recovery": {
-                "discarded_tail": start.log.truncated.as_ref().map(out::tail_json),
-                "restored_from": start.checkpoint_lsn.map(|l| l.0),
-                "skipped_checkpoints": start.skipped_checkpoints.iter().map(|(p, e)| json!({"file": p.display().to_string(), "reason": e.to_string()})).collect::<Vec<_>>(),
+        out::json_out(&Checkpointed {
+            path: info.path.display().to_string(),
+            lsn: info.lsn.0,
+            pages: info.pages as u64,
+            bytes: info.bytes,
+            recovery: Recovery {
+                discarded_tail: start.log.truncated.as_ref().map(out::tail_json),
+                restored_from: start.checkpoint_lsn.map(|l| l.0),
+                skipped_checkpoints: out::skipped_json(&start.skipped_checkpoints),
             },
-        }))?;
+        })?;
     } else {
         outln!(
             "checkpoint {} covers {}: {} pages, {} bytes",
@@ -151,7 +268,7 @@ pub(crate) fn take_checkpoint(dir: &Path, prune: bool, json: bool) -> Result<(),
 /// A state from a log directory (restore), a checkpoint file, a directory of checkpoints that
 /// holds no log (what `replay --out` writes: the newest one), or a segment file (replay), with
 /// what was left out.
-fn load_state(path: &Path) -> Result<(State, Value), Fail> {
+fn load_state(path: &Path) -> Result<(State, Notes), Fail> {
     crate::exists(path)?;
     if !path.is_dir() && path.extension().is_some_and(|e| e == "ckpt") {
         let s = State::from_checkpoint(checkpoint::read(path)?)?;
@@ -192,16 +309,38 @@ pub(crate) fn diff(a: &Path, b: &Path, json: bool) -> Result<(), Fail> {
     let shape = mmsb::page_set_diff(&sa, &sb);
     if !shape.is_empty() {
         if json {
-            out::json_out(&json!({
-                "a": a.display().to_string(), "b": b.display().to_string(), "same": false,
-                "only_in_a": shape.only_in_a.iter().take(PAGES_LISTED).map(|p| p.0).collect::<Vec<_>>(),
-                "only_in_a_count": shape.only_in_a.len(),
-                "only_in_b": shape.only_in_b.iter().take(PAGES_LISTED).map(|p| p.0).collect::<Vec<_>>(),
-                "only_in_b_count": shape.only_in_b.len(),
-                "resized": shape.resized.iter().take(PAGES_LISTED).map(|(p, x, y)| json!({"page": p.0, "size_a": x, "size_b": y})).collect::<Vec<_>>(),
-                "resized_count": shape.resized.len(),
-                "notes_a": na, "notes_b": nb,
-            }))?;
+            out::json_out(&ShapeDiffers {
+                a: a.display().to_string(),
+                b: b.display().to_string(),
+                same: false,
+                only_in_a: shape
+                    .only_in_a
+                    .iter()
+                    .take(PAGES_LISTED)
+                    .map(|p| p.0)
+                    .collect(),
+                only_in_a_count: shape.only_in_a.len(),
+                only_in_b: shape
+                    .only_in_b
+                    .iter()
+                    .take(PAGES_LISTED)
+                    .map(|p| p.0)
+                    .collect(),
+                only_in_b_count: shape.only_in_b.len(),
+                resized: shape
+                    .resized
+                    .iter()
+                    .take(PAGES_LISTED)
+                    .map(|(p, x, y)| Resized {
+                        page: p.0,
+                        size_a: *x,
+                        size_b: *y,
+                    })
+                    .collect(),
+                resized_count: shape.resized.len(),
+                notes_a: na,
+                notes_b: nb,
+            })?;
         } else {
             if !shape.only_in_a.is_empty() {
                 outln!(
@@ -253,11 +392,22 @@ pub(crate) fn diff(a: &Path, b: &Path, json: bool) -> Result<(), Fail> {
         })
         .collect();
     if json {
-        out::json_out(&json!({
-            "a": a.display().to_string(), "b": b.display().to_string(), "same": rows.is_empty(),
-            "pages": rows.iter().map(|(p, c, r, dense)| json!({"page": p.0, "changed_bytes": c, "runs": r, "dense": dense})).collect::<Vec<_>>(),
-            "notes_a": na, "notes_b": nb,
-        }))?;
+        out::json_out(&Compared {
+            a: a.display().to_string(),
+            b: b.display().to_string(),
+            same: rows.is_empty(),
+            pages: rows
+                .iter()
+                .map(|(p, c, r, dense)| PageDiff {
+                    page: p.0,
+                    changed_bytes: *c,
+                    runs: *r,
+                    dense: *dense,
+                })
+                .collect(),
+            notes_a: na,
+            notes_b: nb,
+        })?;
     } else if rows.is_empty() {
         outln!("same: {} pages", sa.len());
     } else {
@@ -301,14 +451,34 @@ pub(crate) fn stats(path: &Path, json: bool) -> Result<(), Fail> {
     let max_epoch = s.pages().map(|p| p.epoch()).max().unwrap_or(0);
     let total_epochs: u64 = s.pages().map(|p| p.epoch()).sum();
     if json {
-        out::json_out(&json!({
-            "pages": s.len(), "page_bytes": s.bytes(), "last_lsn": s.last_lsn().0, "next_page_id": s.next_page_id(),
-            "max_epoch": max_epoch, "sum_of_epochs": total_epochs,
-            "segments": segments.len(), "log_bytes": log_bytes,
-            "checkpoints": ckpts.iter().map(|(l, p)| json!({"lsn": l.0, "file": p.display().to_string()})).collect::<Vec<_>>(),
-            "page_list": s.pages().map(|p| json!({"page": p.id().0, "size": p.size(), "epoch": p.epoch(), "xxh3": format!("{:016x}", p.hash()), "metadata_keys": p.metadata().keys().collect::<Vec<_>>()})).collect::<Vec<_>>(),
-            "notes": notes,
-        }))?;
+        out::json_out(&Stats {
+            pages: s.len(),
+            page_bytes: s.bytes(),
+            last_lsn: s.last_lsn().0,
+            next_page_id: s.next_page_id(),
+            max_epoch,
+            sum_of_epochs: total_epochs,
+            segments: segments.len(),
+            log_bytes,
+            checkpoints: ckpts
+                .iter()
+                .map(|(l, p)| CheckpointRef {
+                    lsn: l.0,
+                    file: p.display().to_string(),
+                })
+                .collect(),
+            page_list: s
+                .pages()
+                .map(|p| PageStat {
+                    page: p.id().0,
+                    size: p.size(),
+                    epoch: p.epoch(),
+                    xxh3: format!("{:016x}", p.hash()),
+                    metadata_keys: p.metadata().keys().collect(),
+                })
+                .collect(),
+            notes,
+        })?;
     } else {
         outln!("pages        {} ({} bytes)", s.len(), s.bytes());
         outln!("last LSN     {}", s.last_lsn().0);
