@@ -29,7 +29,7 @@ pub enum StdoutError {
     #[error("standard output closed")]
     Closed,
     /// Any other write error.
-    #[error("writing to standard output: {0}")]
+    #[error("standard output: {0}")]
     Write(#[source] std::io::Error),
 }
 

@@ -5,7 +5,6 @@
 //! unknown schema version or schema violation outside `validate`, unreachable URL, bad
 //! arguments) or an output that could not be written.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,9 +12,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
+use cli_support::StdoutError;
 use tslab::report::{ClassMetric, Diff, EpochMetric, Rates, Summary};
 use tslab::source::Source;
-use tslab::{Error, Result, Snapshot, exposition};
+use tslab::{Error, Snapshot, exposition};
 
 /// Observability for temporal-slab: stats, rates, rankings, Prometheus export, diff, validation,
 /// and the demo workload.
@@ -47,8 +47,8 @@ enum Command {
     Watch {
         /// Snapshot source (a file is re-read each interval; stdin cannot be watched).
         source: Source,
-        /// Time between samples.
-        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        /// Time between samples (`500ms`, `2s`, or bare seconds).
+        #[arg(long, default_value = "1s", value_parser = cli_support::parse_duration)]
         interval: Duration,
         /// Rate lines to print, then exit (default: until interrupted).
         #[arg(long)]
@@ -158,8 +158,9 @@ struct TopArgs {
     /// Smallest first.
     #[arg(long)]
     asc: bool,
-    /// Take two samples this far apart and rank by per-second rate.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    /// Take two samples this far apart (`500ms`, `2s`, or bare seconds) and rank by
+    /// per-second rate.
+    #[arg(long, value_parser = cli_support::parse_duration)]
     window: Option<Duration>,
     /// Snapshot source.
     source: Source,
@@ -168,20 +169,64 @@ struct TopArgs {
     json: bool,
 }
 
+/// Why a command stopped: a library error (exit 2), or standard output (closed by its reader:
+/// exit 0, nothing printed; any other write error: exit 2).
+#[derive(Debug)]
+enum Fail {
+    Tslab(Error),
+    Stdout(StdoutError),
+}
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Fail {
+        Fail::Tslab(e)
+    }
+}
+
+impl From<StdoutError> for Fail {
+    fn from(e: StdoutError) -> Fail {
+        Fail::Stdout(e)
+    }
+}
+
+type Result<T> = std::result::Result<T, Fail>;
+
 fn print_json<T: Serialize>(value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).expect("report types always serialize");
     out(&format!("{text}\n"))
 }
 
+/// Prints `text`; a closed standard output ends the command quietly (exit 0).
 fn out(text: &str) -> Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-        .map_err(|source| Error::Io {
-            path: tslab::STDOUT_NAME.into(),
-            source,
-        })
+    Ok(cli_support::stdout::print(text)?)
+}
+
+/// `tslab top --json` when the source has no epoch data.
+#[derive(Serialize)]
+struct NoEpochs {
+    by: EpochMetric,
+    epochs: Option<()>,
+    note: &'static str,
+}
+
+/// `tslab validate --json` on a document that could not be read or is invalid.
+#[derive(Serialize)]
+struct Invalid {
+    ok: bool,
+    valid: bool,
+    source: String,
+    error: String,
+}
+
+/// `tslab validate --json` on a valid document.
+#[derive(Serialize)]
+struct Valid<'a> {
+    ok: bool,
+    valid: bool,
+    source: &'a str,
+    schema_version: u32,
+    classes: usize,
+    epochs: Option<usize>,
 }
 
 fn show<T: Serialize + std::fmt::Display>(value: &T, json: bool) -> Result<()> {
@@ -192,7 +237,7 @@ fn show<T: Serialize + std::fmt::Display>(value: &T, json: bool) -> Result<()> {
     }
 }
 
-fn check_prefix(prefix: &str) -> Result<()> {
+fn check_prefix(prefix: &str) -> tslab::Result<()> {
     if exposition::valid_prefix(prefix) {
         Ok(())
     } else {
@@ -203,7 +248,7 @@ fn check_prefix(prefix: &str) -> Result<()> {
 }
 
 /// Samples `source` twice, `window` apart.
-fn two_samples(source: &Source, window: Duration) -> Result<(Snapshot, Snapshot)> {
+fn two_samples(source: &Source, window: Duration) -> tslab::Result<(Snapshot, Snapshot)> {
     if !source.can_resample() {
         return Err(Error::Usage(
             "a window needs two samples: give a file or URL source, not stdin".into(),
@@ -248,11 +293,11 @@ fn top(args: &TopArgs) -> Result<()> {
     };
     match tslab::report::top_epochs(&after, before.as_ref(), by, args.n, args.asc) {
         Some(top) => show(&top, args.json),
-        None if args.json => print_json(&serde_json::json!({
-            "by": serde_json::to_value(by).expect("serializes"),
-            "epochs": null,
-            "note": "the source has no epoch data",
-        })),
+        None if args.json => print_json(&NoEpochs {
+            by,
+            epochs: None,
+            note: "the source has no epoch data",
+        }),
         None => out(&format!(
             "{}: the source has no epoch data (snapshot written before Phase 2.3)\n",
             args.source
@@ -267,9 +312,7 @@ const TORN_READ_RETRY: Duration = Duration::from_millis(200);
 
 fn watch(source: &Source, interval: Duration, count: Option<u64>, json: bool) -> Result<()> {
     if !source.can_resample() {
-        return Err(Error::Usage(
-            "watch needs a file or URL source, not stdin".into(),
-        ));
+        return Err(Error::Usage("watch needs a file or URL source, not stdin".into()).into());
     }
     let mut before = source.snapshot_retrying_torn(TORN_READ_RETRY)?;
     if !json {
@@ -327,20 +370,21 @@ fn validate(file: &Source, json: bool) -> Result<ExitCode> {
     let origin = file.to_string();
     let checked = file
         .read_text()
-        .map_err(|e| (e, ExitCode::from(2)))
+        .map_err(|e| (e, ExitCode::from(cli_support::exit::BAD_INPUT)))
         .and_then(|text| {
-            tslab::source::validate(&text, &origin).map_err(|e| (e, ExitCode::from(1)))
+            tslab::source::validate(&text, &origin)
+                .map_err(|e| (e, ExitCode::from(cli_support::exit::CHECK_FAILED)))
         });
     let snap = match checked {
         Ok(snap) => snap,
         Err((e, code)) => {
             if json {
-                print_json(&serde_json::json!({
-                    "ok": false,
-                    "valid": false,
-                    "source": tslab::quote_bounded(&origin, tslab::MAX_QUOTED),
-                    "error": e.to_string(),
-                }))?;
+                print_json(&Invalid {
+                    ok: false,
+                    valid: false,
+                    source: tslab::quote_bounded(&origin, tslab::MAX_QUOTED),
+                    error: e.to_string(),
+                })?;
             }
             eprintln!("tslab: {e}");
             return Ok(code);
@@ -348,14 +392,14 @@ fn validate(file: &Source, json: bool) -> Result<ExitCode> {
     };
     let epochs = snap.epochs.as_ref().map(Vec::len);
     if json {
-        print_json(&serde_json::json!({
-            "ok": true,
-            "valid": true,
-            "source": origin,
-            "schema_version": snap.schema_version,
-            "classes": snap.classes.len(),
-            "epochs": epochs,
-        }))?;
+        print_json(&Valid {
+            ok: true,
+            valid: true,
+            source: &origin,
+            schema_version: snap.schema_version,
+            classes: snap.classes.len(),
+            epochs,
+        })?;
     } else {
         out(&format!(
             "{origin}: valid (schema version {}, {} classes, {})\n",
@@ -383,7 +427,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // The report is out; a snapshot that could not be saved still fails the run.
             if let Some(e) = &report.json_out_error {
                 eprintln!("tslab: {e}");
-                return Ok(ExitCode::from(2));
+                return Ok(ExitCode::from(cli_support::exit::BAD_INPUT));
             }
         }
         Command::Stats { source, json } => show(&Summary::of(&source.snapshot()?), json)?,
@@ -424,7 +468,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let diff = Diff::between(&before.snapshot()?, &after.snapshot()?, threshold);
             show(&diff, json)?;
             if fail_on == FailOn::Regression && diff.regressed() {
-                return Ok(ExitCode::from(1));
+                return Ok(ExitCode::from(cli_support::exit::CHECK_FAILED));
             }
         }
         Command::Validate { file, json } => return validate(&file, json),
@@ -435,28 +479,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            // A rejected value is one line, like every other error; other usage errors keep
-            // clap's usage hints. --help and --version print and exit 0; usage errors exit 2.
-            if matches!(
-                e.kind(),
-                ErrorKind::ValueValidation | ErrorKind::InvalidValue
-            ) {
-                let text = e.to_string();
-                let first = text.lines().next().unwrap_or("");
-                eprintln!("tslab: {}", first.strip_prefix("error: ").unwrap_or(first));
-                return ExitCode::from(2);
-            }
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
-        }
+        // A rejected value (a malformed duration) is one line, like every other error; other
+        // usage errors keep clap's usage hints. --help and --version print and exit 0; usage
+        // errors exit 2.
+        Err(e) => return ExitCode::from(cli_support::usage_error("tslab", &e)),
     };
     match run(cli) {
         Ok(code) => code,
-        Err(e) => {
+        Err(Fail::Stdout(e)) if e.is_closed() => ExitCode::from(e.exit_code()),
+        Err(Fail::Stdout(e)) => {
             eprintln!("tslab: {e}");
-            ExitCode::from(2)
+            ExitCode::from(e.exit_code())
+        }
+        Err(Fail::Tslab(e)) => {
+            eprintln!("tslab: {e}");
+            ExitCode::from(cli_support::exit::BAD_INPUT)
         }
     }
 }

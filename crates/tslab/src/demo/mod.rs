@@ -123,17 +123,13 @@ impl fmt::Display for Listen {
     }
 }
 
-/// Parses `"30s"`, `"1m 30s"`, `"250ms"` (humantime) or plain seconds (`"2"`, `"0.5"`).
+/// Parses `"30s"`, `"1m 30s"`, `"250ms"` (humantime) or plain seconds (`"2"`, `"0.5"`): the
+/// duration vocabulary of every tool ([`cli_support::parse_duration`]).
 ///
 /// # Errors
 /// A message for anything else.
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs)
-            .map_err(|_| format!("{s:?} is not a duration (negative or too large)"));
-    }
-    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 30s: {e}"))
+    cli_support::parse_duration(s)
 }
 
 /// Arguments of `tslab demo` (also usable from code: [`DemoArgs::default`] has the CLI's
