@@ -38,7 +38,6 @@ mod mmsb;
 mod workload;
 
 use std::fmt;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, ExitCode, Stdio};
 
@@ -82,38 +81,49 @@ enum Command {
     /// (internal) One allocator's latency and throughput run.
     #[command(hide = true)]
     ChildLatency {
+        /// The allocator to measure.
         #[arg(long)]
         allocator: AllocName,
+        /// Measured allocation cycles.
         #[arg(long)]
         cycles: u32,
+        /// Cycles run before measuring.
         #[arg(long, default_value_t = WARMUP_CYCLES)]
         warmup: u32,
+        /// Objects kept live during a cycle.
         #[arg(long, default_value_t = LIVE_OBJECTS)]
         live: usize,
     },
     /// (internal) One allocator's multi-thread throughput run.
     #[command(hide = true)]
     ChildScaling {
+        /// The allocator to measure.
         #[arg(long)]
         allocator: AllocName,
+        /// Threads allocating at once.
         #[arg(long)]
         threads: usize,
+        /// Operations per thread.
         #[arg(long)]
         ops: u64,
+        /// Objects allocated before they are freed, per batch.
         #[arg(long, default_value_t = SCALING_BATCH)]
         batch: usize,
     },
     /// (internal) temporal-slab's RSS run.
     #[command(hide = true)]
     ChildRss {
+        /// Objects kept live.
         #[arg(long, default_value_t = LIVE_OBJECTS)]
         live: usize,
     },
     /// (internal) temporal-slab's close-cost run.
     #[command(hide = true)]
     ChildClose {
+        /// Bytes allocated in the epoch that is closed.
         #[arg(long)]
         bytes: usize,
+        /// Whether close coalesces adjacent slabs into ranges (`true` or `false`).
         #[arg(long, action = clap::ArgAction::Set)]
         coalesce: bool,
     },
@@ -163,14 +173,21 @@ impl fmt::Display for AllocName {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return ExitCode::from(cli_support::usage_error("bench", &e)),
+    };
+    // The tables are printed with `println!` after the work: a reader that went away
+    // (`bench ... | head -1`) ends the run quietly with 0 instead of a panic.
+    cli_support::stdout::exit_quietly_on_println_broken_pipe();
+    let failed = |e: &dyn fmt::Display| {
+        eprintln!("bench: {}", cli_support::one_line(&e.to_string()));
+        ExitCode::from(cli_support::exit::BAD_INPUT)
+    };
     match cli.command {
         Command::Slab(args) => match run_slab(&args) {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
+            Err(e) => failed(&e),
         },
         Command::ChildLatency {
             allocator,
@@ -199,18 +216,12 @@ fn main() -> ExitCode {
         ),
         Command::Datahub(args) => match ipc::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
+            Err(e) => failed(&e),
         },
         Command::ChildIpc(args) => ipc::child_main(&args),
         Command::Mmsb(args) => match crate::mmsb::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
+            Err(e) => failed(&e),
         },
     }
 }
@@ -222,13 +233,15 @@ type ChildResult = Result<String, Box<dyn std::error::Error>>;
 /// Prints a child's JSON line, or its error on stderr with exit code 1.
 fn child_exit(name: &str, result: ChildResult) -> ExitCode {
     match result {
-        Ok(line) => {
-            let mut out = std::io::stdout().lock();
-            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-                return ExitCode::from(1);
+        // A closed standard output (the parent went away) ends the child quietly with 0.
+        Ok(line) => match cli_support::stdout::line(&line) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.is_closed() => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench child ({name}): {e}");
+                ExitCode::from(1)
             }
-            ExitCode::SUCCESS
-        }
+        },
         Err(e) => {
             eprintln!("bench child ({name}): {e}");
             ExitCode::from(1)
@@ -806,7 +819,12 @@ pub(crate) fn emit_report<T: Serialize>(
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     if json {
-        println!("{text}");
+        match cli_support::stdout::line(&text) {
+            Ok(()) => {}
+            // The reader went away: nothing more to say, exit 0.
+            Err(e) if e.is_closed() => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        }
     } else {
         print(report);
     }
