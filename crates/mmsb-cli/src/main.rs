@@ -67,6 +67,7 @@ enum Cmd {
         /// Also write each page's bytes to `DIR/pages/<id>.bin`.
         #[arg(long)]
         pages: bool,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -78,13 +79,17 @@ enum Cmd {
         /// Delete the log segments the checkpoint covers.
         #[arg(long)]
         prune: bool,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Compare two states (log directory, segment file or checkpoint file); exit 1 if they differ.
     Diff {
+        /// The first state.
         a: PathBuf,
+        /// The second state.
         b: PathBuf,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -92,6 +97,7 @@ enum Cmd {
     Stats {
         /// Log directory or one segment file.
         path: PathBuf,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -115,6 +121,7 @@ enum LogCmd {
         /// Most frames to list with `--frames`.
         #[arg(long)]
         limit: Option<usize>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -123,6 +130,7 @@ enum LogCmd {
     Verify {
         /// Log directory or one segment file.
         path: PathBuf,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },

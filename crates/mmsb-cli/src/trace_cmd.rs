@@ -40,6 +40,7 @@ pub(crate) struct TraceArgs {
     /// Skip the checks that replay the log from empty and restore from the mid-trace checkpoint.
     #[arg(long)]
     no_verify: bool,
+    /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
 }
