@@ -77,7 +77,7 @@ pub fn write(bytes: &[u8]) -> Result<(), StdoutError> {
 /// Writes `text` to standard output.
 ///
 /// # Errors
-/// As [`write`].
+/// As [`write()`].
 pub fn print(text: &str) -> Result<(), StdoutError> {
     write(text.as_bytes())
 }
@@ -85,7 +85,7 @@ pub fn print(text: &str) -> Result<(), StdoutError> {
 /// Writes `text` and a line feed to standard output.
 ///
 /// # Errors
-/// As [`write`].
+/// As [`write()`].
 pub fn line(text: &str) -> Result<(), StdoutError> {
     let mut buf = String::with_capacity(text.len() + 1);
     buf.push_str(text);
@@ -99,7 +99,7 @@ pub fn closed() -> bool {
     CLOSED.load(Ordering::Relaxed)
 }
 
-/// For code that prints with `println!` and cannot be routed through [`print`]: a panic hook
+/// For code that prints with `println!` and cannot be routed through [`print()`]: a panic hook
 /// that ends the process quietly with exit 0 when the panic is `println!`'s "failed printing to
 /// stdout" on a closed pipe, and leaves every other panic to the previous hook. Destructors do
 /// not run (the process exits from the hook), so a tool uses it only where its output comes
