@@ -1,16 +1,9 @@
 //! The command-line vocabulary `bench` shares with `tslab`, `datahub` and `mmsb`: a closed
 //! standard output ends a command quietly with 0; a bad argument is one line, exit 2.
 
-use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-/// A standard output whose reader is gone: writes fail with EPIPE.
-fn closed_stdout() -> Stdio {
-    let (ours, theirs) = UnixStream::pair().unwrap();
-    drop(theirs);
-    Stdio::from(OwnedFd::from(ours))
-}
+use cli_support::testing::closed_stdout;
 
 #[test]
 fn a_closed_stdout_ends_a_child_run_quietly_with_0() {

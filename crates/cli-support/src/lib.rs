@@ -16,12 +16,16 @@
 //! - **Usage errors** ([`usage_error`]): clap's errors mapped to the exit codes, a rejected value
 //!   (a malformed duration) as one line.
 //!
+//! - **Tests** ([`testing`]): the pipe and closed-stdout fixtures the tools' end-to-end tests
+//!   of this vocabulary share.
+//!
 //! The crate holds no policy of any tool; it is the vocabulary, not the commands.
 
 use std::borrow::Cow;
 use std::time::Duration;
 
 pub mod stdout;
+pub mod testing;
 
 pub use stdout::StdoutError;
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::Command;
+use cli_support::testing::piped_to_head;
 
 use common::{Block, DEADLINE, Proc, datahub, noise, run, wait_for_block, write_file};
 
@@ -16,14 +16,7 @@ fn sub_to_stdout_piped_to_head_exits_0_with_empty_stderr() {
     let file = write_file(dir.path(), "big.bin", &noise(4 << 20, 13));
     let publisher = Proc::spawn(&["pub", block.name(), "--wait", "20s", file.to_str().unwrap()]);
     wait_for_block(block.name());
-    let sub = Command::new("timeout")
-        .args([
-            "120",
-            "bash",
-            "-c",
-            r#"set -o pipefail; "$0" "$@" | head -1 >/dev/null"#,
-        ])
-        .arg(env!("CARGO_BIN_EXE_datahub"))
+    let sub = piped_to_head(env!("CARGO_BIN_EXE_datahub"))
         .args(["sub", block.name(), "--wait", "20"])
         .output()
         .unwrap();

@@ -2,36 +2,13 @@
 //! standard output ends a command quietly with 0; durations (`--durability group:...`) are
 //! humantime strings, `group:5` still 5 ms; a malformed one is one line, exit 2.
 
-use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
+
+use cli_support::testing::{closed_stdout, piped_to_head};
 
 fn mmsb() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mmsb"))
-}
-
-/// Runs `bash -c 'set -o pipefail; mmsb ARGS | head -1'` with a generous deadline; the status
-/// is mmsb's (head exits 0), the stderr is mmsb's alone.
-fn piped_to_head(args: &[&str]) -> Output {
-    Command::new("timeout")
-        .args([
-            "120",
-            "bash",
-            "-c",
-            r#"set -o pipefail; "$0" "$@" | head -1 >/dev/null"#,
-        ])
-        .arg(env!("CARGO_BIN_EXE_mmsb"))
-        .args(args)
-        .output()
-        .expect("run bash")
-}
-
-/// A standard output whose reader is gone: writes fail with EPIPE.
-fn closed_stdout() -> Stdio {
-    let (ours, theirs) = UnixStream::pair().unwrap();
-    drop(theirs);
-    Stdio::from(OwnedFd::from(ours))
 }
 
 /// A log of a few thousand frames: the embedded trace applied through MMSB.
@@ -51,7 +28,10 @@ fn log_inspect_frames_piped_to_head_exits_0_with_empty_stderr() {
     let log = tmp.path().join("log");
     let made = make_log(&log, "flush");
     assert_eq!(made.status.code(), Some(0), "{made:?}");
-    let out = piped_to_head(&["log", "inspect", log.to_str().unwrap(), "--frames"]);
+    let out = piped_to_head(env!("CARGO_BIN_EXE_mmsb"))
+        .args(["log", "inspect", log.to_str().unwrap(), "--frames"])
+        .output()
+        .expect("run bash");
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -4,23 +4,7 @@
 
 mod common;
 
-use std::process::{Command, Output};
-
-/// Runs `bash -c 'set -o pipefail; tslab ARGS | head -1'` with a generous deadline; the status
-/// is tslab's (head exits 0), the stderr is tslab's alone.
-fn piped_to_head(args: &[&str]) -> Output {
-    Command::new("timeout")
-        .args([
-            "120",
-            "bash",
-            "-c",
-            r#"set -o pipefail; "$0" "$@" | head -1 >/dev/null"#,
-        ])
-        .arg(env!("CARGO_BIN_EXE_tslab"))
-        .args(args)
-        .output()
-        .expect("run bash")
-}
+use cli_support::testing::piped_to_head;
 
 #[test]
 fn watch_piped_to_head_exits_0_with_empty_stderr() {
@@ -28,7 +12,10 @@ fn watch_piped_to_head_exits_0_with_empty_stderr() {
     let file = dir.join("s.json");
     std::fs::write(&file, common::snapshot().to_json_pretty()).unwrap();
     // `watch` without --count prints until its reader goes away.
-    let out = piped_to_head(&["watch", "--interval", "1ms", file.to_str().unwrap()]);
+    let out = piped_to_head(env!("CARGO_BIN_EXE_tslab"))
+        .args(["watch", "--interval", "1ms", file.to_str().unwrap()])
+        .output()
+        .expect("run bash");
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(
         out.status.code(),
