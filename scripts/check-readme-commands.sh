@@ -91,7 +91,11 @@ fi
 cd "$repo" || exit 2
 if [ -z "${README_CHECK_NO_BUILD:-}" ]; then
   echo "== readme-check: building the release binaries the README runs"
-  cargo build --release -p tslab -p datahub-cli -p mmsb-cli -p bench || exit 1
+  # One package at a time, as `cargo run -p X` builds it: several `-p` in one build unify
+  # their features into a set no single `cargo run` uses, so every command would build again.
+  for p in bench tslab datahub-cli mmsb-cli; do
+    cargo build --release -p "$p" || exit 1
+  done
 fi
 mkdir -p "$repo/target"
 scratch="$(mktemp -d "$repo/target/readme-check.XXXXXX")"
