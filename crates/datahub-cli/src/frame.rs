@@ -304,7 +304,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
         None
     };
     match bad {
-        Some(why) => Err(format!("file name {:?} {why}", cli_support::clip(name, cli_support::QUOTE_MAX))),
+        Some(why) => Err(format!(
+            "file name {:?} {why}",
+            cli_support::clip(name, cli_support::QUOTE_MAX)
+        )),
         None => Ok(()),
     }
 }

@@ -258,12 +258,12 @@ fn check_signal(name: &str) -> Result {
         sig => Err(Fail::interrupted(
             sig,
             format!(
-            "interrupted by {}: block {name:?} removed, the stream was not finished",
-            if sig == libc::SIGINT {
-                "SIGINT"
-            } else {
-                "SIGTERM"
-            }
+                "interrupted by {}: block {name:?} removed, the stream was not finished",
+                if sig == libc::SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                }
             ),
         )),
     }

@@ -119,8 +119,8 @@ fn read_totals(b: &Block) -> (u64, u64, u32) {
             }
         }
         last = (reads, bytes, consumers);
-        let moved = m.reads_retired.load(SeqCst) != reads0
-            || m.bytes_read_retired.load(SeqCst) != bytes0;
+        let moved =
+            m.reads_retired.load(SeqCst) != reads0 || m.bytes_read_retired.load(SeqCst) != bytes0;
         if !retiring && !moved {
             break;
         }

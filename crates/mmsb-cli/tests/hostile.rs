@@ -393,7 +393,10 @@ fn trace_interrupted_by_sigterm_removes_its_temporary_log() {
             "REQUIRE_SHARED_DATA=1 but {} is missing",
             trace_file().display()
         );
-        eprintln!("skipped: {} missing (set SHARED_DATA_DIR)", trace_file().display());
+        eprintln!(
+            "skipped: {} missing (set SHARED_DATA_DIR)",
+            trace_file().display()
+        );
         return;
     }
     for (sig, code) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
