@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::Args;
 use mmsb::tlog::Durability;
 use mmsb::{ReplayTarget, State};
-use mmsb_cli::trace::doc::logical_text;
-use mmsb_cli::trace::{self, RunOptions};
+use mmsb_trace::doc::logical_text;
+use mmsb_trace::{self as trace, RunOptions};
 use serde::Serialize;
 
 use crate::{Fail, input_error, out};

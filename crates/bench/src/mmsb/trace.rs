@@ -2,7 +2,7 @@
 
 use super::*;
 
-/// The trace workload: `automerge-paper` through `mmsb_cli::trace::run_trace` (fresh bus,
+/// The trace workload: `automerge-paper` through `mmsb_trace::run_trace` (fresh bus,
 /// Durability::Flush as `mmsb trace` uses, bus timings off, one commit and propagation wave per
 /// 100 transactions, a checkpoint after half of them), then `verify` (untimed: replay, mid-trace
 /// checkpoint and restore checked against the trace's text), then `State::replay(dir, End)` of
@@ -22,7 +22,7 @@ pub(super) fn run_trace(parent: &Path, runs: usize, progress: &dyn Fn(&str)) -> 
         ));
     }
     progress(&format!("trace: loading {}", file.display()));
-    let trace = match mmsb_cli::trace::load(&file) {
+    let trace = match mmsb_trace::load(&file) {
         Ok(t) => t,
         Err(e) => return skipped(format!("skipped: {e}")),
     };
@@ -45,12 +45,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn trace_runs(
-    trace: &mmsb_cli::trace::Trace,
+    trace: &mmsb_trace::Trace,
     parent: &Path,
     runs: usize,
     progress: &dyn Fn(&str),
 ) -> R<TraceResult> {
-    use mmsb_cli::trace::{RunOptions, run_trace as run_one, verify};
+    use mmsb_trace::{RunOptions, run_trace as run_one, verify};
     let (mut apply, mut txns_ms, mut finish, mut replay) = (vec![], vec![], vec![], vec![]);
     let mut last = None;
     for run in 0..runs {
@@ -113,7 +113,7 @@ fn trace_runs(
         log_bytes: Some(report.log_file_bytes),
         extra,
         note: Some(
-            "apply_ms: mmsb_cli::trace::run_trace's apply + finish time (every transaction through \
+            "apply_ms: mmsb_trace::run_trace's apply + finish time (every transaction through \
              write_range into a gap-buffer document page, in batches of wave_every transactions, \
              each batch one commit and one propagation wave recomputing a line index and a word \
              count; the mid-trace checkpoint excluded), Durability::Flush, bus timings off; \

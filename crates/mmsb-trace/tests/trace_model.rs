@@ -7,14 +7,14 @@
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
-use mmsb_cli::trace::derived::{
+use mmsb_trace::derived::{
     self, decode_line_index, decode_word_count, line_index_recompute, line_starts, word_count,
     word_count_recompute,
 };
-use mmsb_cli::trace::doc::{GapDoc, Header, VecPages, logical_text};
-use mmsb_cli::trace::parse::{self, Trace, TraceError};
-use mmsb_cli::trace::synth::{self, naive_apply};
-use mmsb_cli::trace::{Layout, apply_pure};
+use mmsb_trace::doc::{GapDoc, Header, VecPages, logical_text};
+use mmsb_trace::parse::{self, Trace, TraceError};
+use mmsb_trace::synth::{self, naive_apply};
+use mmsb_trace::{Layout, apply_pure};
 
 // ---- allocation counting (per thread, so parallel tests do not disturb each other) ----
 
@@ -474,7 +474,7 @@ fn content_mismatch_is_detected_by_the_model_not_the_parser() {
 
 // ---- through a live MMSB bus ----
 
-use mmsb_cli::trace::{RunError, RunOptions, run, run_trace, verify};
+use mmsb_trace::{RunError, RunOptions, run, run_trace, verify};
 
 #[test]
 fn mmsb_run_and_verify_embedded_trace() {

@@ -23,10 +23,10 @@ use std::time::Instant;
 use mmsb::{EdgeKind, Mmsb, PageId, ReplayTarget, State};
 use serde::Serialize;
 
-use super::derived::{self, WORD_COUNT_SIZE};
-use super::doc::{DocError, GapDoc, HEADER_SIZE, Header, PageRole, PageStore, logical_text};
-use super::parse::{self, Trace, TraceError};
-use super::{Layout, model_text_after, synth};
+use crate::derived::{self, WORD_COUNT_SIZE};
+use crate::doc::{DocError, GapDoc, HEADER_SIZE, Header, PageRole, PageStore, logical_text};
+use crate::parse::{self, Trace, TraceError};
+use crate::{Layout, model_text_after, synth};
 
 /// Metadata key naming a page's role.
 pub const ROLE_KEY: &str = "mmsb.trace.role";

@@ -17,7 +17,7 @@
 //! When the header does not decode (for example the all-zero header of a page not written yet)
 //! or does not match the document page, both functions fill their page with zeros.
 
-use super::doc::Header;
+use crate::doc::Header;
 
 /// Size of the word-count page.
 pub const WORD_COUNT_SIZE: usize = 8;
@@ -300,8 +300,8 @@ pub fn expected_word_count_page(text: &str) -> [u8; WORD_COUNT_SIZE] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::doc::{GapDoc, VecPages};
-    use crate::trace::parse::PatchRef;
+    use crate::doc::{GapDoc, VecPages};
+    use crate::parse::PatchRef;
 
     #[test]
     fn whitespace_tables_match_std() {
@@ -419,7 +419,7 @@ mod tests {
             }],
         )
         .unwrap();
-        let text = crate::trace::doc::logical_text(&p.header, &p.doc).unwrap();
+        let text = crate::doc::logical_text(&p.header, &p.doc).unwrap();
         assert_eq!(text, "one two\nthx\ny ree\u{A0}four\n\n日本 語\n");
         let mut li = vec![0xAAu8; line_index_size(10)];
         line_index_recompute(&[&p.header, &p.doc], &mut li);

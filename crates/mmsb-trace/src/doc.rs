@@ -38,7 +38,7 @@
 //! scratch buffer for moved bytes (reused, so a transaction allocates nothing once the scratch
 //! has grown to the longest move).
 
-use super::parse::PatchRef;
+use crate::parse::PatchRef;
 
 /// Size of the header page in bytes.
 pub const HEADER_SIZE: usize = 64;

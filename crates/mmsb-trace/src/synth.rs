@@ -8,7 +8,7 @@
 //! modifiers and ZWJ sequences), combining marks, and non-ASCII whitespace (U+00A0, U+3000), so it
 //! exercises every UTF-8 width. It is deterministic (fixed seed, xorshift64*).
 
-use super::parse::{Trace, TraceError};
+use crate::parse::{Trace, TraceError};
 
 /// Number of transactions in [`default_trace`].
 pub const DEFAULT_TXNS: usize = 4000;

@@ -1,4 +1,4 @@
-//! Applying real editing traces through MMSB.
+//! Applying real editing traces through MMSB: the library behind `mmsb trace` and the MMSB trace benchmark.
 //!
 //! A trace ([`parse::Trace`]) is a start text and transactions of patches `(pos, del, ins)` in
 //! char positions. The document lives in one page as a gap buffer of UTF-8 bytes, described by a

@@ -127,7 +127,7 @@ struct Patch {
 
 /// A validated editing trace, stored flat: all inserted text in one string, all patches in one
 /// vector, transactions as end indices into it. Constructed by [`load`], [`parse_bytes`],
-/// [`Trace::from_txns`] or [`crate::trace::synth::default_trace`]; construction validates every
+/// [`Trace::from_txns`] or [`crate::synth::default_trace`]; construction validates every
 /// patch against the running document length and computes [`TraceStats`].
 #[derive(Clone, Debug)]
 pub struct Trace {
