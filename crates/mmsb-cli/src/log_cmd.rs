@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use mmsb::frame::FrameBody;
-use mmsb::tlog::LogReader;
+use mmsb::tlog::{LogReader, LogSummary};
 use serde::Serialize;
 
 use crate::{Fail, out};
@@ -106,14 +106,6 @@ struct Verified<'a> {
     unrecoverable: Option<&'a str>,
 }
 
-#[derive(Default)]
-struct PageTally {
-    deltas: u64,
-    dense: u64,
-    bytes: u64,
-    last_epoch: u64,
-}
-
 pub(crate) fn inspect(
     path: &Path,
     list: bool,
@@ -123,50 +115,10 @@ pub(crate) fn inspect(
 ) -> Result<(), Fail> {
     crate::exists(path)?;
     let reader = LogReader::open(path)?.with_uncommitted(true);
-    let segments = reader.segments()?;
-    let mut kinds: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let mut sources: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let mut pages: BTreeMap<u64, PageTally> = BTreeMap::new();
-    let (mut first, mut last, mut frames, mut frame_bytes, mut payload) =
-        (None, None, 0u64, 0u64, 0u64);
-    let (mut first_ts, mut last_ts) = (None, 0u64);
     let mut listed = Vec::new();
-    let mut iter = reader.frames()?;
-    for item in iter.by_ref() {
-        let at = item?;
+    let summary = reader.summary_with(|at| {
         let f = &at.frame;
-        first.get_or_insert(f.lsn);
-        last = Some(f.lsn);
-        first_ts.get_or_insert(f.timestamp_ns);
-        last_ts = f.timestamp_ns;
-        frames += 1;
-        frame_bytes += u64::from(at.len);
-        *kinds.entry(f.kind().name()).or_default() += 1;
-        if let FrameBody::Delta(body) = &f.body {
-            *sources.entry(f.source.name()).or_default() += 1;
-            let t = pages.entry(f.page.0).or_default();
-            t.deltas += 1;
-            let n = match body {
-                mmsb::Body::Dense(b) => {
-                    t.dense += 1;
-                    b.len()
-                }
-                mmsb::Body::Sparse { payload, .. } => payload.len(),
-            } as u64;
-            t.bytes += n;
-            t.last_epoch = f.epoch;
-            payload += n;
-        } else if let FrameBody::CreatePage { .. } = &f.body {
-            pages.entry(f.page.0).or_default();
-        }
         if list && f.lsn.0 >= from && limit.is_none_or(|l| listed.len() < l) {
-            let changed = match &f.body {
-                FrameBody::Delta(b) => Some(match b {
-                    mmsb::Body::Dense(d) => d.len(),
-                    mmsb::Body::Sparse { payload, .. } => payload.len(),
-                }),
-                _ => None,
-            };
             listed.push(FrameRow {
                 lsn: f.lsn.0,
                 file: at.file.display().to_string(),
@@ -178,12 +130,25 @@ pub(crate) fn inspect(
                 source: f.source.name(),
                 commit: f.commit,
                 timestamp_ns: f.timestamp_ns,
-                changed_bytes: changed,
+                changed_bytes: at.changed_bytes(),
                 dense: matches!(&f.body, FrameBody::Delta(mmsb::Body::Dense(_))),
             });
         }
-    }
-    let tail = iter.tail().cloned();
+    })?;
+    let LogSummary {
+        segments,
+        frames,
+        frame_bytes,
+        payload_bytes: payload,
+        first_lsn: first,
+        last_lsn: last,
+        first_timestamp_ns: first_ts,
+        last_timestamp_ns: last_ts,
+        kinds,
+        delta_sources: sources,
+        pages,
+        tail,
+    } = summary;
     if json {
         out::json_out(&Inspected {
             path: path.display().to_string(),
@@ -206,7 +171,7 @@ pub(crate) fn inspect(
             pages: pages
                 .iter()
                 .map(|(id, t)| PageRow {
-                    page: *id,
+                    page: id.0,
                     deltas: t.deltas,
                     dense: t.dense,
                     bytes: t.bytes,
@@ -242,7 +207,8 @@ pub(crate) fn inspect(
     outln!("  pages      {}", pages.len());
     for (id, t) in pages.iter().take(20) {
         outln!(
-            "    page {id:<6} deltas {:<8} dense {:<6} bytes {:<10} epoch {}",
+            "    page {:<6} deltas {:<8} dense {:<6} bytes {:<10} epoch {}",
+            id.0,
             t.deltas,
             t.dense,
             t.bytes,

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use mmsb::logdir;
 use mmsb::tlog::{LOCK_FILE, LogReader};
-use mmsb::{Config, Mmsb, PageId, ReplayTarget, RestoreReport, State, checkpoint};
+use mmsb::{Config, Mmsb, PageId, ReplayTarget, State, checkpoint};
 use serde::Serialize;
 
 use crate::out::{CheckpointRef, Notes, Skipped, TailJson};
@@ -265,28 +265,10 @@ pub(crate) fn take_checkpoint(dir: &Path, prune: bool, json: bool) -> Result<(),
     Ok(())
 }
 
-/// A state from a log directory (restore), a checkpoint file, a directory of checkpoints that
-/// holds no log (what `replay --out` writes: the newest one), or a segment file (replay), with
-/// what was left out.
+/// A state from whatever `path` is ([`State::load_reporting`]), with what was left out.
 fn load_state(path: &Path) -> Result<(State, Notes), Fail> {
     crate::exists(path)?;
-    if !path.is_dir() && path.extension().is_some_and(|e| e == "ckpt") {
-        let s = State::from_checkpoint(checkpoint::read(path)?)?;
-        return Ok((s, out::restore_notes(path, &RestoreReport::default())));
-    }
-    if path.is_dir()
-        && matches!(logdir::probe(path), Err(mmsb::Error::NotALog { .. }))
-        && let Some((_, newest)) = checkpoint::list(path)?.pop()
-    {
-        // A directory `mmsb replay --out` wrote: no log, only detached checkpoints.
-        let s = State::from_checkpoint(checkpoint::read(&newest)?)?;
-        let report = RestoreReport {
-            checkpoint: Some((s.last_lsn(), newest)),
-            ..RestoreReport::default()
-        };
-        return Ok((s, out::restore_notes(path, &report)));
-    }
-    let (s, report) = State::replay_reporting(path, ReplayTarget::End)?;
+    let (s, report) = State::load_reporting(path)?;
     let notes = out::restore_notes(path, &report);
     Ok((s, notes))
 }

@@ -63,6 +63,8 @@
 //! ## Threads
 //! A bus is one writer: methods take `&mut self`. Share it behind a `Mutex`; readers of another
 //! process can read the log directory ([`tlog::LogReader`], [`State::replay`]) without a lock.
+//! Tools that take "a state" by path (a log, a segment, a checkpoint) use [`State::load`];
+//! [`tlog::LogReader::summary`] counts what a log holds ([`tlog::LogSummary`]).
 
 pub mod bus;
 pub mod checkpoint;

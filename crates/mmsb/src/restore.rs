@@ -172,6 +172,47 @@ impl State {
         ))
     }
 
+    /// The state whatever is at `path` holds, for tools that take "a state" from the user:
+    ///
+    /// * a checkpoint file (name ending `.ckpt`): its pages, read with every check of
+    ///   [`checkpoint::read`];
+    /// * a directory that holds no log ([`Error::NotALog`]) but checkpoints (what a detached
+    ///   `checkpoint::write` of a replay leaves, e.g. `mmsb replay --out`): the newest one;
+    /// * a log directory: [`State::restore`]; a segment file: [`State::replay`] to its end.
+    ///
+    /// Reads only; takes no lock. [`State::load_reporting`] also says what was used.
+    ///
+    /// # Errors
+    /// As [`checkpoint::read`] for a checkpoint; [`Error::NotALog`] for a directory holding
+    /// neither a log nor a checkpoint; otherwise as [`State::replay`].
+    pub fn load(path: &Path) -> Result<State> {
+        Ok(State::load_reporting(path)?.0)
+    }
+
+    /// [`State::load`], also returning what was used (the checkpoint, when one was) and left
+    /// out (skipped checkpoints, an ignored tail).
+    ///
+    /// # Errors
+    /// As [`State::load`].
+    pub fn load_reporting(path: &Path) -> Result<(State, RestoreReport)> {
+        if !path.is_dir() && path.extension().is_some_and(|e| e == "ckpt") {
+            let s = State::from_checkpoint(checkpoint::read(path)?)?;
+            return Ok((s, RestoreReport::default()));
+        }
+        if path.is_dir()
+            && matches!(logdir::probe(path), Err(Error::NotALog { .. }))
+            && let Some((_, newest)) = checkpoint::list(path)?.pop()
+        {
+            let s = State::from_checkpoint(checkpoint::read(&newest)?)?;
+            let report = RestoreReport {
+                checkpoint: Some((s.last_lsn(), newest)),
+                ..RestoreReport::default()
+            };
+            return Ok((s, report));
+        }
+        State::replay_reporting(path, ReplayTarget::End)
+    }
+
     fn rebuild(dir: &Path, target: ReplayTarget) -> Result<(State, RestoreReport)> {
         let kind = logdir::probe_log(dir)?;
         let at_most = match target {

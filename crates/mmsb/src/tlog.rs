@@ -26,7 +26,7 @@
 //!
 //! Files, one concern each: `segment` (segment files: names, header, the frame scanner),
 //! `recover` (what [`TLog::open`] does to the tail), `writer` ([`TLog`]), `syncer` (the
-//! group-commit thread), `read` ([`LogReader`]), `verify` ([`verify`]).
+//! group-commit thread), `read` ([`LogReader`]), `summary` ([`LogSummary`]), `verify` ([`verify`]).
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
@@ -276,6 +276,7 @@ fn lock_exclusive(file: &File, path: &Path, dir: &Path, timeout: Duration) -> Re
 mod read;
 mod recover;
 pub(crate) mod segment;
+mod summary;
 mod syncer;
 mod verify;
 mod writer;
@@ -285,5 +286,6 @@ pub use read::{FrameAt, Frames, LogReader};
 use recover::recover;
 use segment::{HeaderErr, SegReader, Step, check_header, encode_header, open_regular_with};
 pub use segment::{list_segments, parse_segment_file_name, segment_file_name};
+pub use summary::{LogSummary, PageTally};
 pub use verify::{Problem, SegmentSummary, VerifyReport, verify};
 pub use writer::TLog;
