@@ -38,48 +38,37 @@
 //! 0.0.4 format names the family `x_total`, so the descriptor lines are renamed and `# EOF`
 //! dropped; samples, labels and escaping stay prometheus-client's.
 
-use std::sync::atomic::AtomicU64;
-
-use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
-
 use datahub::{BlockInfo, Metrics};
+use prom_text::{Builder, LabelValue as Value, Labels};
 
-use prom_text::LabelValue as Value;
-
-type Labels = Vec<(&'static str, Value)>;
-
-fn clamp(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-struct Builder {
-    registry: Registry,
+/// The families of one render: every series carries the `block` label.
+struct BlockBuilder {
+    families: Builder,
     block: Labels,
 }
 
-impl Builder {
+impl BlockBuilder {
     /// A counter (name without `_total`; prometheus-client appends it).
     fn counter(&mut self, name: &str, help: &str, value: u64) {
-        let f = Family::<Labels, Counter>::default();
-        f.get_or_create(&self.block).inc_by(value);
-        self.registry.register(name, help, f);
+        self.families
+            .counters(name, help)
+            .get_or_create(&self.block)
+            .inc_by(value);
     }
+    /// An `i64` gauge, [clamped](prom_text::clamp_i64) to `i64::MAX`.
     fn gauge(&mut self, name: &str, help: &str, value: u64) {
-        let f = Family::<Labels, Gauge>::default();
-        f.get_or_create(&self.block).set(clamp(value));
-        self.registry.register(name, help, f);
+        self.families
+            .int_gauges(name, help)
+            .get_or_create(&self.block)
+            .set(prom_text::clamp_i64(value));
     }
 }
 
 /// Renders `m` (and, when given, identity figures from `info`) for block `block` as OpenMetrics
 /// text.
 pub fn render(block: &str, m: &Metrics, info: Option<&BlockInfo>) -> String {
-    let mut b = Builder {
-        registry: Registry::with_prefix("datahub"),
+    let mut b = BlockBuilder {
+        families: Builder::with_prefix("datahub"),
         block: vec![("block", Value(block.to_owned()))],
     };
     let counters: [(&str, &str, u64); 15] = [
@@ -142,7 +131,9 @@ pub fn render(block: &str, m: &Metrics, info: Option<&BlockInfo>) -> String {
     for (name, help, value) in counters {
         b.counter(name, help, value);
     }
-    let timeouts = Family::<Labels, Counter>::default();
+    let timeouts = b
+        .families
+        .counters("writer_timeouts", "Producer waits that timed out, by cause");
     for (cause, n) in [
         ("ring_full", m.writer_timeouts_ring_full),
         ("readers_active", m.writer_timeouts_readers),
@@ -151,11 +142,6 @@ pub fn render(block: &str, m: &Metrics, info: Option<&BlockInfo>) -> String {
         l.push(("cause", Value(cause.to_owned())));
         timeouts.get_or_create(&l).inc_by(n);
     }
-    b.registry.register(
-        "writer_timeouts",
-        "Producer waits that timed out, by cause",
-        timeouts,
-    );
 
     b.gauge("consumers", "Registered consumers", u64::from(m.consumers));
     b.gauge(
@@ -173,14 +159,13 @@ pub fn render(block: &str, m: &Metrics, info: Option<&BlockInfo>) -> String {
         "Code of the last error recorded in the block (0: none)",
         m.last_error_code,
     );
-    let when = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-    when.get_or_create(&b.block)
+    b.families
+        .float_gauges(
+            "last_error_timestamp_seconds",
+            "Wall-clock time of the last error, seconds since the Unix epoch (0: none)",
+        )
+        .get_or_create(&b.block)
         .set(m.last_error_unix_ns as f64 / 1e9);
-    b.registry.register(
-        "last_error_timestamp_seconds",
-        "Wall-clock time of the last error, seconds since the Unix epoch (0: none)",
-        when,
-    );
     if let Some(i) = info {
         b.gauge(
             "producer_alive",
@@ -193,18 +178,16 @@ pub fn render(block: &str, m: &Metrics, info: Option<&BlockInfo>) -> String {
             "Payload bytes per slot",
             u64::from(i.slot_size),
         );
-        let info_family = Family::<Labels, Gauge>::default();
         let mut l = b.block.clone();
         l.push(("policy", Value(i.policy.to_string())));
         l.push(("checksum", Value(i.checksum.to_string())));
         l.push(("version", Value(i.version.clone())));
-        info_family.get_or_create(&l).set(1);
-        b.registry
-            .register("block_info", "Block identity (value 1)", info_family);
+        b.families
+            .int_gauges("block_info", "Block identity (value 1)")
+            .get_or_create(&l)
+            .set(1);
     }
-    let mut out = String::new();
-    encode(&mut out, &b.registry).expect("writing to a String cannot fail");
-    out
+    b.families.into_openmetrics()
 }
 
 /// Like [`render`], in the Prometheus text format 0.0.4.

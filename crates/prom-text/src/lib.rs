@@ -1,9 +1,52 @@
 //! What `tslab` and `datahub` need on top of prometheus-client 0.24 to write exposition text
 //! that Prometheus and `promtool` accept. Metrics are still registered and encoded by
-//! prometheus-client; this crate only escapes label values and converts its OpenMetrics output
-//! to the classic text format.
+//! prometheus-client; this crate adds three things:
+//!
+//! - [`LabelValue`]: a label value escaped as the exposition formats require.
+//! - [`openmetrics_to_text`]: prometheus-client's OpenMetrics output converted to the classic
+//!   text format 0.0.4.
+//! - [`Builder`]: a [`Registry`] with one-call helpers for the shapes both tools render (a
+//!   counter or gauge without labels, a family per metric), [`clamp_i64`] for `u64` figures
+//!   shown as `i64` gauges, and the two encodings.
+//!
+//! Both tools render a point-in-time copy of their counters: every render builds a fresh
+//! [`Builder`], fills it and encodes it once.
+//!
+//! # Examples
+//! ```
+//! let mut b = prom_text::Builder::with_prefix("demo");
+//! b.counter("requests", "Requests served", 3);
+//! b.gauge("queue_depth", "Requests waiting", u64::MAX);
+//! let sizes = b.int_gauges("pool_size", "Objects in each pool");
+//! sizes
+//!     .get_or_create(&vec![("pool", prom_text::LabelValue("a\"b".into()))])
+//!     .set(2);
+//! assert_eq!(
+//!     b.into_text().lines().collect::<Vec<_>>(),
+//!     [
+//!         "# HELP demo_requests_total Requests served.",
+//!         "# TYPE demo_requests_total counter",
+//!         "demo_requests_total 3",
+//!         "# HELP demo_queue_depth Requests waiting.",
+//!         "# TYPE demo_queue_depth gauge",
+//!         "demo_queue_depth 9223372036854775807",
+//!         "# HELP demo_pool_size Objects in each pool.",
+//!         "# TYPE demo_pool_size gauge",
+//!         r#"demo_pool_size{pool="a\"b"} 2"#,
+//!     ]
+//! );
+//! ```
 
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Metric, Registry};
 
 /// A label value escaped as both exposition formats require (`\` → `\\`, `"` → `\"`, line feed
 /// → `\n`): prometheus-client 0.24 writes label values verbatim (prometheus/client_rust#151),
@@ -59,6 +102,129 @@ pub fn openmetrics_to_text(open: &str) -> String {
     out
 }
 
+/// The label set the workspace's tools use: `(name, escaped value)` pairs, in output order.
+pub type Labels = Vec<(&'static str, LabelValue)>;
+
+/// What a family's label set must be to be registered: prometheus-client's bounds on
+/// [`Family`], named once. Every `Vec<(&'static str, LabelValue)>` ([`Labels`]) is one.
+pub trait LabelSet: Clone + Hash + Eq + EncodeLabelSet + Debug + Send + Sync + 'static {}
+
+impl<T> LabelSet for T where T: Clone + Hash + Eq + EncodeLabelSet + Debug + Send + Sync + 'static {}
+
+/// A family of `i64` gauges, one per label set.
+pub type IntGauges<S = Labels> = Family<S, Gauge>;
+/// A family of `f64` gauges, one per label set.
+pub type FloatGauges<S = Labels> = Family<S, Gauge<f64, AtomicU64>>;
+/// A family of `u64` counters, one per label set.
+pub type Counters<S = Labels> = Family<S, Counter>;
+
+/// `v` as an `i64`, saturating at `i64::MAX`: prometheus-client's default gauge is `i64`, the
+/// counters it shows are `u64`.
+///
+/// # Examples
+/// ```
+/// assert_eq!(prom_text::clamp_i64(7), 7);
+/// assert_eq!(prom_text::clamp_i64(u64::MAX), i64::MAX);
+/// ```
+pub fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The families of one render: a [`Registry`] with helpers that register and fill a metric
+/// in one call.
+///
+/// Metrics are encoded in the order they were registered. Names are given without the prefix
+/// (the registry prepends `prefix_`) and counter names without `_total` (prometheus-client
+/// appends it). Help text gets a final `.` from prometheus-client when it has none. A family
+/// returned by [`int_gauges`](Self::int_gauges), [`float_gauges`](Self::float_gauges) or
+/// [`counters`](Self::counters) shares its series with the registry: fill it after the call,
+/// before encoding.
+///
+/// Registering the same name twice writes two families of that name (prometheus-client does
+/// not check), which Prometheus rejects; callers register each name once.
+#[derive(Debug, Default)]
+pub struct Builder {
+    registry: Registry,
+}
+
+impl Builder {
+    /// An empty builder whose metric names are used as given.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty builder whose metric names all start with `prefix_`.
+    ///
+    /// `prefix` must be a valid metric name prefix (`[a-zA-Z_:][a-zA-Z0-9_:]*`); it is not
+    /// checked here.
+    pub fn with_prefix(prefix: &str) -> Self {
+        Self {
+            registry: Registry::with_prefix(prefix),
+        }
+    }
+
+    /// Registers any prometheus-client metric (for the shapes the helpers do not cover, such
+    /// as an `f64` counter).
+    pub fn register(&mut self, name: &str, help: &str, metric: impl Metric) {
+        self.registry.register(name, help, metric);
+    }
+
+    /// A counter without labels, with value `value`.
+    pub fn counter(&mut self, name: &str, help: &str, value: u64) {
+        let c = Counter::<u64>::default();
+        c.inc_by(value);
+        self.registry.register(name, help, c);
+    }
+
+    /// An `i64` gauge without labels, with value `value` [clamped](clamp_i64) to `i64::MAX`.
+    pub fn gauge(&mut self, name: &str, help: &str, value: u64) {
+        let g = Gauge::<i64>::default();
+        g.set(clamp_i64(value));
+        self.registry.register(name, help, g);
+    }
+
+    /// A family of `i64` gauges, registered now and filled by the caller.
+    pub fn int_gauges<S: LabelSet>(&mut self, name: &str, help: &str) -> IntGauges<S> {
+        let f = IntGauges::<S>::default();
+        self.registry.register(name, help, f.clone());
+        f
+    }
+
+    /// A family of `f64` gauges, registered now and filled by the caller.
+    pub fn float_gauges<S: LabelSet>(&mut self, name: &str, help: &str) -> FloatGauges<S> {
+        let f = FloatGauges::<S>::default();
+        self.registry.register(name, help, f.clone());
+        f
+    }
+
+    /// A family of `u64` counters, registered now and filled by the caller.
+    pub fn counters<S: LabelSet>(&mut self, name: &str, help: &str) -> Counters<S> {
+        let f = Counters::<S>::default();
+        self.registry.register(name, help, f.clone());
+        f
+    }
+
+    /// The OpenMetrics 1.0 text of everything registered, as prometheus-client writes it
+    /// (`# EOF`-terminated).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    /// [`encode`](Self::encode), consuming the builder.
+    pub fn into_openmetrics(self) -> String {
+        self.encode()
+    }
+
+    /// The Prometheus text format 0.0.4 of everything registered: [`encode`](Self::encode)
+    /// through [`openmetrics_to_text`].
+    pub fn into_text(self) -> String {
+        openmetrics_to_text(&self.encode())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +236,56 @@ mod tests {
             openmetrics_to_text(open),
             "# HELP a_b_total Things.\n# TYPE a_b_total counter\na_b_total 3\n# HELP g A gauge.\n# TYPE g gauge\ng 1\n"
         );
+    }
+    fn labels(pairs: &[(&'static str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (*k, LabelValue((*v).to_owned())))
+            .collect()
+    }
+
+    #[test]
+    fn clamp_i64_saturates_at_i64_max() {
+        assert_eq!(clamp_i64(0), 0);
+        assert_eq!(clamp_i64(i64::MAX as u64), i64::MAX);
+        assert_eq!(clamp_i64(i64::MAX as u64 + 1), i64::MAX);
+        assert_eq!(clamp_i64(u64::MAX), i64::MAX);
+    }
+
+    #[test]
+    fn builder_writes_metrics_in_registration_order_with_prefix() {
+        let mut b = Builder::with_prefix("p");
+        b.gauge("g", "A gauge", u64::MAX);
+        b.counter("c", "A counter", 5);
+        let f = b.float_gauges("f", "Floats");
+        f.get_or_create(&labels(&[("k", "v")])).set(1.5);
+        let n = b.counters("n", "Counted");
+        n.get_or_create(&labels(&[("k", "a\"b\\c\nd")])).inc_by(2);
+        let i = b.int_gauges("i", "Ints");
+        i.get_or_create(&labels(&[("x", "1"), ("y", "2")])).set(-3);
+        assert_eq!(
+            b.encode(),
+            "# HELP p_g A gauge.\n# TYPE p_g gauge\np_g 9223372036854775807\n\
+             # HELP p_c A counter.\n# TYPE p_c counter\np_c_total 5\n\
+             # HELP p_f Floats.\n# TYPE p_f gauge\np_f{k=\"v\"} 1.5\n\
+             # HELP p_n Counted.\n# TYPE p_n counter\np_n_total{k=\"a\\\"b\\\\c\\nd\"} 2\n\
+             # HELP p_i Ints.\n# TYPE p_i gauge\np_i{x=\"1\",y=\"2\"} -3\n\
+             # EOF\n"
+        );
+    }
+
+    #[test]
+    fn builder_text_is_the_openmetrics_converted() {
+        let fill = |b: &mut Builder| {
+            b.counter("c", "A counter", 1);
+            b.gauge("g", "A gauge", 2);
+        };
+        let mut open = Builder::new();
+        fill(&mut open);
+        let mut text = Builder::new();
+        fill(&mut text);
+        let open = open.into_openmetrics();
+        assert!(open.ends_with("# EOF\n"), "{open}");
+        assert_eq!(text.into_text(), openmetrics_to_text(&open));
     }
 }

@@ -7,11 +7,8 @@
 //! snapshot is a point-in-time copy, so every render builds a fresh registry from it: nothing is
 //! shared with the allocator's counters.
 
-use prometheus_client::encoding::text::encode;
+use prom_text::{Builder, IntGauges, LabelValue as Value, Labels, clamp_i64};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
 use crate::snapshot::{ClassSnapshot, Snapshot};
@@ -25,55 +22,8 @@ pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// The default metric name prefix.
 pub const DEFAULT_PREFIX: &str = "temporal_slab";
 
-use prom_text::LabelValue as Value;
-
 fn v(s: impl Into<String>) -> Value {
     Value(s.into())
-}
-
-type Labels = Vec<(&'static str, Value)>;
-type IntGauges = Family<Labels, Gauge>;
-type FloatGauges = Family<Labels, Gauge<f64, AtomicU64>>;
-type Counters = Family<Labels, Counter>;
-
-/// Builds the families of one render. Counter names are given without `_total`;
-/// prometheus-client appends it.
-struct Builder {
-    registry: Registry,
-}
-
-impl Builder {
-    fn int_gauges(&mut self, name: &str, help: &str) -> IntGauges {
-        let f = IntGauges::default();
-        self.registry.register(name, help, f.clone());
-        f
-    }
-    fn float_gauges(&mut self, name: &str, help: &str) -> FloatGauges {
-        let f = FloatGauges::default();
-        self.registry.register(name, help, f.clone());
-        f
-    }
-    fn counters(&mut self, name: &str, help: &str) -> Counters {
-        let f = Counters::default();
-        self.registry.register(name, help, f.clone());
-        f
-    }
-    /// A gauge without labels.
-    fn gauge(&mut self, name: &str, help: &str, value: u64) {
-        let g = Gauge::<i64>::default();
-        g.set(clamp_i64(value));
-        self.registry.register(name, help, g);
-    }
-    /// A counter without labels.
-    fn counter(&mut self, name: &str, help: &str, value: u64) {
-        let c = Counter::<u64>::default();
-        c.inc_by(value);
-        self.registry.register(name, help, c);
-    }
-}
-
-fn clamp_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// Renders `snap` as exposition text, every metric name starting with `prefix_`.
@@ -81,15 +31,11 @@ fn clamp_i64(v: u64) -> i64 {
 /// `prefix` must be a valid metric name prefix (`[a-zA-Z_:][a-zA-Z0-9_:]*`); the CLI checks it
 /// with [`valid_prefix`].
 pub fn render(snap: &Snapshot, prefix: &str) -> String {
-    let mut b = Builder {
-        registry: Registry::with_prefix(prefix),
-    };
+    let mut b = Builder::with_prefix(prefix);
     global(&mut b, snap);
     classes(&mut b, snap);
     epochs(&mut b, snap);
-    let mut out = String::new();
-    encode(&mut out, &b.registry).expect("writing to a String cannot fail");
-    out
+    b.into_openmetrics()
 }
 
 /// Renders `snap` in the classic Prometheus text format 0.0.4.
@@ -193,7 +139,7 @@ fn global(b: &mut Builder, s: &Snapshot) {
     }
     let close_seconds = Counter::<f64, AtomicU64>::default();
     close_seconds.inc_by(s.epoch_close_total_ns as f64 / 1e9);
-    b.registry.register(
+    b.register(
         "epoch_close_seconds",
         "Time spent in epoch_close",
         close_seconds,
