@@ -194,48 +194,15 @@ struct Actions<'a> {
     actions: &'a [Action],
 }
 
-/// `recover`: [`Admin::auto_recover`], then with `force` the slots held by stalled consumers
-/// (see the command's help).
+/// `recover`: [`Admin::auto_recover`], then with `force` [`Admin::reset_stalled_readers`].
 fn recover(name: &str, dry_run: bool, force: bool) -> Result<Vec<Action>> {
     let a = open(name)?;
     let mut actions = a.auto_recover(dry_run);
     if force {
-        let d = a.diagnose();
-        let stalled: Vec<usize> = d
-            .info
-            .consumers
-            .iter()
-            .filter(|c| c.alive && c.stalled)
-            .filter_map(|c| c.entry)
-            .collect();
-        for s in &d.slots {
-            if !s.readers.iter().any(|r| stalled.contains(r)) {
-                continue;
-            }
-            // A lossless consumer that has not read this message yet would wait for it forever
-            // once the slot is empty: leave such slots alone.
-            let needed = s.seq.is_some_and(|seq| {
-                d.info.consumers.iter().any(|c| {
-                    c.entry.is_some_and(|e| !stalled.contains(&e))
-                        && c.alive
-                        && c.position.is_some_and(|p| p <= seq)
-                })
-            });
-            if needed {
-                continue;
-            }
-            if dry_run {
-                actions.push(Action::ResetSlot {
-                    slot: s.slot,
-                    seq: s.seq,
-                });
-            } else {
-                actions.push(
-                    a.force_reset_slot(s.slot, true)
-                        .map_err(|e| Fail::block(name, e))?,
-                );
-            }
-        }
+        actions.extend(
+            a.reset_stalled_readers(dry_run)
+                .map_err(|e| Fail::block(name, e))?,
+        );
     }
     // Actions taken on zero pages (a block truncated meanwhile) did nothing.
     intact(name, &a)?;
@@ -257,20 +224,14 @@ fn hint_dead_producer(name: &str) {
     }
 }
 
+/// `reset-slot`: [`Admin::reset_slot`] (refused while the producer lives, unless `force`).
 fn reset_slot(name: &str, slot: usize, force: bool) -> Result<Action> {
     let a = open(name)?;
-    let info = a.info();
-    if !force && info.producer.alive && slot < info.slot_count as usize {
-        // The library refuses a slot a live process holds or (lossless) whose message a live
-        // consumer has not read; the tool is stricter: a producer that lives may be about to
-        // claim the slot, so without --force it refuses while the producer lives.
-        return Err(Fail::check(format!(
-            "refused: block {name:?} is owned by live producer pid {} (slot {slot} may hold an unread message; use --force)",
-            info.producer.pid
-        )));
-    }
-    let action = a.force_reset_slot(slot, force).map_err(|e| match e {
+    let action = a.reset_slot(slot, force).map_err(|e| match e {
         datahub::Error::OutOfRange { .. } => Fail::usage(format!("block {name:?}: {e}")),
+        datahub::Error::ProducerAlive { slot, pid } => Fail::check(format!(
+            "refused: block {name:?} is owned by live producer pid {pid} (slot {slot} may hold an unread message; use --force)"
+        )),
         e => Fail::block(name, e),
     })?;
     intact(name, &a)?;

@@ -738,6 +738,72 @@ impl Admin {
         out
     }
 
+    /// Frees the slots held by consumers that are alive but stalled (their heartbeat is older
+    /// than the block's heartbeat timeout: stopped, or stuck outside the library), evicting
+    /// their reader bits. A slot whose message a live consumer that is not stalled has yet to
+    /// read (its position is at or before the message) is left alone: a lossless consumer would
+    /// wait for it forever once the slot is empty. A stalled reader whose slot was reset gets
+    /// [`Error::ValidationFailed`] from its guard and moves on.
+    ///
+    /// This is the one recovery that acts on live processes, so it is not part of
+    /// [`Admin::auto_recover`]; `datahub recover --force` runs both. Returns the actions (with
+    /// `dry_run`, what it would do).
+    ///
+    /// # Errors
+    /// As [`Admin::force_reset_slot`] (a slot out of range cannot occur: slots come from the
+    /// block's own diagnosis).
+    pub fn reset_stalled_readers(&self, dry_run: bool) -> Result<Vec<Action>, Error> {
+        let d = self.diagnose();
+        let stalled: Vec<usize> = d
+            .info
+            .consumers
+            .iter()
+            .filter(|c| c.alive && c.stalled)
+            .filter_map(|c| c.entry)
+            .collect();
+        let mut out = Vec::new();
+        for s in &d.slots {
+            if !s.readers.iter().any(|r| stalled.contains(r)) {
+                continue;
+            }
+            let needed = s.seq.is_some_and(|seq| {
+                d.info.consumers.iter().any(|c| {
+                    c.entry.is_some_and(|e| !stalled.contains(&e))
+                        && c.alive
+                        && c.position.is_some_and(|p| p <= seq)
+                })
+            });
+            if needed {
+                continue;
+            }
+            out.push(if dry_run {
+                Action::ResetSlot {
+                    slot: s.slot,
+                    seq: s.seq,
+                }
+            } else {
+                self.force_reset_slot(s.slot, true)?
+            });
+        }
+        Ok(out)
+    }
+
+    /// An operator's reset of slot `slot`: without `force`, refused while the block's producer
+    /// is alive, whatever the slot holds (a live producer may claim the slot at any moment, and
+    /// its message may be one a consumer has yet to read); then [`Admin::force_reset_slot`]
+    /// with the same `force`. Stricter than [`Admin::force_reset_slot`], which refuses only
+    /// what it can see a live process holds; `datahub reset-slot` uses this.
+    ///
+    /// # Errors
+    /// [`Error::ProducerAlive`]; as [`Admin::force_reset_slot`].
+    pub fn reset_slot(&self, slot: usize, force: bool) -> Result<Action, Error> {
+        let p = self.info().producer;
+        if !force && p.alive && slot < self.block.slot_count() as usize {
+            return Err(Error::ProducerAlive { slot, pid: p.pid });
+        }
+        self.force_reset_slot(slot, force)
+    }
+
     /// Removes the block's name from `/dev/shm`.
     pub fn remove(&self) -> Result<(), Error> {
         self.block.unlink()

@@ -300,6 +300,17 @@ pub enum Error {
         /// The live owner.
         pid: u32,
     },
+    /// [`crate::Admin::reset_slot`] refused: the block's producer is alive, and a live producer
+    /// may claim the slot (or still owe its message to a reader) at any moment.
+    #[error(
+        "refused: slot {slot} may hold an unread message and the block's producer pid {pid} is alive (use force)"
+    )]
+    ProducerAlive {
+        /// The slot that was to be reset.
+        slot: usize,
+        /// The live producer.
+        pid: u32,
+    },
     /// The calling thread already holds this spinlock (the flexible zone is not re-entrant).
     #[error("spinlock {index} is already held by this thread")]
     WouldDeadlock {
@@ -355,6 +366,7 @@ impl Error {
             Error::Busy { .. } => 31,
             Error::BlockTruncated { .. } => 32,
             Error::InvalidSlotState { .. } => 33,
+            Error::ProducerAlive { .. } => 34,
         }
     }
 }

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use datahub::{
-    Admin, ChecksumPolicy, Config, Consumer, Error, Expectations, Policy, Preset, Producer, Schema,
-    TypedConsumer, TypedProducer, WaitCause,
+    Action, Admin, ChecksumPolicy, Config, Consumer, Error, Expectations, Policy, Preset, Producer,
+    Schema, TypedConsumer, TypedProducer, WaitCause,
 };
 
 const T: Duration = Duration::from_secs(5);
@@ -502,6 +502,52 @@ fn admin_reports_and_validates_a_healthy_block() {
         Err(Error::ValidationFailed { slot: 0, seq: 0 })
     ));
     assert_eq!(a.metrics().validation_failures, 1);
+}
+
+#[test]
+fn admin_reset_slot_refuses_while_the_producer_lives_and_stalled_readers_are_reset_only_on_request()
+{
+    let n = name("stall");
+    let mut p = Producer::create(
+        &n,
+        Config::new(Policy::Sequential)
+            .slot_count(4)
+            .heartbeat_timeout(Duration::from_millis(50)),
+    )
+    .unwrap();
+    let mut c = Consumer::attach(&n, Expectations::new()).unwrap();
+    p.send(b"held", T).unwrap();
+    p.send(b"next", T).unwrap();
+    let g = c.read(T).unwrap();
+    let a = Admin::open(&n).unwrap();
+    // A free slot nobody holds is still refused while the producer lives: it may claim it.
+    assert!(matches!(
+        a.reset_slot(3, false),
+        Err(Error::ProducerAlive { slot: 3, pid }) if pid == std::process::id()
+    ));
+    assert!(matches!(
+        a.reset_slot(4, true),
+        Err(Error::OutOfRange { .. })
+    ));
+    std::thread::sleep(Duration::from_millis(150));
+    let d = a.diagnose();
+    assert!(d.info.consumers[0].stalled, "{:?}", d.info.consumers[0]);
+    // Stalled: not part of the safe recovery, reset only when asked for.
+    assert!(a.auto_recover(false).is_empty());
+    let dry = a.reset_stalled_readers(true).unwrap();
+    assert_eq!(dry, a.reset_stalled_readers(false).unwrap());
+    assert!(matches!(
+        dry[..],
+        [Action::ResetSlot {
+            slot: 0,
+            seq: Some(0)
+        }]
+    ));
+    assert!(matches!(
+        g.release(),
+        Err(Error::ValidationFailed { slot: 0, seq: 0 })
+    ));
+    assert_eq!(&c.read(T).unwrap()[..], b"next");
 }
 
 fn c_entry(d: &datahub::Diagnosis) -> usize {
