@@ -70,6 +70,42 @@ const _: () = assert!(
     "the frame header is 44 bytes on disk"
 );
 
+// Frame bodies, as in the table of `docs/mmsb-format.md` section 1.2: offsets from the first
+// byte of the body (the frame's byte FRAME_HEADER_LEN). A dense delta's body is the page's new
+// bytes; a run-length mask is varints (section 1.3); a Commit frame has no body.
+//
+// kind                 offset  size     field
+// CreatePage                0     4     size       page size in bytes, 1..=MAX_PAGE_SIZE
+//                           4     1     location   Location::code()
+// Metadata                  0     2     key_len    k, bytes of the key
+//                           2     k     key        UTF-8
+//                         2+k     1     present    1: a value follows; 0: the key is removed
+//                         3+k     -     value      present = 1 only
+// Delta, bit-packed         0     4     start_word first mask word stored
+//                           4     4     n_words    n
+//                           8    8n     words      u64 mask words
+//                        8+8n     -     payload    one byte per set mask bit
+const CREATE_PAGE_SIZE_OFFSET: usize = 0;
+const CREATE_PAGE_SIZE_LEN: usize = 4;
+const CREATE_PAGE_LOCATION_OFFSET: usize = CREATE_PAGE_SIZE_OFFSET + CREATE_PAGE_SIZE_LEN;
+/// A CreatePage body is exactly this long.
+const CREATE_PAGE_BODY_LEN: usize = CREATE_PAGE_LOCATION_OFFSET + 1;
+const METADATA_KEY_LEN_OFFSET: usize = 0;
+const METADATA_KEY_LEN_LEN: usize = 2;
+/// The key starts here; the presence byte follows it.
+const METADATA_KEY_OFFSET: usize = METADATA_KEY_LEN_OFFSET + METADATA_KEY_LEN_LEN;
+/// The presence byte, and a value's first byte, after a key of `k` bytes.
+const fn metadata_present_offset(k: usize) -> usize {
+    METADATA_KEY_OFFSET + k
+}
+const BITPACKED_START_WORD_OFFSET: usize = 0;
+const BITPACKED_START_WORD_LEN: usize = 4;
+const BITPACKED_N_WORDS_OFFSET: usize = BITPACKED_START_WORD_OFFSET + BITPACKED_START_WORD_LEN;
+const BITPACKED_N_WORDS_LEN: usize = 4;
+/// The mask words start here; the payload follows them.
+const BITPACKED_WORDS_OFFSET: usize = BITPACKED_N_WORDS_OFFSET + BITPACKED_N_WORDS_LEN;
+const _: () = assert!(CREATE_PAGE_BODY_LEN == 5 && BITPACKED_WORDS_OFFSET == 8);
+
 /// The CRC32C a frame stores at `CRC_OFFSET`: of the `len` field followed by everything after
 /// the `crc` field (`f` is the whole frame).
 fn frame_crc(f: &[u8]) -> u32 {

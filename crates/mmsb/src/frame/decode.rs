@@ -270,34 +270,41 @@ pub fn decode_view(buf: &[u8]) -> Result<(FrameView<'_>, usize), DecodeError> {
     let body = match kind {
         FrameKind::Delta => decode_delta_body(enc, b)?,
         FrameKind::CreatePage => {
-            if b.len() != 5 {
+            if b.len() != CREATE_PAGE_BODY_LEN {
                 return Err(corrupt(format!(
-                    "create_page body of {} bytes (expected 5)",
+                    "create_page body of {} bytes (expected {CREATE_PAGE_BODY_LEN})",
                     b.len()
                 )));
             }
-            let size = le_u32(b, 0);
+            let size = le_u32(b, CREATE_PAGE_SIZE_OFFSET);
             if size == 0 || size as usize > MAX_PAGE_SIZE {
                 return Err(corrupt(format!(
                     "page size {size} is outside 1..={MAX_PAGE_SIZE}"
                 )));
             }
-            let location = Location::from_code(b[4])
-                .ok_or_else(|| corrupt(format!("unknown location code {}", b[4])))?;
+            let code = b[CREATE_PAGE_LOCATION_OFFSET];
+            let location = Location::from_code(code)
+                .ok_or_else(|| corrupt(format!("unknown location code {code}")))?;
             BodyView::CreatePage { size, location }
         }
         FrameKind::Metadata => {
-            if b.len() < 3 {
-                return Err(corrupt("metadata body shorter than 3 bytes"));
+            if b.len() < metadata_present_offset(0) + 1 {
+                return Err(corrupt(format!(
+                    "metadata body shorter than {} bytes",
+                    metadata_present_offset(0) + 1
+                )));
             }
-            let klen = usize::from(u16::from_le_bytes([b[0], b[1]]));
-            let Some(key) = b.get(2..2 + klen) else {
+            let klen = usize::from(u16::from_le_bytes([
+                b[METADATA_KEY_LEN_OFFSET],
+                b[METADATA_KEY_LEN_OFFSET + 1],
+            ]));
+            let Some(key) = b.get(METADATA_KEY_OFFSET..metadata_present_offset(klen)) else {
                 return Err(corrupt(format!(
                     "metadata key of {klen} bytes runs past the frame"
                 )));
             };
             let key = std::str::from_utf8(key).map_err(|_| corrupt("metadata key is not UTF-8"))?;
-            let rest = &b[2 + klen..];
+            let rest = &b[metadata_present_offset(klen)..];
             let value = match rest.split_first() {
                 Some((1, v)) => Some(v),
                 Some((0, [])) => None,
@@ -357,11 +364,11 @@ fn decode_delta_body(enc: MaskEncoding, b: &[u8]) -> Result<BodyView<'_>, Decode
             Ok(BodyView::Dense(b))
         }
         MaskEncoding::BitPacked => {
-            if b.len() < 8 {
+            if b.len() < BITPACKED_WORDS_OFFSET {
                 return Err(corrupt("bit-packed mask header runs past the frame"));
             }
-            let start_word = le_u32(b, 0);
-            let n_words = le_u32(b, 4);
+            let start_word = le_u32(b, BITPACKED_START_WORD_OFFSET);
+            let n_words = le_u32(b, BITPACKED_N_WORDS_OFFSET);
             if u64::from(start_word) + u64::from(n_words) > MAX_WORDS {
                 return Err(corrupt(format!(
                     "bit-packed mask words {start_word}..{} reach past MAX_PAGE_SIZE",
@@ -369,12 +376,13 @@ fn decode_delta_body(enc: MaskEncoding, b: &[u8]) -> Result<BodyView<'_>, Decode
                 )));
             }
             let words_len = n_words as usize * 8;
-            let Some(words) = b.get(8..8 + words_len) else {
+            let Some(words) = b.get(BITPACKED_WORDS_OFFSET..BITPACKED_WORDS_OFFSET + words_len)
+            else {
                 return Err(corrupt(format!(
                     "bit-packed mask of {n_words} words runs past the frame"
                 )));
             };
-            let payload = &b[8 + words_len..];
+            let payload = &b[BITPACKED_WORDS_OFFSET + words_len..];
             if n_words == 0 && start_word != 0 {
                 return Err(corrupt("empty bit-packed mask with a non-zero start word"));
             }

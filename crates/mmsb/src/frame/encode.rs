@@ -90,7 +90,7 @@ pub(crate) fn plan(body: BodyRef<'_>) -> Plan {
             runs: 0,
         },
         BodyRef::Delta(Body::Sparse { mask, payload }) => {
-            let packed = 8 + 8 * mask.words().len();
+            let packed = BITPACKED_WORDS_OFFSET + 8 * mask.words().len();
             let mut rle = 0usize; // without the run-count prefix
             let mut runs = 0usize;
             let mut prev_end = 0usize;
@@ -118,12 +118,15 @@ pub(crate) fn plan(body: BodyRef<'_>) -> Plan {
             }
         }
         BodyRef::CreatePage { .. } => Plan {
-            len: FRAME_HEADER_LEN + 5,
+            len: FRAME_HEADER_LEN + CREATE_PAGE_BODY_LEN,
             enc: 0,
             runs: 0,
         },
         BodyRef::Metadata { key, value } => Plan {
-            len: FRAME_HEADER_LEN + 2 + key.len() + 1 + value.map_or(0, <[u8]>::len),
+            len: FRAME_HEADER_LEN
+                + metadata_present_offset(key.len())
+                + 1
+                + value.map_or(0, <[u8]>::len),
             enc: 0,
             runs: 0,
         },
