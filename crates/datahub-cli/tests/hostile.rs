@@ -1,4 +1,4 @@
-//! The `datahub` binary under hostile input and faults (issue 12): a full shared-memory file
+//! The `datahub` binary under hostile input and faults: a full shared-memory file
 //! system, a block truncated under its producer and consumer, FIFOs and symbolic links planted
 //! at block names, a planted resume journal and partial file, racing `pub`s of one stale name,
 //! a corrupt slot state word, signals and dead consumers, and blocks the caller may only read.

@@ -1,5 +1,6 @@
-//! Issue 12, the `mmsb` items: one regression test per finding of the hostile review, each
-//! through the real binary, named as the claim it checks.
+//! The `mmsb` binary under hostile input and faults: one regression test per finding of the
+//! hostile review, each through the real binary, named as the claim it checks. See
+//! `docs/failure-model/mmsb.md`.
 
 use std::collections::BTreeMap;
 use std::fs;

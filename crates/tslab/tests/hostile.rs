@@ -1,4 +1,4 @@
-//! The `tslab` binary under hostile input and faults (issue 12): clients that never read,
+//! The `tslab` binary under hostile input and faults: clients that never read,
 //! descriptor exhaustion, unbounded inputs, bad thresholds, unwritable outputs, and the error
 //! messages of all of them. See `docs/failure-model/tslab.md`.
 
