@@ -6,22 +6,48 @@
 //!   `prometheus-client` (metric names in `docs/metrics.md`).
 //! - [`endpoint`]: serve `/metrics` and `/stats.json` of a live allocator from a background
 //!   thread.
-//! - [`source`]: where the CLI reads snapshots from: a file, stdin or a live endpoint, each
-//!   read through one bounded reader.
-//! - [`output`]: output files, checked before the work and replaced atomically.
-//! - [`report`]: the CLI's views (summary, top, watch rates, diff).
-//! - [`demo`]: the request-processing workload behind `tslab demo`.
+//! - [`source`] (feature `sources`): where the CLI reads snapshots from: a file, stdin or a
+//!   live endpoint, each read through one bounded reader.
+//! - [`output`] (feature `cli`): output files, checked before the work and replaced
+//!   atomically.
+//! - [`report`] (feature `cli`): the CLI's views (summary, top, watch rates, diff).
+//! - [`demo`] (feature `demo`): the request-processing workload behind `tslab demo`.
 //!
 //! Errors are one [`Error`] type; the CLI prints it on one line and exits with code 2. Its
 //! messages quote user data [`clip`]ped to [`MAX_QUOTED`] bytes. `docs/failure-model/tslab.md`
 //! says what each part does under hostile input and faults.
+//!
+//! ## Features
+//!
+//! All are on by default; the binary needs all three. A service that only exposes its
+//! allocator (the snapshot model, the exposition and the endpoint: serde, prometheus-client,
+//! hyper and tokio) depends on `tslab = { version = "0.1", default-features = false }`.
+//!
+//! | feature | adds | dependencies it brings |
+//! |---|---|---|
+//! | `sources` | `source`: snapshots from files, stdin or HTTP, checked against the JSON Schema | ureq, jsonschema, libc, humantime |
+//! | `cli` | `report`, `output`: the CLI's views and atomically replaced output files | clap, cli-support, tempfile |
+//! | `demo` | `demo`: the `tslab demo` workload (implies `cli` and `sources`) | hdrhistogram, hashbrown, allocator-api2, indicatif, humantime |
+//!
+//! Without `demo`, [`Error`] has no `EpochRingFull` variant (only the demo produces it); the
+//! other variants are there in every build.
+//!
+// A build without a feature has no module to link to: its name links to the table above.
+#![cfg_attr(not(feature = "sources"), doc = "[`source`]: crate#features")]
+#![cfg_attr(not(feature = "cli"), doc = "[`output`]: crate#features")]
+#![cfg_attr(not(feature = "cli"), doc = "[`report`]: crate#features")]
+#![cfg_attr(not(feature = "demo"), doc = "[`demo`]: crate#features")]
 
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod endpoint;
 pub mod exposition;
+#[cfg(feature = "cli")]
 pub mod output;
+#[cfg(feature = "cli")]
 pub mod report;
 pub mod snapshot;
+#[cfg(feature = "sources")]
 pub mod source;
 
 pub use snapshot::{EpochSnapshot, Snapshot};
@@ -96,7 +122,7 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
-    /// An input is larger than the reader's bound ([`source::MAX_INPUT_BYTES`], or the demo
+    /// An input is larger than the reader's bound (`source::MAX_INPUT_BYTES`, or the demo
     /// corpus bounds).
     #[error("{}: input larger than {limit} bytes", q(.origin))]
     TooLarge {
@@ -165,6 +191,8 @@ pub enum Error {
     Usage(String),
     /// The demo could not open a batch epoch: every other ring slot stayed held by an epoch
     /// that had not drained for the whole wait (`source` is the allocator's last refusal).
+    /// Only with the `demo` feature.
+    #[cfg(feature = "demo")]
     #[error(
         "no epoch ring slot drained within {}: {source}",
         humantime::format_duration(*waited)
