@@ -133,12 +133,13 @@ pub fn clamp_i64(v: u64) -> i64 {
 /// The families of one render: a [`Registry`] with helpers that register and fill a metric
 /// in one call.
 ///
-/// Metrics are encoded in the order they were registered. Names are given without the prefix
-/// (the registry prepends `prefix_`) and counter names without `_total` (prometheus-client
-/// appends it). Help text gets a final `.` from prometheus-client when it has none. A family
-/// returned by [`int_gauges`](Self::int_gauges), [`float_gauges`](Self::float_gauges) or
-/// [`counters`](Self::counters) shares its series with the registry: fill it after the call,
-/// before encoding.
+/// Metrics are encoded in the order they were registered; the series of one family in
+/// prometheus-client's order (a hash map's, which differs between processes). Names are given
+/// without the prefix (the registry prepends `prefix_`) and counter names without `_total`
+/// (prometheus-client appends it). prometheus-client appends `.` to every help text, so help
+/// is given without a final period. A family returned by [`int_gauges`](Self::int_gauges),
+/// [`float_gauges`](Self::float_gauges) or [`counters`](Self::counters) shares its series with
+/// the registry: fill it after the call, before encoding.
 ///
 /// Registering the same name twice writes two families of that name (prometheus-client does
 /// not check), which Prometheus rejects; callers register each name once.
