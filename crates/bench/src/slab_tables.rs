@@ -2,7 +2,7 @@
 
 use crate::Report;
 
-fn si(v: f64) -> String {
+pub(crate) fn si(v: f64) -> String {
     if !v.is_finite() {
         "-".to_owned()
     } else if v >= 1e9 {
@@ -16,7 +16,7 @@ fn si(v: f64) -> String {
     }
 }
 
-fn mib(bytes: u64) -> String {
+pub(crate) fn mib(bytes: u64) -> String {
     format!("{:.2} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
