@@ -36,8 +36,8 @@ mod ipc;
 mod machine;
 mod mmsb;
 mod slab_tables;
-/// Number and size formatting the tables of every subcommand share.
-pub(crate) use slab_tables::{mib, si};
+/// Number formatting the tables of every subcommand share.
+pub(crate) use slab_tables::si;
 mod workload;
 
 use std::fmt;

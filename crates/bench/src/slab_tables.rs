@@ -16,7 +16,7 @@ pub(crate) fn si(v: f64) -> String {
     }
 }
 
-pub(crate) fn mib(bytes: u64) -> String {
+fn mib(bytes: u64) -> String {
     format!("{:.2} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
