@@ -6,12 +6,14 @@ use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};
 
 use crate::layout::{ChecksumPolicy, FLAG_KEYED, MAX_CONSUMERS, Params, Policy};
+use crate::schema::{Described, Fingerprint, LayoutError, SchemaLayout};
 use crate::{Error, checksum};
 
 /// A payload schema: a 32-byte hash and a version, stored in the header and checked at attach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Schema {
-    /// BLAKE2b-256 of the schema's description.
+    /// BLAKE2b-256 of the schema's description: for [`Schema::of`] and [`Schema::from_layout`],
+    /// the layout fingerprint ([`crate::schema`]).
     pub hash: [u8; 32],
     /// The schema's version.
     pub version: u32,
@@ -26,18 +28,30 @@ impl Schema {
         }
     }
 
-    /// The schema of a `Pod` type: BLAKE2b-256 over its type name, size and alignment.
-    /// Two programs agree when both name the same type path with the same layout.
-    pub fn of<T: bytemuck::Pod>(version: u32) -> Schema {
-        let mut h = Blake2b::<U32>::new();
-        h.update(b"datahub-pod\0");
-        h.update(std::any::type_name::<T>().as_bytes());
-        h.update((std::mem::size_of::<T>() as u64).to_le_bytes());
-        h.update((std::mem::align_of::<T>() as u64).to_le_bytes());
-        Schema {
-            hash: h.finalize().into(),
+    /// The schema of a described `Pod` type ([`crate::describe!`]): its layout's fingerprint
+    /// ([`crate::schema`]), so two programs agree when their types have the same fields at the
+    /// same offsets, whatever the types are called or which compiler or language built them.
+    ///
+    /// # Errors
+    /// A description that does not match the type ([`LayoutError`]).
+    pub fn of<T: Described>(version: u32) -> Result<Schema, LayoutError> {
+        Schema::from_layout(&SchemaLayout::slots(T::zone_layout()?), version)
+    }
+
+    /// The schema of a layout (slots and, optionally, the flexible zone): its fingerprint.
+    ///
+    /// # Errors
+    /// A zone that fails [`crate::schema::ZoneLayout::check`].
+    pub fn from_layout(layout: &SchemaLayout, version: u32) -> Result<Schema, LayoutError> {
+        Ok(Schema {
+            hash: layout.fingerprint()?.0,
             version,
-        }
+        })
+    }
+
+    /// The hash as a [`Fingerprint`] (`DHS01_...` when it is a layout's).
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint(self.hash)
     }
 
     /// No schema: all-zero hash, version 0.

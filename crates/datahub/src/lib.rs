@@ -41,6 +41,13 @@
 //! continues. A producer that dies mid-write leaves one slot `WRITING`; the next producer
 //! (or [`Admin::release_zombie_writer`]) discards it and continues from the commit index.
 //!
+//! # Schemas
+//! A block's header carries a 32-byte schema hash and a version, checked at attach
+//! ([`Expectations::schema`]). [`Schema::of`] takes it from a type's layout: [`describe!`] a
+//! `#[repr(C)]` `bytemuck::Pod` struct, and its fingerprint ([`schema`]: BLAKE2b-256 of a
+//! canonical field list, `DHS01_...`) equals that of the same fields written by hand in any
+//! language; type names play no part. [`TypedProducer`] and [`TypedConsumer`] use it.
+//!
 //! # Slot protocol and its invariants
 //! Every slot has a state word (`FREE`, `WRITING`, `COMMITTED`, `DRAINING`), its message's
 //! `seq` and `len`, a 64-bit reader mask and a write generation ([`layout`] has the structs).
@@ -146,6 +153,8 @@ mod metrics;
 pub mod proc;
 #[cfg(not(loom))]
 mod producer;
+#[cfg(not(loom))]
+pub mod schema;
 #[cfg(not(loom))]
 mod segment;
 #[cfg(not(loom))]

@@ -1,32 +1,34 @@
-//! Typed blocks: one `bytemuck::Pod` value per message. The type's name, size and alignment
-//! form the block's schema ([`Schema::of`]), so a consumer of another type is refused at attach.
+//! Typed blocks: one described `bytemuck::Pod` value per message ([`crate::describe!`]). The
+//! type's layout fingerprint is the block's schema ([`Schema::of`]), so a consumer of a type
+//! with another layout is refused at attach.
 
 use std::marker::PhantomData;
 use std::time::Duration;
 
 use crate::config::{Config, Expectations, Schema};
+use crate::schema::Described;
 use crate::{Consumer, Error, Producer};
 
 /// A producer of `T` values.
 #[derive(Debug)]
-pub struct TypedProducer<T: bytemuck::Pod> {
+pub struct TypedProducer<T: Described> {
     inner: Producer,
     _t: PhantomData<T>,
 }
 
-impl<T: bytemuck::Pod> TypedProducer<T> {
+impl<T: Described> TypedProducer<T> {
     /// Creates a block whose slots hold one `T` and whose schema is `Schema::of::<T>(version)`.
     /// `config`'s slot size and schema are replaced.
     ///
     /// # Errors
-    /// As [`Producer::create`]; [`Error::InvalidConfig`] if `T` is zero-sized or aligned to
-    /// more than 64 bytes.
+    /// As [`Producer::create`]; [`Error::InvalidConfig`] if `T` is zero-sized, aligned to more
+    /// than 64 bytes, or its description does not match it.
     pub fn create(name: &str, config: Config, version: u32) -> Result<Self, Error> {
         check_type::<T>()?;
         let size = std::mem::size_of::<T>() as u32;
         let inner = Producer::create(
             name,
-            config.slot_size(size).schema(Schema::of::<T>(version)),
+            config.slot_size(size).schema(schema_of::<T>(version)?),
         )?;
         Ok(TypedProducer {
             inner,
@@ -57,17 +59,18 @@ impl<T: bytemuck::Pod> TypedProducer<T> {
 
 /// A consumer of `T` values.
 #[derive(Debug)]
-pub struct TypedConsumer<T: bytemuck::Pod> {
+pub struct TypedConsumer<T: Described> {
     inner: Consumer,
     _t: PhantomData<T>,
 }
 
-impl<T: bytemuck::Pod> TypedConsumer<T> {
+impl<T: Described> TypedConsumer<T> {
     /// Attaches, requiring the schema `Schema::of::<T>(version)` (waits up to `timeout` for the
     /// block to appear).
     ///
     /// # Errors
-    /// As [`Consumer::attach_wait`]; [`Error::SchemaMismatch`] for another type.
+    /// As [`Consumer::attach_wait`]; [`Error::SchemaMismatch`] for a block whose type has another
+    /// layout (or version); [`Error::InvalidConfig`] as for [`TypedProducer::create`].
     pub fn attach(
         name: &str,
         exp: Expectations,
@@ -75,7 +78,7 @@ impl<T: bytemuck::Pod> TypedConsumer<T> {
         timeout: Duration,
     ) -> Result<Self, Error> {
         check_type::<T>()?;
-        let inner = Consumer::attach_wait(name, exp.schema(Schema::of::<T>(version)), timeout)?;
+        let inner = Consumer::attach_wait(name, exp.schema(schema_of::<T>(version)?), timeout)?;
         Ok(TypedConsumer {
             inner,
             _t: PhantomData,
@@ -118,6 +121,13 @@ impl<T: bytemuck::Pod> TypedConsumer<T> {
     pub fn inner(&mut self) -> &mut Consumer {
         &mut self.inner
     }
+}
+
+/// [`Schema::of`], a wrong description being [`Error::InvalidConfig`].
+fn schema_of<T: Described>(version: u32) -> Result<Schema, Error> {
+    Schema::of::<T>(version).map_err(|e| Error::InvalidConfig {
+        what: format!("the description of {}: {e}", std::any::type_name::<T>()),
+    })
 }
 
 fn check_type<T>() -> Result<(), Error> {

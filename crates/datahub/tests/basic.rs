@@ -410,6 +410,9 @@ struct Other {
     a: u64,
 }
 
+datahub::describe!(Pose { x: f64, y: f64, stamp: u64 });
+datahub::describe!(Other { a: u64 });
+
 #[test]
 fn typed_blocks_check_the_type() {
     let n = name("typed");
