@@ -123,6 +123,7 @@ pub mod diag;
 mod domain;
 mod epoch;
 mod error;
+pub mod global;
 mod handle;
 mod region;
 mod rss;

@@ -99,33 +99,11 @@ impl SlabAllocator {
     #[inline]
     pub fn free_ptr(&self, ptr: NonNull<u8>) -> Result<()> {
         let addr = ptr.as_ptr() as usize;
-        let base = self.data.base() as usize;
         let reject = |reason| {
             self.counters.pointer_errors.inc();
             Error::InvalidPointer { addr, reason }
         };
-        let offset = addr.wrapping_sub(base);
-        let committed = self.committed.load(std::sync::atomic::Ordering::Acquire) as usize;
-        if addr < base || offset >= committed * SLAB_SIZE {
-            return Err(reject("outside the allocator's slabs"));
-        }
-        let slab = (offset / SLAB_SIZE) as u32;
-        if self.meta(slab).list() == ListKind::Fresh {
-            return Err(reject("in a slab never used"));
-        }
-        let (class, shape) = self.shape_of(slab);
-        let within = offset % SLAB_SIZE;
-        if within < shape.header {
-            return Err(reject("not the start of an object"));
-        }
-        let (slot, rest) = crate::class::div_by_size(class, within - shape.header);
-        if rest != 0 {
-            return Err(reject("not the start of an object"));
-        }
-        let slot = slot as u32;
-        if slot as usize >= shape.slots {
-            return Err(reject("past the last object of its slab"));
-        }
+        let (class, slab, slot) = self.decode_ptr(addr).map_err(reject)?;
         if !free_any(self.slot_word(slab, slot)) {
             return Err(reject("not live: double free or never allocated"));
         }
@@ -133,6 +111,61 @@ impl SlabAllocator {
         let shard = &self.classes[class].shards[shard_ix];
         self.release_slot(class, slab, slot, shard, Some(owner));
         Ok(())
+    }
+
+    /// The size class, in bytes, of the live object that starts at `ptr` (what a
+    /// `malloc_usable_size` reports: the object may be used up to this size), or `None` when
+    /// `ptr` is not the start of a live object of this allocator. Reads only metadata, never
+    /// the object; changes nothing and counts nothing.
+    #[inline]
+    pub fn usable_size(&self, ptr: *const u8) -> Option<usize> {
+        let (class, slab, slot) = self.decode_ptr(ptr as usize).ok()?;
+        // SYNC POINT: Acquire pairs with the Release store in `mark_allocated`.
+        let word = self.slot_word(slab, slot).load(Ordering::Acquire);
+        (word & 1 == 1).then_some(SHAPES[class].size)
+    }
+
+    /// Whether `ptr` lies inside this allocator's slab reservation (every object it ever hands
+    /// out does; nothing else does, the range is mapped for as long as the allocator lives).
+    /// Says nothing about whether an object is live there: see [`SlabAllocator::usable_size`].
+    #[inline]
+    pub fn contains(&self, ptr: *const u8) -> bool {
+        (ptr as usize).wrapping_sub(self.data.base() as usize) < self.data.len()
+    }
+
+    /// The slab reservation's first address and length in bytes (fixed for the allocator's
+    /// life).
+    pub(crate) fn data_range(&self) -> (usize, usize) {
+        (self.data.base() as usize, self.data.len())
+    }
+
+    /// `(class, slab, slot)` of the object that starts at `addr`, or why there is none.
+    #[inline]
+    fn decode_ptr(&self, addr: usize) -> std::result::Result<(usize, u32, u32), &'static str> {
+        let base = self.data.base() as usize;
+        let offset = addr.wrapping_sub(base);
+        // SYNC POINT: Acquire pairs with the Release store of `committed` in `carve`.
+        let committed = self.committed.load(std::sync::atomic::Ordering::Acquire) as usize;
+        if addr < base || offset >= committed * SLAB_SIZE {
+            return Err("outside the allocator's slabs");
+        }
+        let slab = (offset / SLAB_SIZE) as u32;
+        if self.meta(slab).list() == ListKind::Fresh {
+            return Err("in a slab never used");
+        }
+        let (class, shape) = self.shape_of(slab);
+        let within = offset % SLAB_SIZE;
+        if within < shape.header {
+            return Err("not the start of an object");
+        }
+        let (slot, rest) = crate::class::div_by_size(class, within - shape.header);
+        if rest != 0 {
+            return Err("not the start of an object");
+        }
+        if slot >= shape.slots {
+            return Err("past the last object of its slab");
+        }
+        Ok((class, slab, slot as u32))
     }
 
     /// Gives a claimed slot back to its slab's bitmap, and fixes up the slab's list when the

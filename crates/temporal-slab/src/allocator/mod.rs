@@ -6,7 +6,9 @@
 //! - `alloc.rs`: the allocation fast path and the slow path that refills a run;
 //! - `free.rs`: frees, handle and pointer checks, and the list fix-ups a free triggers;
 //! - `lists.rs`: the intrusive lists, filing, recycling and the coalesced `madvise`;
-//! - `snapshot.rs`: [`SlabAllocator::stats`].
+//! - `snapshot.rs`: [`SlabAllocator::stats`];
+//! - `fork.rs`: every lock at once, in lock order (what the global allocator's `fork`
+//!   handlers hold across a `fork`).
 //!
 //! # Layout
 //! - One [`Region`] of `max_bytes` for slab pages (slab `i` at `base + i * 4096`), one for
@@ -21,8 +23,10 @@
 //!   cache and its overflow list). A shard holds, per epoch, the **run** of published slabs the
 //!   fast path allocates from, its partial list and full count behind its own lock, and its
 //!   counters; each thread maps to one shard, so two threads rarely share a slab, a lock or a
-//!   counter line. Lock order: shard lock, then class lock, then grow lock; a second shard lock
-//!   only through `try_lock`. No lock is held across `madvise`.
+//!   counter line. Lock order: `next_era` (epoch_advance), `labels`, a shard lock, the class
+//!   lock, the grow lock; a second shard lock only through `try_lock`, never two classes' locks
+//!   at once. No lock is held across `madvise`, and no lock holder allocates (so the allocator
+//!   can serve the global allocator, see `crate::global`).
 //!
 //! # Invariants
 //! - A slab is on exactly one list, counted full, or `Current` (published in a run, or held by
@@ -38,6 +42,7 @@
 
 mod alloc;
 mod epochs;
+mod fork;
 mod free;
 mod lists;
 mod snapshot;
@@ -56,6 +61,8 @@ use crate::slab::{RUN_MAX, SlabMeta};
 use crate::stats::{ClassCounters, ClassEpochCounters, Counter, GlobalCounters};
 use crate::sync::{AtomicU32, Ordering};
 use crate::{Result, SLAB_SIZE};
+
+pub(crate) use fork::AllLocks;
 
 /// Shards per class: runs per (class, epoch), one per thread group.
 pub const SHARDS: usize = 8;
@@ -481,6 +488,11 @@ impl SlabAllocator {
     pub(crate) fn count_fallback(&self, bytes: usize) {
         self.counters.system_fallback_allocs.inc();
         self.counters.system_fallback_bytes.add(bytes as u64);
+    }
+
+    /// Counts a pointer refused by a path other than `free_ptr` (which counts its own).
+    pub(crate) fn count_pointer_error(&self) {
+        self.counters.pointer_errors.inc();
     }
 
     fn now_ns(&self) -> u64 {
