@@ -29,7 +29,32 @@ impl EpochId {
     pub fn era(self) -> u64 {
         self.era
     }
+
+    /// The id as one `u64`, for crossing an ABI: `era << 4 | index` (the ring index in the low
+    /// 4 bits, [`EPOCH_COUNT`] = 16). Eras are at least 1, so a valid id is never 0. Eras
+    /// below 2^60 round-trip through [`EpochId::from_bits`]; an allocator reaches 2^60 eras
+    /// only after 2^60 `epoch_advance` calls.
+    pub fn to_bits(self) -> u64 {
+        self.era << 4 | u64::from(self.index)
+    }
+
+    /// The id [`EpochId::to_bits`] packed, or `None` for a word with era 0 (no epoch has era 0:
+    /// it means "never opened"). Any other word gives an id; one that names no epoch the
+    /// allocator opened, or a stale one, is refused by every call that takes it
+    /// ([`crate::Error::StaleEpoch`]), never undefined behaviour.
+    pub fn from_bits(bits: u64) -> Option<EpochId> {
+        let era = bits >> 4;
+        (era != 0).then_some(EpochId {
+            index: (bits & 0xF) as u8,
+            era,
+        })
+    }
 }
+
+const _: () = assert!(
+    EPOCH_COUNT == 16,
+    "EpochId::to_bits packs the index in 4 bits"
+);
 
 /// Lifecycle state of an epoch.
 ///
@@ -201,6 +226,23 @@ impl Labels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn epoch_ids_round_trip_through_bits_and_era_zero_is_refused() {
+        let id = EpochId {
+            index: 13,
+            era: 123_456_789,
+        };
+        assert_eq!(EpochId::from_bits(id.to_bits()), Some(id));
+        assert_eq!(id.to_bits() & 0xF, 13);
+        assert_eq!(EpochId::from_bits(0), None);
+        assert_eq!(
+            EpochId::from_bits(0xF),
+            None,
+            "era 0 in any slot is refused"
+        );
+        assert_eq!(EpochId::from_bits(0x1F).map(EpochId::index), Some(15));
+    }
 
     #[test]
     fn labels_are_cut_at_a_char_boundary_within_31_bytes() {
