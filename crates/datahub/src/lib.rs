@@ -122,6 +122,14 @@
 //!   passed to the previous handler (or the default action).
 //! - A slot state word no protocol step writes is [`Error::InvalidSlotState`], not a wait.
 //!
+//! # Broker (feature `broker`)
+//! [`broker`] is the control plane beside the blocks: a ZeroMQ broker where producers register
+//! their channel (block name, layout, schema fingerprint and fields, producer pid) and
+//! consumers discover it, with exact-fingerprint schema negotiation and heartbeat liveness
+//! (`CONSUMER_DIED_NOTIFY` to a producer, `CHANNEL_CLOSING_NOTIFY` to consumers). Data never
+//! passes through it; the header stays the authority at attach. Wire protocol 1.0 is in
+//! `docs/datahub-broker.md`. Without the feature the crate does not link libzmq.
+//!
 //! # Limits
 //! Linux only (`/proc`, futex). At most 64 consumers per block. A consumer that is alive but
 //! stuck (stopped, or not calling into the library) keeps its holds; it is reported as
@@ -136,6 +144,8 @@ mod protocol;
 
 #[cfg(not(loom))]
 mod admin;
+#[cfg(all(feature = "broker", not(loom)))]
+pub mod broker;
 #[cfg(not(loom))]
 mod block;
 #[cfg(not(loom))]
