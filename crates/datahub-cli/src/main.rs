@@ -12,6 +12,7 @@
 //! error (bad arguments, no such block, not a DataHub block, I/O, timeouts). Errors are one line
 //! on standard error, `datahub: <what was wrong>`.
 
+mod broker;
 mod exposition;
 mod fail;
 mod frame;
@@ -133,6 +134,11 @@ enum Command {
     Pub(publish::PubArgs),
     /// Receive the files of a `pub` block, verifying each one's BLAKE2b-256 digest.
     Sub(subscribe::SubArgs),
+    /// Run a broker (discovery, schema negotiation, liveness) in the foreground; one log line
+    /// per registration change on stderr; SIGINT/SIGTERM stop it.
+    Broker(broker::BrokerArgs),
+    /// The channels registered with a broker.
+    Channels(broker::ChannelsArgs),
 }
 
 /// Prints `text`; a closed standard output ends the command quietly (exit 0).
@@ -414,6 +420,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 out(&summary.to_string())?
             }
         }
+        Command::Broker(args) => broker::run_broker(&args)?,
+        Command::Channels(args) => out(&broker::run_channels(&args)?)?,
         Command::Sub(args) => {
             let summary = subscribe::run(&args)?;
             if args.out.is_some() {
