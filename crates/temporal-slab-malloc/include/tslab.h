@@ -67,7 +67,9 @@ int tslab_epoch_advance(uint64_t *out);
 
 /* Closes the epoch: no new objects in it (requests for it go to glibc), its empty slabs go
  * back to the kernel. Objects still live stay valid and are reported as the epoch's
- * live_objects in the stats until freed. Closing a closed epoch again is fine.
+ * live_objects in the stats until freed. Closing a closed epoch again is fine. Closing the
+ * current epoch sends requests made outside every scope to glibc (each one counted as a
+ * refusal) until the next tslab_epoch_advance: advance first, then close the old one.
  * Errors: DISABLED, STALE. */
 int tslab_epoch_close(uint64_t epoch);
 
