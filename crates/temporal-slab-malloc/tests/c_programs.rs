@@ -3,6 +3,9 @@
 //! - `tests/c/threads.c` (links nothing of ours) runs with and without the preload: six
 //!   threads allocating with every function, freeing across threads, checking contents; the
 //!   output must be identical and the stats must show the slab served it.
+//! - `tests/c/containers.cpp` (links nothing of ours): four threads of `std::map`,
+//!   `std::unordered_map`, `std::string`, `shared_ptr` and an `alignas(64)` type, maps destroyed
+//!   on other threads; identical output, served by the slab.
 //! - `tests/c/epochs.c` includes `tslab.h` and links `-ltslab_malloc`: epochs, scopes, labels,
 //!   every error code, the stats JSON into a buffer; the JSON must parse as `tslab` parses it
 //!   and show the labelled epoch's live objects.
@@ -18,7 +21,7 @@ mod support;
 use std::ffi::OsStr;
 use std::process::Command;
 
-use support::{Stats, compile_c, library, preloaded, run, same_with_and_without};
+use support::{Stats, compile, compile_c, library, preloaded, run, same_with_and_without};
 
 #[test]
 fn threaded_c_program_is_identical_under_the_preload_and_served_by_the_slab() {
@@ -61,6 +64,20 @@ fn compile_linked(name: &str, dir: &std::path::Path, extra: &[&OsStr]) -> std::p
     ];
     args.extend_from_slice(extra);
     compile_c(name, dir, &args)
+}
+
+#[test]
+fn threaded_cpp_containers_are_identical_under_the_preload_and_served_by_the_slab() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile(
+        "c++",
+        "containers.cpp",
+        "containers",
+        dir.path(),
+        &[OsStr::new("-std=c++17")],
+    );
+    let stats = same_with_and_without(|| Command::new(&exe), dir.path(), "containers");
+    stats.assert_served("containers");
 }
 
 #[test]

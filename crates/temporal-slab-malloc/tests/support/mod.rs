@@ -191,18 +191,23 @@ impl Stats {
 
 /// Compiles `tests/c/<name>.c` to `dir/<name>` with `cc -O2 -pthread` and `extra` arguments.
 pub fn compile_c(name: &str, dir: &Path, extra: &[&OsStr]) -> PathBuf {
+    compile("cc", &format!("{name}.c"), name, dir, extra)
+}
+
+/// Compiles `tests/c/<source>` to `dir/<name>` with `<compiler> -O2 -Wall -pthread`.
+pub fn compile(compiler: &str, source: &str, name: &str, dir: &Path, extra: &[&OsStr]) -> PathBuf {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let src = crate_dir.join("tests/c").join(format!("{name}.c"));
+    let src = crate_dir.join("tests/c").join(source);
     let out = dir.join(name);
-    let mut cc = Command::new("cc");
+    let mut cc = Command::new(compiler);
     cc.args(["-O2", "-pthread", "-Wall", "-o"])
         .arg(&out)
         .arg(&src)
         .args(extra);
-    let run = run(cc, dir, &format!("cc-{name}"));
+    let run = run(cc, dir, &format!("{compiler}-{name}"));
     assert!(
         run.status.success(),
-        "cc {}: {}\n{}",
+        "{compiler} {}: {}\n{}",
         src.display(),
         run.status,
         run.stderr
