@@ -18,6 +18,11 @@ struct alignas(64) Line {
     uint64_t words[8];
 };
 
+// Over-aligned and larger than any slab class: glibc's aligned_alloc.
+struct alignas(256) Block {
+    uint64_t words[160];
+};
+
 static std::mutex queue_lock;
 static std::vector<std::unique_ptr<std::map<std::string, std::vector<int>>>> queue;
 
@@ -45,6 +50,10 @@ static uint64_t work(int id) {
         if (reinterpret_cast<uintptr_t>(line.get()) % 64 != 0) fail("over-aligned new");
         line->words[7] = round;
         sum += line->words[7];
+        auto block = std::make_unique<Block>();
+        if (reinterpret_cast<uintptr_t>(block.get()) % 256 != 0) fail("over-aligned new of a large type");
+        block->words[159] = 1;
+        sum += block->words[159];
         auto shared = std::make_shared<std::string>(std::string(s % 700, 'x'));
         sum += shared->size();
         {
