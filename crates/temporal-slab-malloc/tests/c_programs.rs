@@ -14,6 +14,8 @@
 //!   `alarm`); built with `-DTSLAB_EPOCHS` and linked, a further thread advances and closes
 //!   epochs and reads the stats meanwhile (each takes allocator locks), so forks often land
 //!   while one is held.
+//! - `tests/c/misuse.c`: a double free is counted (`pointer_errors`) and the program goes on;
+//!   a `realloc` of a freed slab object aborts with one line on stderr.
 //! - `TSLAB_DISABLE=1` and `TSLAB_STATS_FILE` pointing at a symbolic link.
 
 mod support;
@@ -135,6 +137,41 @@ fn fork_while_another_thread_advances_and_closes_epochs_leaves_every_child_able_
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "forks=40 children_ok=40\n"
+    );
+}
+
+#[test]
+fn double_free_of_a_slab_object_is_counted_and_the_program_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_c("misuse", dir.path(), &[OsStr::new("-w")]);
+    let stats_path = dir.path().join("stats.json");
+    let mut cmd = Command::new(&exe);
+    cmd.arg("double-free");
+    let out = run(preloaded(cmd, &stats_path), dir.path(), "double-free").success("double free");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "survived\n");
+    assert_eq!(Stats::read(&stats_path).snapshot.pointer_errors, 1);
+}
+
+#[test]
+fn realloc_of_a_freed_slab_object_aborts_with_one_line() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_c("misuse", dir.path(), &[OsStr::new("-w")]);
+    let mut cmd = Command::new(&exe);
+    cmd.arg("realloc-freed");
+    let out = run(
+        preloaded(cmd, &dir.path().join("stats.json")),
+        dir.path(),
+        "realloc-freed",
+    );
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{:?}", out);
+    assert!(out.stdout.is_empty(), "realloc returned");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    assert!(
+        lines[0].starts_with("tslab_malloc: realloc(): invalid pointer 0x"),
+        "{}",
+        lines[0]
     );
 }
 
