@@ -35,7 +35,7 @@
 //!   of a handle whose slot was reused, and a handle of another allocator are each an error every
 //!   time (up to the limits in [`Handle`]'s docs), never a corruption.
 //!
-//! ## Three ways to allocate
+//! ## Four ways to allocate
 //! ```
 //! use temporal_slab::SlabAllocator;
 //! use allocator_api2::vec::Vec;
@@ -68,6 +68,15 @@
 //! assert!(slab.alloc(64, next).is_ok());
 //! # Ok::<(), temporal_slab::Error>(())
 //! ```
+//!
+//! (d) **As the global allocator**: [`global::EpochGlobal`] in `#[global_allocator]` serves
+//! every request of at most 768 bytes (alignment at most 16) made inside a per-thread scope
+//! ([`global::scope`], [`global::enter`]) from the scope's epoch of one process-wide allocator
+//! ([`global::instance`]), and everything else from `std::alloc::System`; frees find the owner
+//! by address, so `String`, `Vec`, `HashMap` and anything else can be freed anywhere, at any
+//! time. Its building blocks (routing, owned free, usable size, the scope stack) are public for
+//! a C `malloc` (`temporal-slab-malloc`). The [`global`] module docs have the routing table, the
+//! costs, the re-entrancy argument and the `fork` scheme.
 //!
 //! ## Semantic attribution
 //! [`SlabAllocator::set_label`] names an epoch (31 bytes at most; the first 16 distinct labels

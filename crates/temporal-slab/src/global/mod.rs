@@ -56,9 +56,11 @@
 //!   so [`owns`] is exact for the life of the process.
 //! - Closing an epoch never frees its live objects (see [`SlabAllocator::epoch_close`]), and
 //!   this module frees only on `dealloc`/`free`: an object that outlives its epoch stays
-//!   valid and is reported as one of that epoch's `live_objects` in the stats (the leak
-//!   report, [`crate::diag::leak_report`], names the epoch), and the epoch keeps its ring slot
-//!   until the object is freed.
+//!   valid and is reported as one of that epoch's `live_objects` in
+//!   [`SlabAllocator::stats`] (its entry stays there, CLOSING, with its label, and keeps its
+//!   ring slot until the object is freed). That entry is the leak report of the global path:
+//!   [`crate::diag::leak_report`] lists only epochs a *domain* still holds (refcount > 0),
+//!   which a scope never is.
 //! - A scope is a routing decision, not a reference: it does not raise the epoch's refcount.
 //!   Closing an epoch while scopes on it are open is allowed; their requests then go to the
 //!   fallback.
@@ -113,6 +115,13 @@
 //! an object) changes nothing and is counted in [`crate::StatsSnapshot::pointer_errors`]; it
 //! does not abort. A pointer freed, handed out again and then freed through its old copy cannot
 //! be told from a legitimate free (as in any allocator without quarantine).
+//!
+//! [`SlabAllocator`]: crate::SlabAllocator
+//! [`SlabAllocator::epoch_close`]: crate::SlabAllocator::epoch_close
+//! [`SlabAllocator::stats`]: crate::SlabAllocator::stats
+//! [`SlabAllocator::alloc_ptr`]: crate::SlabAllocator::alloc_ptr
+//! [`SlabAllocator::epoch_current`]: crate::SlabAllocator::epoch_current
+//! [`SlabAllocator::free_ptr`]: crate::SlabAllocator::free_ptr
 
 mod init;
 mod scope;
