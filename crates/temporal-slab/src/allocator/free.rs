@@ -250,3 +250,27 @@ impl SlabAllocator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{CLASS_SIZES, SlabAllocator};
+
+    #[test]
+    fn usable_size_is_the_class_size_of_a_live_object_start_and_none_elsewhere() {
+        let slab = SlabAllocator::new().unwrap();
+        let e = slab.epoch_current();
+        let p = slab.alloc_ptr(100, e).unwrap();
+        let inside = p.as_ptr().wrapping_add(16);
+        assert_eq!(slab.usable_size(p.as_ptr()), Some(CLASS_SIZES[2]));
+        assert_eq!(slab.usable_size(inside), None, "not the start of an object");
+        let other = Box::new([0u8; 100]);
+        assert_eq!(slab.usable_size(other.as_ptr()), None);
+        assert!(slab.contains(p.as_ptr()) && slab.contains(inside));
+        assert!(!slab.contains(other.as_ptr()));
+        let pointer_errors = slab.stats().pointer_errors;
+        slab.free_ptr(p).unwrap();
+        assert_eq!(slab.usable_size(p.as_ptr()), None, "freed");
+        assert_eq!(slab.stats().pointer_errors, pointer_errors, "usable_size counts nothing");
+        assert!(slab.free_ptr(p).is_err(), "free_ptr still refuses a double free");
+    }
+}
