@@ -34,6 +34,7 @@
 
 mod ipc;
 mod machine;
+mod malloc;
 mod mmsb;
 mod slab_tables;
 /// Number formatting the tables of every subcommand share.
@@ -81,6 +82,12 @@ enum Command {
     /// MMSB (versioned pages, deltas, write-ahead log, propagation): MMSB.jl's benchmark
     /// workloads, logged-delta throughput and an editing trace, with the goals.
     Mmsb(crate::mmsb::MmsbArgs),
+    /// larson and mstress (malloc-bench-rs) on temporal-slab's global allocator, glibc,
+    /// mimalloc and jemalloc, 1 and 2 threads.
+    Malloc(malloc::MallocArgs),
+    /// (internal) One allocator's larson or mstress run.
+    #[command(hide = true)]
+    ChildMalloc(malloc::ChildMallocArgs),
     /// (internal) One allocator's latency and throughput run.
     #[command(hide = true)]
     ChildLatency {
@@ -226,6 +233,11 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => failed(&e),
         },
+        Command::Malloc(args) => match malloc::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => failed(&e),
+        },
+        Command::ChildMalloc(args) => malloc::child_main(&args),
     }
 }
 
