@@ -491,3 +491,60 @@ fn a_thread_that_exits_inside_a_scope_with_allocating_destructors_exits_cleanly(
     drop(kept);
     slab().epoch_close(epoch).unwrap();
 }
+
+/// `$SHARED_DATA_DIR`, else `../shared/data` beside the workspace root. `None` (with a message)
+/// when neither exists; a panic instead when `REQUIRE_SHARED_DATA=1`.
+fn shared_data() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("SHARED_DATA_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data")
+        });
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if std::env::var("REQUIRE_SHARED_DATA").as_deref() == Ok("1") {
+        panic!("REQUIRE_SHARED_DATA=1 but {} does not exist", dir.display());
+    }
+    eprintln!("skipped: shared data not found at {}", dir.display());
+    None
+}
+
+#[test]
+fn real_json_parsed_and_printed_in_a_scope_matches_the_fallback_and_frees_to_zero() {
+    let Some(dir) = shared_data() else { return };
+    let _serial = serial();
+    for name in ["twitter.json", "citm_catalog.json", "canada.json"] {
+        let text = std::fs::read_to_string(dir.join("json").join(name)).unwrap();
+        let reference: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let epoch = new_epoch();
+        slab().set_label(epoch, name).unwrap();
+        let (value, printed) = global::scope(epoch, || {
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let printed = serde_json::to_string(&value).unwrap();
+            (value, printed)
+        });
+        // `assert!`, not `assert_eq!`: a failure would print megabytes.
+        assert!(
+            value == reference,
+            "{name}: the tree built in the slab differs"
+        );
+        let expected = serde_json::to_string(&reference).unwrap();
+        assert!(printed == expected, "{name}: printed from the slab differs");
+        let live = epoch_stats(&slab().stats(), epoch).live_objects;
+        assert!(
+            live > 1000,
+            "{name}: the tree lives in its epoch ({live} objects)"
+        );
+        drop((value, printed));
+        slab().epoch_close(epoch).unwrap();
+        let after = slab().stats();
+        let left = after
+            .epochs
+            .iter()
+            .filter(|e| e.epoch_id as usize == epoch.index() && e.epoch_era == epoch.era())
+            .map(|e| e.live_objects)
+            .sum::<u64>();
+        assert_eq!(left, 0, "{name}: everything freed");
+    }
+}

@@ -1,6 +1,8 @@
 //! `Outside::CurrentEpoch`: requests made outside every scope go to the allocator's current
 //! epoch (what an `LD_PRELOAD` malloc uses), and back to the fallback under `Outside::System`.
-//! One test: the setting is process-wide.
+//! One test: the setting is process-wide. Nothing in this binary creates the allocator before
+//! the test's first `Box` in `CurrentEpoch` mode, so that `Box` creates it from inside the
+//! global allocator.
 
 use temporal_slab::global::{self, EpochGlobal, Outside};
 use temporal_slab::{CLASS_SIZES, class_for_size};
@@ -10,7 +12,6 @@ static GLOBAL: EpochGlobal = EpochGlobal::new();
 
 #[test]
 fn outside_scopes_current_epoch_mode_serves_small_requests_from_the_current_epoch() {
-    let slab = global::instance().expect("the global allocator");
     assert_eq!(global::outside_scope(), Outside::System, "the default");
     let before = Box::new([1u8; 100]);
     assert!(
@@ -19,7 +20,15 @@ fn outside_scopes_current_epoch_mode_serves_small_requests_from_the_current_epoc
     );
     assert_eq!(global::route(100, 8), None);
 
+    // The first request routed to an epoch creates the allocator, from inside the global
+    // allocator: its own allocations go to the fallback, this one is served by the slab.
     global::set_outside_scope(Outside::CurrentEpoch);
+    let first = Box::new([5u8; 100]);
+    assert!(
+        global::owns(first.as_ptr()),
+        "created inside an allocation, then served it"
+    );
+    let slab = global::instance().expect("the global allocator");
     let current = slab.epoch_current();
     assert_eq!(global::route(100, 8), Some(current));
     assert_eq!(
@@ -70,5 +79,6 @@ fn outside_scopes_current_epoch_mode_serves_small_requests_from_the_current_epoc
         None,
         "freed in the slab, not by the fallback"
     );
-    drop((before, refused, after));
+    assert!(first.iter().all(|&b| b == 5));
+    drop((before, first, refused, after));
 }
