@@ -126,7 +126,12 @@ fn truncate(s: &Scopes, depth: usize) {
 /// An open scope (see [`scope_enter`]); dropping it closes the scope and every scope opened
 /// inside it that is still open (so dropping guards out of order never leaves a dropped
 /// guard's epoch in effect). Made by [`enter`]. Neither `Send` nor `Sync`: the scope belongs
-/// to the thread that opened it.
+/// to the thread that opened it:
+///
+/// ```compile_fail
+/// fn assert_send<T: Send>() {}
+/// assert_send::<temporal_slab::global::ScopeGuard>();
+/// ```
 #[derive(Debug)]
 #[must_use = "the scope closes as soon as the guard is dropped"]
 pub struct ScopeGuard {
