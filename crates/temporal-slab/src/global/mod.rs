@@ -48,8 +48,9 @@
 //!
 //! `realloc` keeps the pointer when the new size is in the same size class (shrink or grow),
 //! and otherwise moves the object where a new request of the new size would go: between
-//! classes, from the slab to the fallback (past 768 bytes) and back (a fallback block shrunk
-//! to 768 bytes or less inside a scope), copying the contents.
+//! classes, from the slab to the fallback (past 768 bytes, or a move made outside every scope
+//! in [`Outside::System`] mode) and back (a fallback block resized to 768 bytes or less where
+//! a new request would go to an epoch), copying the contents.
 //!
 //! # Lifetimes
 //! - The allocator is created on first use and never dropped: its reservation stays mapped,
