@@ -270,7 +270,14 @@ mod tests {
         let pointer_errors = slab.stats().pointer_errors;
         slab.free_ptr(p).unwrap();
         assert_eq!(slab.usable_size(p.as_ptr()), None, "freed");
-        assert_eq!(slab.stats().pointer_errors, pointer_errors, "usable_size counts nothing");
-        assert!(slab.free_ptr(p).is_err(), "free_ptr still refuses a double free");
+        assert_eq!(
+            slab.stats().pointer_errors,
+            pointer_errors,
+            "usable_size counts nothing"
+        );
+        assert!(
+            slab.free_ptr(p).is_err(),
+            "free_ptr still refuses a double free"
+        );
     }
 }
