@@ -24,14 +24,19 @@
 //! glibc's behaviour depends on the heap's history (what was freed, trimmed or left in bins
 //! before), and every allocator keeps caches and mappings for the process's lifetime; a fresh
 //! process gives each the same empty start and keeps one allocator's leftovers out of another's
-//! numbers. Children run one at a time. The process's `#[global_allocator]` stays the default
-//! system allocator; mimalloc and jemalloc are only ever called directly.
+//! numbers. Children run one at a time. Except in `bench demo`'s children, mimalloc and jemalloc
+//! are only ever called directly: the `#[global_allocator]` is a switch ([`switch_alloc`]) that
+//! picks the system allocator, mimalloc, jemalloc or `EpochGlobal` once, on its first call, from
+//! `BENCH_GLOBAL_ALLOCATOR` (read with `libc::getenv`, no allocation), and it is unset everywhere
+//! but in the `child-demo` processes, so each of those runs wholly on one allocator and the rest
+//! stays on the system allocator.
 //!
 //! # Reading the numbers
 //! Percentiles include the cost of reading the clock twice (`timer_overhead_ns` in each result,
 //! not subtracted). `ops_per_sec` comes from a separate untimed pass of the same cycles in the
 //! same child. The `goals` section compares this run's numbers with the project's targets.
 
+mod demo;
 mod ipc;
 mod machine;
 mod malloc;
@@ -39,6 +44,7 @@ mod mmsb;
 mod slab_tables;
 /// Number formatting the tables of every subcommand share.
 pub(crate) use slab_tables::si;
+mod switch_alloc;
 mod workload;
 
 use std::fmt;
@@ -82,6 +88,12 @@ enum Command {
     /// MMSB (versioned pages, deltas, write-ahead log, propagation): MMSB.jl's benchmark
     /// workloads, logged-delta throughput and an editing trace, with the goals.
     Mmsb(crate::mmsb::MmsbArgs),
+    /// `tslab demo`'s JSON request workload on temporal-slab, serde_json::Value on glibc,
+    /// mimalloc and jemalloc, and bumpalo: requests/s, latency, peak/final RSS, RSS over time.
+    Demo(demo::DemoArgs),
+    /// (internal) One peer's demo run.
+    #[command(hide = true)]
+    ChildDemo(demo::ChildDemoArgs),
     /// larson and mstress (malloc-bench-rs) on temporal-slab's global allocator, glibc,
     /// mimalloc and jemalloc, 1 and 2 threads.
     Malloc(malloc::MallocArgs),
@@ -238,6 +250,11 @@ fn main() -> ExitCode {
             Err(e) => failed(&e),
         },
         Command::ChildMalloc(args) => malloc::child_main(&args),
+        Command::Demo(args) => match demo::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => failed(&e),
+        },
+        Command::ChildDemo(args) => demo::child_main(&args),
     }
 }
 
@@ -817,7 +834,8 @@ fn run_slab(args: &SlabArgs) -> Result<(), BenchError> {
         args.out.as_deref(),
         args.json,
         slab_tables::print_tables,
-    ).map_err(BenchError::Io)
+    )
+    .map_err(BenchError::Io)
 }
 
 /// Writes `report` as pretty JSON to `out` (creating its directory), then prints it as JSON
@@ -850,4 +868,3 @@ pub(crate) fn emit_report<T: Serialize>(
     }
     Ok(())
 }
-

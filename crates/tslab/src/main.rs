@@ -17,6 +17,11 @@ use tslab::report::{ClassMetric, Diff, EpochMetric, Rates, Summary};
 use tslab::source::Source;
 use tslab::{Error, Snapshot, exposition};
 
+/// temporal-slab's global allocator: outside a scope (everything but `demo --alloc global`'s
+/// requests) it passes every request to the system allocator.
+#[global_allocator]
+static GLOBAL: temporal_slab::global::EpochGlobal = temporal_slab::global::EpochGlobal::new();
+
 /// Observability for temporal-slab: stats, rates, rankings, Prometheus export, diff, validation,
 /// and the demo workload.
 ///

@@ -48,6 +48,7 @@
 pub mod corpus;
 mod report;
 pub mod tree;
+pub mod workload;
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -55,10 +56,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use temporal_slab::{EPOCH_COUNT, Epoch, EpochId, MAX_LABEL_LEN, SlabAllocator};
 
 use crate::snapshot::Snapshot;
@@ -68,6 +67,7 @@ pub use corpus::{Corpus, Kind};
 use report::human_bytes;
 pub use report::{DemoReport, KindReport, Latency, LeakedEpoch, RssReport, RssSample};
 pub use tree::Counts;
+pub use workload::{Handler, Leak, Outcome, Plan, RequestError};
 
 /// Requests run when neither `--requests` nor `--duration` is given.
 pub const DEFAULT_REQUESTS: u64 = 20_000;
@@ -132,6 +132,30 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     cli_support::parse_duration(s)
 }
 
+/// How `tslab demo` allocates each request's document (`--alloc`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AllocMode {
+    /// The epoch tree: `allocator_api2` vectors and a `hashbrown` map on the batch's
+    /// [`Epoch`] of the demo's own allocator ([`tree`]).
+    #[default]
+    Api2,
+    /// Plain `serde_json::from_slice::<serde_json::Value>` and std collections inside the batch's
+    /// epoch scope ([`temporal_slab::global::scope`]): needs the process's
+    /// `#[global_allocator]` to be [`temporal_slab::global::EpochGlobal`] (the `tslab`
+    /// binary's is); the epochs are [`temporal_slab::global::instance`]'s.
+    Global,
+}
+
+impl AllocMode {
+    /// The name `--alloc` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AllocMode::Api2 => "api2",
+            AllocMode::Global => "global",
+        }
+    }
+}
+
 /// Arguments of `tslab demo` (also usable from code: [`DemoArgs::default`] has the CLI's
 /// defaults).
 #[derive(Clone, Debug, clap::Args)]
@@ -152,6 +176,9 @@ pub struct DemoArgs {
     /// Requests per batch; each batch runs in its own epoch, closed when the batch is done.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH)]
     pub batch: usize,
+    /// How each request's document is allocated in the batch's epoch.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = AllocMode::Api2)]
+    pub alloc: AllocMode,
     /// Leak one epoch domain on purpose, in the first batch (same as --inject-leak-at 0): its
     /// last request never leaves its domain, so that epoch stays CLOSING with refcount 1 and
     /// live objects (label "leak:..."), visible however many batches follow.
@@ -188,6 +215,7 @@ impl Default for DemoArgs {
             requests: None,
             duration: None,
             batch: DEFAULT_BATCH,
+            alloc: AllocMode::Api2,
             inject_leak: false,
             inject_leak_at: None,
             listen: Listen::On(SocketAddr::from(([127, 0, 0, 1], 2112))),
@@ -273,15 +301,64 @@ pub fn run_corpus(args: &DemoArgs, corpus: &Corpus) -> Result<DemoReport> {
         .as_deref()
         .map(crate::output::AtomicFile::create)
         .transpose()?;
-    let alloc = Arc::new(SlabAllocator::new()?);
+    match args.alloc {
+        AllocMode::Api2 => {
+            let alloc = Arc::new(SlabAllocator::new()?);
+            let served = alloc.clone();
+            let source = Box::new(move || Ok(Snapshot::of(&served)));
+            run_on(args, corpus, json_out, &alloc, source)
+        }
+        AllocMode::Global => {
+            let alloc = global_instance()?;
+            let source = Box::new(move || Ok(Snapshot::of(alloc)));
+            run_on(args, corpus, json_out, alloc, source)
+        }
+    }
+}
+
+/// The process-wide allocator of [`temporal_slab::global`], once it is checked that the
+/// process's global allocator routes a scope's requests to it (a `Box` made inside a scope of
+/// the current epoch lands in its reservation).
+///
+/// # Errors
+/// [`Error::Usage`] when the allocator cannot be created or the process's `#[global_allocator]`
+/// is not `EpochGlobal` (or a switch that forwards to it).
+pub fn global_instance() -> Result<&'static SlabAllocator> {
+    let alloc = temporal_slab::global::instance().ok_or_else(|| {
+        Error::Usage("--alloc global: temporal-slab's global allocator could not be created".into())
+    })?;
+    let routed = temporal_slab::global::scope(alloc.epoch_current(), || {
+        let probe = std::hint::black_box(Box::new([0u8; 64]));
+        temporal_slab::global::owns(probe.as_ptr())
+    });
+    if !routed {
+        return Err(Error::Usage(
+            "--alloc global needs temporal_slab::global::EpochGlobal as the process's global \
+             allocator (the tslab binary has it)"
+                .into(),
+        ));
+    }
+    Ok(alloc)
+}
+
+/// [`run_corpus`] once the allocator is chosen: `alloc` is the allocator whose epochs the
+/// batches use and whose stats `source` serves on the endpoint.
+fn run_on(
+    args: &DemoArgs,
+    corpus: &Corpus,
+    json_out: Option<crate::output::AtomicFile>,
+    alloc: &SlabAllocator,
+    source: Box<crate::endpoint::SnapshotFn>,
+) -> Result<DemoReport> {
     let endpoint = match args.listen {
         Listen::Off => None,
-        Listen::On(addr) => Some(crate::endpoint::serve(addr, alloc.clone()).map_err(
-            |source| Error::Io {
-                path: addr.to_string(),
-                source,
-            },
-        )?),
+        Listen::On(addr) => Some(
+            crate::endpoint::serve_with(addr, crate::exposition::DEFAULT_PREFIX.to_owned(), source)
+                .map_err(|source| Error::Io {
+                    path: addr.to_string(),
+                    source,
+                })?,
+        ),
     };
     let listen = endpoint.as_ref().map(crate::endpoint::Endpoint::local_addr);
     let status = !args.quiet;
@@ -311,103 +388,36 @@ pub fn run_corpus(args: &DemoArgs, corpus: &Corpus) -> Result<DemoReport> {
     });
     let kinds = corpus.kinds();
     let progress = progress_bar(args, total);
-    let rss_start = temporal_slab::process_rss_bytes().unwrap_or(0);
-    let mut samples = vec![RssSample {
-        t_sec: 0.0,
-        rss_bytes: rss_start,
-    }];
-    let start = Instant::now();
-    let shared = Shared {
-        alloc: &alloc,
+    let plan = Plan {
         corpus,
-        ring_wait: RING_WAIT,
-        budget: AtomicU64::new(total),
-        leak_at: args.leak_batch(),
-        next_batch: AtomicU64::new(0),
-        cursors: kinds.iter().map(|_| AtomicUsize::new(0)).collect(),
-        done: AtomicU64::new(0),
-        deadline: args.duration.map(|d| start + d),
-        abort: AtomicBool::new(false),
+        workers: args.workers,
         batch: args.batch,
-        leak_labels: kinds.iter().map(|k| leak_label(k.label())).collect(),
+        requests: total,
+        duration: args.duration,
+        leak_at: args.leak_batch(),
+        rss_interval: RSS_SAMPLE_INTERVAL,
     };
-
-    let outcomes: Vec<std::thread::Result<Result<WorkerOut>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..args.workers)
-            .map(|w| {
-                let shared = &shared;
-                std::thread::Builder::new()
-                    .name(format!("demo-worker-{w}"))
-                    .spawn_scoped(s, move || shared.worker())
-            })
-            .collect::<std::io::Result<_>>()
-            .map_err(|source| Error::Io {
-                path: "spawning demo workers".into(),
-                source,
-            })?;
-        let mut interval = RSS_SAMPLE_INTERVAL;
-        let mut next_sample = start + interval;
-        loop {
-            let finished = handles.iter().all(|h| h.is_finished());
-            let now = Instant::now();
-            if now >= next_sample && !finished {
-                samples.push(RssSample {
-                    t_sec: (now - start).as_secs_f64(),
-                    rss_bytes: temporal_slab::process_rss_bytes().unwrap_or(0),
-                });
-                if samples.len() >= 4096 {
-                    // Long run: keep every other sample, sample half as often.
-                    let mut i = 0;
-                    samples.retain(|_| {
-                        i += 1;
-                        i % 2 == 1
-                    });
-                    interval *= 2;
-                }
-                next_sample = now + interval;
-            }
-            match args.duration {
-                Some(d) if args.requests.is_none() => {
-                    progress.set_position((now - start).as_millis().min(d.as_millis()) as u64);
-                    progress
-                        .set_message(format!("{} requests", shared.done.load(Ordering::Relaxed)));
-                }
-                _ => progress.set_position(shared.done.load(Ordering::Relaxed)),
-            }
-            if finished {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+    let mut show = |done: u64, since: Duration| match args.duration {
+        Some(d) if args.requests.is_none() => {
+            progress.set_position(since.as_millis().min(d.as_millis()) as u64);
+            progress.set_message(format!("{done} requests"));
         }
-        Ok::<_, Error>(handles.into_iter().map(|h| h.join()).collect())
-    })?;
-    let elapsed = start.elapsed();
+        _ => progress.set_position(done),
+    };
+    let handler = EpochHandler {
+        alloc,
+        mode: args.alloc,
+        ring_wait: RING_WAIT,
+    };
+    let merged = workload::run(&plan, &handler, &mut show)?;
     progress.finish_and_clear();
-
-    let mut merged = WorkerOut::new(kinds.len());
-    let mut first_error = None;
-    for outcome in outcomes {
-        match outcome {
-            Ok(Ok(out)) => merged.merge(out),
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    }
-    if let Some(e) = first_error {
-        return Err(e);
-    }
-
-    let rss_end = temporal_slab::process_rss_bytes().unwrap_or(0);
-    samples.push(RssSample {
-        t_sec: elapsed.as_secs_f64(),
-        rss_bytes: rss_end,
-    });
-    let snapshot = Snapshot::of(&alloc);
-    let leaked = merged.leaked.map(|(mut leak, advances_at_open)| {
-        leak.epochs_opened_after = snapshot.epoch_advances.saturating_sub(advances_at_open);
-        leak
+    let elapsed = merged.elapsed;
+    let snapshot = Snapshot::of(alloc);
+    let leaked = merged.leaked.map(|leak| LeakedEpoch {
+        epochs_opened_after: snapshot
+            .epoch_advances
+            .saturating_sub(leak.advances_at_open),
+        ..leak.epoch
     });
     // A failed final write does not lose the report: it is returned in `json_out_error`.
     let json_out_error = json_out
@@ -465,12 +475,17 @@ pub fn run_corpus(args: &DemoArgs, corpus: &Corpus) -> Result<DemoReport> {
         },
         counts: merged.counts,
         batches: merged.batches,
-        epochs_closed: merged.epochs_closed,
+        epochs_closed: merged.batches,
         rss: RssReport {
-            start_bytes: rss_start,
-            peak_bytes: samples.iter().map(|s| s.rss_bytes).max().unwrap_or(0),
-            end_bytes: rss_end,
-            samples,
+            start_bytes: merged.rss_start,
+            peak_bytes: merged
+                .samples
+                .iter()
+                .map(|s| s.rss_bytes)
+                .max()
+                .unwrap_or(0),
+            end_bytes: merged.rss_end,
+            samples: merged.samples,
         },
         top_epochs,
         inject_leak_at: args.leak_batch(),
@@ -615,219 +630,108 @@ pub fn open_batch_epoch<'a>(
     }
 }
 
-struct Shared<'a> {
+/// The demo's handler: each batch is an epoch of `alloc`, opened with [`open_batch_epoch`] and
+/// closed with [`BatchEpoch::close`]; a request enters the epoch's domain and then, by `mode`,
+/// builds the epoch tree (`api2`) or parses a `serde_json::Value` inside the epoch's scope
+/// (`global`), counts the keys, drops what it built and leaves the domain.
+///
+/// `bench demo` runs its temporal-slab peers with it ([`EpochHandler::new`]).
+#[derive(Debug)]
+pub struct EpochHandler<'a> {
     alloc: &'a SlabAllocator,
-    corpus: &'a Corpus,
+    mode: AllocMode,
     /// How long a worker waits for a drained ring slot.
     ring_wait: Duration,
-    /// Requests not yet claimed by a batch.
-    budget: AtomicU64,
-    /// The batch that leaks.
-    leak_at: Option<u64>,
-    /// Number of the next batch to start.
-    next_batch: AtomicU64,
-    /// Next document of each kind.
-    cursors: Vec<AtomicUsize>,
-    /// Requests done, for the progress bar.
-    done: AtomicU64,
-    deadline: Option<Instant>,
-    /// A worker failed: the others stop.
-    abort: AtomicBool,
-    batch: usize,
-    leak_labels: Vec<String>,
 }
 
-/// What one worker did.
-struct WorkerOut {
-    hist: Histogram<u64>,
-    requests: u64,
-    bytes: u64,
-    batches: u64,
-    epochs_closed: u64,
-    counts: Counts,
-    per_kind: Vec<u64>,
-    /// The leaked epoch and the allocator's `epoch_advances` just after it opened.
-    leaked: Option<(LeakedEpoch, u64)>,
-}
-
-impl WorkerOut {
-    fn new(kinds: usize) -> WorkerOut {
-        WorkerOut {
-            // 1 ns to 1 hour, 3 significant digits.
-            hist: Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
-                .expect("static histogram bounds are valid"),
-            requests: 0,
-            bytes: 0,
-            batches: 0,
-            epochs_closed: 0,
-            counts: Counts::default(),
-            per_kind: vec![0; kinds],
-            leaked: None,
-        }
-    }
-
-    fn merge(&mut self, other: WorkerOut) {
-        // Same bounds on both sides: adding cannot fail.
-        let _ = self.hist.add(&other.hist);
-        self.requests += other.requests;
-        self.bytes += other.bytes;
-        self.batches += other.batches;
-        self.epochs_closed += other.epochs_closed;
-        self.counts.accumulate(&other.counts);
-        for (a, b) in self.per_kind.iter_mut().zip(&other.per_kind) {
-            *a += b;
-        }
-        if other.leaked.is_some() {
-            self.leaked = other.leaked;
+impl<'a> EpochHandler<'a> {
+    /// The handler of `tslab demo --alloc mode` on `alloc`: batches wait up to [`RING_WAIT`] for
+    /// a ring slot.
+    pub fn new(alloc: &'a SlabAllocator, mode: AllocMode) -> EpochHandler<'a> {
+        EpochHandler {
+            alloc,
+            mode,
+            ring_wait: RING_WAIT,
         }
     }
 }
 
-/// Stops the other workers when dropped during a panic.
-struct AbortOnPanic<'s>(&'s AtomicBool);
-
-impl Drop for AbortOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.store(true, Ordering::Release);
-        }
-    }
+/// A running batch of [`EpochHandler`]: its held epoch, and what to report if it leaks.
+#[derive(Debug)]
+pub struct EpochBatch<'h> {
+    held: BatchEpoch<'h>,
+    epoch: Epoch<'h>,
+    leak: Option<Leak>,
 }
 
-impl Shared<'_> {
-    fn stopping(&self) -> bool {
-        self.abort.load(Ordering::Acquire) || self.deadline.is_some_and(|d| Instant::now() >= d)
-    }
+impl Handler for EpochHandler<'_> {
+    type Batch<'h>
+        = EpochBatch<'h>
+    where
+        Self: 'h;
 
-    /// Claims up to one batch of requests from the budget; 0 when it is spent.
-    fn claim(&self) -> usize {
-        let batch = self.batch as u64;
-        match self
-            .budget
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
-                (left > 0).then(|| left - left.min(batch))
-            }) {
-            Ok(left) => left.min(batch) as usize,
-            Err(_) => 0,
-        }
-    }
-
-    fn worker(&self) -> Result<WorkerOut> {
-        let _abort = AbortOnPanic(&self.abort);
-        let mut out = WorkerOut::new(self.corpus.kinds().len());
-        let result = self.work(&mut out);
-        if result.is_err() {
-            self.abort.store(true, Ordering::Release);
-        }
-        result.map(|()| out)
-    }
-
-    fn work(&self, out: &mut WorkerOut) -> Result<()> {
-        let kinds = self.corpus.kinds().len() as u64;
-        while !self.stopping() {
-            let n = self.claim();
-            if n == 0 {
-                break;
-            }
-            let batch = self.next_batch.fetch_add(1, Ordering::Relaxed);
-            let kind = (batch % kinds) as usize;
-            self.run_batch(batch, kind, n, self.leak_at == Some(batch), out)?;
-        }
-        Ok(())
-    }
-
-    /// Runs batch `batch`: `n` requests of `kind` in a new epoch held for the batch, then closes
-    /// it. With `leak`, the last request's domain (and tree) is never released, and the batch
-    /// runs all `n` requests even past the deadline, so the leak always happens.
-    fn run_batch(
-        &self,
-        batch: u64,
-        kind: usize,
-        n: usize,
-        leak: bool,
-        out: &mut WorkerOut,
-    ) -> Result<()> {
-        let k = &self.corpus.kinds()[kind];
+    fn open_batch(&self, batch: u64, label: &str, leak: bool) -> Result<EpochBatch<'_>> {
         let label = if leak {
-            &self.leak_labels[kind]
+            leak_label(label)
         } else {
-            k.label()
+            label.to_owned()
         };
-        let held = open_batch_epoch(self.alloc, label, self.ring_wait)?;
+        let held = open_batch_epoch(self.alloc, &label, self.ring_wait)?;
         let id = held.id();
-        let advances_at_open = leak.then(|| self.alloc.stats().epoch_advances);
-        let epoch = self.alloc.epoch(id);
-        for i in 0..n {
-            if !leak && self.stopping() {
-                break;
+        let leak = leak.then(|| Leak {
+            advances_at_open: self.alloc.stats().epoch_advances,
+            epoch: LeakedEpoch {
+                epoch_id: id.index() as u32,
+                epoch_era: id.era(),
+                label,
+                batch,
+                epochs_opened_after: 0,
+            },
+        });
+        Ok(EpochBatch {
+            epoch: self.alloc.epoch(id),
+            held,
+            leak,
+        })
+    }
+
+    fn request(
+        &self,
+        batch: &mut EpochBatch<'_>,
+        doc: &[u8],
+        leak: bool,
+    ) -> std::result::Result<Counts, RequestError> {
+        let id = batch.held.id();
+        let domain = self.alloc.enter(id).map_err(RequestError::Alloc)?;
+        let counts = match self.mode {
+            AllocMode::Api2 => {
+                let tree = tree::parse_in(doc, &batch.epoch).map_err(RequestError::Parse)?;
+                let counts = tree::count(&tree, &batch.epoch).map_err(RequestError::Walk)?;
+                if leak {
+                    std::mem::forget(tree);
+                }
+                counts
             }
-            let d = self.cursors[kind].fetch_add(1, Ordering::Relaxed) % k.len();
-            let doc = k.doc(d);
-            let t0 = Instant::now();
-            let counts = request(self.alloc, id, &epoch, doc, leak && i + 1 == n)
-                .map_err(|e| e.at(&k.origin(d)))?;
-            out.hist
-                .saturating_record((t0.elapsed().as_nanos() as u64).max(1));
-            out.requests += 1;
-            out.bytes += doc.len() as u64;
-            out.per_kind[kind] += 1;
-            out.counts.accumulate(&counts);
-            self.done.fetch_add(1, Ordering::Relaxed);
+            AllocMode::Global => temporal_slab::global::scope(id, || {
+                let value: serde_json::Value =
+                    serde_json::from_slice(doc).map_err(RequestError::Parse)?;
+                let counts = tree::count_value(&value);
+                if leak {
+                    std::mem::forget(value);
+                }
+                Ok::<_, RequestError>(counts)
+            })?,
+        };
+        if leak {
+            std::mem::forget(domain);
+        } else {
+            drop(domain);
         }
-        held.close()?;
-        out.batches += 1;
-        out.epochs_closed += 1;
-        if let Some(advances) = advances_at_open {
-            out.leaked = Some((
-                LeakedEpoch {
-                    epoch_id: id.index() as u32,
-                    epoch_era: id.era(),
-                    label: label.to_owned(),
-                    batch,
-                    epochs_opened_after: 0,
-                },
-                advances,
-            ));
-        }
-        Ok(())
+        Ok(counts)
     }
-}
 
-/// Why one request failed (after the corpus was validated, only allocation can fail).
-enum RequestError {
-    Alloc(temporal_slab::Error),
-    Parse(serde_json::Error),
-    Walk(tree::AllocFailed),
-}
-
-impl RequestError {
-    fn at(self, origin: &str) -> Error {
-        match self {
-            RequestError::Alloc(e) => Error::Alloc(e),
-            RequestError::Parse(e) => Error::Request(format!("{origin}: request failed: {e}")),
-            RequestError::Walk(e) => Error::Request(format!("{origin}: request failed: {e}")),
-        }
+    fn close_batch(&self, batch: EpochBatch<'_>) -> Result<Option<Leak>> {
+        batch.held.close()?;
+        Ok(batch.leak)
     }
-}
-
-/// One request: enter the epoch's domain, build the tree in the epoch, count its keys, drop the
-/// tree and leave. With `leak`, the tree and the domain guard are forgotten instead.
-fn request<'e>(
-    alloc: &SlabAllocator,
-    id: EpochId,
-    epoch: &'e Epoch<'e>,
-    doc: &[u8],
-    leak: bool,
-) -> std::result::Result<Counts, RequestError> {
-    let domain = alloc.enter(id).map_err(RequestError::Alloc)?;
-    let tree = tree::parse_in(doc, epoch).map_err(RequestError::Parse)?;
-    let counts = tree::count(&tree, epoch).map_err(RequestError::Walk)?;
-    if leak {
-        std::mem::forget(tree);
-        std::mem::forget(domain);
-    } else {
-        drop(tree);
-        drop(domain);
-    }
-    Ok(counts)
 }

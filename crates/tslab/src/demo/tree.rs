@@ -1,10 +1,18 @@
-//! One request's document as a tree whose every node lives in the request's epoch.
+//! One request's document as a tree whose every node lives in one allocator: the request's
+//! epoch in `tslab demo`, or any other `allocator_api2` allocator (`bench demo` builds the same
+//! tree in a bumpalo arena per request).
 //!
 //! serde_json parses the text and drives [`NodeSeed`] (a `DeserializeSeed` and `Visitor`), which
-//! builds the tree straight into `allocator_api2` vectors allocated on an [`Epoch`]: there is no
-//! JSON parser of ours and no intermediate `serde_json::Value`. [`walk`] then counts every
-//! object key in a `hashbrown` map allocated in the same epoch. [`reference()`] computes the same
-//! figures on a `serde_json::Value` with std collections; the tests check the two agree.
+//! builds the tree straight into `allocator_api2` vectors allocated on the allocator `A` (an
+//! [`Epoch`] in the demo): there is no JSON parser of ours and no intermediate
+//! `serde_json::Value`. [`walk`] then counts every object key in a `hashbrown` map allocated in
+//! the same allocator. [`reference()`] computes the same figures on a `serde_json::Value` with std
+//! collections, and [`count_value`] the same without copying the keys; the tests check they
+//! agree.
+//!
+//! The tree is generic over the allocator (`Node<A: Allocator + Copy>`, `A` a reference such as
+//! `&Epoch` or `&bumpalo::Bump`): each allocator gets its own monomorphised code, so the demo's
+//! epoch tree costs what it cost when it named `&Epoch` directly.
 //!
 //! Allocation failures inside the epoch (a CLOSING or stale epoch, an exhausted reservation) are
 //! reported as errors ([`AllocFailed`], or a serde error while parsing) instead of aborting: every
@@ -12,6 +20,7 @@
 
 use std::fmt;
 
+use allocator_api2::alloc::Allocator;
 use allocator_api2::vec::Vec as AVec;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use temporal_slab::Epoch;
@@ -19,13 +28,16 @@ use temporal_slab::Epoch;
 /// A vector allocated in an epoch.
 pub type EVec<'e, T> = AVec<T, &'e Epoch<'e>>;
 
-/// A JSON value whose every byte lives in an epoch (vectors over 768 bytes go to the system
-/// allocator, as [`Epoch`] does for any large request).
+/// The demo's tree: every node in an epoch.
+pub type EpochNode<'e> = Node<&'e Epoch<'e>>;
+
+/// A JSON value whose every byte lives in the allocator `A` (with an [`Epoch`], vectors over
+/// 768 bytes go to the system allocator, as [`Epoch`] does for any large request).
 ///
 /// Object members keep the document's order, and duplicate keys are all kept (serde_json's
 /// `Value` keeps only the last one).
 #[derive(Debug)]
-pub enum Node<'e> {
+pub enum Node<A: Allocator + Copy> {
     /// `null`.
     Null,
     /// `true` or `false`.
@@ -33,86 +45,88 @@ pub enum Node<'e> {
     /// Any number, as `f64` (integers beyond 2^53 lose precision, as `Value::as_f64` does).
     Number(f64),
     /// A string, UTF-8 bytes.
-    String(EVec<'e, u8>),
+    String(AVec<u8, A>),
     /// An array.
-    Array(EVec<'e, Node<'e>>),
+    Array(AVec<Node<A>, A>),
     /// An object: (key bytes, value) in document order.
-    Object(EVec<'e, (EVec<'e, u8>, Node<'e>)>),
+    Object(AVec<(AVec<u8, A>, Node<A>), A>),
 }
 
-/// An allocation in the epoch failed (the epoch is CLOSING or stale, or memory ran out).
+/// An allocation in the epoch (or arena) failed (the epoch is CLOSING or stale, or memory ran
+/// out).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("allocation in the request's epoch failed")]
 pub struct AllocFailed;
 
-fn push<'e, T>(v: &mut EVec<'e, T>, item: T) -> Result<(), AllocFailed> {
+fn push<T, A: Allocator>(v: &mut AVec<T, A>, item: T) -> Result<(), AllocFailed> {
     v.try_reserve(1).map_err(|_| AllocFailed)?;
     v.push(item);
     Ok(())
 }
 
-fn bytes_in<'e>(s: &[u8], epoch: &'e Epoch<'e>) -> Result<EVec<'e, u8>, AllocFailed> {
-    let mut v = EVec::new_in(epoch);
+fn bytes_in<A: Allocator>(s: &[u8], alloc: A) -> Result<AVec<u8, A>, AllocFailed> {
+    let mut v = AVec::new_in(alloc);
     v.try_reserve_exact(s.len()).map_err(|_| AllocFailed)?;
     v.extend_from_slice(s);
     Ok(v)
 }
 
-/// Builds a [`Node`] in `self.0`'s epoch from any serde deserializer (serde_json's in the demo).
+/// Builds a [`Node`] in the allocator `self.0` (an epoch in the demo) from any serde
+/// deserializer (serde_json's in the demo).
 #[derive(Clone, Copy, Debug)]
-pub struct NodeSeed<'e>(pub &'e Epoch<'e>);
+pub struct NodeSeed<A>(pub A);
 
-impl<'de, 'e> DeserializeSeed<'de> for NodeSeed<'e> {
-    type Value = Node<'e>;
+impl<'de, A: Allocator + Copy> DeserializeSeed<'de> for NodeSeed<A> {
+    type Value = Node<A>;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Node<'e>, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Node<A>, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de, 'e> Visitor<'de> for NodeSeed<'e> {
-    type Value = Node<'e>;
+impl<'de, A: Allocator + Copy> Visitor<'de> for NodeSeed<A> {
+    type Value = Node<A>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Node<'e>, E> {
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Node<A>, E> {
         Ok(Node::Bool(v))
     }
 
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Node<'e>, E> {
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Node<A>, E> {
         Ok(Node::Number(v as f64))
     }
 
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Node<'e>, E> {
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Node<A>, E> {
         Ok(Node::Number(v as f64))
     }
 
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Node<'e>, E> {
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Node<A>, E> {
         Ok(Node::Number(v))
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Node<'e>, E> {
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Node<A>, E> {
         bytes_in(v.as_bytes(), self.0)
             .map(Node::String)
             .map_err(E::custom)
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Node<'e>, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<Node<A>, E> {
         Ok(Node::Null)
     }
 
-    fn visit_none<E: de::Error>(self) -> Result<Node<'e>, E> {
+    fn visit_none<E: de::Error>(self) -> Result<Node<A>, E> {
         Ok(Node::Null)
     }
 
-    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Node<'e>, D::Error> {
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Node<A>, D::Error> {
         self.deserialize(d)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'e>, A::Error> {
-        let mut items = EVec::new_in(self.0);
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Node<A>, S::Error> {
+        let mut items = AVec::new_in(self.0);
         if let Some(n) = seq.size_hint() {
             items
                 .try_reserve(n)
@@ -124,8 +138,8 @@ impl<'de, 'e> Visitor<'de> for NodeSeed<'e> {
         Ok(Node::Array(items))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'e>, A::Error> {
-        let mut fields = EVec::new_in(self.0);
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Node<A>, M::Error> {
+        let mut fields = AVec::new_in(self.0);
         while let Some(key) = map.next_key_seed(KeySeed(self.0))? {
             let value = map.next_value_seed(self)?;
             push(&mut fields, (key, value)).map_err(de::Error::custom)?;
@@ -136,43 +150,43 @@ impl<'de, 'e> Visitor<'de> for NodeSeed<'e> {
 
 /// Builds an object key (string bytes) in the epoch.
 #[derive(Clone, Copy)]
-struct KeySeed<'e>(&'e Epoch<'e>);
+struct KeySeed<A>(A);
 
-impl<'de, 'e> DeserializeSeed<'de> for KeySeed<'e> {
-    type Value = EVec<'e, u8>;
+impl<'de, A: Allocator + Copy> DeserializeSeed<'de> for KeySeed<A> {
+    type Value = AVec<u8, A>;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<EVec<'e, u8>, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<AVec<u8, A>, D::Error> {
         d.deserialize_str(self)
     }
 }
 
-impl<'e> Visitor<'_> for KeySeed<'e> {
-    type Value = EVec<'e, u8>;
+impl<A: Allocator + Copy> Visitor<'_> for KeySeed<A> {
+    type Value = AVec<u8, A>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an object key")
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<EVec<'e, u8>, E> {
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<AVec<u8, A>, E> {
         bytes_in(v.as_bytes(), self.0).map_err(E::custom)
     }
 }
 
 /// Parses one JSON document (the whole of `text`, surrounding whitespace allowed) into a tree in
-/// `epoch`.
+/// `alloc` (the request's epoch in the demo).
 ///
 /// # Errors
 /// serde_json's error for malformed JSON (with line and column inside `text`) or for a failed
 /// allocation in the epoch.
-pub fn parse_in<'e>(text: &[u8], epoch: &'e Epoch<'e>) -> Result<Node<'e>, serde_json::Error> {
+pub fn parse_in<A: Allocator + Copy>(text: &[u8], alloc: A) -> Result<Node<A>, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(text);
-    let node = NodeSeed(epoch).deserialize(&mut de)?;
+    let node = NodeSeed(alloc).deserialize(&mut de)?;
     de.end()?;
     Ok(node)
 }
 
 /// What walking one document found.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     /// JSON values of any kind (containers included).
     pub values: u64,
@@ -203,29 +217,31 @@ impl Counts {
     }
 }
 
-/// Occurrences per object key, in a map allocated in the epoch; keys borrow the tree.
-pub type KeyCounts<'t, 'e> =
-    hashbrown::HashMap<&'t [u8], u64, hashbrown::DefaultHashBuilder, &'e Epoch<'e>>;
+/// Occurrences per object key, in a map allocated in the tree's allocator; keys borrow the tree.
+pub type KeyCounts<'t, A> = hashbrown::HashMap<&'t [u8], u64, hashbrown::DefaultHashBuilder, A>;
 
 /// The result of [`walk`]: the counts and the per-key map they summarise.
 #[derive(Debug)]
-pub struct Walk<'t, 'e> {
+pub struct Walk<'t, A: Allocator> {
     /// The figures.
     pub counts: Counts,
     /// Occurrences of every object key.
-    pub per_key: KeyCounts<'t, 'e>,
+    pub per_key: KeyCounts<'t, A>,
 }
 
-/// Walks the tree (iteratively, with a stack in the epoch), counting values and every object
-/// key in a map allocated in `epoch`.
+/// Walks the tree (iteratively, with a stack in `alloc`), counting values and every object key in
+/// a map allocated in `alloc` (the tree's epoch in the demo).
 ///
 /// # Errors
-/// [`AllocFailed`] when the epoch refuses an allocation.
-pub fn walk<'t, 'e>(root: &'t Node<'e>, epoch: &'e Epoch<'e>) -> Result<Walk<'t, 'e>, AllocFailed> {
-    let mut per_key: KeyCounts<'t, 'e> =
-        hashbrown::HashMap::with_hasher_in(hashbrown::DefaultHashBuilder::default(), epoch);
+/// [`AllocFailed`] when the allocator refuses an allocation.
+pub fn walk<'t, A: Allocator + Copy>(
+    root: &'t Node<A>,
+    alloc: A,
+) -> Result<Walk<'t, A>, AllocFailed> {
+    let mut per_key: KeyCounts<'t, A> =
+        hashbrown::HashMap::with_hasher_in(hashbrown::DefaultHashBuilder::default(), alloc);
     let mut counts = Counts::default();
-    let mut stack: EVec<'e, &'t Node<'e>> = EVec::new_in(epoch);
+    let mut stack: AVec<&'t Node<A>, A> = AVec::new_in(alloc);
     push(&mut stack, root)?;
     while let Some(node) = stack.pop() {
         counts.values += 1;
@@ -254,12 +270,12 @@ pub fn walk<'t, 'e>(root: &'t Node<'e>, epoch: &'e Epoch<'e>) -> Result<Walk<'t,
     Ok(Walk { counts, per_key })
 }
 
-/// [`walk`]'s counts; the per-key map is dropped (freed in the epoch) before returning.
+/// [`walk`]'s counts; the per-key map is dropped (freed in `alloc`) before returning.
 ///
 /// # Errors
 /// As [`walk`].
-pub fn count<'e>(root: &Node<'e>, epoch: &'e Epoch<'e>) -> Result<Counts, AllocFailed> {
-    walk(root, epoch).map(|w| w.counts)
+pub fn count<A: Allocator + Copy>(root: &Node<A>, alloc: A) -> Result<Counts, AllocFailed> {
+    walk(root, alloc).map(|w| w.counts)
 }
 
 /// The reference: the same figures computed on serde_json's own tree with std collections.
@@ -291,4 +307,39 @@ pub fn reference(value: &serde_json::Value) -> (Counts, std::collections::HashMa
     counts.distinct_keys = per_key.len() as u64;
     counts.top_key_count = per_key.values().copied().max().unwrap_or(0);
     (counts, per_key)
+}
+
+/// The same figures as [`reference()`], on serde_json's tree with std collections, without
+/// copying the keys: the per-key map (a std `HashMap` with hashbrown's default hasher, the hasher
+/// [`walk`] uses, so the two differ only in where they allocate) borrows them from `value`. This
+/// is what `tslab demo --alloc global` and `bench demo`'s `serde_json::Value` peers count with.
+pub fn count_value(value: &serde_json::Value) -> Counts {
+    use serde_json::Value;
+    let mut per_key = std::collections::HashMap::<&str, u64, _>::with_hasher(
+        hashbrown::DefaultHashBuilder::default(),
+    );
+    let mut counts = Counts::default();
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        counts.values += 1;
+        match v {
+            Value::Array(items) => stack.extend(items.iter()),
+            Value::Object(map) => {
+                for (k, v) in map {
+                    counts.keys += 1;
+                    *per_key.entry(k.as_str()).or_insert(0) += 1;
+                    stack.push(v);
+                }
+            }
+            Value::String(text) => counts.string_bytes += text.len() as u64,
+            Value::Number(n) => {
+                counts.numbers += u64::from(n.as_f64().unwrap_or(f64::NAN).is_finite())
+            }
+            Value::Bool(b) => counts.trues += u64::from(*b),
+            Value::Null => {}
+        }
+    }
+    counts.distinct_keys = per_key.len() as u64;
+    counts.top_key_count = per_key.values().copied().max().unwrap_or(0);
+    counts
 }
