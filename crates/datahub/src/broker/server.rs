@@ -156,13 +156,13 @@ impl Broker {
         socket.set_rcvhwm(10_000).map_err(zmq_err("ZMQ_RCVHWM"))?;
         socket.bind(&endpoint).map_err(zmq_err("bind"))?;
         endpoint::restrict(&path);
-        let hb = config.heartbeat.normalized();
-        let tick = (hb.interval() / 4).clamp(Duration::from_millis(1), STOP_POLL);
+        let registry = Registry::new(config.heartbeat, config.limits, Duration::ZERO);
+        let tick = registry.granularity().min(STOP_POLL);
         Ok(Broker {
             socket,
             _ctx: ctx,
             endpoint,
-            registry: Registry::new(hb, config.limits, Duration::ZERO),
+            registry,
             on_event: config.on_event,
             stop: StopHandle(Arc::new(AtomicBool::new(false))),
             origin: Instant::now(),

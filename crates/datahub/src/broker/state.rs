@@ -266,6 +266,9 @@ pub struct Registry {
     channels: BTreeMap<String, Channel>,
     counters: Counters,
     started: Duration,
+    /// When [`Registry::tick`] last ran: [`Registry::handle`] runs it again only after
+    /// [`Registry::granularity`], so a message costs O(1) and not O(registrations).
+    last_tick: Duration,
 }
 
 /// A refusal on its way to an `ERROR` reply.
@@ -298,7 +301,14 @@ impl Registry {
             channels: BTreeMap::new(),
             counters: Counters::default(),
             started: now,
+            last_tick: now,
         }
+    }
+
+    /// How stale liveness may be when a message is handled: a quarter of the heartbeat
+    /// interval, at most 20 ms (the ZeroMQ loop also ticks this often).
+    pub fn granularity(&self) -> Duration {
+        (self.hb.interval() / 4).clamp(Duration::from_millis(1), Duration::from_millis(20))
     }
 
     /// The heartbeat timing every `_ACK` carries.
@@ -342,6 +352,7 @@ impl Registry {
     /// Liveness transitions due at `now`: Pending and Dead registrations, removals and their
     /// notifications.
     pub fn tick(&mut self, now: Duration) -> Step {
+        self.last_tick = now;
         let mut step = Step::default();
         let hb = self.hb;
         let mut dead_channels = Vec::new();
@@ -434,9 +445,14 @@ impl Registry {
     /// Handles one message as a ROUTER received it: `frames[0]` is the sender's identity, then
     /// `['C', msg_type, correlation_id, body]`. Anything else gets `ERROR INVALID_REQUEST`
     /// (with an empty correlation id when frame 3 is missing or too long); a message without
-    /// an identity frame is dropped. Liveness due at `now` is applied first.
+    /// an identity frame is dropped. Liveness is brought up to date first when the last
+    /// [`Registry::tick`] is older than [`Registry::granularity`].
     pub fn handle(&mut self, now: Duration, frames: &[Vec<u8>]) -> Step {
-        let mut step = self.tick(now);
+        let mut step = if now.saturating_sub(self.last_tick) >= self.granularity() {
+            self.tick(now)
+        } else {
+            Step::default()
+        };
         self.counters.received += 1;
         let Some(identity) = frames.first().filter(|i| !i.is_empty()) else {
             return step;
