@@ -578,6 +578,30 @@ fn measure_discovery_latency_and_registration_rate() {
         q(0.99),
         lat[lat.len() - 1]
     );
+    // The same through a bare DEALER (no client I/O thread): the broker's share.
+    let ctx = zmq::Context::new();
+    let s = raw(&ctx, broker.endpoint(), b"m-raw");
+    let body =
+        serde_json::to_vec(&json!({"protocol": {"major": 1, "minor": 0}, "channel_name": "m"}))
+            .unwrap();
+    let mut lat = Vec::new();
+    for i in 0..20_000u32 {
+        let corr = i.to_string();
+        let t = Instant::now();
+        s.send_multipart([&b"C"[..], b"DISC_REQ", corr.as_bytes(), &body], 0)
+            .unwrap();
+        let r = s.recv_multipart(0).unwrap();
+        lat.push(t.elapsed());
+        assert_eq!(r[1], b"DISC_ACK");
+    }
+    lat.sort();
+    let q = |f: f64| lat[((lat.len() as f64 - 1.0) * f) as usize];
+    println!(
+        "bare DEALER DISC_REQ->DISC_ACK over {} requests: p50 {:?} p99 {:?}",
+        lat.len(),
+        q(0.5),
+        q(0.99)
+    );
     let n = 4_000; // under the default cap of 4096 channels
     let t = Instant::now();
     for i in 0..n {
