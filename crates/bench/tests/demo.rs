@@ -1,6 +1,7 @@
 //! `bench demo`: every peer serves the workload (real corpus when present, generated always),
 //! and each child runs on the global allocator its environment names.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -16,16 +17,34 @@ fn run(mut cmd: Command) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("bench starts");
+    // Read both pipes while waiting: a report larger than a pipe buffer would block the child.
+    let stdout = drain(child.stdout.take().expect("piped"));
+    let stderr = drain(child.stderr.take().expect("piped"));
     let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
         if start.elapsed() > TIMEOUT {
             child.kill().ok();
             child.wait().ok();
             panic!("bench did not finish within {} s", TIMEOUT.as_secs());
         }
         std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("reader"),
+        stderr: stderr.join().expect("reader"),
     }
-    child.wait_with_output().expect("output")
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        pipe.read_to_end(&mut bytes).expect("read a pipe");
+        bytes
+    })
 }
 
 /// `$SHARED_DATA_DIR`, else `../shared/data` beside the workspace root.

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
@@ -64,8 +65,14 @@ fn demo(
         .stderr(Stdio::piped())
         .spawn()
         .expect("tslab starts");
+    // Read both pipes while waiting: a report larger than a pipe buffer would block the child.
+    let stdout = drain(child.stdout.take().expect("piped"));
+    let stderr = drain(child.stderr.take().expect("piped"));
     let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
         if start.elapsed() > TIMEOUT {
             child.kill().ok();
             child.wait().ok();
@@ -75,8 +82,12 @@ fn demo(
             );
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-    let out: Output = child.wait_with_output().expect("output");
+    };
+    let out = Output {
+        status,
+        stdout: stdout.join().expect("reader"),
+        stderr: stderr.join().expect("reader"),
+    };
     assert!(
         out.status.success(),
         "tslab demo --alloc {mode}: {}",
@@ -166,4 +177,12 @@ fn global_mode_is_refused_where_the_global_allocator_is_not_epoch_global() {
     })
     .expect_err("refused");
     assert!(err.to_string().contains("EpochGlobal"), "{err}");
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        pipe.read_to_end(&mut bytes).expect("read a pipe");
+        bytes
+    })
 }

@@ -9,6 +9,18 @@
 //! key in an epoch-allocated `hashbrown` map ([`tree::count`]), drop the tree and leave the
 //! domain. The request's latency (enter to leave) goes into an HDR histogram.
 //!
+//! That is `--alloc api2` (the default). With `--alloc global` the request is plain
+//! `serde_json::from_slice::<serde_json::Value>` and the same counting with std collections
+//! ([`tree::count_value`]) inside the batch epoch's scope ([`temporal_slab::global::scope`]):
+//! the `tslab` binary's `#[global_allocator]` is [`temporal_slab::global::EpochGlobal`], which
+//! sends every request of at most 768 bytes made in the scope to the epoch and everything else
+//! (the rest of the tool included) to the system allocator. The batch epochs then come from
+//! [`temporal_slab::global::instance`] instead of the demo's own allocator, and the endpoint, the
+//! snapshot and the report describe that instance. Both modes count the same; on the real corpus
+//! neither is clearly faster on the development VM (see `docs/results/demo-bench.md`), so the
+//! default stays `api2`. The workers, batches and timing are [`workload`]'s, which `bench demo`
+//! runs with other allocators.
+//!
 //! ## Batches and epochs
 //! Workers (`--workers`, default 2) take **batches** of `--batch` requests (default 128) of one
 //! document kind from a shared budget (`--requests`, or until `--duration` has passed); batches
