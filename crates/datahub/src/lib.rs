@@ -144,10 +144,10 @@ mod protocol;
 
 #[cfg(not(loom))]
 mod admin;
-#[cfg(all(feature = "broker", not(loom)))]
-pub mod broker;
 #[cfg(not(loom))]
 mod block;
+#[cfg(all(feature = "broker", not(loom)))]
+pub mod broker;
 #[cfg(not(loom))]
 pub mod checksum;
 #[cfg(not(loom))]

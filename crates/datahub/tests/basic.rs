@@ -410,7 +410,11 @@ struct Other {
     a: u64,
 }
 
-datahub::describe!(Pose { x: f64, y: f64, stamp: u64 });
+datahub::describe!(Pose {
+    x: f64,
+    y: f64,
+    stamp: u64
+});
 datahub::describe!(Other { a: u64 });
 
 #[test]
