@@ -1,59 +1,18 @@
 //! `bench demo`: every peer serves the workload (real corpus when present, generated always),
 //! and each child runs on the global allocator its environment names.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 /// Generous: `--quick` takes well under a minute on a 2-core VM.
 const TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Runs `cmd`, killing it (and failing) after [`TIMEOUT`].
 fn run(mut cmd: Command) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("bench starts");
-    // Read both pipes while waiting: a report larger than a pipe buffer would block the child.
-    let stdout = drain(child.stdout.take().expect("piped"));
-    let stderr = drain(child.stderr.take().expect("piped"));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if start.elapsed() > TIMEOUT {
-            child.kill().ok();
-            child.wait().ok();
-            panic!("bench did not finish within {} s", TIMEOUT.as_secs());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: stdout.join().expect("reader"),
-        stderr: stderr.join().expect("reader"),
-    }
+    cli_support::testing::output_within(&mut cmd, TIMEOUT, "bench")
 }
 
-fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        pipe.read_to_end(&mut bytes).expect("read a pipe");
-        bytes
-    })
-}
-
-/// `$SHARED_DATA_DIR`, else `../shared/data` beside the workspace root.
-fn shared_data_dir() -> PathBuf {
-    match std::env::var_os("SHARED_DATA_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
-    }
-}
+use cli_support::testing::shared_data_dir;
 
 const PEERS: [&str; 6] = [
     "temporal-slab-api2",

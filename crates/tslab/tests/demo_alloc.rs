@@ -4,34 +4,18 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tslab::demo::{Corpus, corpus, tree};
 
 /// Generous: a debug build parses the real corpus in seconds.
 const TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The shared real-data folder, or `None` (with a note) when it is missing and not required.
+/// The shared real-data folder's `json/`, or `None` (with a note) when it is missing and not
+/// required.
 fn shared_json_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("SHARED_DATA_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
-        PathBuf::from,
-    );
-    let dir = base.join("json");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("REQUIRE_SHARED_DATA").as_deref() == Ok("1") {
-        panic!("REQUIRE_SHARED_DATA=1 but {} does not exist", dir.display());
-    }
-    eprintln!(
-        "note: {} not found (set SHARED_DATA_DIR); real-corpus test skipped",
-        dir.display()
-    );
-    None
+    cli_support::testing::shared_data("json")
 }
 
 /// Runs `tslab demo --alloc MODE ... --json --json-out SNAPSHOT`, killed after [`TIMEOUT`];
@@ -59,35 +43,11 @@ fn demo(
     if let Some(c) = corpus {
         cmd.arg("--corpus").arg(c);
     }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tslab starts");
-    // Read both pipes while waiting: a report larger than a pipe buffer would block the child.
-    let stdout = drain(child.stdout.take().expect("piped"));
-    let stderr = drain(child.stderr.take().expect("piped"));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if start.elapsed() > TIMEOUT {
-            child.kill().ok();
-            child.wait().ok();
-            panic!(
-                "tslab demo --alloc {mode} did not finish in {} s",
-                TIMEOUT.as_secs()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let out = Output {
-        status,
-        stdout: stdout.join().expect("reader"),
-        stderr: stderr.join().expect("reader"),
-    };
+    let out = cli_support::testing::output_within(
+        &mut cmd,
+        TIMEOUT,
+        &format!("tslab demo --alloc {mode}"),
+    );
     assert!(
         out.status.success(),
         "tslab demo --alloc {mode}: {}",
@@ -177,12 +137,4 @@ fn global_mode_is_refused_where_the_global_allocator_is_not_epoch_global() {
     })
     .expect_err("refused");
     assert!(err.to_string().contains("EpochGlobal"), "{err}");
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        pipe.read_to_end(&mut bytes).expect("read a pipe");
-        bytes
-    })
 }

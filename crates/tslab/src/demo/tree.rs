@@ -281,31 +281,12 @@ pub fn count<A: Allocator + Copy>(root: &Node<A>, alloc: A) -> Result<Counts, Al
 /// The reference: the same figures computed on serde_json's own tree with std collections.
 /// Returns the counts and the occurrences per key.
 pub fn reference(value: &serde_json::Value) -> (Counts, std::collections::HashMap<String, u64>) {
-    use serde_json::Value;
-    let mut per_key = std::collections::HashMap::<String, u64>::new();
-    let mut counts = Counts::default();
-    let mut stack = vec![value];
-    while let Some(v) = stack.pop() {
-        counts.values += 1;
-        match v {
-            Value::Array(items) => stack.extend(items.iter()),
-            Value::Object(map) => {
-                for (k, v) in map {
-                    counts.keys += 1;
-                    *per_key.entry(k.clone()).or_insert(0) += 1;
-                    stack.push(v);
-                }
-            }
-            Value::String(text) => counts.string_bytes += text.len() as u64,
-            Value::Number(n) => {
-                counts.numbers += u64::from(n.as_f64().unwrap_or(f64::NAN).is_finite())
-            }
-            Value::Bool(b) => counts.trues += u64::from(*b),
-            Value::Null => {}
-        }
-    }
-    counts.distinct_keys = per_key.len() as u64;
-    counts.top_key_count = per_key.values().copied().max().unwrap_or(0);
+    let mut per_key = std::collections::HashMap::<&str, u64>::new();
+    let counts = count_value_into(value, &mut per_key);
+    let per_key = per_key
+        .into_iter()
+        .map(|(k, n)| (k.to_owned(), n))
+        .collect();
     (counts, per_key)
 }
 
@@ -314,10 +295,18 @@ pub fn reference(value: &serde_json::Value) -> (Counts, std::collections::HashMa
 /// [`walk`] uses, so the two differ only in where they allocate) borrows them from `value`. This
 /// is what `tslab demo --alloc global` and `bench demo`'s `serde_json::Value` peers count with.
 pub fn count_value(value: &serde_json::Value) -> Counts {
-    use serde_json::Value;
     let mut per_key = std::collections::HashMap::<&str, u64, _>::with_hasher(
         hashbrown::DefaultHashBuilder::default(),
     );
+    count_value_into(value, &mut per_key)
+}
+
+/// Walks `value` once, counting into `per_key` (occurrences per key, borrowed from `value`).
+fn count_value_into<'v, S: std::hash::BuildHasher>(
+    value: &'v serde_json::Value,
+    per_key: &mut std::collections::HashMap<&'v str, u64, S>,
+) -> Counts {
+    use serde_json::Value;
     let mut counts = Counts::default();
     let mut stack = vec![value];
     while let Some(v) = stack.pop() {
