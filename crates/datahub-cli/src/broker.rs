@@ -5,7 +5,6 @@
 //! (`datahub broker: channel "x": producer "p" (pid 7) registered`); SIGINT and SIGTERM stop
 //! it within [`datahub::broker::STOP_POLL`], remove its socket file, and exit 0.
 
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use clap::Args;
@@ -52,26 +51,6 @@ fn broker_fail(e: BrokerError) -> Fail {
     Fail::usage(format!("broker: {e}"))
 }
 
-/// The signal that asked the broker to stop (0: none).
-static SIGNALLED: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    SIGNALLED.store(sig, Ordering::SeqCst);
-}
-
-fn catch_signals() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: an all-zero sigaction is valid (empty mask, no flags); the handler only
-        // stores to an atomic, which is async-signal-safe.
-        unsafe {
-            let mut a: libc::sigaction = std::mem::zeroed();
-            a.sa_sigaction = on_signal as *const () as usize;
-            libc::sigemptyset(&mut a.sa_mask);
-            libc::sigaction(sig, &a, std::ptr::null_mut());
-        }
-    }
-}
-
 /// Runs a broker until SIGINT or SIGTERM.
 pub fn run_broker(args: &BrokerArgs) -> Result {
     if args.heartbeat < Duration::from_millis(1) {
@@ -89,7 +68,7 @@ pub fn run_broker(args: &BrokerArgs) -> Result {
     }
     .on_event(|e| eprintln!("datahub broker: {e}"));
     let broker = Broker::bind(config).map_err(broker_fail)?;
-    catch_signals();
+    crate::signals::catch();
     let stop = broker.stop_handle();
     eprintln!(
         "datahub broker: listening on {} (heartbeat {} ms, pending after {}, dead after {} more)",
@@ -99,14 +78,14 @@ pub fn run_broker(args: &BrokerArgs) -> Result {
         hb.dead_after_misses
     );
     let watcher = std::thread::spawn(move || {
-        while SIGNALLED.load(Ordering::SeqCst) == 0 && !stop.is_stopped() {
+        while crate::signals::caught() == 0 && !stop.is_stopped() {
             std::thread::sleep(Duration::from_millis(20));
         }
         stop.stop();
     });
     let result = broker.run();
     let _ = watcher.join();
-    let sig = SIGNALLED.load(Ordering::SeqCst);
+    let sig = crate::signals::caught();
     result.map_err(broker_fail)?;
     eprintln!("datahub broker: stopped (signal {sig})");
     Ok(())

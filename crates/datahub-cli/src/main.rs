@@ -19,6 +19,7 @@ mod frame;
 mod outdir;
 mod publish;
 mod report;
+mod signals;
 mod subscribe;
 
 use std::process::ExitCode;

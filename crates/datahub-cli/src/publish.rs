@@ -30,7 +30,6 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use blake2::Digest;
@@ -229,31 +228,9 @@ fn remove_stale(name: &str) -> Result {
 /// Longest single wait; signals and dead consumers are noticed at least this often.
 pub const SLICE: Duration = Duration::from_millis(200);
 
-/// The signal that asked `pub` to stop (0: none).
-static SIGNALLED: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    SIGNALLED.store(sig, Ordering::SeqCst);
-}
-
-/// Installs the SIGINT/SIGTERM handler (no SA_RESTART: a blocking read of standard input
-/// returns EINTR and the flag is seen).
-fn catch_signals() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: an all-zero sigaction is valid (empty mask, no flags); the handler only
-        // stores to an atomic, which is async-signal-safe.
-        unsafe {
-            let mut a: libc::sigaction = std::mem::zeroed();
-            a.sa_sigaction = on_signal as *const () as usize;
-            libc::sigemptyset(&mut a.sa_mask);
-            libc::sigaction(sig, &a, std::ptr::null_mut());
-        }
-    }
-}
-
 /// `Err` once SIGINT or SIGTERM arrived.
 fn check_signal(name: &str) -> Result {
-    match SIGNALLED.load(Ordering::SeqCst) {
+    match crate::signals::caught() {
         0 => Ok(()),
         sig => Err(Fail::interrupted(
             sig,
@@ -349,7 +326,7 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
-                if SIGNALLED.load(Ordering::SeqCst) != 0 {
+                if crate::signals::caught() != 0 {
                     return Err(e);
                 }
             }
@@ -480,7 +457,7 @@ pub fn run(args: &PubArgs) -> Result<Summary> {
     if policy == Policy::SequentialSync {
         config = config.max_consumers(n);
     }
-    catch_signals();
+    crate::signals::catch();
     remove_stale(name)?;
     let mut p = Producer::create(name, config).map_err(|e| Fail::block(name, e))?;
     let total = sources.iter().map(|s| s.len).sum::<Option<u64>>();
