@@ -492,23 +492,9 @@ fn a_thread_that_exits_inside_a_scope_with_allocating_destructors_exits_cleanly(
     slab().epoch_close(epoch).unwrap();
 }
 
-/// `$SHARED_DATA_DIR`, else `../shared/data` beside the workspace root. `None` (with a message)
-/// when neither exists; a panic instead when `REQUIRE_SHARED_DATA=1`.
-fn shared_data() -> Option<std::path::PathBuf> {
-    let dir = std::env::var_os("SHARED_DATA_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data")
-        });
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("REQUIRE_SHARED_DATA").as_deref() == Ok("1") {
-        panic!("REQUIRE_SHARED_DATA=1 but {} does not exist", dir.display());
-    }
-    eprintln!("skipped: shared data not found at {}", dir.display());
-    None
-}
+#[path = "support/shared_data.rs"]
+mod shared_data;
+use shared_data::shared_data;
 
 #[test]
 fn real_json_parsed_and_printed_in_a_scope_matches_the_fallback_and_frees_to_zero() {

@@ -5,25 +5,11 @@
 #[allow(dead_code)]
 mod workload;
 
-use std::path::PathBuf;
-
 use temporal_slab::SlabAllocator;
 
-/// `$SHARED_DATA_DIR`, else `../shared/data` beside the workspace root. `None` (with a message)
-/// when neither exists; a panic instead when `REQUIRE_SHARED_DATA=1`.
-fn shared_data() -> Option<PathBuf> {
-    let dir = std::env::var_os("SHARED_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("REQUIRE_SHARED_DATA").as_deref() == Ok("1") {
-        panic!("REQUIRE_SHARED_DATA=1 but {} does not exist", dir.display());
-    }
-    eprintln!("skipped: shared data not found at {}", dir.display());
-    None
-}
+#[path = "support/shared_data.rs"]
+mod shared_data;
+use shared_data::shared_data;
 
 #[test]
 fn real_json_documents_count_the_same_in_an_epoch_and_free_everything() {
