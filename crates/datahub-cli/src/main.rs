@@ -13,9 +13,11 @@
 //! on standard error, `datahub: <what was wrong>`.
 
 mod broker;
+mod exporter;
 mod exposition;
 mod fail;
 mod frame;
+mod keygen;
 mod outdir;
 mod publish;
 mod report;
@@ -140,6 +142,10 @@ enum Command {
     Broker(broker::BrokerArgs),
     /// The channels registered with a broker.
     Channels(broker::ChannelsArgs),
+    /// Write a CURVE key pair (for a `tcp://` broker and the clients it allows).
+    Keygen(keygen::KeygenArgs),
+    /// Serve Prometheus `/metrics` for every block in /dev/shm (and a broker's counters).
+    Exporter(exporter::ExporterArgs),
 }
 
 /// Prints `text`; a closed standard output ends the command quietly (exit 0).
@@ -423,6 +429,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Broker(args) => broker::run_broker(&args)?,
         Command::Channels(args) => out(&broker::run_channels(&args)?)?,
+        Command::Keygen(args) => out(&keygen::run(&args)?)?,
+        Command::Exporter(args) => exporter::run(&args)?,
         Command::Sub(args) => {
             let summary = subscribe::run(&args)?;
             if args.out.is_some() {
