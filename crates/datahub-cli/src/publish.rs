@@ -26,18 +26,35 @@
 //! - The stale block is removed with [`datahub::remove_dead`], which holds the producer lock
 //!   while it checks and unlinks: of several `pub`s racing for one stale name, one creates
 //!   the block and the others exit 2 (the block is in use, or being created).
+//!
+//! # With a broker (`--channel CHANNEL [--broker EP] [--block NAME]`)
+//! Every positional argument is then a file, and the block is named `--block` (default: the
+//! channel name). Once the block exists, `pub` registers it with the broker as `CHANNEL`
+//! ([`ChannelInfo::from_producer`]: schema id [`SCHEMA_ID`], version
+//! [`frame::SCHEMA_VERSION`], fingerprint the header's named schema [`frame::schema`]; no
+//! `schema.fields`, since the framing has no fixed field layout), waiting up to `--wait` for
+//! the broker's answer (refusals such as `CHANNEL_EXISTS` exit 2). The client's thread
+//! heartbeats the channel while `pub` runs; a watcher thread logs consumer deaths
+//! (`CONSUMER_DIED_NOTIFY`) and changes of the channel's registered consumer count on standard
+//! error. The channel is deregistered before the block is removed, whichever way `pub` ends
+//! (also on SIGINT/SIGTERM); after SIGKILL the broker declares it dead after its dead window
+//! and tells the consumers (`CHANNEL_CLOSING_NOTIFY`). `--broker` needs a value; without it
+//! the endpoint is [`datahub::broker::default_endpoint`], as for `datahub channels`.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use blake2::Digest;
+use datahub::broker::{BrokerError, ChannelInfo, Client, ClientOptions, Notification};
 use datahub::{ChecksumPolicy, Config, Error, Policy, Producer, WriteGuard};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::fail::{Fail, Result};
+use crate::fail::{Fail, Result, clip};
 use crate::frame::{self, Blake2b256, HEADER_LEN};
 
 /// Smallest slot `pub` accepts: a frame header plus the longest base name.
@@ -54,11 +71,16 @@ pub enum Checksum {
 
 /// Arguments of `datahub pub`.
 #[derive(Debug, clap::Args)]
+#[command(
+    override_usage = "datahub pub [OPTIONS] NAME [FILES]...\n       datahub pub [OPTIONS] --channel CHANNEL [--broker EP] [--block NAME] [FILES]...",
+    after_help = "Without --channel the first argument is the block name and the rest are files. With --channel every argument is a file: the block is named --block (default: the channel name), registered with the broker as CHANNEL (schema datahub.files v1), heartbeated while `pub` runs and deregistered when it ends."
+)]
 pub struct PubArgs {
-    /// Block name (created in /dev/shm).
-    pub name: String,
-    /// Files to send, in order; `-` (or no file at all) is standard input, as one unnamed stream.
-    pub files: Vec<PathBuf>,
+    /// Without --channel: the block name (created in /dev/shm), then the files to send, in
+    /// order; with --channel: only files. `-` (or no file at all) is standard input, as one
+    /// unnamed stream.
+    #[arg(value_name = "NAME|FILE")]
+    pub args: Vec<PathBuf>,
     /// Payload bytes per slot (at least 512; rounded up to a multiple of 64).
     #[arg(long, default_value_t = 65536)]
     pub slot_size: u32,
@@ -69,12 +91,21 @@ pub struct PubArgs {
     #[arg(long, value_enum, default_value_t = Checksum::Enforced)]
     pub checksum: Checksum,
     /// How long to wait for consumers to attach, and at most between two signs of their
-    /// progress (`20s`, `500ms`, `5m`, or bare seconds).
+    /// progress (`20s`, `500ms`, `5m`, or bare seconds); also bounds the broker's answer.
     #[arg(long, default_value = "30", value_parser = cli_support::parse_duration)]
     pub wait: Duration,
     /// Consumers to wait for; more than 1 selects SequentialSync (each of them gets every file).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub consumers: u32,
+    /// Register the block with a broker as this channel (every argument is then a file).
+    #[arg(long, value_name = "CHANNEL")]
+    pub channel: Option<String>,
+    /// Broker endpoint, ipc://PATH (default as for `datahub channels`); needs --channel.
+    #[arg(long, value_name = "EP", requires = "channel")]
+    pub broker: Option<String>,
+    /// Block name with --channel (default: the channel name).
+    #[arg(long, value_name = "NAME", requires = "channel")]
+    pub block: Option<String>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -127,6 +158,8 @@ pub struct Sent {
 pub struct Summary {
     /// Block name.
     pub block: String,
+    /// The broker channel it was registered as (`--channel`).
+    pub channel: Option<String>,
     /// Stream id, hex.
     pub stream: String,
     /// Slot policy.
@@ -431,16 +464,34 @@ fn drain(p: &Producer, wait: Duration) -> Result<()> {
     }
 }
 
+/// The block name and the files, from the positional arguments (see [`PubArgs::args`]).
+fn block_and_files(args: &PubArgs) -> Result<(String, &[PathBuf])> {
+    if let Some(channel) = &args.channel {
+        let block = args.block.clone().unwrap_or_else(|| channel.clone());
+        return Ok((block, &args.args));
+    }
+    let Some((name, files)) = args.args.split_first() else {
+        return Err(Fail::usage(
+            "a block name is needed (`datahub pub NAME FILES...`, or --channel CHANNEL FILES...)",
+        ));
+    };
+    let name = name
+        .to_str()
+        .ok_or_else(|| Fail::usage(format!("block name {}: not UTF-8", name.display())))?;
+    Ok((name.to_owned(), files))
+}
+
 /// Runs `datahub pub`; returns the summary to print.
 pub fn run(args: &PubArgs) -> Result<Summary> {
-    let sources = sources(&args.files)?;
+    let (name, files) = block_and_files(args)?;
+    let sources = sources(files)?;
     if args.slot_size < MIN_SLOT_SIZE {
         return Err(Fail::usage(format!(
             "--slot-size {} is below the minimum of {MIN_SLOT_SIZE}",
             args.slot_size
         )));
     }
-    let name = args.name.as_str();
+    let name = name.as_str();
     let (policy, n) = if args.consumers > 1 {
         (Policy::SequentialSync, args.consumers)
     } else {
@@ -460,6 +511,17 @@ pub fn run(args: &PubArgs) -> Result<Summary> {
     crate::signals::catch();
     remove_stale(name)?;
     let mut p = Producer::create(name, config).map_err(|e| Fail::block(name, e))?;
+    // Declared after `p`, so dropped before it: the channel is deregistered before the block
+    // is removed, on every way out (success, error, SIGINT/SIGTERM).
+    let _announced = match &args.channel {
+        Some(channel) => Some(Announced::register(
+            args.broker.as_deref(),
+            channel,
+            &p,
+            args.wait,
+        )?),
+        None => None,
+    };
     let total = sources.iter().map(|s| s.len).sum::<Option<u64>>();
     let bar = progress_bar(total);
     bar.set_message(format!("{name}: waiting for {n} consumer(s)"));
@@ -514,6 +576,7 @@ pub fn run(args: &PubArgs) -> Result<Summary> {
     drained?;
     Ok(Summary {
         block: name.to_owned(),
+        channel: args.channel.clone(),
         stream: format!("{stream:016x}"),
         policy,
         files,
@@ -531,6 +594,9 @@ impl std::fmt::Display for Summary {
             };
             writeln!(f, "sent {name} {} bytes blake2b {}", s.bytes, s.blake2b)?;
         }
+        if let Some(c) = &self.channel {
+            write!(f, "channel {c}: ")?;
+        }
         writeln!(
             f,
             "block {}: {} file(s) in {} messages ({}), stream {}",
@@ -540,5 +606,132 @@ impl std::fmt::Display for Summary {
             self.policy,
             self.stream
         )
+    }
+}
+
+/// Schema id `pub` registers its channels with (the file framing of [`crate::frame`]).
+pub const SCHEMA_ID: &str = "datahub.files";
+
+/// How often `pub` asks the broker how many consumers its channel has (to log changes).
+const CONSUMER_POLL: Duration = Duration::from_millis(100);
+
+/// `pub --channel`: the block registered with a broker. Its heartbeats run on the client's
+/// thread; a watcher thread logs consumer registrations and deaths on standard error. Dropping
+/// it stops the watcher and deregisters the channel (consumers get `CHANNEL_CLOSING_NOTIFY`).
+struct Announced {
+    client: Arc<Client>,
+    channel: String,
+    stop: Arc<AtomicBool>,
+    watcher: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A broker error as one line naming the endpoint, with a hint when nothing answered.
+pub(crate) fn broker_fail(endpoint: &str, what: &str, e: BrokerError) -> Fail {
+    let hint = match &e {
+        BrokerError::Timeout { .. } => " (is `datahub broker` running there?)",
+        _ => "",
+    };
+    Fail::usage(format!("broker {endpoint}: {what}: {e}{hint}"))
+}
+
+impl Announced {
+    /// Connects to `endpoint` (`None`: the default) and registers `p`'s block as `channel`,
+    /// waiting up to `wait` for the broker's answer.
+    fn register(
+        endpoint: Option<&str>,
+        channel: &str,
+        p: &Producer,
+        wait: Duration,
+    ) -> Result<Announced> {
+        let uid = format!("datahub-pub-{}", std::process::id());
+        let ep = endpoint.unwrap_or("(default)");
+        let client = Client::connect(endpoint, &uid, ClientOptions::default())
+            .map_err(|e| broker_fail(ep, "connecting", e))?;
+        let ep = client.endpoint().to_owned();
+        // The file framing has no fixed field layout (a slot is a 24-byte header and a body
+        // of any length), so no `schema.fields`: the fingerprint is the header's named schema.
+        let info = ChannelInfo::from_producer(channel, p, SCHEMA_ID, None)
+            .map_err(|e| broker_fail(&ep, &format!("describing block {:?}", p.name()), e))?;
+        client
+            .register(&info, wait)
+            .map_err(|e| broker_fail(&ep, &format!("registering channel {channel:?}"), e))?;
+        let client = Arc::new(client);
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (client, stop, channel) = (client.clone(), stop.clone(), channel.to_owned());
+            std::thread::Builder::new()
+                .name("datahub-pub-watch".into())
+                .spawn(move || watch_channel(&client, &channel, &stop))
+                .map_err(|e| Fail::usage(format!("spawning a thread: {e}")))?
+        };
+        Ok(Announced {
+            client,
+            channel: channel.to_owned(),
+            stop,
+            watcher: Some(watcher),
+        })
+    }
+}
+
+impl Drop for Announced {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(w) = self.watcher.take() {
+            let _ = w.join();
+        }
+        if let Err(e) = self
+            .client
+            .deregister(&self.channel, Duration::from_secs(1))
+        {
+            eprintln!(
+                "datahub: note: channel {:?}: deregistering: {e}",
+                self.channel
+            );
+        }
+    }
+}
+
+/// Logs, until `stop`, what the broker says about `channel`: consumer deaths (notifications),
+/// re-registrations, and changes of its registered consumer count (polled every
+/// [`CONSUMER_POLL`]: the protocol does not notify a producer of a new consumer).
+fn watch_channel(client: &Client, channel: &str, stop: &AtomicBool) {
+    let mut consumers = 0u32;
+    let mut next_poll = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if Instant::now() >= next_poll {
+            next_poll = Instant::now() + CONSUMER_POLL;
+            if let Ok(list) = client.channels(SLICE)
+                && let Some(ch) = list.iter().find(|c| c.channel_name == channel)
+                && ch.consumers != consumers
+            {
+                eprintln!(
+                    "datahub: note: channel {channel:?}: {} consumer(s) registered with the broker (was {consumers})",
+                    ch.consumers
+                );
+                consumers = ch.consumers;
+            }
+        }
+        match client.next_notification(Duration::from_millis(50)) {
+            Some(Notification::ConsumerDied {
+                channel_name,
+                consumer_uid,
+                consumer_pid,
+                reason,
+            }) if channel_name == channel => eprintln!(
+                "datahub: note: channel {channel:?}: consumer {:?} (pid {consumer_pid}) died ({})",
+                clip(&consumer_uid),
+                clip(&reason)
+            ),
+            Some(Notification::Reregistered { error, .. }) => match error {
+                None => eprintln!(
+                    "datahub: note: channel {channel:?}: the broker had lost the registration; registered again"
+                ),
+                Some((code, message)) => eprintln!(
+                    "datahub: note: channel {channel:?}: registering again after the broker lost it was refused: {code}: {}",
+                    clip(&message)
+                ),
+            },
+            _ => {}
+        }
     }
 }

@@ -22,35 +22,63 @@
 //! Exit codes: 0 at the end of the stream with every file verified; 1 a file's digest or length
 //! did not match, a slot checksum failed, or the stream ended inside a file; 2 anything else
 //! (no block, a block that is not a file stream, a producer that died or aborted, I/O).
+//!
+//! # With a broker (`--broker EP CHANNEL`, or `--channel CHANNEL [--broker EP]`)
+//! `sub` asks the broker for the channel instead of a block name: it discovers it (retrying
+//! `DISC_PENDING` and `CHANNEL_NOT_FOUND` with capped backoff) citing the file stream's schema
+//! fingerprint (another one is `SCHEMA_MISMATCH`, exit 2), checks the block's header against
+//! the announcement before and after attaching ([`ChannelInfo::attach`]), and registers as a
+//! consumer (heartbeated by the client's thread), all within one overall deadline, `--wait`; a
+//! broker that does not answer is one line and exit 2 at that deadline. It then receives as
+//! without a broker, in read slices of [`BROKER_READ_SLICE`], and deregisters when it ends. A
+//! `CHANNEL_CLOSING_NOTIFY` for the channel (its producer deregistered or went dead) before the
+//! end of the stream is an error naming the channel (exit 2): `sub` reads what is already in
+//! the ring, and fails at the first read that finds nothing more.
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use blake2::Digest;
+use datahub::broker::{BrokerError, ChannelInfo, Client, ClientOptions, Notification};
 use datahub::{Consumer, Error, Expectations, WaitCause};
 use serde::Serialize;
 
 use crate::fail::{Fail, Result, clip};
 use crate::frame::{self, Blake2b256, Frame};
 use crate::outdir::{Found, Journal, OutDir};
+use crate::publish::broker_fail;
 
 /// How long one read waits before `sub` checks that the producer is still alive. (Each such
 /// idle wait counts once in the block's `reader_timeouts` metric.)
 const READ_SLICE: Duration = Duration::from_secs(2);
 
+/// The read slice with a broker: how often `sub` also looks for `CHANNEL_CLOSING_NOTIFY`.
+pub const BROKER_READ_SLICE: Duration = Duration::from_millis(200);
+
 /// Arguments of `datahub sub`.
 #[derive(Debug, clap::Args)]
+#[command(
+    override_usage = "datahub sub [OPTIONS] NAME\n       datahub sub [OPTIONS] --broker EP CHANNEL\n       datahub sub [OPTIONS] --channel CHANNEL [--broker EP]",
+    after_help = "Without --broker or --channel the argument is a block name in /dev/shm. With --broker EP the argument is a channel name, discovered at that broker; --channel CHANNEL names the channel instead of the argument (and uses the default endpoint unless --broker is given)."
+)]
 pub struct SubArgs {
-    /// Block name.
-    pub name: String,
+    /// Block name; with --broker, the channel name.
+    pub name: Option<String>,
     /// Directory to write the files to (created if missing); without it, the files' bytes go to
     /// standard output one after the other.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// How long to wait for the block to appear (`20s`, `500ms`, or bare seconds).
+    /// How long to wait for the block (or the channel, and the broker's answers) to appear
+    /// (`20s`, `500ms`, or bare seconds): one overall deadline.
     #[arg(long, default_value = "30", value_parser = cli_support::parse_duration)]
     pub wait: Duration,
+    /// Broker endpoint, ipc://PATH; the argument is then a channel name.
+    #[arg(long, value_name = "EP")]
+    pub broker: Option<String>,
+    /// Discover this channel at the broker (default endpoint as for `datahub channels`).
+    #[arg(long, value_name = "CHANNEL", conflicts_with = "name")]
+    pub channel: Option<String>,
     /// Print the summary as JSON (needs --out).
     #[arg(long)]
     pub json: bool,
@@ -76,6 +104,8 @@ pub struct Received {
 pub struct Summary {
     /// Block name.
     pub block: String,
+    /// The broker channel it was discovered as.
+    pub channel: Option<String>,
     /// Files in order (a file a dead predecessor had already finished is not listed).
     pub files: Vec<Received>,
 }
@@ -93,6 +123,9 @@ impl std::fmt::Display for Summary {
                 "received {path} {} bytes blake2b {}{resumed}",
                 r.bytes, r.blake2b
             )?;
+        }
+        if let Some(c) = &self.channel {
+            write!(f, "channel {c}: ")?;
         }
         writeln!(
             f,
@@ -357,34 +390,163 @@ impl Receiver {
         }
         Ok(Summary {
             block: self.block,
+            channel: None,
             files: self.files,
         })
     }
 }
 
+/// `sub --broker`: the channel found at a broker and joined as a consumer. Dropping it
+/// deregisters the consumer.
+struct Joined {
+    client: Client,
+    channel: String,
+}
+
+impl Joined {
+    /// Discovers `channel` at `endpoint`, attaches to its block and registers as its consumer,
+    /// all by `deadline`.
+    fn join(
+        endpoint: Option<&str>,
+        channel: &str,
+        deadline: Instant,
+        wait: Duration,
+    ) -> Result<(Joined, ChannelInfo, Consumer)> {
+        let uid = format!("datahub-sub-{}", std::process::id());
+        let ep = endpoint.unwrap_or("(default)");
+        let client = Client::connect(endpoint, &uid, ClientOptions::default())
+            .map_err(|e| broker_fail(ep, "connecting", e))?;
+        let ep = client.endpoint().to_owned();
+        let fp = frame::schema().fingerprint();
+        let left = || deadline.saturating_duration_since(Instant::now());
+        let found = client
+            .discover(channel, Some(fp), left())
+            .map_err(|e| match e {
+                BrokerError::Timeout { .. } => Fail::usage(format!(
+                    "broker {ep}: channel {channel:?} was not live within {} s ({e}){}",
+                    wait.as_secs_f64(),
+                    if e.to_string().contains("no reply") {
+                        " (is `datahub broker` running there?)"
+                    } else {
+                        ""
+                    }
+                )),
+                e @ BrokerError::Refused {
+                    code: datahub::broker::ErrorCode::SchemaMismatch,
+                    ..
+                } => Fail::usage(format!(
+                    "broker {ep}: channel {channel:?} is not a `datahub pub` file stream: {e}"
+                )),
+                e => broker_fail(&ep, &format!("discovering channel {channel:?}"), e),
+            })?;
+        let c = found
+            .attach(Expectations::new().schema(frame::schema()))
+            .map_err(|e| match e {
+                BrokerError::Block(e) => {
+                    let f = Fail::block(&found.block_name, e);
+                    let mut named = Fail::usage(format!("channel {channel:?}: {f}"));
+                    named.code = f.code;
+                    named
+                }
+                e => Fail::usage(format!("channel {channel:?}: {e}")),
+            })?;
+        client
+            .register_consumer(channel, Some(fp), left().max(Duration::from_millis(100)))
+            .map_err(|e| {
+                broker_fail(&ep, &format!("registering as a consumer of {channel:?}"), e)
+            })?;
+        let joined = Joined {
+            client,
+            channel: channel.to_owned(),
+        };
+        Ok((joined, found, c))
+    }
+
+    /// The reason of a `CHANNEL_CLOSING_NOTIFY` for this channel, if one has arrived.
+    fn closing(&self) -> Option<String> {
+        while let Some(n) = self.client.next_notification(Duration::ZERO) {
+            if let Notification::ChannelClosing {
+                channel_name,
+                reason,
+            } = n
+                && channel_name == self.channel
+            {
+                return Some(reason);
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        // A channel that closed has no consumer registrations left: NOT_REGISTERED is expected.
+        let _ = self
+            .client
+            .deregister_consumer(&self.channel, Duration::from_secs(1));
+    }
+}
+
 /// Runs `datahub sub`; returns the summary (printed by the caller with `--out`).
 pub fn run(args: &SubArgs) -> Result<Summary> {
-    let name = args.name.as_str();
     if args.json && args.out.is_none() {
         return Err(Fail::usage(
             "--json needs --out (without it standard output carries the files)",
         ));
     }
-    let sink = match &args.out {
-        Some(dir) => Sink::Dir(OutDir::new(dir, name)?),
-        None => Sink::Stdout(std::io::stdout().lock()),
+    let deadline = Instant::now() + args.wait;
+    let channel = match (&args.channel, &args.broker) {
+        (Some(c), _) => Some(c.clone()),
+        (None, Some(_)) => Some(args.name.clone().ok_or_else(|| {
+            Fail::usage("--broker needs a channel name (`datahub sub --broker EP CHANNEL`)")
+        })?),
+        (None, None) => None,
     };
-    let mut c = Consumer::attach_wait(name, Expectations::new().schema(frame::schema()), args.wait)
-        .map_err(|e| match e {
-            Error::NotFound { .. } => Fail::usage(format!(
-                "no block named {name:?} appeared in /dev/shm within {} s",
-                args.wait.as_secs_f64()
-            )),
-            Error::SchemaMismatch { .. } => Fail::usage(format!(
-                "block {name:?} is not a `datahub pub` file stream: {e}"
-            )),
-            e => Fail::block(name, e),
-        })?;
+    // The output directory is checked before any wait (with a broker, again once the block
+    // name, which names its partial files, is known).
+    let early = match &args.out {
+        Some(dir) => Some(OutDir::new(dir, args.name.as_deref().unwrap_or("sub"))?),
+        None => None,
+    };
+    let (joined, block, mut c) = match &channel {
+        Some(ch) => {
+            let (j, found, c) = Joined::join(args.broker.as_deref(), ch, deadline, args.wait)?;
+            (Some(j), found.block_name, c)
+        }
+        None => {
+            let name = args
+                .name
+                .clone()
+                .ok_or_else(|| Fail::usage("a block name is needed (`datahub sub NAME`)"))?;
+            let c = Consumer::attach_wait(
+                &name,
+                Expectations::new().schema(frame::schema()),
+                args.wait,
+            )
+            .map_err(|e| match e {
+                Error::NotFound { .. } => Fail::usage(format!(
+                    "no block named {name:?} appeared in /dev/shm within {} s",
+                    args.wait.as_secs_f64()
+                )),
+                Error::SchemaMismatch { .. } => Fail::usage(format!(
+                    "block {name:?} is not a `datahub pub` file stream: {e}"
+                )),
+                e => Fail::block(&name, e),
+            })?;
+            (None, name, c)
+        }
+    };
+    let name = block.as_str();
+    // How the block is named in messages: with its channel when there is one.
+    let what = match &channel {
+        Some(ch) => format!("channel {ch:?} (block {name:?})"),
+        None => format!("block {name:?}"),
+    };
+    let sink = match (&args.out, early) {
+        (Some(_), Some(d)) if channel.is_none() => Sink::Dir(d),
+        (Some(dir), _) => Sink::Dir(OutDir::new(dir, name)?),
+        (None, _) => Sink::Stdout(std::io::stdout().lock()),
+    };
     let mut rx = Receiver {
         block: name.to_owned(),
         sink,
@@ -395,17 +557,33 @@ pub fn run(args: &SubArgs) -> Result<Summary> {
     };
     let gone = || {
         Fail::usage(format!(
-            "block {name:?}: the producer is gone and the stream was not finished"
+            "{what}: the producer is gone and the stream was not finished"
         ))
     };
+    let slice = if joined.is_some() {
+        BROKER_READ_SLICE
+    } else {
+        READ_SLICE
+    };
+    let mut closing: Option<String> = None;
     let mut idle = false;
     loop {
-        // After an idle slice: a producer that died (or left) will never send more.
+        if closing.is_none() {
+            closing = joined.as_ref().and_then(Joined::closing);
+        }
+        // After an idle slice: a channel the broker closed, or a producer that died (or
+        // left), will never send more.
+        if idle && let Some(reason) = &closing {
+            return Err(Fail::usage(format!(
+                "{what}: the broker closed the channel ({}) before the end of the stream",
+                clip(reason)
+            )));
+        }
         if idle && !c.producer_alive() {
             return Err(gone());
         }
         idle = false;
-        let g = match c.read(READ_SLICE) {
+        let g = match c.read(slice) {
             Ok(g) => g,
             Err(Error::EndOfStream) => break,
             Err(Error::Timeout {
@@ -440,5 +618,8 @@ pub fn run(args: &SubArgs) -> Result<Summary> {
             (Ok(()), Ok(())) => {}
         }
     }
-    rx.end()
+    let mut summary = rx.end()?;
+    summary.channel = channel;
+    drop(joined);
+    Ok(summary)
 }
