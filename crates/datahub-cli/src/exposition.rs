@@ -31,6 +31,18 @@
 //! | `datahub_slots` | gauge | slots in the ring |
 //! | `datahub_slot_size_bytes` | gauge | payload bytes per slot |
 //! | `datahub_block_info{policy,checksum,version}` | gauge (1) | identity |
+//! | `datahub_heartbeat_timeout_seconds` | gauge | `heartbeat_timeout_ms` / 1e3 (a peer whose heartbeat is older is stalled) |
+//! | `datahub_producer_heartbeat_age_seconds` | gauge | `producer.heartbeat_age_ms` / 1e3 (absent while no producer ever registered) |
+//! | `datahub_consumer_lag_messages{consumer}` | gauge | `commit_index` − the consumer's `position` (0 when it is ahead) |
+//! | `datahub_consumer_heartbeat_age_seconds{consumer}` | gauge | the consumer's `heartbeat_age_ms` / 1e3 |
+//! | `datahub_consumer_alive{consumer}` | gauge | 1 if the consumer's process is alive (pid and start time) |
+//!
+//! The per-consumer series carry `consumer="ENTRY:PID"`: the consumer's entry in the header's
+//! consumer table (0..64) and its pid. The entry alone is reused by the next consumer and the
+//! pid alone by the next process, so together they name one registration; a consumer that
+//! re-attaches starts a new series. Lag counts messages committed that the consumer has not
+//! read: for the lossless policies that is its backlog (at most `datahub_slots`), for `latest`
+//! the messages it has not seen yet (it skips to the newest when it reads).
 //!
 //! [`render`] writes OpenMetrics text (what prometheus-client writes); [`render_text`] writes
 //! the classic text format 0.0.4 (what `promtool check metrics` and the node_exporter textfile
@@ -39,155 +51,235 @@
 //! dropped; samples, labels and escaping stay prometheus-client's.
 
 use datahub::{BlockInfo, Metrics};
-use prom_text::{Builder, LabelValue as Value, Labels};
+use prom_text::{Builder, Counters, FloatGauges, IntGauges, LabelValue as Value, Labels};
 
-/// The families of one render: every series carries the `block` label.
-struct BlockBuilder {
-    families: Builder,
-    block: Labels,
+/// A counter of [`Metrics`]: name (without `datahub_` and `_total`), help, value.
+type CounterDef = (&'static str, &'static str, fn(&Metrics) -> u64);
+
+/// The counters of [`Metrics`], in output order.
+const COUNTERS: [CounterDef; 15] = [
+    ("slot_writes", "Messages committed", |m| m.slots_written),
+    (
+        "slot_reads",
+        "Messages released by readers, summed over consumers",
+        |m| m.slots_read,
+    ),
+    ("bytes_written", "Payload bytes committed", |m| {
+        m.bytes_written
+    }),
+    ("bytes_read", "Payload bytes released by readers", |m| {
+        m.bytes_read
+    }),
+    ("aborted_writes", "Writes abandoned before commit", |m| {
+        m.aborted_writes
+    }),
+    ("reader_timeouts", "Reads that timed out", |m| {
+        m.reader_timeouts
+    }),
+    (
+        "reader_races",
+        "Reader attempts that found the slot changed and retried",
+        |m| m.reader_races,
+    ),
+    (
+        "validation_failures",
+        "Read guards whose slot was reset under them",
+        |m| m.validation_failures,
+    ),
+    (
+        "checksum_failures",
+        "Checksums that did not match or were missing",
+        |m| m.checksum_failures,
+    ),
+    ("checksums_verified", "Checksums verified", |m| {
+        m.checksums_verified
+    }),
+    (
+        "recovery_actions",
+        "Recovery actions taken (takeovers, evictions, resets)",
+        |m| m.recovery_actions,
+    ),
+    (
+        "consumers_reclaimed",
+        "Consumers retired because their process died",
+        |m| m.consumers_reclaimed,
+    ),
+    (
+        "overruns",
+        "Lossless readers that found their message overwritten",
+        |m| m.overruns,
+    ),
+    ("consumer_attaches", "Consumer attaches", |m| m.attaches),
+    ("consumer_detaches", "Clean consumer detaches", |m| {
+        m.detaches
+    }),
+];
+
+/// Every block family of one render, registered once in a [`Builder`] and filled with
+/// [`Families::add`] for as many blocks as the render shows (what `datahub exporter` does
+/// with every block it sees; `datahub metrics` with one).
+pub struct Families {
+    counters: Vec<Counters>,
+    writer_timeouts: Counters,
+    consumers: IntGauges,
+    commit_index: IntGauges,
+    peak_readers: IntGauges,
+    last_error_code: IntGauges,
+    last_error_timestamp: FloatGauges,
+    info: Option<InfoFamilies>,
 }
 
-impl BlockBuilder {
-    /// A counter (name without `_total`; prometheus-client appends it).
-    fn counter(&mut self, name: &str, help: &str, value: u64) {
-        self.families
-            .counters(name, help)
-            .get_or_create(&self.block)
-            .inc_by(value);
-    }
-    /// An `i64` gauge, [clamped](prom_text::clamp_i64) to `i64::MAX`.
-    fn gauge(&mut self, name: &str, help: &str, value: u64) {
-        self.families
-            .int_gauges(name, help)
-            .get_or_create(&self.block)
-            .set(prom_text::clamp_i64(value));
-    }
+/// The families read from [`BlockInfo`].
+struct InfoFamilies {
+    producer_alive: IntGauges,
+    slots: IntGauges,
+    slot_size: IntGauges,
+    block_info: IntGauges,
+    heartbeat_timeout: FloatGauges,
+    producer_heartbeat_age: FloatGauges,
+    consumer_lag: IntGauges,
+    consumer_heartbeat_age: FloatGauges,
+    consumer_alive: IntGauges,
 }
 
-/// Renders `m` (and, when given, identity figures from `info`) for block `block` as OpenMetrics
-/// text.
-pub fn render(block: &str, m: &Metrics, info: Option<&BlockInfo>) -> String {
-    let mut b = BlockBuilder {
-        families: Builder::with_prefix("datahub"),
-        block: vec![("block", Value(block.to_owned()))],
-    };
-    let counters: [(&str, &str, u64); 15] = [
-        ("slot_writes", "Messages committed", m.slots_written),
-        (
-            "slot_reads",
-            "Messages released by readers, summed over consumers",
-            m.slots_read,
-        ),
-        ("bytes_written", "Payload bytes committed", m.bytes_written),
-        (
-            "bytes_read",
-            "Payload bytes released by readers",
-            m.bytes_read,
-        ),
-        (
-            "aborted_writes",
-            "Writes abandoned before commit",
-            m.aborted_writes,
-        ),
-        ("reader_timeouts", "Reads that timed out", m.reader_timeouts),
-        (
-            "reader_races",
-            "Reader attempts that found the slot changed and retried",
-            m.reader_races,
-        ),
-        (
-            "validation_failures",
-            "Read guards whose slot was reset under them",
-            m.validation_failures,
-        ),
-        (
-            "checksum_failures",
-            "Checksums that did not match or were missing",
-            m.checksum_failures,
-        ),
-        (
-            "checksums_verified",
-            "Checksums verified",
-            m.checksums_verified,
-        ),
-        (
-            "recovery_actions",
-            "Recovery actions taken (takeovers, evictions, resets)",
-            m.recovery_actions,
-        ),
-        (
-            "consumers_reclaimed",
-            "Consumers retired because their process died",
-            m.consumers_reclaimed,
-        ),
-        (
-            "overruns",
-            "Lossless readers that found their message overwritten",
-            m.overruns,
-        ),
-        ("consumer_attaches", "Consumer attaches", m.attaches),
-        ("consumer_detaches", "Clean consumer detaches", m.detaches),
-    ];
-    for (name, help, value) in counters {
-        b.counter(name, help, value);
-    }
-    let timeouts = b
-        .families
-        .counters("writer_timeouts", "Producer waits that timed out, by cause");
-    for (cause, n) in [
-        ("ring_full", m.writer_timeouts_ring_full),
-        ("readers_active", m.writer_timeouts_readers),
-    ] {
-        let mut l = b.block.clone();
-        l.push(("cause", Value(cause.to_owned())));
-        timeouts.get_or_create(&l).inc_by(n);
-    }
-
-    b.gauge("consumers", "Registered consumers", u64::from(m.consumers));
-    b.gauge(
-        "commit_index",
-        "One past the newest committed sequence number",
-        m.commit_index,
-    );
-    b.gauge(
-        "peak_readers",
-        "Most readers seen holding one slot at once",
-        m.peak_readers,
-    );
-    b.gauge(
-        "last_error_code",
-        "Code of the last error recorded in the block (0: none)",
-        m.last_error_code,
-    );
-    b.families
-        .float_gauges(
+impl Families {
+    /// Registers the families in `b` (which should have the prefix `datahub`); with
+    /// `with_info`, also those [`Families::add`] fills from a [`BlockInfo`].
+    pub fn register(b: &mut Builder, with_info: bool) -> Families {
+        let counters = COUNTERS
+            .iter()
+            .map(|(name, help, _)| b.counters(name, help))
+            .collect();
+        let writer_timeouts =
+            b.counters("writer_timeouts", "Producer waits that timed out, by cause");
+        let consumers = b.int_gauges("consumers", "Registered consumers");
+        let commit_index = b.int_gauges(
+            "commit_index",
+            "One past the newest committed sequence number",
+        );
+        let peak_readers =
+            b.int_gauges("peak_readers", "Most readers seen holding one slot at once");
+        let last_error_code = b.int_gauges(
+            "last_error_code",
+            "Code of the last error recorded in the block (0: none)",
+        );
+        let last_error_timestamp = b.float_gauges(
             "last_error_timestamp_seconds",
             "Wall-clock time of the last error, seconds since the Unix epoch (0: none)",
-        )
-        .get_or_create(&b.block)
-        .set(m.last_error_unix_ns as f64 / 1e9);
-    if let Some(i) = info {
-        b.gauge(
-            "producer_alive",
-            "1 if the block's producer process is alive",
-            u64::from(i.producer.alive),
         );
-        b.gauge("slots", "Slots in the ring", u64::from(i.slot_count));
-        b.gauge(
-            "slot_size_bytes",
-            "Payload bytes per slot",
-            u64::from(i.slot_size),
-        );
-        let mut l = b.block.clone();
+        let info = with_info.then(|| InfoFamilies {
+            producer_alive: b.int_gauges(
+                "producer_alive",
+                "1 if the block's producer process is alive",
+            ),
+            slots: b.int_gauges("slots", "Slots in the ring"),
+            slot_size: b.int_gauges("slot_size_bytes", "Payload bytes per slot"),
+            block_info: b.int_gauges("block_info", "Block identity (value 1)"),
+            heartbeat_timeout: b.float_gauges(
+                "heartbeat_timeout_seconds",
+                "A peer whose heartbeat is older than this is stalled",
+            ),
+            producer_heartbeat_age: b.float_gauges(
+                "producer_heartbeat_age_seconds",
+                "Time since the producer's last heartbeat",
+            ),
+            consumer_lag: b.int_gauges(
+                "consumer_lag_messages",
+                "Messages committed that the consumer has not read yet",
+            ),
+            consumer_heartbeat_age: b.float_gauges(
+                "consumer_heartbeat_age_seconds",
+                "Time since the consumer's last heartbeat",
+            ),
+            consumer_alive: b.int_gauges("consumer_alive", "1 if the consumer's process is alive"),
+        });
+        Families {
+            counters,
+            writer_timeouts,
+            consumers,
+            commit_index,
+            peak_readers,
+            last_error_code,
+            last_error_timestamp,
+            info,
+        }
+    }
+
+    /// Adds block `block`'s series: `m`, and `info` when the families were registered for it
+    /// (`info` is ignored otherwise).
+    pub fn add(&self, block: &str, m: &Metrics, info: Option<&BlockInfo>) {
+        let labels: Labels = vec![("block", Value(block.to_owned()))];
+        let with = |k: &'static str, v: String| {
+            let mut l = labels.clone();
+            l.push((k, Value(v)));
+            l
+        };
+        for (family, (_, _, value)) in self.counters.iter().zip(COUNTERS.iter()) {
+            family.get_or_create(&labels).inc_by(value(m));
+        }
+        for (cause, n) in [
+            ("ring_full", m.writer_timeouts_ring_full),
+            ("readers_active", m.writer_timeouts_readers),
+        ] {
+            self.writer_timeouts
+                .get_or_create(&with("cause", cause.to_owned()))
+                .inc_by(n);
+        }
+        let set = |f: &IntGauges, l: &Labels, v: u64| {
+            f.get_or_create(l).set(prom_text::clamp_i64(v));
+        };
+        set(&self.consumers, &labels, u64::from(m.consumers));
+        set(&self.commit_index, &labels, m.commit_index);
+        set(&self.peak_readers, &labels, m.peak_readers);
+        set(&self.last_error_code, &labels, m.last_error_code);
+        self.last_error_timestamp
+            .get_or_create(&labels)
+            .set(m.last_error_unix_ns as f64 / 1e9);
+        let (Some(f), Some(i)) = (&self.info, info) else {
+            return;
+        };
+        let secs = |ms: u64| ms as f64 / 1e3;
+        set(&f.producer_alive, &labels, u64::from(i.producer.alive));
+        set(&f.slots, &labels, u64::from(i.slot_count));
+        set(&f.slot_size, &labels, u64::from(i.slot_size));
+        let mut l = labels.clone();
         l.push(("policy", Value(i.policy.to_string())));
         l.push(("checksum", Value(i.checksum.to_string())));
         l.push(("version", Value(i.version.clone())));
-        b.families
-            .int_gauges("block_info", "Block identity (value 1)")
-            .get_or_create(&l)
-            .set(1);
+        f.block_info.get_or_create(&l).set(1);
+        f.heartbeat_timeout
+            .get_or_create(&labels)
+            .set(secs(i.heartbeat_timeout_ms));
+        if i.producer.pid != 0 {
+            f.producer_heartbeat_age
+                .get_or_create(&labels)
+                .set(secs(i.producer.heartbeat_age_ms));
+        }
+        for c in &i.consumers {
+            let l = with("consumer", consumer_label(c));
+            let lag = i
+                .commit_index
+                .saturating_sub(c.position.unwrap_or(i.commit_index));
+            set(&f.consumer_lag, &l, lag);
+            f.consumer_heartbeat_age
+                .get_or_create(&l)
+                .set(secs(c.heartbeat_age_ms));
+            set(&f.consumer_alive, &l, u64::from(c.alive));
+        }
     }
-    b.families.into_openmetrics()
+}
+
+/// `ENTRY:PID`, the `consumer` label of a consumer's series.
+pub fn consumer_label(c: &datahub::PeerInfo) -> String {
+    format!("{}:{}", c.entry.unwrap_or(0), c.pid)
+}
+
+/// Renders `m` (and, when given, identity figures, peers and lag from `info`) for block
+/// `block` as OpenMetrics text.
+pub fn render(block: &str, m: &Metrics, info: Option<&BlockInfo>) -> String {
+    let mut b = Builder::with_prefix("datahub");
+    Families::register(&mut b, info.is_some()).add(block, m, info);
+    b.into_openmetrics()
 }
 
 /// Like [`render`], in the Prometheus text format 0.0.4.

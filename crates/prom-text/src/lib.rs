@@ -102,6 +102,12 @@ pub fn openmetrics_to_text(open: &str) -> String {
     out
 }
 
+/// `Content-Type` of the Prometheus text format 0.0.4 ([`Builder::into_text`]).
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// `Content-Type` of OpenMetrics 1.0 text ([`Builder::into_openmetrics`]).
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// The label set the workspace's tools use: `(name, escaped value)` pairs, in output order.
 pub type Labels = Vec<(&'static str, LabelValue)>;
 
@@ -181,6 +187,13 @@ impl Builder {
     pub fn gauge(&mut self, name: &str, help: &str, value: u64) {
         let g = Gauge::<i64>::default();
         g.set(clamp_i64(value));
+        self.registry.register(name, help, g);
+    }
+
+    /// An `f64` gauge without labels, with value `value`.
+    pub fn float_gauge(&mut self, name: &str, help: &str, value: f64) {
+        let g = Gauge::<f64, AtomicU64>::default();
+        g.set(value);
         self.registry.register(name, help, g);
     }
 

@@ -18,9 +18,10 @@
 //! ```
 //!
 //! ## Hostile clients and resource exhaustion
-//! The server is `hyper` (HTTP/1.1) on a single-threaded `tokio` runtime owned by the
-//! endpoint's thread, so no client can hold up another: every connection is its own task, and
-//! snapshots are taken and rendered on a small blocking pool ([`RENDER_THREADS`]). Its bounds:
+//! The server is the workspace's one metrics server, [`metrics_endpoint`] (also behind
+//! `datahub exporter`): `hyper` (HTTP/1.1) on a single-threaded `tokio` runtime owned by the
+//! endpoint's thread, so no client can hold up another; snapshots are taken and rendered on a
+//! small blocking pool ([`RENDER_THREADS`]). Its bounds (re-exported here):
 //!
 //! - at most [`MAX_CONNECTIONS`] connections at once. A connection beyond that closes the
 //!   connection that has been idle longest (waiting for a request head for at least
@@ -42,63 +43,24 @@
 //!
 //! `docs/failure-model/tslab.md` has the whole failure model.
 
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{CONNECTION, CONTENT_TYPE as CONTENT_TYPE_HEADER, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use metrics_endpoint::{Reply, Request};
 use temporal_slab::SlabAllocator;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{Notify, Semaphore};
+
+pub use metrics_endpoint::{
+    ACCEPT_BACKOFF, ACCEPT_ERROR_REPORT, CONNECTION_LIFETIME, EVICT_MIN_IDLE, EVICT_WAIT, Endpoint,
+    HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_REQUEST_HEAD, MAX_REQUESTS_PER_CONNECTION,
+    RENDER_THREADS, SHUTDOWN_GRACE, WRITE_STALL_TIMEOUT,
+};
 
 use crate::exposition::{self, CONTENT_TYPE, TEXT_CONTENT_TYPE};
 use crate::snapshot::Snapshot;
 
 /// What the endpoint serves: a fresh snapshot per request, or an error text (HTTP 503).
 pub type SnapshotFn = dyn Fn() -> Result<Snapshot, String> + Send + Sync;
-
-/// Connections served at once (see [`EVICT_MIN_IDLE`] for what happens to one more).
-pub const MAX_CONNECTIONS: usize = 64;
-/// A connection waiting this long for its next request head is idle: a new connection at the
-/// cap (or an `accept` out of descriptors) closes the one idle longest.
-pub const EVICT_MIN_IDLE: Duration = Duration::from_millis(100);
-/// How long a connection that closed an idle one waits for its place.
-pub const EVICT_WAIT: Duration = Duration::from_secs(1);
-/// Time a connection may take to send a request head, counted from when it became idle.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time a response write may make no progress before the connection is closed.
-pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// Requests served on one keep-alive connection.
-pub const MAX_REQUESTS_PER_CONNECTION: u64 = 1000;
-/// Longest life of one connection before it is shut down gracefully.
-pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
-/// Time a connection shut down at [`CONNECTION_LIFETIME`] gets to finish its response.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// Largest request head (request line and headers) read, bytes.
-pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
-/// Wait before retrying a failed `accept`.
-pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// At most one stderr line about failing `accept`s per this period.
-pub const ACCEPT_ERROR_REPORT: Duration = Duration::from_secs(10);
-/// Threads that take and render snapshots (a slow snapshot source holds one of them, never the
-/// connections).
-pub const RENDER_THREADS: usize = 4;
-
-/// A running endpoint. Dropping it (or [`Endpoint::shutdown`]) stops and joins the thread.
-pub struct Endpoint {
-    addr: SocketAddr,
-    stop: Arc<Notify>,
-    thread: Option<JoinHandle<()>>,
-}
 
 /// Serves `alloc`'s stats on `addr` (port 0 picks a free port; see [`Endpoint::local_addr`]).
 ///
@@ -124,446 +86,40 @@ pub fn serve_with(
     prefix: String,
     source: Box<SnapshotFn>,
 ) -> io::Result<Endpoint> {
-    let listener = std::net::TcpListener::bind(addr)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-    let local = listener.local_addr()?;
-    listener.set_nonblocking(true)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .max_blocking_threads(RENDER_THREADS)
-        .thread_name("tslab-endpoint-render")
-        .build()
-        .map_err(|e| io::Error::new(e.kind(), format!("{local}: cannot start the server: {e}")))?;
-    let listener = {
-        let _guard = runtime.enter();
-        tokio::net::TcpListener::from_std(listener)?
-    };
-    let stop = Arc::new(Notify::new());
-    let server = Server {
-        prefix: prefix.into(),
-        source: Arc::from(source),
-    };
-    let thread = {
-        let stop = stop.clone();
-        std::thread::Builder::new()
-            .name("tslab-endpoint".into())
-            .spawn(move || {
-                runtime.block_on(accept_loop(listener, server, stop));
-                // In-flight connections are dropped (closed); a render still running gets a
-                // moment to finish, then is left to end on its own.
-                runtime.shutdown_timeout(Duration::from_secs(1));
-            })?
-    };
-    Ok(Endpoint {
-        addr: local,
-        stop,
-        thread: Some(thread),
-    })
+    metrics_endpoint::serve(
+        addr,
+        "tslab",
+        Box::new(move |req: &Request| respond(req, &prefix, &*source)),
+    )
 }
 
-/// What every connection task shares.
-#[derive(Clone)]
-struct Server {
-    prefix: Arc<str>,
-    source: Arc<SnapshotFn>,
-}
-
-async fn accept_loop(listener: tokio::net::TcpListener, server: Server, stop: Arc<Notify>) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    // Connections that closed an idle one and wait for its permit: at most as many again.
-    let waiting = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let registry = Arc::new(Registry::default());
-    let mut errors = AcceptErrors::default();
-    loop {
-        let accepted = tokio::select! {
-            () = stop.notified() => return,
-            r = listener.accept() => r,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                let (server, registry) = (server.clone(), registry.clone());
-                if let Ok(permit) = permits.clone().try_acquire_owned() {
-                    tokio::spawn(async move {
-                        connection(stream, server, &registry).await;
-                        drop(permit);
-                    });
-                    continue;
+/// `/metrics` in the format the client asked for, `/stats.json`, an index at `/`; 404 else.
+fn respond(req: &Request, prefix: &str, source: &SnapshotFn) -> Reply {
+    match (req.get, req.path.as_str()) {
+        (true, path @ ("/metrics" | "/stats.json")) => {
+            let snap = std::panic::catch_unwind(std::panic::AssertUnwindSafe(source));
+            match snap {
+                Ok(Ok(snap)) if path == "/metrics" && req.openmetrics => {
+                    Reply::ok(CONTENT_TYPE, exposition::render(&snap, prefix))
                 }
-                let wait = match waiting.clone().try_acquire_owned() {
-                    Ok(w) if registry.evict_idlest() => w,
-                    _ => {
-                        refuse(&stream);
-                        continue;
-                    }
-                };
-                let permits = permits.clone();
-                tokio::spawn(async move {
-                    let permit = tokio::time::timeout(EVICT_WAIT, permits.acquire_owned()).await;
-                    drop(wait);
-                    match permit {
-                        Ok(Ok(permit)) => {
-                            connection(stream, server, &registry).await;
-                            drop(permit);
-                        }
-                        _ => refuse(&stream),
-                    }
-                });
-            }
-            Err(e) => {
-                errors.report(&e);
-                // Free a descriptor for the connections waiting in the backlog.
-                registry.evict_idlest();
-                // EMFILE and friends persist until a descriptor is freed: back off instead of
-                // spinning on a listener that stays readable.
-                tokio::select! {
-                    () = stop.notified() => return,
-                    () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                Ok(Ok(snap)) if path == "/metrics" => {
+                    Reply::ok(TEXT_CONTENT_TYPE, exposition::render_text(&snap, prefix))
                 }
-            }
-        }
-    }
-}
-
-/// Best effort: the socket buffer of a fresh connection has room for this.
-fn refuse(stream: &tokio::net::TcpStream) {
-    let _ = stream.try_write(
-        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-    );
-}
-
-/// The live connections, for closing the one idle longest.
-#[derive(Default)]
-struct Registry {
-    next_id: AtomicU64,
-    conns: std::sync::Mutex<std::collections::BTreeMap<u64, Arc<ConnState>>>,
-}
-
-/// One connection's idleness, and the signal that closes it.
-struct ConnState {
-    /// When the connection last became idle (connected, or returned a response); `None` while a
-    /// request is being served.
-    idle_since: std::sync::Mutex<Option<Instant>>,
-    evict: Notify,
-}
-
-impl ConnState {
-    fn set_idle(&self, idle: bool) {
-        *self
-            .idle_since
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = idle.then(Instant::now);
-    }
-}
-
-/// A registered connection; dropping it unregisters it.
-struct Registered<'a> {
-    registry: &'a Registry,
-    id: u64,
-    state: Arc<ConnState>,
-}
-
-impl Registry {
-    fn conns(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Arc<ConnState>>> {
-        self.conns
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn register(&self) -> Registered<'_> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let state = Arc::new(ConnState {
-            idle_since: std::sync::Mutex::new(Some(Instant::now())),
-            evict: Notify::new(),
-        });
-        self.conns().insert(id, state.clone());
-        Registered {
-            registry: self,
-            id,
-            state,
-        }
-    }
-
-    /// Signals the connection idle longest (at least [`EVICT_MIN_IDLE`]) to close and
-    /// unregisters it; false when none is idle.
-    fn evict_idlest(&self) -> bool {
-        let now = Instant::now();
-        let mut conns = self.conns();
-        let idlest = conns
-            .iter()
-            .filter_map(|(&id, c)| {
-                let since = (*c
-                    .idle_since
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner))?;
-                (now.duration_since(since) >= EVICT_MIN_IDLE).then_some((since, id))
-            })
-            .min();
-        match idlest.and_then(|(_, id)| conns.remove(&id)) {
-            Some(c) => {
-                c.evict.notify_one();
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        self.registry.conns().remove(&self.id);
-    }
-}
-
-/// Rate-limited reports of failing `accept`s.
-#[derive(Default)]
-struct AcceptErrors {
-    last_report: Option<Instant>,
-    suppressed: u64,
-}
-
-impl AcceptErrors {
-    fn report(&mut self, e: &io::Error) {
-        let now = Instant::now();
-        if self
-            .last_report
-            .is_some_and(|t| now.duration_since(t) < ACCEPT_ERROR_REPORT)
-        {
-            self.suppressed += 1;
-            return;
-        }
-        let more = if self.suppressed > 0 {
-            format!(" ({} more since the last report)", self.suppressed)
-        } else {
-            String::new()
-        };
-        eprintln!(
-            "tslab: endpoint: cannot accept a connection: {e}{more}; retrying every {}ms",
-            ACCEPT_BACKOFF.as_millis()
-        );
-        self.last_report = Some(now);
-        self.suppressed = 0;
-    }
-}
-
-async fn connection(stream: tokio::net::TcpStream, server: Server, registry: &Registry) {
-    let _ = stream.set_nodelay(true);
-    let registered = registry.register();
-    let served = Arc::new(AtomicU64::new(0));
-    let state = registered.state.clone();
-    let service = hyper::service::service_fn(move |req| {
-        let n = served.fetch_add(1, Ordering::Relaxed) + 1;
-        let (server, state) = (server.clone(), state.clone());
-        state.set_idle(false);
-        async move {
-            let response = respond(req, server, n >= MAX_REQUESTS_PER_CONNECTION).await;
-            state.set_idle(true);
-            response
-        }
-    });
-    let io = hyper_util::rt::TokioIo::new(WriteStall::new(stream, WRITE_STALL_TIMEOUT));
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_REQUEST_HEAD)
-        .serve_connection(io, service);
-    let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        // Idle and chosen to make room: nothing is in flight, close it.
-        () = registered.state.evict.notified() => return,
-        () = tokio::time::sleep(CONNECTION_LIFETIME) => {}
-    }
-    conn.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
-}
-
-async fn respond(
-    req: Request<Incoming>,
-    server: Server,
-    last: bool,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    // Prometheus asks for OpenMetrics in its Accept header; everyone else (curl, promtool,
-    // older scrapers) gets the classic text format.
-    let openmetrics = req
-        .headers()
-        .get_all(hyper::header::ACCEPT)
-        .iter()
-        .any(|v| {
-            v.to_str()
-                .is_ok_and(|s| s.contains("application/openmetrics-text"))
-        });
-    let path = req.uri().path().to_owned();
-    let (status, content_type, body) = match (req.method(), path.as_str()) {
-        (&Method::GET, "/metrics" | "/stats.json") => {
-            let render = move || match (server.source)() {
-                Ok(snap) if path == "/metrics" && openmetrics => (
-                    StatusCode::OK,
-                    CONTENT_TYPE,
-                    exposition::render(&snap, &server.prefix),
-                ),
-                Ok(snap) if path == "/metrics" => (
-                    StatusCode::OK,
-                    TEXT_CONTENT_TYPE,
-                    exposition::render_text(&snap, &server.prefix),
-                ),
-                Ok(snap) => (StatusCode::OK, "application/json", snap.to_json_pretty()),
-                Err(e) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain; charset=utf-8",
+                Ok(Ok(snap)) => Reply::ok("application/json", snap.to_json_pretty()),
+                Ok(Err(e)) => Reply::text(
+                    503,
                     format!("no snapshot: {}\n", crate::clip(&e, crate::MAX_QUOTED)),
                 ),
-            };
-            match tokio::task::spawn_blocking(render).await {
-                Ok(r) => r,
-                Err(_) => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "text/plain; charset=utf-8",
+                Err(_) => Reply::text(
+                    500,
                     "no snapshot: the snapshot function panicked\n".to_owned(),
                 ),
             }
         }
-        (&Method::GET, "/") => (
-            StatusCode::OK,
-            "text/plain; charset=utf-8",
+        (true, "/") => Reply::text(
+            200,
             "temporal-slab stats: /metrics (Prometheus), /stats.json (schema v1)\n".to_owned(),
         ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            "not found\n".to_owned(),
-        ),
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE_HEADER, HeaderValue::from_static(content_type));
-    if last {
-        response
-            .headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
-    }
-    Ok(response)
-}
-
-/// A stream whose writes fail with `TimedOut` after making no progress for `timeout`.
-struct WriteStall<S> {
-    inner: S,
-    timeout: Duration,
-    /// Armed while a write (or flush) is pending; disarmed by any progress.
-    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl<S> WriteStall<S> {
-    fn new(inner: S, timeout: Duration) -> WriteStall<S> {
-        WriteStall {
-            inner,
-            timeout,
-            stalled: None,
-        }
-    }
-
-    fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        match poll {
-            Poll::Ready(r) => {
-                self.stalled = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                let timeout = self.timeout;
-                let sleep = self
-                    .stalled
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                if sleep.as_mut().poll(cx).is_ready() {
-                    self.stalled = None;
-                    Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the client read nothing for the whole write timeout",
-                    )))
-                } else {
-                    Poll::Pending
-                }
-            }
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for WriteStall<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for WriteStall<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.watch(cx, poll)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.watch(cx, poll)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let poll = Pin::new(&mut self.inner).poll_flush(cx);
-        self.watch(cx, poll)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let poll = Pin::new(&mut self.inner).poll_shutdown(cx);
-        self.watch(cx, poll)
-    }
-}
-
-impl std::fmt::Debug for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Endpoint")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Endpoint {
-    /// The bound address (the real port when 0 was asked).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops the server thread and waits for it: the listener and every connection are closed
-    /// when it returns.
-    pub fn shutdown(mut self) {
-        self.stop_and_join();
-    }
-
-    fn stop_and_join(&mut self) {
-        // `notify_one` stores a permit when the loop is not waiting, so the stop is never lost.
-        self.stop.notify_one();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Endpoint {
-    fn drop(&mut self) {
-        self.stop_and_join();
+        _ => Reply::not_found(),
     }
 }
