@@ -25,20 +25,28 @@ struct TestBroker {
 
 impl TestBroker {
     fn start() -> TestBroker {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("b.sock");
-        let ep = format!("ipc://{}", sock.display());
-        let proc = Proc::spawn(&[
-            "broker",
-            "--listen",
-            &ep,
+        TestBroker::with(&[
             "--heartbeat",
             "50ms",
             "--pending-after",
             "2",
             "--dead-after",
             "2",
-        ]);
+        ])
+    }
+
+    /// A broker with the default liveness window (dead after 10 s of silence).
+    fn slow() -> TestBroker {
+        TestBroker::with(&[])
+    }
+
+    fn with(liveness: &[&str]) -> TestBroker {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("b.sock");
+        let ep = format!("ipc://{}", sock.display());
+        let mut args = vec!["broker", "--listen", &ep];
+        args.extend_from_slice(liveness);
+        let proc = Proc::spawn(&args);
         wait_until("the broker's socket", || sock.exists());
         TestBroker {
             _proc: proc,
@@ -117,21 +125,23 @@ fn every_shared_file_crosses_a_brokered_channel_with_its_digest_intact() {
     let mut files = Vec::new();
     files_under(&data, &mut files);
     assert!(files.len() >= 3, "too few files in {}", data.display());
-    let broker = TestBroker::start();
+    // The default dead window (10 s): a channel gone right after `pub` exits was deregistered.
+    let broker = TestBroker::slow();
     let block = Block::new("bps");
     let out = tempfile::tempdir().unwrap();
     let publisher = spawn_pub(&broker.ep, block.name(), &[], &files);
     let sub = spawn_sub(&broker.ep, block.name(), out.path(), &[]);
     let sj = sub.finish(DEADLINE).expect(0, "sub --broker").json();
     let pj = publisher.finish(DEADLINE).expect(0, "pub --broker").json();
+    // Both ends deregistered: the channel is gone at once, not after a dead window.
+    let c = broker.client("bps-check");
+    assert!(broker.channel(&c, block.name()).is_none());
+    assert_eq!(c.metrics(Duration::from_secs(5)).unwrap().consumers, 0);
     assert_received(&files, out.path(), &sj);
     assert_eq!(sj["channel"], block.name());
     assert_eq!(sj["block"], block.name());
     assert_eq!(pj["channel"], block.name());
     assert_eq!(pj["files"].as_array().unwrap().len(), files.len());
-    // Both ends deregistered: the channel is gone at once, not after a dead window.
-    let c = broker.client("bps-check");
-    assert!(broker.channel(&c, block.name()).is_none());
 }
 
 #[test]

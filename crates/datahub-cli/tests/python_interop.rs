@@ -37,7 +37,10 @@ fn python() -> Option<String> {
     if !probe.status.success() {
         return skip(format!(
             "{py} cannot import zmq and pytest: {}",
-            String::from_utf8_lossy(&probe.stderr).trim()
+            String::from_utf8_lossy(&probe.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
         ));
     }
     Some(py)
