@@ -91,9 +91,19 @@ impl Drop for Exporter {
 }
 
 /// `GET path` over a fresh connection (`Connection: close`), with `accept` as the Accept
-/// header: (status, content type, body). Every read and write has a deadline.
+/// header: (status, content type, body). Every read and write has a deadline; panics when
+/// nothing answers.
 pub fn get(addr: SocketAddr, path: &str, accept: Option<&str>) -> (u16, String, String) {
-    let mut s = TcpStream::connect_timeout(&addr, START_DEADLINE).expect("connect");
+    try_get(addr, path, accept).unwrap_or_else(|| panic!("GET http://{addr}{path}: no answer"))
+}
+
+/// [`get`], `None` when the connection or the exchange fails (a server not started yet).
+pub fn try_get(
+    addr: SocketAddr,
+    path: &str,
+    accept: Option<&str>,
+) -> Option<(u16, String, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, START_DEADLINE).ok()?;
     s.set_read_timeout(Some(START_DEADLINE)).unwrap();
     s.set_write_timeout(Some(START_DEADLINE)).unwrap();
     let accept = accept
@@ -103,11 +113,11 @@ pub fn get(addr: SocketAddr, path: &str, accept: Option<&str>) -> (u16, String, 
         s,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n"
     )
-    .unwrap();
+    .ok()?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read the response");
+    s.read_to_end(&mut raw).ok()?;
     let text = String::from_utf8(raw).expect("UTF-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    let (head, body) = text.split_once("\r\n\r\n")?;
     let status = head
         .split(' ')
         .nth(1)
@@ -121,7 +131,32 @@ pub fn get(addr: SocketAddr, path: &str, accept: Option<&str>) -> (u16, String, 
                 .map(|v| v.trim().to_owned())
         })
         .unwrap_or_default();
-    (status, content_type, body.to_owned())
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Some((status, content_type, body))
+}
+
+/// The body of a `Transfer-Encoding: chunked` response (Prometheus's API answers so).
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let Some((size, after)) = rest.split_once("\r\n") else {
+            return out;
+        };
+        let n = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16)
+            .unwrap_or_else(|_| panic!("chunk size {size:?}"));
+        if n == 0 || after.len() < n {
+            return out;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
 }
 
 /// One sample line: metric name, labels as written, value.
