@@ -7,6 +7,11 @@
 //! [`Client::next_notification`], and, when the broker answers a heartbeat with
 //! `ERROR NOT_REGISTERED` (it restarted and lost its registry), sends the registration again.
 //! Every call takes a timeout.
+//!
+//! With [`ClientOptions::curve`] the DEALER is a CURVE client, and the I/O thread also reads
+//! the DEALER's socket monitor: `ZMQ_EVENT_HANDSHAKE_FAILED_AUTH` (the broker's ZAP handler
+//! refused this key) fails the requests in flight and every later one with
+//! [`BrokerError::AuthRefused`] until a handshake succeeds.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,6 +25,7 @@ use serde_json::{Value, json};
 
 use super::BrokerError;
 use super::endpoint;
+use super::keys::ClientKeys;
 use super::wire::{
     self, BrokerMetrics, ChannelInfo, ChannelSummary, ErrorCode, HeartbeatConfig, MAGIC, Role,
     SchemaInfo, msg,
@@ -71,7 +77,7 @@ pub enum Notification {
 }
 
 /// How a [`Client`] behaves.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ClientOptions {
     /// Heartbeat interval until a broker's `_ACK` gives its own (default 500 ms).
     pub heartbeat: Duration,
@@ -79,6 +85,9 @@ pub struct ClientOptions {
     pub backoff_start: Duration,
     /// Longest discovery retry delay (default 200 ms).
     pub backoff_max: Duration,
+    /// CURVE: this client's key pair and the broker's public key (default `None`: plain
+    /// ZMTP, `ipc://` only). Required for `tcp://`.
+    pub curve: Option<ClientKeys>,
 }
 
 impl Default for ClientOptions {
@@ -87,6 +96,7 @@ impl Default for ClientOptions {
             heartbeat: Duration::from_millis(500),
             backoff_start: Duration::from_millis(5),
             backoff_max: Duration::from_millis(200),
+            curve: None,
         }
     }
 }
@@ -149,8 +159,9 @@ impl Client {
     /// (up to their timeouts) until one does.
     ///
     /// # Errors
-    /// [`BrokerError::Endpoint`] for an unsupported endpoint, [`BrokerError::InvalidArgument`]
-    /// for a role uid that is not 1..=128 printable ASCII bytes, [`BrokerError::Zmq`].
+    /// [`BrokerError::Endpoint`] for an unsupported endpoint (`tcp://` without
+    /// [`ClientOptions::curve`] included), [`BrokerError::InvalidArgument`] for a role uid
+    /// that is not 1..=128 printable ASCII bytes, [`BrokerError::Zmq`].
     pub fn connect(
         endpoint: Option<&str>,
         role_uid: &str,
@@ -161,9 +172,33 @@ impl Client {
             Some(e) => e.to_owned(),
             None => endpoint::default_endpoint()?,
         };
-        endpoint::ipc_path(&endpoint)?;
+        endpoint::transport(&endpoint, options.curve.is_some())?;
         let ctx = zmq::Context::new();
         let dealer = ctx.socket(zmq::DEALER).map_err(zmq_err("socket"))?;
+        let n = WAKE_N.fetch_add(1, Ordering::Relaxed);
+        let mut monitor = None;
+        if let Some(keys) = &options.curve {
+            dealer
+                .set_curve_serverkey(keys.server.as_bytes())
+                .map_err(zmq_err("ZMQ_CURVE_SERVERKEY"))?;
+            dealer
+                .set_curve_publickey(keys.pair.public().as_bytes())
+                .map_err(zmq_err("ZMQ_CURVE_PUBLICKEY"))?;
+            dealer
+                .set_curve_secretkey(keys.pair.secret_bytes())
+                .map_err(zmq_err("ZMQ_CURVE_SECRETKEY"))?;
+            let mon_ep = format!("inproc://datahub-client-monitor-{n}");
+            let events = zmq::SocketEvent::HANDSHAKE_FAILED_AUTH.to_raw()
+                | zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw();
+            dealer
+                .monitor(&mon_ep, i32::from(events))
+                .map_err(zmq_err("zmq_socket_monitor"))?;
+            let pair = ctx.socket(zmq::PAIR).map_err(zmq_err("socket"))?;
+            pair.set_linger(0).map_err(zmq_err("ZMQ_LINGER"))?;
+            pair.connect(&mon_ep)
+                .map_err(zmq_err("connect (monitor)"))?;
+            monitor = Some(pair);
+        }
         dealer
             .set_identity(role_uid.as_bytes())
             .map_err(zmq_err("ZMQ_ROUTING_ID"))?;
@@ -178,10 +213,7 @@ impl Client {
             .set_maxmsgsize(wire::MAX_BODY as i64 * 8)
             .map_err(zmq_err("ZMQ_MAXMSGSIZE"))?;
         dealer.connect(&endpoint).map_err(zmq_err("connect"))?;
-        let wake_ep = format!(
-            "inproc://datahub-client-wake-{}",
-            WAKE_N.fetch_add(1, Ordering::Relaxed)
-        );
+        let wake_ep = format!("inproc://datahub-client-wake-{n}");
         let pull = ctx.socket(zmq::PULL).map_err(zmq_err("socket"))?;
         pull.bind(&wake_ep).map_err(zmq_err("bind"))?;
         let push = ctx.socket(zmq::PUSH).map_err(zmq_err("socket"))?;
@@ -192,6 +224,9 @@ impl Client {
         let io = Io {
             dealer,
             pull,
+            monitor,
+            auth_refused: None,
+            endpoint: endpoint.clone(),
             cmds: cmd_rx,
             notes: note_tx,
             pending: HashMap::new(),
@@ -553,6 +588,11 @@ struct Pending {
 struct Io {
     dealer: zmq::Socket,
     pull: zmq::Socket,
+    /// The DEALER's monitor (CURVE only).
+    monitor: Option<zmq::Socket>,
+    /// The ZAP status of the last refused handshake, until one succeeds.
+    auth_refused: Option<u32>,
+    endpoint: String,
     cmds: Receiver<Cmd>,
     notes: SyncSender<Notification>,
     pending: HashMap<Vec<u8>, Pending>,
@@ -584,16 +624,26 @@ impl Io {
             for p in self.pending.values() {
                 wait = wait.min(p.deadline.saturating_duration_since(now));
             }
-            let (dealer_ready, pull_ready) = {
-                let mut items = [
+            let (dealer_ready, pull_ready, monitor_ready) = {
+                let mut items = vec![
                     self.dealer.as_poll_item(zmq::POLLIN),
                     self.pull.as_poll_item(zmq::POLLIN),
                 ];
+                if let Some(m) = &self.monitor {
+                    items.push(m.as_poll_item(zmq::POLLIN));
+                }
                 match zmq::poll(&mut items, wait.as_millis() as i64) {
-                    Ok(_) => (items[0].is_readable(), items[1].is_readable()),
-                    Err(_) => (false, false),
+                    Ok(_) => (
+                        items[0].is_readable(),
+                        items[1].is_readable(),
+                        items.get(2).is_some_and(zmq::PollItem::is_readable),
+                    ),
+                    Err(_) => (false, false, false),
                 }
             };
+            if monitor_ready {
+                self.monitor_events();
+            }
             if pull_ready {
                 while self.pull.recv_bytes(zmq::DONTWAIT).is_ok() {}
             }
@@ -618,8 +668,49 @@ impl Io {
         }
     }
 
+    /// Reads the monitor's events: `[event u16, value u32]` (native byte order), endpoint.
+    fn monitor_events(&mut self) {
+        let Some(m) = &self.monitor else { return };
+        let mut events = Vec::new();
+        for _ in 0..64 {
+            let Ok(frames) = m.recv_multipart(zmq::DONTWAIT) else {
+                break;
+            };
+            if let Some(f) = frames.first().filter(|f| f.len() == 6) {
+                let event = u16::from_ne_bytes([f[0], f[1]]);
+                let value = u32::from_ne_bytes([f[2], f[3], f[4], f[5]]);
+                events.push((event, value));
+            }
+        }
+        for (event, value) in events {
+            if event == zmq::SocketEvent::HANDSHAKE_FAILED_AUTH.to_raw() {
+                self.auth_refused = Some(value);
+                let endpoint = &self.endpoint;
+                for (_, p) in self.pending.drain() {
+                    let _ = p.reply.send(Err(BrokerError::AuthRefused {
+                        endpoint: endpoint.clone(),
+                        status: value,
+                    }));
+                }
+            } else if event == zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw() {
+                self.auth_refused = None;
+            }
+        }
+    }
+
+    fn refusal(&self, status: u32) -> BrokerError {
+        BrokerError::AuthRefused {
+            endpoint: self.endpoint.clone(),
+            status,
+        }
+    }
+
     fn command(&mut self, c: Cmd) {
         match c {
+            Cmd::Request { reply, .. } if self.auth_refused.is_some() => {
+                let status = self.auth_refused.unwrap_or(0);
+                let _ = reply.send(Err(self.refusal(status)));
+            }
             Cmd::Request {
                 msg_type,
                 body,

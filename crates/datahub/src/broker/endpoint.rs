@@ -1,5 +1,5 @@
-//! Endpoints: `ipc://PATH` only (CURVE over `tcp://` is a later step), and the default one in
-//! a private directory.
+//! Endpoints: `ipc://PATH` (the default one in a private directory), and `tcp://HOST:PORT`
+//! only with CURVE keys.
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -89,15 +89,15 @@ pub fn private_dir(dir: &Path) -> Result<(), BrokerError> {
 /// The path of an `ipc://` endpoint.
 ///
 /// # Errors
-/// [`BrokerError::Endpoint`] for another transport (`tcp://` is refused until CURVE
-/// authentication is in place), an empty, relative or too long path.
+/// [`BrokerError::Endpoint`] for another transport (`tcp://` needs CURVE keys: see
+/// [`transport`]), an empty, relative or too long path.
 pub fn ipc_path(endpoint: &str) -> Result<PathBuf, BrokerError> {
     let e = Path::new(endpoint);
     let Some(path) = endpoint.strip_prefix("ipc://") else {
         let reason = if endpoint.starts_with("tcp://") {
-            "tcp:// is not supported yet (it needs CURVE authentication); use ipc://PATH"
+            "tcp:// needs CURVE keys (the broker's --keys DIR, a client's --key and --server-key); without them use ipc://PATH"
         } else {
-            "only ipc://PATH endpoints are supported"
+            "only ipc://PATH and tcp://HOST:PORT (with CURVE keys) endpoints are supported"
         };
         return Err(endpoint_err(e, reason));
     };
@@ -111,6 +111,33 @@ pub fn ipc_path(endpoint: &str) -> Result<PathBuf, BrokerError> {
         ));
     }
     Ok(PathBuf::from(path))
+}
+
+/// Longest `tcp://` endpoint accepted, bytes.
+pub const MAX_TCP_ENDPOINT: usize = 300;
+
+/// Checks an endpoint for a socket with (`curve: true`) or without CURVE keys: `Some(path)`
+/// for `ipc://PATH` (with or without keys), `None` for `tcp://HOST:PORT` (only with keys;
+/// libzmq parses the rest when binding or connecting).
+///
+/// # Errors
+/// [`BrokerError::Endpoint`]: `tcp://` without keys, a `tcp://` endpoint without a port or
+/// longer than [`MAX_TCP_ENDPOINT`], and [`ipc_path`]'s errors.
+pub fn transport(endpoint: &str, curve: bool) -> Result<Option<PathBuf>, BrokerError> {
+    let Some(rest) = endpoint.strip_prefix("tcp://").filter(|_| curve) else {
+        return ipc_path(endpoint).map(Some);
+    };
+    let e = Path::new(endpoint);
+    if endpoint.len() > MAX_TCP_ENDPOINT {
+        return Err(endpoint_err(
+            e,
+            format!("longer than {MAX_TCP_ENDPOINT} bytes"),
+        ));
+    }
+    match rest.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && !port.is_empty() => Ok(None),
+        _ => Err(endpoint_err(e, "expected tcp://HOST:PORT")),
+    }
 }
 
 /// Before binding `path`: refuses when another broker listens there (a connect succeeds) or

@@ -38,25 +38,45 @@
 //!   between blocks and registrations.
 //!
 //! # Security
-//! Endpoints are `ipc://` only, by default in a directory only this user can enter
-//! ([`default_endpoint`]); the socket file is made 0600. `tcp://` is refused until CURVE
-//! authentication is added. Nothing the broker stores or sends is a key or derived from one.
+//! Without keys, endpoints are `ipc://` only, by default in a directory only this user can
+//! enter ([`default_endpoint`]); the socket file is made 0600, so the file system decides who
+//! may connect.
+//!
+//! `tcp://` needs CURVE (ZeroMQ RFC 26: every frame encrypted and authenticated): the broker
+//! is given [`ServerKeys`] ([`BrokerConfig::curve`], loaded from a key directory holding
+//! `server.key_secret` and `allowed/*.key`), each client [`ClientKeys`]
+//! ([`ClientOptions::curve`]: its own pair and the broker's public key). A ZAP handler
+//! (RFC 27) on the broker's context admits exactly the client public keys of the allowlist;
+//! a refused client gets [`BrokerError::AuthRefused`] (its DEALER's monitor sees
+//! `ZMQ_EVENT_HANDSHAKE_FAILED_AUTH`), a client holding the wrong server key gets no answer
+//! (its requests time out). Key files are the ZPL certificates of czmq and pyzmq
+//! ([`keys`]), so a Python client can use `zmq.auth.load_certificate` on them. CURVE also
+//! works over `ipc://`. What CURVE does not give: no key rotation or revocation while the
+//! broker runs (the allowlist is read at start), no per-channel authorisation (an admitted
+//! client may register or discover any channel), and no forward secrecy against a stolen
+//! broker secret key beyond CURVE's own per-connection keys.
+//!
+//! Nothing the broker stores or sends is a key or derived from one (the ZAP user id, the
+//! client's public key in Z85, is used only to tell authenticated connections apart).
 
 mod channel;
 mod client;
 mod endpoint;
+pub mod keys;
 mod server;
 pub mod state;
 pub mod wire;
 
 pub use client::{Client, ClientOptions, NOTIFICATION_QUEUE, Notification, Reply};
 pub use endpoint::{
-    MAX_IPC_PATH, SOCKET_NAME, default_dir, default_endpoint, ipc_path, private_dir,
+    MAX_IPC_PATH, MAX_TCP_ENDPOINT, SOCKET_NAME, default_dir, default_endpoint, ipc_path,
+    private_dir, transport,
 };
+pub use keys::{ClientKeys, KeyFileError, KeyPair, PublicKey, ServerKeys};
 pub use server::{BATCH, Broker, BrokerConfig, BrokerHandle, EventSink, STOP_POLL, StopHandle};
 pub use state::{Event, Limits, Liveness};
 pub use wire::{
-    BrokerMetrics, ChannelInfo, ChannelSummary, Counters, ErrorCode, FormatVersion,
+    AuthCounters, BrokerMetrics, ChannelInfo, ChannelSummary, Counters, ErrorCode, FormatVersion,
     HeartbeatConfig, ProtocolVersion, Role, SchemaFields, SchemaInfo,
 };
 
@@ -130,6 +150,20 @@ pub enum BrokerError {
     /// The client's I/O thread or the broker thread is gone.
     #[error("closed: {0}")]
     Closed(&'static str),
+    /// A key file could not be used.
+    #[error("{0}")]
+    Keys(#[from] KeyFileError),
+    /// The broker's ZAP handler refused this client's CURVE key (it is not in the broker's
+    /// allowlist).
+    #[error(
+        "the broker at {endpoint} refused this client's CURVE key (ZAP status {status}): add its public key to the broker's allowed/ directory"
+    )]
+    AuthRefused {
+        /// The endpoint.
+        endpoint: String,
+        /// The ZAP status code libzmq reported (400: not allowed).
+        status: u32,
+    },
 }
 
 impl BrokerError {

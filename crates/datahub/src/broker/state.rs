@@ -813,6 +813,7 @@ impl Registry {
                 .map(|c| c.consumers.len() as u64)
                 .sum(),
             uptime_ms: now.saturating_sub(self.started).as_millis() as u64,
+            auth: None,
         }))
     }
 }

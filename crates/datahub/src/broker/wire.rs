@@ -447,6 +447,22 @@ pub struct BrokerMetrics {
     pub consumers: u64,
     /// Milliseconds since the broker started.
     pub uptime_ms: u64,
+    /// CURVE handshakes, on a broker with keys (absent otherwise; added in protocol 1.0 as
+    /// an optional field, so older readers ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthCounters>,
+}
+
+/// `METRICS_ACK.auth`: what the broker's ZAP handler decided, since it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AuthCounters {
+    /// Handshakes of a client whose key is allowed (answered 200).
+    pub allowed: u64,
+    /// Handshakes refused (answered 400: a key not in the allowlist, or not CURVE).
+    pub refused: u64,
+    /// Messages dropped because their connection carried no ZAP user id (never expected;
+    /// a guard should the ZAP handler be missing).
+    pub unauthenticated: u64,
 }
 
 /// `role` of a heartbeat.
