@@ -59,28 +59,28 @@ fn dashboard() -> Value {
     serde_json::from_str(&read(DASHBOARD)).unwrap_or_else(|e| panic!("{DASHBOARD}: {e}"))
 }
 
-/// Every `targets[].expr` of the dashboard with its panel title.
+/// Every query of the dashboard: (panel title, `expr`). The dashboard's rows are flat (they
+/// nest no panels), which this checks.
 fn targets(dash: &Value) -> Vec<(String, String)> {
-    fn walk(v: &Value, out: &mut Vec<(String, String)>) {
-        match v {
-            Value::Object(m) => {
-                if let Some(Value::Array(ts)) = m.get("targets") {
-                    let title = m.get("title").and_then(Value::as_str).unwrap_or("?");
-                    for t in ts {
-                        if let Some(e) = t.get("expr").and_then(Value::as_str) {
-                            out.push((title.to_owned(), e.to_owned()));
-                        }
-                    }
-                }
-                m.values().for_each(|v| walk(v, out));
-            }
-            Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    walk(dash, &mut out);
-    out
+    let panels = dash["panels"].as_array().expect("panels");
+    panels
+        .iter()
+        .inspect(|p| {
+            assert!(
+                p.get("panels")
+                    .is_none_or(|n| n.as_array().is_some_and(Vec::is_empty)),
+                "a row with nested panels: {p}"
+            )
+        })
+        .flat_map(|p| {
+            let title = p["title"].as_str().unwrap_or("?").to_owned();
+            p["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |t| (title.clone(), t["expr"].as_str().expect("expr").to_owned()))
+        })
+        .collect()
 }
 
 /// The query with Grafana's variables replaced: `$__rate_interval` by 5m, the dashboard's
@@ -94,18 +94,15 @@ fn substitute(expr: &str) -> String {
     out
 }
 
-/// `(alert name, text of its rule)` for every `- alert:` entry.
+/// `(alert name, the rest of its rule's text)` for every `- alert:` entry, in order.
 fn alert_blocks(yaml: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for line in yaml.lines() {
-        if let Some(name) = line.trim_start().strip_prefix("- alert:") {
-            out.push((name.trim().to_owned(), String::new()));
-        } else if let Some((_, body)) = out.last_mut() {
-            body.push_str(line);
-            body.push('\n');
-        }
-    }
-    out
+    yaml.split("- alert:")
+        .skip(1)
+        .map(|rule| {
+            let (name, rest) = rule.split_once('\n').unwrap_or((rule, ""));
+            (name.trim().to_owned(), rest.to_owned())
+        })
+        .collect()
 }
 
 /// Words of `text` that look like our metric names.
@@ -286,25 +283,10 @@ fn alert_unit_tests_pass_promtool_test_rules() {
 // ------------------------------------------------------------------------------------------
 // End to end
 
-fn prometheus_available() -> bool {
-    let found = Command::new("prometheus")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found && std::env::var("REQUIRE_PROMETHEUS").is_ok_and(|v| v == "1") {
-        panic!("prometheus not found and REQUIRE_PROMETHEUS=1: apt-get install prometheus");
-    }
-    found
-}
-
+/// A port nobody listens on now (Prometheus needs its port on the command line).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("its address").port()
 }
 
 /// Every child of the end-to-end test: continued (the stopped consumer too) and killed when
@@ -348,19 +330,17 @@ fn prom_get(prom: std::net::SocketAddr, path: &str) -> Option<Value> {
         .flatten()
 }
 
-/// Polls `f` every 100 ms until it returns `Some`, for at most `limit`.
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
+/// `f`'s first `Some`, polled every 100 ms for at most [`DEADLINE`] (then the test fails).
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let mut got = None;
+    common::wait_until(what, || {
+        got = f();
+        if got.is_none() {
+            std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        got.is_some()
+    });
+    got.expect("wait_until returned")
 }
 
 /// The ConsumerStalled alerts Prometheus reports for `block`: (consumer, state).
@@ -408,8 +388,7 @@ fn shortened_rules() -> String {
 
 #[test]
 fn prometheus_sees_consumer_stalled_after_the_consumer_is_stopped() {
-    if !prometheus_available() {
-        eprintln!("note: prometheus not on PATH; skipping the end-to-end test");
+    if exporter_support::tool("prometheus").is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -461,7 +440,7 @@ fn prometheus_sees_consumer_stalled_after_the_consumer_is_stopped() {
     let consumer_pid = consumer.id();
     kids.kids.push(consumer);
     // The consumer's label, from the block header: ENTRY:PID.
-    let label = wait_for("the consumer to attach", DEADLINE, || {
+    let label = wait_for("the consumer to attach", || {
         let info = datahub::Inspector::open(&block).ok()?.info();
         let c = info.consumers.iter().find(|c| c.pid == consumer_pid)?;
         Some(format!("{}:{}", c.entry?, c.pid))
@@ -512,8 +491,7 @@ fn prometheus_sees_consumer_stalled_after_the_consumer_is_stopped() {
         )
     };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let limit = Duration::from_secs(90);
-        wait_for("prometheus ready", limit, || {
+        wait_for("prometheus ready", || {
             (try_get(prom, "/-/ready", None)?.0 == 200).then_some(())
         });
         // Prometheus has scraped the consumer's heartbeat age.
@@ -523,14 +501,14 @@ fn prometheus_sees_consumer_stalled_after_the_consumer_is_stopped() {
                 "datahub_consumer_heartbeat_age_seconds{{block=\"{block}\",consumer=\"{label}\"}}"
             ))
         );
-        wait_for("the consumer's heartbeat age in Prometheus", limit, || {
+        wait_for("the consumer's heartbeat age in Prometheus", || {
             let v = prom_get(prom, &query)?;
             (!v["data"]["result"].as_array()?.is_empty()).then_some(())
         });
         // While the consumer runs, many evaluations (200 ms each) pass without the alert.
         let quiet_until = Instant::now() + Duration::from_secs(3);
         while Instant::now() < quiet_until {
-            let alerts = wait_for("the alerts API", limit, || stalled_alerts(prom, &block));
+            let alerts = wait_for("the alerts API", || stalled_alerts(prom, &block));
             assert!(
                 alerts.is_empty(),
                 "ConsumerStalled before the SIGSTOP: {alerts:?}"
@@ -542,7 +520,7 @@ fn prometheus_sees_consumer_stalled_after_the_consumer_is_stopped() {
         assert_eq!(unsafe { libc::kill(consumer_pid as i32, libc::SIGSTOP) }, 0);
         // Messages keep coming; the stopped consumer does not read them.
         feed.write_all(&[9u8; 1000]).unwrap();
-        let alerts = wait_for("ConsumerStalled pending or firing", limit, || {
+        let alerts = wait_for("ConsumerStalled pending or firing", || {
             let a = stalled_alerts(prom, &block)?;
             (!a.is_empty()).then_some(a)
         });

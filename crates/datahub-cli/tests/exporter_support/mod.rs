@@ -234,20 +234,29 @@ pub fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     found.first().copied()
 }
 
-/// `promtool` on PATH; `None` with a note when it is missing, unless `REQUIRE_PROMETHEUS=1`.
-pub fn promtool() -> Option<PathBuf> {
-    let ok = Command::new("promtool")
+/// `name` (`promtool`, `prometheus`) when it runs from PATH; `None` with a note when it does
+/// not, unless `REQUIRE_PROMETHEUS=1` (CI), which makes a missing one a failure.
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let runs = Command::new(name)
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(PathBuf::from("promtool"));
+    let required = std::env::var("REQUIRE_PROMETHEUS").is_ok_and(|v| v == "1");
+    match (runs, required) {
+        (true, _) => Some(PathBuf::from(name)),
+        (false, true) => {
+            panic!("{name} not found and REQUIRE_PROMETHEUS=1: apt-get install prometheus")
+        }
+        (false, false) => {
+            eprintln!("note: {name} not on PATH; skipping (REQUIRE_PROMETHEUS=1 makes this fail)");
+            None
+        }
     }
-    if std::env::var("REQUIRE_PROMETHEUS").is_ok_and(|v| v == "1") {
-        panic!("promtool not found and REQUIRE_PROMETHEUS=1: install Debian's prometheus package");
-    }
-    eprintln!("note: promtool not found; skipping the promtool part of this test");
-    None
+}
+
+/// [`tool`]`("promtool")`.
+pub fn promtool() -> Option<PathBuf> {
+    tool("promtool")
 }
 
 /// Runs `promtool ARGS` with `stdin` as its standard input (if any), killed after
@@ -264,18 +273,7 @@ pub fn run_promtool(promtool: &PathBuf, args: &[&str], stdin: Option<&str>) -> (
         .stderr(out)
         .spawn()
         .expect("start promtool");
-    let deadline = Instant::now() + START_DEADLINE;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("promtool {args:?} did not finish within {START_DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = crate::common::finish_child(&mut child, START_DEADLINE);
     let text = std::fs::read_to_string(&output).unwrap_or_default();
     (
         status.success(),
