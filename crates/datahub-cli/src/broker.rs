@@ -4,12 +4,19 @@
 //! `broker` logs one line per registration change on standard error
 //! (`datahub broker: channel "x": producer "p" (pid 7) registered`); SIGINT and SIGTERM stop
 //! it within [`datahub::broker::STOP_POLL`], remove its socket file, and exit 0.
+//!
+//! `broker --keys DIR` turns CURVE on (`DIR/server.key_secret`, `DIR/allowed/*.key`; see
+//! `datahub keygen`), which `tcp://` endpoints require; clients then pass
+//! [`ClientAuthArgs`] (`--key FILE --server-key FILE`).
+
+use std::path::PathBuf;
 
 use std::time::Duration;
 
 use clap::Args;
 use datahub::broker::{
-    Broker, BrokerConfig, BrokerError, ChannelSummary, Client, ClientOptions, HeartbeatConfig,
+    Broker, BrokerConfig, BrokerError, ChannelSummary, Client, ClientKeys, ClientOptions,
+    HeartbeatConfig, ServerKeys,
 };
 use serde::Serialize;
 
@@ -19,9 +26,12 @@ use crate::fail::{Fail, Result};
 #[derive(Debug, Args)]
 pub struct BrokerArgs {
     /// Endpoint to listen on, ipc://PATH (default: $XDG_RUNTIME_DIR/datahub/broker.sock, else
-    /// /tmp/datahub-UID/broker.sock; tcp:// is not supported yet).
+    /// /tmp/datahub-UID/broker.sock) or tcp://HOST:PORT (only with --keys).
     #[arg(long, value_name = "EP")]
     pub listen: Option<String>,
+    /// CURVE keys: DIR/server.key_secret and the allowed clients' DIR/allowed/*.key.
+    #[arg(long, value_name = "DIR")]
+    pub keys: Option<PathBuf>,
     /// Heartbeat interval clients keep (e.g. 500ms, 1s).
     #[arg(long, default_value = "500ms", value_parser = cli_support::parse_duration)]
     pub heartbeat: Duration,
@@ -33,12 +43,46 @@ pub struct BrokerArgs {
     pub dead_after: u32,
 }
 
+/// CURVE keys of a broker client (required for a `tcp://` broker).
+#[derive(Debug, Clone, Args)]
+pub struct ClientAuthArgs {
+    /// This client's secret key file (NAME.key_secret from `datahub keygen`, mode 0600).
+    #[arg(long, value_name = "FILE", requires = "server_key")]
+    pub key: Option<PathBuf>,
+    /// The broker's public key file (its server.key).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub server_key: Option<PathBuf>,
+}
+
+impl ClientAuthArgs {
+    /// [`ClientOptions`] with these keys (the defaults otherwise).
+    ///
+    /// # Errors
+    /// A key file that cannot be used (exit 2), or only one of the two flags.
+    pub fn options(&self) -> Result<ClientOptions> {
+        let curve = match (&self.key, &self.server_key) {
+            (None, None) => None,
+            (Some(k), Some(s)) => {
+                Some(ClientKeys::load(k, s).map_err(|e| Fail::usage(e.to_string()))?)
+            }
+            _ => return Err(Fail::usage("--key and --server-key go together")),
+        };
+        Ok(ClientOptions {
+            curve,
+            ..ClientOptions::default()
+        })
+    }
+}
+
 /// `datahub channels` arguments.
 #[derive(Debug, Args)]
 pub struct ChannelsArgs {
-    /// Broker endpoint, ipc://PATH (default as for `datahub broker`).
+    /// Broker endpoint, ipc://PATH (default as for `datahub broker`) or tcp://HOST:PORT
+    /// (with --key and --server-key).
     #[arg(long, value_name = "EP")]
     pub broker: Option<String>,
+    #[command(flatten)]
+    pub auth: ClientAuthArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -61,17 +105,27 @@ pub fn run_broker(args: &BrokerArgs) -> Result {
         pending_after_misses: args.pending_after,
         dead_after_misses: args.dead_after,
     };
+    let curve = match &args.keys {
+        Some(dir) => Some(ServerKeys::load_dir(dir).map_err(|e| Fail::usage(e.to_string()))?),
+        None => None,
+    };
+    let allowed = curve.as_ref().map(|k| k.allowed.len());
     let config = BrokerConfig {
         endpoint: args.listen.clone(),
         heartbeat: hb,
+        curve,
         ..BrokerConfig::default()
     }
     .on_event(|e| eprintln!("datahub broker: {e}"));
     let broker = Broker::bind(config).map_err(broker_fail)?;
     crate::signals::catch();
     let stop = broker.stop_handle();
+    let auth = match allowed {
+        Some(n) => format!("CURVE, {n} allowed client key(s)"),
+        None => "no CURVE keys".to_owned(),
+    };
     eprintln!(
-        "datahub broker: listening on {} (heartbeat {} ms, pending after {}, dead after {} more)",
+        "datahub broker: listening on {} (heartbeat {} ms, pending after {}, dead after {} more; {auth})",
         broker.endpoint(),
         hb.interval_ms,
         hb.pending_after_misses,
@@ -100,8 +154,8 @@ struct Listing<'a> {
 /// Lists the broker's channels.
 pub fn run_channels(args: &ChannelsArgs) -> Result<String> {
     let uid = format!("datahub-cli-{}", std::process::id());
-    let c = Client::connect(args.broker.as_deref(), &uid, ClientOptions::default())
-        .map_err(broker_fail)?;
+    let c =
+        Client::connect(args.broker.as_deref(), &uid, args.auth.options()?).map_err(broker_fail)?;
     let list = c.channels(args.timeout).map_err(|e| match e {
         BrokerError::Timeout { .. } => Fail::usage(format!(
             "broker {}: no answer within {:?} (is `datahub broker` running there?)",
