@@ -15,8 +15,7 @@ use common::{Block, DEADLINE, Proc, blake2b, noise, run, signal, wait_until, wri
 use datahub::broker::{ChannelInfo, ChannelSummary, Client, ClientOptions};
 use datahub::{Config, Policy, Producer, Schema};
 
-/// A `datahub broker` on an ipc endpoint in a temporary directory, with the short liveness
-/// window `--heartbeat 50ms --pending-after 2 --dead-after 2` (dead after 200 ms of silence).
+/// A `datahub broker` on an ipc endpoint in a temporary directory.
 struct TestBroker {
     _proc: Proc,
     ep: String,
@@ -24,14 +23,17 @@ struct TestBroker {
 }
 
 impl TestBroker {
+    /// A short liveness window, `--heartbeat 50ms --pending-after 10 --dead-after 10`: dead
+    /// after 1 s of silence (short for the tests that wait for a death, long enough that a live
+    /// client's heartbeats delayed by a busy machine do not make it dead).
     fn start() -> TestBroker {
         TestBroker::with(&[
             "--heartbeat",
             "50ms",
             "--pending-after",
-            "2",
+            "10",
             "--dead-after",
-            "2",
+            "10",
         ])
     }
 
@@ -146,7 +148,7 @@ fn every_shared_file_crosses_a_brokered_channel_with_its_digest_intact() {
 
 #[test]
 fn sub_started_before_pub_waits_for_the_channel_and_then_gets_every_file() {
-    let broker = TestBroker::start();
+    let broker = TestBroker::slow();
     let dir = tempfile::tempdir().unwrap();
     let files: Vec<PathBuf> = (0..3)
         .map(|i| {
@@ -323,4 +325,39 @@ fn pub_without_channel_needs_a_block_name_and_broker_needs_channel() {
         "{}",
         done.stderr
     );
+}
+
+#[test]
+fn a_second_pub_for_a_live_channel_is_refused_and_removes_its_block() {
+    let broker = TestBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(dir.path(), "a.bin", &noise(1_000, 3));
+    let first = Block::new("bps-taken");
+    let second = Block::new("bps-taken2");
+    let publisher = spawn_pub(&broker.ep, first.name(), &[], std::slice::from_ref(&file));
+    let c = broker.client("bps-taken-check");
+    wait_until("the first pub's channel", || {
+        broker
+            .channel(&c, first.name())
+            .is_some_and(|ch| ch.state == "live")
+    });
+    let done = spawn_pub(
+        &broker.ep,
+        first.name(),
+        &["--block", second.name()],
+        &[file],
+    )
+    .finish(DEADLINE)
+    .expect(2, "a second pub for the channel");
+    let line = done.one_line_error();
+    assert!(line.contains("CHANNEL_EXISTS"), "{line}");
+    assert!(line.contains(&format!("{:?}", first.name())), "{line}");
+    assert!(
+        !common::shm_path(second.name()).exists(),
+        "the refused pub left its block behind"
+    );
+    // The first one is untouched.
+    let ch = broker.channel(&c, first.name()).unwrap();
+    assert_eq!(ch.block_name, first.name());
+    drop(publisher);
 }

@@ -318,6 +318,7 @@ def test_registers_a_channel_that_datahub_channels_shows(peer):
     assert ch["producer_pid"] == os.getpid()
 
     # DISC_ACK gives back every field of the REG_REQ.
+    peer.heartbeat(channel, "producer")
     ack = discover(peer, channel)
     for k, v in reg_body(peer, channel, fp).items():
         assert ack[k] == v, (k, ack[k], v)
