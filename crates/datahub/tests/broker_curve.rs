@@ -124,6 +124,29 @@ fn join_within(broker: datahub::broker::BrokerHandle, limit: Duration) {
     }
 }
 
+/// The broker's `METRICS_ACK.auth` once `pred` holds (asked until [`PATIENCE`] runs out).
+fn eventually_auth(
+    c: &Client,
+    pred: impl Fn(&datahub::broker::AuthCounters) -> bool,
+) -> datahub::broker::AuthCounters {
+    let end = Instant::now() + PATIENCE;
+    loop {
+        let auth = c
+            .metrics(RPC)
+            .unwrap()
+            .auth
+            .expect("a broker with keys reports auth");
+        if pred(&auth) {
+            return auth;
+        }
+        assert!(
+            Instant::now() < end,
+            "auth counters never got there: {auth:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_tcp_broker_with_keys_serves_allowed_clients_and_refuses_others() {
     let root = TempDir::new("curve-serve");
@@ -227,6 +250,9 @@ fn a_client_holding_the_wrong_server_key_gets_no_answer() {
     )
     .unwrap();
     assert!(good.channels(RPC).unwrap().is_empty());
+    // The broker counted the failed handshakes (they never reached ZAP).
+    let auth = eventually_auth(&good, |a| a.handshake_failed >= 1);
+    assert_eq!(auth.refused, 0, "{auth:?}");
     drop((bad, good));
     join_within(broker, PATIENCE);
 }
@@ -252,7 +278,14 @@ fn a_plaintext_peer_gets_nothing_from_a_curve_broker() {
     let mut items = [d.as_poll_item(zmq::POLLIN)];
     let n = zmq::poll(&mut items, NOWHERE.as_millis() as i64).unwrap();
     assert_eq!(n, 0, "a plaintext peer got an answer");
-    drop(d);
+    let c = Client::connect(
+        Some(broker.endpoint()),
+        "plain-check",
+        curve_opts(&ours.secret, &keys.server.public),
+    )
+    .unwrap();
+    eventually_auth(&c, |a| a.handshake_failed >= 1);
+    drop((d, c));
     join_within(broker, PATIENCE);
 }
 

@@ -16,7 +16,9 @@
 //! ROUTER loop never waits for it. It is bound before the ROUTER and stopped only after the
 //! ROUTER is closed, because libzmq accepts a CURVE client without asking when no ZAP
 //! handler is bound. As a second guard, the loop drops any message whose connection carries
-//! no ZAP `User-Id` (counted in `METRICS_ACK.auth.unauthenticated`).
+//! no ZAP `User-Id` (counted in `METRICS_ACK.auth.unauthenticated`). A socket monitor on the
+//! ROUTER counts the handshakes that fail before ZAP is asked (a wrong server key, a
+//! plaintext peer: `METRICS_ACK.auth.handshake_failed`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -154,6 +156,8 @@ struct Zap {
 
 /// The endpoint libzmq asks for ZAP decisions (RFC 27).
 const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";
+/// Where the ROUTER's socket monitor publishes failed handshakes (one broker per context).
+const MONITOR_ENDPOINT: &str = "inproc://datahub-broker-monitor";
 /// The ZAP domain the ROUTER sets.
 const ZAP_DOMAIN: &str = "datahub";
 
@@ -268,8 +272,11 @@ pub struct Broker {
     // Declared before `zap` and `_ctx`: dropped (closed) first, so no handshake is ever
     // completed without the ZAP handler.
     socket: zmq::Socket,
+    /// The ROUTER's monitor (CURVE only): failed handshakes.
+    monitor: Option<zmq::Socket>,
     zap: Option<Zap>,
     unauthenticated: u64,
+    handshake_failed: u64,
     // Kept alive for the socket's sake.
     _ctx: zmq::Context,
     endpoint: String,
@@ -312,6 +319,7 @@ impl Broker {
         }
         let ctx = zmq::Context::new();
         let mut zap = None;
+        let mut monitor = None;
         let socket = ctx.socket(zmq::ROUTER).map_err(zmq_err("socket"))?;
         if let Some(keys) = &config.curve {
             let allowed = keys.allowed.iter().map(|k| *k.as_bytes()).collect();
@@ -325,6 +333,16 @@ impl Broker {
             socket
                 .set_zap_domain(ZAP_DOMAIN)
                 .map_err(zmq_err("ZMQ_ZAP_DOMAIN"))?;
+            let events = zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL.to_raw()
+                | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL.to_raw();
+            socket
+                .monitor(MONITOR_ENDPOINT, i32::from(events))
+                .map_err(zmq_err("zmq_socket_monitor"))?;
+            let pair = ctx.socket(zmq::PAIR).map_err(zmq_err("socket"))?;
+            pair.set_linger(0).map_err(zmq_err("ZMQ_LINGER"))?;
+            pair.connect(MONITOR_ENDPOINT)
+                .map_err(zmq_err("connect (monitor)"))?;
+            monitor = Some(pair);
         }
         socket
             .set_maxmsgsize(config.max_body as i64)
@@ -345,8 +363,10 @@ impl Broker {
         let tick = registry.granularity().min(STOP_POLL);
         Ok(Broker {
             socket,
+            monitor,
             zap,
             unauthenticated: 0,
+            handshake_failed: 0,
             _ctx: ctx,
             endpoint,
             registry,
@@ -388,11 +408,17 @@ impl Broker {
         let mut next_tick = self.now() + self.tick;
         while !self.stop.is_stopped() {
             let wait = next_tick.saturating_sub(self.now()).min(STOP_POLL);
-            let ready = {
-                let mut items = [self.socket.as_poll_item(zmq::POLLIN)];
+            let (ready, events) = {
+                let mut items = vec![self.socket.as_poll_item(zmq::POLLIN)];
+                if let Some(m) = &self.monitor {
+                    items.push(m.as_poll_item(zmq::POLLIN));
+                }
                 match zmq::poll(&mut items, wait.as_millis().max(1) as i64) {
-                    Ok(n) => n > 0,
-                    Err(zmq::Error::EINTR) => false,
+                    Ok(_) => (
+                        items[0].is_readable(),
+                        items.get(1).is_some_and(zmq::PollItem::is_readable),
+                    ),
+                    Err(zmq::Error::EINTR) => (false, false),
                     Err(e) => {
                         return Err(BrokerError::Zmq {
                             what: "poll",
@@ -401,6 +427,15 @@ impl Broker {
                     }
                 }
             };
+            if events && let Some(m) = &self.monitor {
+                // Two frames per event; each one a failed handshake.
+                for _ in 0..BATCH {
+                    match m.recv_multipart(zmq::DONTWAIT) {
+                        Ok(_) => self.handshake_failed += 1,
+                        Err(_) => break,
+                    }
+                }
+            }
             if ready {
                 for _ in 0..BATCH {
                     match self.recv() {
@@ -462,6 +497,7 @@ impl Broker {
                     allowed: zap.counts.allowed.load(Ordering::Relaxed),
                     refused: zap.counts.refused.load(Ordering::Relaxed),
                     unauthenticated: self.unauthenticated,
+                    handshake_failed: self.handshake_failed,
                 });
             }
             let frames = out.frames();

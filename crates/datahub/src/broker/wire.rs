@@ -463,6 +463,10 @@ pub struct AuthCounters {
     /// Messages dropped because their connection carried no ZAP user id (never expected;
     /// a guard should the ZAP handler be missing).
     pub unauthenticated: u64,
+    /// Handshakes that failed before ZAP was asked: a client holding another server key, a
+    /// plaintext or malformed peer (as libzmq's monitor reports them).
+    #[serde(default)]
+    pub handshake_failed: u64,
 }
 
 /// `role` of a heartbeat.
