@@ -161,12 +161,19 @@ fn sub_started_before_pub_waits_for_the_channel_and_then_gets_every_file() {
         .collect();
     let block = Block::new("bps-first");
     let out = tempfile::tempdir().unwrap();
-    let sub = spawn_sub(&broker.ep, block.name(), out.path(), &[]);
+    let mut sub = spawn_sub(&broker.ep, block.name(), out.path(), &[]);
     // The sub is asking for a channel that does not exist yet (CHANNEL_NOT_FOUND, retried).
     let c = broker.client("bps-first-check");
     wait_until("the sub's discovery requests", || {
         c.metrics(Duration::from_secs(5)).unwrap().counters.errors >= 2
     });
+    // It keeps waiting (its deadline is 30 s), however long the channel takes to appear.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        sub.child.try_wait().unwrap().is_none(),
+        "sub gave up before the channel appeared: {}",
+        sub.stderr_so_far()
+    );
     let publisher = spawn_pub(&broker.ep, block.name(), &[], &files);
     let sj = sub
         .finish(DEADLINE)
