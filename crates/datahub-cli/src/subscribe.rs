@@ -422,15 +422,21 @@ impl Joined {
         let found = client
             .discover(channel, Some(fp), left())
             .map_err(|e| match e {
-                BrokerError::Timeout { .. } => Fail::usage(format!(
-                    "broker {ep}: channel {channel:?} was not live within {} s ({e}){}",
-                    wait.as_secs_f64(),
-                    if e.to_string().contains("no reply") {
-                        " (is `datahub broker` running there?)"
+                BrokerError::Timeout { what, .. } => {
+                    // The client names the broker's last answer: "... (last answer: X)".
+                    let last = what
+                        .rsplit_once("(last answer: ")
+                        .map_or("no reply", |(_, a)| a.trim_end_matches(')'));
+                    let hint = if last == "no reply" {
+                        ": is `datahub broker` running there?"
                     } else {
                         ""
-                    }
-                )),
+                    };
+                    Fail::usage(format!(
+                        "broker {ep}: channel {channel:?} was not live within {} s (last answer: {last}{hint})",
+                        wait.as_secs_f64()
+                    ))
+                }
                 e @ BrokerError::Refused {
                     code: datahub::broker::ErrorCode::SchemaMismatch,
                     ..
