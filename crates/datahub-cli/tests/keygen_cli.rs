@@ -83,19 +83,31 @@ fn a_tcp_broker_with_keys_lists_channels_for_an_allowed_client_only() {
     std::fs::set_permissions(&allowed, std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::copy(cd.join("client.key"), allowed.join("client.key")).unwrap();
 
-    let ep = format!("tcp://127.0.0.1:{}", free_port());
+    // Port `*`: the broker binds a free one and names it (no race for a port picked here).
     let broker = Proc::spawn(&[
         "broker",
         "--listen",
-        &ep,
+        "tcp://127.0.0.1:*",
         "--keys",
         path(&kd),
         "--heartbeat",
         "20ms",
     ]);
     wait_until("the broker to listen", || {
-        broker.stderr_so_far().contains("listening on")
+        // The whole line (it ends with the key count).
+        broker.stderr_so_far().contains("allowed client key(s))")
     });
+    let log = broker.stderr_so_far();
+    let ep = log
+        .split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap()
+        .to_owned();
+    assert!(
+        ep.starts_with("tcp://127.0.0.1:") && !ep.ends_with('*'),
+        "{log}"
+    );
     assert!(
         broker
             .stderr_so_far()
