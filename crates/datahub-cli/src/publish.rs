@@ -625,6 +625,17 @@ struct Announced {
     watcher: Option<std::thread::JoinHandle<()>>,
 }
 
+/// A role uid for this process: `datahub-ROLE-PID-XXXXXXXX` (8 hex digits from the pid and the
+/// clock, so two hosts, or pid namespaces, behind one `tcp://` broker do not collide; a ROUTER
+/// ignores a second peer with a routing id in use).
+pub(crate) fn role_uid(role: &str) -> String {
+    format!(
+        "datahub-{role}-{}-{:08x}",
+        std::process::id(),
+        stream_id() as u32
+    )
+}
+
 /// A broker error as one line naming the endpoint, with a hint when nothing answered.
 pub(crate) fn broker_fail(endpoint: &str, what: &str, e: BrokerError) -> Fail {
     let hint = match &e {
@@ -643,7 +654,7 @@ impl Announced {
         p: &Producer,
         wait: Duration,
     ) -> Result<Announced> {
-        let uid = format!("datahub-pub-{}", std::process::id());
+        let uid = role_uid("pub");
         let ep = endpoint.unwrap_or("(default)");
         let client = Client::connect(endpoint, &uid, ClientOptions::default())
             .map_err(|e| broker_fail(ep, "connecting", e))?;

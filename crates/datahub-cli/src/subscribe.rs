@@ -47,7 +47,7 @@ use serde::Serialize;
 use crate::fail::{Fail, Result, clip};
 use crate::frame::{self, Blake2b256, Frame};
 use crate::outdir::{Found, Journal, OutDir};
-use crate::publish::broker_fail;
+use crate::publish::{broker_fail, role_uid};
 
 /// How long one read waits before `sub` checks that the producer is still alive. (Each such
 /// idle wait counts once in the block's `reader_timeouts` metric.)
@@ -412,7 +412,7 @@ impl Joined {
         deadline: Instant,
         wait: Duration,
     ) -> Result<(Joined, ChannelInfo, Consumer)> {
-        let uid = format!("datahub-sub-{}", std::process::id());
+        let uid = role_uid("sub");
         let ep = endpoint.unwrap_or("(default)");
         let client = Client::connect(endpoint, &uid, ClientOptions::default())
             .map_err(|e| broker_fail(ep, "connecting", e))?;
