@@ -100,12 +100,16 @@ pub struct PubArgs {
     /// Register the block with a broker as this channel (every argument is then a file).
     #[arg(long, value_name = "CHANNEL")]
     pub channel: Option<String>,
-    /// Broker endpoint, ipc://PATH (default as for `datahub channels`); needs --channel.
+    /// Broker endpoint, ipc://PATH or tcp://HOST:PORT (with --key and --server-key; default as
+    /// for `datahub channels`); needs --channel.
     #[arg(long, value_name = "EP", requires = "channel")]
     pub broker: Option<String>,
     /// Block name with --channel (default: the channel name).
     #[arg(long, value_name = "NAME", requires = "channel")]
     pub block: Option<String>,
+    /// CURVE keys for a tcp:// broker.
+    #[command(flatten)]
+    pub auth: crate::broker::ClientAuthArgs,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -269,11 +273,7 @@ fn check_signal(name: &str) -> Result {
             sig,
             format!(
                 "interrupted by {}: block {name:?} removed, the stream was not finished",
-                if sig == libc::SIGINT {
-                    "SIGINT"
-                } else {
-                    "SIGTERM"
-                }
+                crate::signals::name(sig)
             ),
         )),
     }
@@ -516,6 +516,7 @@ pub fn run(args: &PubArgs) -> Result<Summary> {
     let _announced = match &args.channel {
         Some(channel) => Some(Announced::register(
             args.broker.as_deref(),
+            args.auth.options()?,
             channel,
             &p,
             args.wait,
@@ -650,13 +651,14 @@ impl Announced {
     /// waiting up to `wait` for the broker's answer.
     fn register(
         endpoint: Option<&str>,
+        options: ClientOptions,
         channel: &str,
         p: &Producer,
         wait: Duration,
     ) -> Result<Announced> {
         let uid = role_uid("pub");
         let ep = endpoint.unwrap_or("(default)");
-        let client = Client::connect(endpoint, &uid, ClientOptions::default())
+        let client = Client::connect(endpoint, &uid, options)
             .map_err(|e| broker_fail(ep, "connecting", e))?;
         let ep = client.endpoint().to_owned();
         // The file framing has no fixed field layout (a slot is a 24-byte header and a body

@@ -1,4 +1,4 @@
-//! SIGINT/SIGTERM as a flag: what `pub` and `broker` poll to stop cleanly.
+//! SIGINT/SIGTERM as a flag: what `pub`, `sub`, `broker` and `exporter` poll to stop cleanly.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -27,4 +27,13 @@ pub fn catch() {
 /// The signal caught so far (0: none).
 pub fn caught() -> i32 {
     SIGNALLED.load(Ordering::SeqCst)
+}
+
+/// `"SIGINT"` or `"SIGTERM"` (the two signals [`catch`] handles), for messages.
+pub fn name(sig: i32) -> &'static str {
+    if sig == libc::SIGINT {
+        "SIGINT"
+    } else {
+        "SIGTERM"
+    }
 }

@@ -21,7 +21,10 @@
 //!
 //! Exit codes: 0 at the end of the stream with every file verified; 1 a file's digest or length
 //! did not match, a slot checksum failed, or the stream ended inside a file; 2 anything else
-//! (no block, a block that is not a file stream, a producer that died or aborted, I/O).
+//! (no block, a block that is not a file stream, a producer that died or aborted, I/O);
+//! 130/143 (128 + the signal) when SIGINT/SIGTERM stopped it after it attached: it stops at a
+//! message boundary, detaches, deregisters from the broker, and leaves a partial file and its
+//! journal for the next `sub` to resume.
 //!
 //! # With a broker (`--broker EP CHANNEL`, or `--channel CHANNEL [--broker EP]`)
 //! `sub` asks the broker for the channel instead of a block name: it discovers it (retrying
@@ -73,12 +76,16 @@ pub struct SubArgs {
     /// (`20s`, `500ms`, or bare seconds): one overall deadline.
     #[arg(long, default_value = "30", value_parser = cli_support::parse_duration)]
     pub wait: Duration,
-    /// Broker endpoint, ipc://PATH; the argument is then a channel name.
+    /// Broker endpoint, ipc://PATH or tcp://HOST:PORT (with --key and --server-key); the
+    /// argument is then a channel name.
     #[arg(long, value_name = "EP")]
     pub broker: Option<String>,
     /// Discover this channel at the broker (default endpoint as for `datahub channels`).
     #[arg(long, value_name = "CHANNEL", conflicts_with = "name")]
     pub channel: Option<String>,
+    /// CURVE keys for a tcp:// broker.
+    #[command(flatten)]
+    pub auth: crate::broker::ClientAuthArgs,
     /// Print the summary as JSON (needs --out).
     #[arg(long)]
     pub json: bool,
@@ -408,13 +415,14 @@ impl Joined {
     /// all by `deadline`.
     fn join(
         endpoint: Option<&str>,
+        options: ClientOptions,
         channel: &str,
         deadline: Instant,
         wait: Duration,
     ) -> Result<(Joined, ChannelInfo, Consumer)> {
         let uid = role_uid("sub");
         let ep = endpoint.unwrap_or("(default)");
-        let client = Client::connect(endpoint, &uid, ClientOptions::default())
+        let client = Client::connect(endpoint, &uid, options)
             .map_err(|e| broker_fail(ep, "connecting", e))?;
         let ep = client.endpoint().to_owned();
         let fp = frame::schema().fingerprint();
@@ -516,7 +524,9 @@ pub fn run(args: &SubArgs) -> Result<Summary> {
     };
     let (joined, block, mut c) = match &channel {
         Some(ch) => {
-            let (j, found, c) = Joined::join(args.broker.as_deref(), ch, deadline, args.wait)?;
+            let options = args.auth.options()?;
+            let (j, found, c) =
+                Joined::join(args.broker.as_deref(), options, ch, deadline, args.wait)?;
             (Some(j), found.block_name, c)
         }
         None => {
@@ -542,6 +552,9 @@ pub fn run(args: &SubArgs) -> Result<Summary> {
             (None, name, c)
         }
     };
+    // From here on SIGINT/SIGTERM end `sub` at a message boundary (see the loop); before, while
+    // it waits for the block or the channel, they end it at once (nothing to undo yet).
+    crate::signals::catch();
     let name = block.as_str();
     // How the block is named in messages: with its channel when there is one.
     let what = match &channel {
@@ -574,6 +587,18 @@ pub fn run(args: &SubArgs) -> Result<Summary> {
     let mut closing: Option<String> = None;
     let mut idle = false;
     loop {
+        // SIGINT/SIGTERM: stop at a message boundary; dropping `joined` deregisters the
+        // consumer and dropping `c` detaches it from the block (a partial file stays for a
+        // successor to resume).
+        if let sig @ 1.. = crate::signals::caught() {
+            return Err(Fail::interrupted(
+                sig,
+                format!(
+                    "{what}: interrupted by {}, the stream was not finished",
+                    crate::signals::name(sig)
+                ),
+            ));
+        }
         if closing.is_none() {
             closing = joined.as_ref().and_then(Joined::closing);
         }

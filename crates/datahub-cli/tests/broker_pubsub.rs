@@ -368,3 +368,36 @@ fn a_second_pub_for_a_live_channel_is_refused_and_removes_its_block() {
     assert_eq!(ch.block_name, first.name());
     drop(publisher);
 }
+
+#[test]
+fn sub_stopped_by_sigterm_exits_143_and_deregisters_at_once() {
+    // The default window: a consumer still registered after the signal would stay so for
+    // 10 s, so seeing none right after `sub` exits proves it deregistered.
+    let broker = TestBroker::slow();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(dir.path(), "a.bin", &noise(10_000, 3));
+    let block = Block::new("bps-subterm");
+    let out = tempfile::tempdir().unwrap();
+    // Two consumers wanted, one comes: `pub` waits and `sub` sits in its read loop.
+    let publisher = spawn_pub(&broker.ep, block.name(), &["--consumers", "2"], &[file]);
+    let sub = spawn_sub(&broker.ep, block.name(), out.path(), &[]);
+    wait_until("pub to log its registered consumer", || {
+        publisher
+            .stderr_so_far()
+            .contains("1 consumer(s) registered with the broker")
+    });
+    signal(sub.pid(), libc::SIGTERM);
+    let done = sub.finish(DEADLINE).expect(128 + 15, "sub after SIGTERM");
+    let line = done.one_line_error();
+    assert!(line.contains("interrupted by SIGTERM"), "{line}");
+    assert!(
+        line.contains(&format!("channel {:?}", block.name())),
+        "{line}"
+    );
+    let c = broker.client("bps-subterm-check");
+    let ch = broker
+        .channel(&c, block.name())
+        .expect("the channel is still there");
+    assert_eq!(ch.consumers, 0, "SIGTERM left the consumer registered");
+    drop(publisher);
+}

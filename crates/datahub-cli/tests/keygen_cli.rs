@@ -1,7 +1,8 @@
 //! `datahub keygen` and CURVE through the CLI: keygen writes a 0644 public and a 0600 secret
 //! file and never overwrites them; `broker --listen tcp://... --keys DIR` serves `channels`
 //! given an allowed `--key` and the broker's `--server-key`, refuses another key, and
-//! plaintext tcp:// is one error line, exit 2.
+//! plaintext tcp:// is one error line, exit 2; `pub --channel`/`sub --broker` with allowed keys
+//! move a file over a CURVE tcp:// broker, and `sub` with a stranger's key is refused.
 
 mod common;
 
@@ -70,44 +71,83 @@ fn keygen_refuses_to_overwrite_with_exit_2() {
     done.one_line_error();
 }
 
+/// A `datahub broker --listen tcp://127.0.0.1:* --keys` whose allowlist holds the `client`
+/// key of `cd` (and not `stranger`'s), with the default liveness window.
+struct CurveBroker {
+    proc: Proc,
+    ep: String,
+    /// The broker's key directory (`server.key` is its public key).
+    kd: std::path::PathBuf,
+    /// `client.key_secret` (allowed) and `stranger.key_secret` (not).
+    cd: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl CurveBroker {
+    fn start() -> CurveBroker {
+        let dir = tempfile::tempdir().unwrap();
+        let kd = dir.path().join("broker-keys");
+        let cd = dir.path().join("client-keys");
+        run(&["keygen", path(&kd), "--name", "server"]).expect(0, "server keygen");
+        run(&["keygen", path(&cd)]).expect(0, "client keygen");
+        run(&["keygen", path(&cd), "--name", "stranger"]).expect(0, "stranger keygen");
+        let allowed = kd.join("allowed");
+        std::fs::create_dir(&allowed).unwrap();
+        std::fs::set_permissions(&allowed, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::copy(cd.join("client.key"), allowed.join("client.key")).unwrap();
+
+        // Port `*`: the broker binds a free one and names it (no race for a port picked here).
+        let proc = Proc::spawn(&[
+            "broker",
+            "--listen",
+            "tcp://127.0.0.1:*",
+            "--keys",
+            path(&kd),
+        ]);
+        wait_until("the broker to listen", || {
+            // The whole line (it ends with the key count).
+            proc.stderr_so_far().contains("allowed client key(s))")
+        });
+        let log = proc.stderr_so_far();
+        let ep = log
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap()
+            .to_owned();
+        assert!(
+            ep.starts_with("tcp://127.0.0.1:") && !ep.ends_with('*'),
+            "{log}"
+        );
+        CurveBroker {
+            proc,
+            ep,
+            kd,
+            cd,
+            _dir: dir,
+        }
+    }
+
+    /// `--key` (this client's secret) and `--server-key` for `name`'s key pair.
+    fn auth(&self, name: &str) -> [String; 4] {
+        [
+            "--key".to_owned(),
+            path(&self.cd.join(format!("{name}.key_secret"))).to_owned(),
+            "--server-key".to_owned(),
+            path(&self.kd.join("server.key")).to_owned(),
+        ]
+    }
+
+    fn stop(self) {
+        signal(self.proc.pid(), libc::SIGTERM);
+        self.proc.finish(DEADLINE).expect(0, "broker after SIGTERM");
+    }
+}
+
 #[test]
 fn a_tcp_broker_with_keys_lists_channels_for_an_allowed_client_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let kd = dir.path().join("broker-keys");
-    let cd = dir.path().join("client-keys");
-    run(&["keygen", path(&kd), "--name", "server"]).expect(0, "server keygen");
-    run(&["keygen", path(&cd)]).expect(0, "client keygen");
-    run(&["keygen", path(&cd), "--name", "stranger"]).expect(0, "stranger keygen");
-    let allowed = kd.join("allowed");
-    std::fs::create_dir(&allowed).unwrap();
-    std::fs::set_permissions(&allowed, std::fs::Permissions::from_mode(0o700)).unwrap();
-    std::fs::copy(cd.join("client.key"), allowed.join("client.key")).unwrap();
-
-    // Port `*`: the broker binds a free one and names it (no race for a port picked here).
-    let broker = Proc::spawn(&[
-        "broker",
-        "--listen",
-        "tcp://127.0.0.1:*",
-        "--keys",
-        path(&kd),
-        "--heartbeat",
-        "20ms",
-    ]);
-    wait_until("the broker to listen", || {
-        // The whole line (it ends with the key count).
-        broker.stderr_so_far().contains("allowed client key(s))")
-    });
-    let log = broker.stderr_so_far();
-    let ep = log
-        .split("listening on ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .unwrap()
-        .to_owned();
-    assert!(
-        ep.starts_with("tcp://127.0.0.1:") && !ep.ends_with('*'),
-        "{log}"
-    );
+    let b = CurveBroker::start();
+    let (broker, ep, kd, cd) = (&b.proc, b.ep.clone(), b.kd.clone(), b.cd.clone());
     assert!(
         broker
             .stderr_so_far()
@@ -115,7 +155,6 @@ fn a_tcp_broker_with_keys_lists_channels_for_an_allowed_client_only() {
         "{}",
         broker.stderr_so_far()
     );
-
     let block = Block::new("curve-cli");
     let p = Producer::create(block.name(), Config::new(Policy::Latest).slot_size(64)).unwrap();
     let opts = ClientOptions {
@@ -168,8 +207,61 @@ fn a_tcp_broker_with_keys_lists_channels_for_an_allowed_client_only() {
 
     drop(c);
     drop(p);
-    signal(broker.pid(), libc::SIGTERM);
-    broker.finish(DEADLINE).expect(0, "broker after SIGTERM");
+    b.stop();
+}
+
+#[test]
+fn pub_and_sub_with_allowed_keys_move_a_file_over_a_curve_tcp_broker() {
+    let b = CurveBroker::start();
+    let files = tempfile::tempdir().unwrap();
+    let file = files.path().join("a.bin");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let block = Block::new("curve-pubsub");
+    let auth = b.auth("client");
+    let auth: Vec<&str> = auth.iter().map(String::as_str).collect();
+    let mut args = vec!["pub", "--broker", &b.ep, "--channel", block.name()];
+    args.extend_from_slice(&auth);
+    args.push(path(&file));
+    let publisher = Proc::spawn(&args);
+
+    // A stranger's key: refused at discovery, one line, exit 2.
+    let stranger = b.auth("stranger");
+    let out = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "sub",
+        "--broker",
+        &b.ep,
+        block.name(),
+        "--out",
+        path(out.path()),
+    ];
+    args.extend(stranger.iter().map(String::as_str));
+    let done = run(&args).expect(2, "sub with a key the broker does not allow");
+    assert!(
+        done.one_line_error()
+            .contains("refused this client's CURVE key"),
+        "{}",
+        done.stderr
+    );
+
+    let mut args = vec![
+        "sub",
+        "--broker",
+        &b.ep,
+        block.name(),
+        "--out",
+        path(out.path()),
+    ];
+    args.extend_from_slice(&auth);
+    run(&args).expect(0, "sub with an allowed key");
+    let copy = std::fs::read(out.path().join("a.bin")).unwrap();
+    assert!(
+        copy == data,
+        "the file received over the CURVE broker differs"
+    );
+    publisher.finish(DEADLINE).expect(0, "pub");
+    b.stop();
 }
 
 #[test]
