@@ -34,9 +34,9 @@
 //! [`frame::SCHEMA_VERSION`], fingerprint the header's named schema [`frame::schema`]; no
 //! `schema.fields`, since the framing has no fixed field layout), waiting up to `--wait` for
 //! the broker's answer (refusals such as `CHANNEL_EXISTS` exit 2). The client's thread
-//! heartbeats the channel while `pub` runs; a watcher thread logs consumer deaths
-//! (`CONSUMER_DIED_NOTIFY`) and changes of the channel's registered consumer count on standard
-//! error. The channel is deregistered before the block is removed, whichever way `pub` ends
+//! heartbeats the channel while `pub` runs; a watcher thread logs consumers joining, leaving
+//! and dying (`CONSUMER_JOINED_NOTIFY`, `CONSUMER_LEFT_NOTIFY`, `CONSUMER_DIED_NOTIFY`) with
+//! the channel's registered consumer count on standard error. The channel is deregistered before the block is removed, whichever way `pub` ends
 //! (also on SIGINT/SIGTERM); after SIGKILL the broker declares it dead after its dead window
 //! and tells the consumers (`CHANNEL_CLOSING_NOTIFY`). `--broker` needs a value; without it
 //! the endpoint is [`datahub::broker::default_endpoint`], as for `datahub channels`.
@@ -613,8 +613,6 @@ impl std::fmt::Display for Summary {
 /// Schema id `pub` registers its channels with (the file framing of [`crate::frame`]).
 pub const SCHEMA_ID: &str = "datahub.files";
 
-/// How often `pub` asks the broker how many consumers its channel has (to log changes).
-const CONSUMER_POLL: Duration = Duration::from_millis(100);
 
 /// `pub --channel`: the block registered with a broker. Its heartbeats run on the client's
 /// thread; a watcher thread logs consumer registrations and deaths on standard error. Dropping
@@ -704,36 +702,46 @@ impl Drop for Announced {
     }
 }
 
-/// Logs, until `stop`, what the broker says about `channel`: consumer deaths (notifications),
-/// re-registrations, and changes of its registered consumer count (polled every
-/// [`CONSUMER_POLL`]: the protocol does not notify a producer of a new consumer).
+/// Logs, until `stop`, what the broker tells the producer of `channel`: consumers joining,
+/// leaving and dying, with the count after each (`CONSUMER_JOINED_NOTIFY`,
+/// `CONSUMER_LEFT_NOTIFY`, `CONSUMER_DIED_NOTIFY`), and re-registrations.
 fn watch_channel(client: &Client, channel: &str, stop: &AtomicBool) {
-    let mut consumers = 0u32;
-    let mut next_poll = Instant::now();
+    let count = |n: u32| format!("{n} consumer(s) registered with the broker");
     while !stop.load(Ordering::Relaxed) {
-        if Instant::now() >= next_poll {
-            next_poll = Instant::now() + CONSUMER_POLL;
-            if let Ok(list) = client.channels(SLICE)
-                && let Some(ch) = list.iter().find(|c| c.channel_name == channel)
-                && ch.consumers != consumers
-            {
-                eprintln!(
-                    "datahub: note: channel {channel:?}: {} consumer(s) registered with the broker (was {consumers})",
-                    ch.consumers
-                );
-                consumers = ch.consumers;
-            }
-        }
         match client.next_notification(Duration::from_millis(50)) {
+            Some(Notification::ConsumerJoined {
+                channel_name,
+                consumer_uid,
+                consumer_pid,
+                consumers,
+            }) if channel_name == channel => eprintln!(
+                "datahub: note: channel {channel:?}: consumer {:?} (pid {consumer_pid}) joined: {}",
+                clip(&consumer_uid),
+                count(consumers)
+            ),
+            Some(Notification::ConsumerLeft {
+                channel_name,
+                consumer_uid,
+                consumer_pid,
+                reason,
+                consumers,
+            }) if channel_name == channel => eprintln!(
+                "datahub: note: channel {channel:?}: consumer {:?} (pid {consumer_pid}) left ({}): {}",
+                clip(&consumer_uid),
+                clip(&reason),
+                count(consumers)
+            ),
             Some(Notification::ConsumerDied {
                 channel_name,
                 consumer_uid,
                 consumer_pid,
                 reason,
+                consumers,
             }) if channel_name == channel => eprintln!(
-                "datahub: note: channel {channel:?}: consumer {:?} (pid {consumer_pid}) died ({})",
+                "datahub: note: channel {channel:?}: consumer {:?} (pid {consumer_pid}) died ({}){}",
                 clip(&consumer_uid),
-                clip(&reason)
+                clip(&reason),
+                consumers.map_or(String::new(), |n| format!(": {}", count(n)))
             ),
             Some(Notification::Reregistered { error, .. }) => match error {
                 None => eprintln!(

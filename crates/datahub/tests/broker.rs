@@ -204,6 +204,19 @@ fn consumer_killed_with_sigkill_is_reported_to_its_producer() {
         &[("EP", broker.endpoint().to_owned())],
     );
     let pid: u32 = kid.expect("ready", PATIENCE).parse().unwrap();
+    // The producer hears of its new consumer (protocol 1.1).
+    let joined = wait_note(&pc, "CONSUMER_JOINED", |n| {
+        matches!(n, Notification::ConsumerJoined { .. })
+    });
+    assert_eq!(
+        joined,
+        Notification::ConsumerJoined {
+            channel_name: "doomed".into(),
+            consumer_uid: "victim".into(),
+            consumer_pid: pid,
+            consumers: 1,
+        }
+    );
     // Alive and heartbeating: still registered after several dead windows.
     std::thread::sleep(HB.dead_after() * 3);
     let list = pc.channels(RPC).unwrap();
@@ -216,23 +229,15 @@ fn consumer_killed_with_sigkill_is_reported_to_its_producer() {
     let n = wait_note(&pc, "CONSUMER_DIED", |n| {
         matches!(n, Notification::ConsumerDied { .. })
     });
-    let Notification::ConsumerDied {
-        channel_name,
-        consumer_uid,
-        consumer_pid,
-        reason,
-    } = n
-    else {
-        unreachable!()
-    };
     assert_eq!(
-        (
-            channel_name.as_str(),
-            consumer_uid.as_str(),
-            consumer_pid,
-            reason.as_str()
-        ),
-        ("doomed", "victim", pid, "heartbeat_timeout")
+        n,
+        Notification::ConsumerDied {
+            channel_name: "doomed".into(),
+            consumer_uid: "victim".into(),
+            consumer_pid: pid,
+            reason: "heartbeat_timeout".into(),
+            consumers: Some(0),
+        }
     );
     assert!(
         killed.elapsed() >= HB.pending_after(),

@@ -23,7 +23,7 @@ import zmq
 
 BIN = os.environ.get("DATAHUB_BIN", "")
 EP = os.environ.get("DATAHUB_BROKER", "")
-PROTOCOL = {"major": 1, "minor": 0}
+PROTOCOL = {"major": 1, "minor": 1}
 FINGERPRINT = re.compile(r"^DHS01_[0-9a-f]{64}$")
 TIMEOUT_MS = 5000
 _uids = itertools.count()
@@ -82,6 +82,16 @@ class Peer:
             msg_type, c, body = self.recv(left)
             if c == corr:
                 return msg_type, body
+
+    def recv_note(self, msg_type, timeout_ms=TIMEOUT_MS):
+        """The next notification (empty correlation id) of type `msg_type`; others are skipped."""
+        end = time.monotonic() + timeout_ms / 1000
+        while True:
+            left = int((end - time.monotonic()) * 1000)
+            assert left > 0, f"no {msg_type} within {timeout_ms} ms"
+            t, c, body = self.recv(left)
+            if c == b"" and t == msg_type:
+                return body
 
     def request(self, msg_type, body):
         corr = str(next(self.corr)).encode()
@@ -215,10 +225,12 @@ def test_channel_list_is_answered_with_a_sorted_list(peer):
     assert names == sorted(names), names
 
 
-def test_a_higher_minor_version_is_accepted(peer):
-    peer.send("CHANNEL_LIST_REQ", {"protocol": {"major": 1, "minor": 9}}, b"m")
-    reply_type, reply = peer.recv_for(b"m")
-    assert reply_type == "CHANNEL_LIST_ACK", reply
+def test_a_higher_or_lower_minor_version_is_accepted(peer):
+    for minor in (9, 0):
+        corr = f"m{minor}".encode()
+        peer.send("CHANNEL_LIST_REQ", {"protocol": {"major": 1, "minor": minor}}, corr)
+        reply_type, reply = peer.recv_for(corr)
+        assert reply_type == "CHANNEL_LIST_ACK", reply
 
 
 def test_discovers_a_channel_that_datahub_pub_registered(peer, tmp_path):
@@ -334,8 +346,16 @@ def test_registers_a_channel_that_datahub_channels_shows(peer):
             {"channel_name": channel, "consumer_pid": os.getpid(), "schema_fingerprint": fp})
         assert reply_type == "CONSUMER_REG_ACK", creg
         assert creg["role_uid"] == peer.uid
+        # Protocol 1.1: the producer hears of its consumer joining and leaving.
+        joined = peer.recv_note("CONSUMER_JOINED_NOTIFY")
+        assert joined["protocol"] == {"major": 1, "minor": 1}, joined
+        assert (joined["channel_name"], joined["consumer_uid"], joined["consumer_pid"],
+                joined["consumers"]) == (channel, other.uid, os.getpid(), 1), joined
         reply_type, _ = other.request("CONSUMER_DEREG_REQ", {"channel_name": channel})
         assert reply_type == "CONSUMER_DEREG_ACK"
+        left = peer.recv_note("CONSUMER_LEFT_NOTIFY")
+        assert (left["channel_name"], left["consumer_uid"], left["reason"],
+                left["consumers"]) == (channel, other.uid, "consumer_deregistered", 0), left
     finally:
         other.close()
     # Registering again with another fingerprint is SCHEMA_MISMATCH.
@@ -395,7 +415,7 @@ def test_bad_requests_get_the_documented_errors(peer):
     peer.send("DISC_REQ", {"protocol": {"major": 2, "minor": 0}, "channel_name": "camera"}, b"f")
     reply_type, reply = peer.recv_for(b"f")
     assert reply_type == "ERROR" and reply["error_code"] == "PROTOCOL_VERSION", reply
-    assert reply["protocol"] == {"major": 1, "minor": 0}, reply
+    assert reply["protocol"] == {"major": 1, "minor": 1}, reply
     # A type protocol 1 does not have.
     expect_error(peer, "FROBNICATE_REQ", {}, "UNKNOWN_MSG_TYPE")
     # No such channel.

@@ -55,6 +55,32 @@ pub enum Notification {
         consumer_pid: u32,
         /// `heartbeat_timeout`.
         reason: String,
+        /// Consumers still registered with the channel (`None` from a 1.0 broker).
+        consumers: Option<u32>,
+    },
+    /// A consumer registered with this producer's channel (protocol 1.1).
+    ConsumerJoined {
+        /// Channel.
+        channel_name: String,
+        /// The consumer's uid.
+        consumer_uid: String,
+        /// Its pid.
+        consumer_pid: u32,
+        /// Consumers registered with the channel now.
+        consumers: u32,
+    },
+    /// A consumer of this producer's channel deregistered (protocol 1.1).
+    ConsumerLeft {
+        /// Channel.
+        channel_name: String,
+        /// The consumer's uid.
+        consumer_uid: String,
+        /// Its pid.
+        consumer_pid: u32,
+        /// `consumer_deregistered`.
+        reason: String,
+        /// Consumers still registered with the channel.
+        consumers: u32,
     },
     /// A channel this consumer registered with is going away.
     ChannelClosing {
@@ -813,16 +839,33 @@ impl Io {
                 .unwrap_or("")
                 .to_owned()
         };
+        let n = |k: &str| {
+            reply
+                .body
+                .get(k)
+                .and_then(Value::as_u64)
+                .map(|v| v.min(u64::from(u32::MAX)) as u32)
+        };
         let note = match reply.msg_type.as_str() {
             msg::CONSUMER_DIED_NOTIFY => Notification::ConsumerDied {
                 channel_name: s("channel_name"),
                 consumer_uid: s("consumer_uid"),
-                consumer_pid: reply
-                    .body
-                    .get("consumer_pid")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0) as u32,
+                consumer_pid: n("consumer_pid").unwrap_or(0),
                 reason: s("reason"),
+                consumers: n("consumers"),
+            },
+            msg::CONSUMER_JOINED_NOTIFY => Notification::ConsumerJoined {
+                channel_name: s("channel_name"),
+                consumer_uid: s("consumer_uid"),
+                consumer_pid: n("consumer_pid").unwrap_or(0),
+                consumers: n("consumers").unwrap_or(0),
+            },
+            msg::CONSUMER_LEFT_NOTIFY => Notification::ConsumerLeft {
+                channel_name: s("channel_name"),
+                consumer_uid: s("consumer_uid"),
+                consumer_pid: n("consumer_pid").unwrap_or(0),
+                reason: s("reason"),
+                consumers: n("consumers").unwrap_or(0),
             },
             msg::CHANNEL_CLOSING_NOTIFY => {
                 let channel_name = s("channel_name");

@@ -377,17 +377,13 @@ impl Registry {
             for uid in dead_consumers {
                 let c = ch.consumers.remove(&uid).expect("listed above");
                 self.counters.consumers_died += 1;
-                step.out.push(Outgoing {
-                    identity: ch.info.role_uid.as_bytes().to_vec(),
-                    msg_type: msg::CONSUMER_DIED_NOTIFY,
-                    correlation_id: Vec::new(),
-                    body: wire::body(json!({
-                        "channel_name": name,
-                        "consumer_uid": uid,
-                        "consumer_pid": c.pid,
-                        "reason": wire::REASON_HEARTBEAT_TIMEOUT,
-                    })),
-                });
+                step.out.push(consumer_note(
+                    ch,
+                    msg::CONSUMER_DIED_NOTIFY,
+                    &uid,
+                    c.pid,
+                    Some(wire::REASON_HEARTBEAT_TIMEOUT),
+                ));
                 step.events.push(Event::ConsumerRemoved {
                     channel: name.clone(),
                     uid,
@@ -693,7 +689,8 @@ impl Registry {
             .channels
             .get_mut(&req.channel_name)
             .expect("found above");
-        if !ch.consumers.contains_key(uid) && ch.consumers.len() >= max {
+        let known = ch.consumers.get(uid).map(|c| c.pid);
+        if known.is_none() && ch.consumers.len() >= max {
             return Err(refuse(
                 ErrorCode::RegistryFull,
                 format!("channel {:?} has {max} consumers", req.channel_name),
@@ -706,6 +703,17 @@ impl Registry {
                 alive: Alive::at(now, true),
             },
         );
+        // The producer hears of a new consumer (or of a uid now held by another process), not
+        // of a re-registration after a broker restart or a repeated request.
+        if known != Some(req.consumer_pid) {
+            step.out.push(consumer_note(
+                ch,
+                msg::CONSUMER_JOINED_NOTIFY,
+                uid,
+                req.consumer_pid,
+                None,
+            ));
+        }
         self.counters.consumer_registrations += 1;
         step.events.push(Event::ConsumerRegistered {
             channel: req.channel_name.clone(),
@@ -719,18 +727,24 @@ impl Registry {
     }
 
     fn consumer_deregister(&mut self, uid: &str, req: ChannelOnly, step: &mut Step) -> Reply {
-        let removed = self
-            .channels
-            .get_mut(&req.channel_name)
-            .and_then(|ch| ch.consumers.remove(uid));
-        if removed.is_none() {
+        let Some(ch) = self.channels.get_mut(&req.channel_name) else {
             return Err(not_registered(&req.channel_name, Role::Consumer));
-        }
+        };
+        let Some(removed) = ch.consumers.remove(uid) else {
+            return Err(not_registered(&req.channel_name, Role::Consumer));
+        };
+        step.out.push(consumer_note(
+            ch,
+            msg::CONSUMER_LEFT_NOTIFY,
+            uid,
+            removed.pid,
+            Some(wire::REASON_CONSUMER_DEREGISTERED),
+        ));
         self.counters.consumer_deregistrations += 1;
         step.events.push(Event::ConsumerRemoved {
             channel: req.channel_name.clone(),
             uid: uid.to_owned(),
-            reason: "consumer_deregistered",
+            reason: wire::REASON_CONSUMER_DEREGISTERED,
         });
         Ok((
             msg::CONSUMER_DEREG_ACK,
@@ -815,6 +829,32 @@ impl Registry {
             uptime_ms: now.saturating_sub(self.started).as_millis() as u64,
             auth: None,
         }))
+    }
+}
+
+/// A notification to `ch`'s producer about consumer `uid`: `CONSUMER_JOINED_NOTIFY` (no
+/// reason), `CONSUMER_LEFT_NOTIFY` or `CONSUMER_DIED_NOTIFY`, with the consumer count after it.
+fn consumer_note(
+    ch: &Channel,
+    msg_type: &'static str,
+    uid: &str,
+    pid: u32,
+    reason: Option<&str>,
+) -> Outgoing {
+    let mut body = json!({
+        "channel_name": ch.info.channel_name,
+        "consumer_uid": uid,
+        "consumer_pid": pid,
+        "consumers": ch.consumers.len(),
+    });
+    if let Some(r) = reason {
+        body["reason"] = json!(r);
+    }
+    Outgoing {
+        identity: ch.info.role_uid.as_bytes().to_vec(),
+        msg_type,
+        correlation_id: Vec::new(),
+        body: wire::body(body),
     }
 }
 

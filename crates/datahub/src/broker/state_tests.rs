@@ -242,6 +242,7 @@ fn a_silent_consumer_is_reported_dead_to_its_producer() {
     assert_eq!(n.body["consumer_uid"], "cons");
     assert_eq!(n.body["consumer_pid"], 7);
     assert_eq!(n.body["reason"], "heartbeat_timeout");
+    assert_eq!(n.body["consumers"], 0);
     assert_eq!(r.channel_state("ch"), Some(Liveness::Live));
 }
 
@@ -629,4 +630,75 @@ fn the_registry_is_capped() {
         code(&ask(&mut r, ms(0), "c2", msg::CONSUMER_REG_REQ, &creg)),
         "REGISTRY_FULL"
     );
+}
+
+/// The notifications `step` sends to `uid` (empty correlation id).
+fn notes_to<'a>(step: &'a Step, uid: &str) -> Vec<&'a Outgoing> {
+    step.out
+        .iter()
+        .filter(|o| o.identity == uid.as_bytes() && o.correlation_id.is_empty())
+        .collect()
+}
+
+#[test]
+fn a_producer_hears_of_consumers_joining_and_leaving_but_not_of_repeats() {
+    let mut r = new();
+    ask(
+        &mut r,
+        ms(0),
+        "prod",
+        msg::REG_REQ,
+        &info("prod", "ch", Scalar::F64),
+    );
+    let reg = |pid: u32| p(json!({"channel_name": "ch", "consumer_pid": pid}));
+    let step = r.handle(ms(1), &frames("c1", msg::CONSUMER_REG_REQ, "1", &reg(7)));
+    let notes = notes_to(&step, "prod");
+    assert_eq!(notes.len(), 1, "{:?}", step.out);
+    assert_eq!(notes[0].msg_type, msg::CONSUMER_JOINED_NOTIFY);
+    assert_eq!(notes[0].body["channel_name"], "ch");
+    assert_eq!(notes[0].body["consumer_uid"], "c1");
+    assert_eq!(notes[0].body["consumer_pid"], 7);
+    assert_eq!(notes[0].body["consumers"], 1);
+    assert_eq!(notes[0].body["protocol"]["minor"], 1);
+
+    // The same uid and pid again (a repeated request, a re-registration after a broker
+    // restart): nothing new to tell.
+    let step = r.handle(ms(2), &frames("c1", msg::CONSUMER_REG_REQ, "2", &reg(7)));
+    assert!(notes_to(&step, "prod").is_empty(), "{:?}", step.out);
+    // The uid now held by another process: told again.
+    let step = r.handle(ms(3), &frames("c1", msg::CONSUMER_REG_REQ, "3", &reg(8)));
+    assert_eq!(
+        notes_to(&step, "prod")[0].msg_type,
+        msg::CONSUMER_JOINED_NOTIFY
+    );
+    let step = r.handle(ms(4), &frames("c2", msg::CONSUMER_REG_REQ, "4", &reg(9)));
+    assert_eq!(notes_to(&step, "prod")[0].body["consumers"], 2);
+
+    let step = r.handle(
+        ms(5),
+        &frames(
+            "c1",
+            msg::CONSUMER_DEREG_REQ,
+            "5",
+            &p(json!({"channel_name": "ch"})),
+        ),
+    );
+    let notes = notes_to(&step, "prod");
+    assert_eq!(notes.len(), 1, "{:?}", step.out);
+    assert_eq!(notes[0].msg_type, msg::CONSUMER_LEFT_NOTIFY);
+    assert_eq!(notes[0].body["consumer_uid"], "c1");
+    assert_eq!(notes[0].body["consumer_pid"], 8);
+    assert_eq!(notes[0].body["reason"], "consumer_deregistered");
+    assert_eq!(notes[0].body["consumers"], 1);
+    // A refused deregistration tells the producer nothing.
+    let step = r.handle(
+        ms(6),
+        &frames(
+            "c1",
+            msg::CONSUMER_DEREG_REQ,
+            "6",
+            &p(json!({"channel_name": "ch"})),
+        ),
+    );
+    assert!(notes_to(&step, "prod").is_empty(), "{:?}", step.out);
 }

@@ -1,4 +1,4 @@
-//! Wire protocol 1.0: frames, message names, bodies and their limits (`docs/datahub-broker.md`
+//! Wire protocol 1.1: frames, message names, bodies and their limits (`docs/datahub-broker.md`
 //! is the specification; this module is its Rust half).
 //!
 //! A client (ZeroMQ DEALER, `routing_id` = its role uid) sends four frames
@@ -16,8 +16,10 @@ use crate::schema::{Field, Fingerprint, Scalar, SchemaLayout, ZoneLayout};
 pub const MAGIC: &[u8] = b"C";
 /// Protocol major version: a body with another major is refused (`PROTOCOL_VERSION`).
 pub const PROTOCOL_MAJOR: u32 = 1;
-/// Protocol minor version: any minor of the same major is accepted.
-pub const PROTOCOL_MINOR: u32 = 0;
+/// Protocol minor version: any minor of the same major is accepted. 1.1 added
+/// `CONSUMER_JOINED_NOTIFY`, `CONSUMER_LEFT_NOTIFY` and the `consumers` count of the consumer
+/// notifications (a 1.0 client ignores them).
+pub const PROTOCOL_MINOR: u32 = 1;
 /// Default largest message part the broker accepts, bytes (`ZMQ_MAXMSGSIZE`: a peer sending
 /// a bigger one is disconnected by libzmq before the part is buffered).
 pub const MAX_BODY: usize = 1 << 20;
@@ -62,6 +64,10 @@ pub mod msg {
     pub const HEARTBEAT_NOTIFY: &str = "HEARTBEAT_NOTIFY";
     /// Broker to producer: one of its consumers is gone.
     pub const CONSUMER_DIED_NOTIFY: &str = "CONSUMER_DIED_NOTIFY";
+    /// Broker to producer: a consumer registered with its channel (protocol 1.1).
+    pub const CONSUMER_JOINED_NOTIFY: &str = "CONSUMER_JOINED_NOTIFY";
+    /// Broker to producer: a consumer deregistered from its channel (protocol 1.1).
+    pub const CONSUMER_LEFT_NOTIFY: &str = "CONSUMER_LEFT_NOTIFY";
     /// Broker to consumers: the channel is going away.
     pub const CHANNEL_CLOSING_NOTIFY: &str = "CHANNEL_CLOSING_NOTIFY";
     /// List the registered channels.
@@ -84,6 +90,8 @@ pub mod msg {
 pub const REASON_HEARTBEAT_TIMEOUT: &str = "heartbeat_timeout";
 /// `reason` of a `CHANNEL_CLOSING_NOTIFY` after the producer's `DEREG_REQ`.
 pub const REASON_DEREGISTERED: &str = "producer_deregistered";
+/// `reason` of a `CONSUMER_LEFT_NOTIFY` after the consumer's `CONSUMER_DEREG_REQ`.
+pub const REASON_CONSUMER_DEREGISTERED: &str = "consumer_deregistered";
 
 /// Why a request was refused: `error_code` of an `ERROR` body.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -157,7 +165,7 @@ pub struct ProtocolVersion {
 }
 
 impl ProtocolVersion {
-    /// This library's version, 1.0.
+    /// This library's version, 1.1.
     pub const CURRENT: ProtocolVersion = ProtocolVersion {
         major: PROTOCOL_MAJOR,
         minor: PROTOCOL_MINOR,
@@ -447,8 +455,8 @@ pub struct BrokerMetrics {
     pub consumers: u64,
     /// Milliseconds since the broker started.
     pub uptime_ms: u64,
-    /// CURVE handshakes, on a broker with keys (absent otherwise; added in protocol 1.0 as
-    /// an optional field, so older readers ignore it).
+    /// CURVE handshakes, on a broker with keys (absent otherwise; an optional field since
+    /// protocol 1.1, so 1.0 readers ignore it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthCounters>,
 }
