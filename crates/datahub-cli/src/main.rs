@@ -5,7 +5,20 @@
 //! work on a block the caller may only read; `recover`, `reset-slot` and `validate --repair`
 //! use [`datahub::Admin`] and say what they did; `remove` deletes a block whose producer is
 //! dead. Names that are links, FIFOs or directories are refused by the library's opener
-//! (`docs/failure-model/datahub.md`). `pub`/`sub` stream files through a lossless block with the framing of [`frame`].
+//! (`docs/failure-model/datahub.md`). `pub`/`sub` stream files through a lossless block with
+//! the framing of [`frame`].
+//!
+//! The hub (`docs/datahub-broker.md`): `broker` runs the ZeroMQ broker in the foreground
+//! (`ipc://` under a 0700 directory, or `tcp://` only with CURVE keys, `--keys DIR`);
+//! `keygen` writes CURVE key pairs in the format pyzmq's `zmq.auth` reads; `channels` lists
+//! what is registered. With `--channel CHANNEL [--broker EP]`, `pub` registers its block as a
+//! channel (schema `datahub.files` v1), heartbeats it, logs consumers joining, leaving and
+//! dying, and deregisters on exit (also on SIGINT/SIGTERM); `sub --broker EP CHANNEL` (or
+//! `--channel`) discovers the channel, checks the block against the announcement, registers as
+//! a consumer, and fails (exit 2) naming the channel if it closes before the end of the
+//! stream. `--key FILE --server-key FILE` authenticate a client to a CURVE broker.
+//! `exporter` serves Prometheus `/metrics` for every block it can see (and a broker's
+//! counters), for `dashboards/datahub.json` and `alerts/datahub.rules.yml`.
 //!
 //! Exit codes: 0 ok; 1 a check failed (`diagnose`/`validate` found problems, a received file's
 //! digest did not match, `reset-slot`/`recover` refused to touch a live owner); 2 usage or input
