@@ -2,7 +2,8 @@
 //! right labels, a consumer that stops reading shows growing lag, hostile entries of the
 //! shared-memory directory are counted and not followed and do not fail the scrape, the
 //! exposition passes `promtool check metrics`, a broker's counters (and a silent broker's
-//! `datahub_broker_up 0`), and SIGTERM stops it with exit 0.
+//! `datahub_broker_up 0`), at most `--max-blocks` blocks per scrape, and SIGTERM stops it with
+//! exit 0.
 //!
 //! Blocks are made in this process (a real producer and consumer of the library) in the real
 //! shared-memory directory, under a name prefix unique to the test that the exporter is given
@@ -340,4 +341,31 @@ fn sigterm_stops_the_exporter_with_exit_0_and_a_bad_listen_address_is_exit_2() {
         "{}",
         done.stderr
     );
+}
+
+#[test]
+fn blocks_beyond_max_blocks_are_counted_as_over_limit_not_shown() {
+    let p = prefix("bound");
+    let _blocks: Vec<Producer> = (0..3).map(|i| producer(&format!("{p}{i}"), 4)).collect();
+    let exp = Exporter::start(&["exporter", "--prefix", &p, "--max-blocks", "2"]);
+    let text = exp.scrape();
+    assert_eq!(
+        value(&text, "datahub_exporter_blocks", &[]),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "datahub_exporter_block_errors",
+            &[("reason", "over_limit")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    let shown = samples(&text)
+        .into_iter()
+        .filter(|s| s.name == "datahub_slots")
+        .count();
+    assert_eq!(shown, 2);
 }
