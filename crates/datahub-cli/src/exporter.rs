@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use datahub::broker::{BrokerMetrics, Client, ClientOptions};
+use datahub::broker::{BrokerMetrics, Client};
 use datahub::{Inspector, Listed};
 use metrics_endpoint::{Reply, Request};
 use prom_text::{Builder, LabelValue, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
@@ -50,9 +50,13 @@ pub struct ExporterArgs {
     /// Address to serve /metrics on (port 0: any free port; the bound address is printed).
     #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR:PORT")]
     pub listen: String,
-    /// Also export this broker's counters as datahub_broker_* (ipc://PATH).
+    /// Also export this broker's counters as datahub_broker_* (ipc://PATH, or tcp://HOST:PORT
+    /// with --key and --server-key).
     #[arg(long, value_name = "EP")]
     pub broker: Option<String>,
+    /// CURVE keys for a tcp:// broker.
+    #[command(flatten)]
+    pub auth: crate::broker::ClientAuthArgs,
     /// How long a scrape waits for the broker's METRICS_ACK (e.g. 300ms).
     #[arg(long, default_value = "500ms", value_parser = cli_support::parse_duration)]
     pub broker_timeout: Duration,
@@ -301,6 +305,26 @@ fn broker_families(b: &mut Builder, m: Option<&BrokerMetrics>) {
         "Time since the broker started",
         m.uptime_ms as f64 / 1e3,
     );
+    // A CURVE broker's handshakes (absent from a broker without keys).
+    if let Some(a) = &m.auth {
+        let f = b.counters::<Vec<(&'static str, LabelValue)>>(
+            "broker_auth_handshakes",
+            "CURVE handshakes by outcome: allowed (ZAP 200), refused (ZAP 400: a key not in the allowlist), failed (before ZAP: another server key, a plaintext or malformed peer)",
+        );
+        for (outcome, v) in [
+            ("allowed", a.allowed),
+            ("refused", a.refused),
+            ("failed", a.handshake_failed),
+        ] {
+            f.get_or_create(&vec![("outcome", LabelValue(outcome.to_owned()))])
+                .inc_by(v);
+        }
+        b.counter(
+            "broker_auth_unauthenticated_messages",
+            "Messages dropped because their connection had no ZAP user id (a guard; never expected)",
+            a.unauthenticated,
+        );
+    }
 }
 
 /// Serves until SIGINT or SIGTERM.
@@ -315,7 +339,7 @@ pub fn run(args: &ExporterArgs) -> Result {
         None => None,
         Some(ep) => {
             let uid = format!("datahub-exporter-{}", std::process::id());
-            let c = Client::connect(Some(ep), &uid, ClientOptions::default())
+            let c = Client::connect(Some(ep), &uid, args.auth.options()?)
                 .map_err(|e| Fail::usage(format!("broker: {e}")))?;
             Some((c, args.broker_timeout))
         }

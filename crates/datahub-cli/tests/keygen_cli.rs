@@ -2,9 +2,12 @@
 //! file and never overwrites them; `broker --listen tcp://... --keys DIR` serves `channels`
 //! given an allowed `--key` and the broker's `--server-key`, refuses another key, and
 //! plaintext tcp:// is one error line, exit 2; `pub --channel`/`sub --broker` with allowed keys
-//! move a file over a CURVE tcp:// broker, and `sub` with a stranger's key is refused.
+//! move a file over a CURVE tcp:// broker, and `sub` with a stranger's key is refused;
+//! `exporter --broker tcp://... --key ... --server-key ...` shows the broker's handshake
+//! counters by outcome.
 
 mod common;
+mod exporter_support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -278,4 +281,37 @@ fn plaintext_tcp_is_one_error_line_and_exit_2() {
     assert!(line.contains("server.key_secret"), "{line}");
     // Only one of the client's two key flags.
     run(&["channels", "--broker", &ep, "--key", "/nonexistent"]).expect(2, "--key alone");
+}
+
+#[test]
+fn the_exporter_shows_a_curve_broker_s_handshakes_by_outcome() {
+    let b = CurveBroker::start();
+    // One refused handshake (a stranger's key), before the exporter's own allowed one.
+    let stranger = b.auth("stranger");
+    let mut args = vec!["channels", "--broker", &b.ep];
+    args.extend(stranger.iter().map(String::as_str));
+    run(&args).expect(2, "channels with a key the broker does not allow");
+
+    let auth = b.auth("client");
+    let mut args = vec!["exporter", "--broker", &b.ep, "--prefix", "no-such-block-"];
+    args.extend(auth.iter().map(String::as_str));
+    let exp = exporter_support::Exporter::start(&args);
+    let (mut up, mut allowed, mut refused) = (None, None, None);
+    wait_until("the broker's counters in a scrape", || {
+        let text = exp.scrape();
+        let outcome = |o: &str| {
+            exporter_support::value(
+                &text,
+                "datahub_broker_auth_handshakes_total",
+                &[("outcome", o)],
+            )
+        };
+        up = exporter_support::value(&text, "datahub_broker_up", &[]);
+        (allowed, refused) = (outcome("allowed"), outcome("refused"));
+        up == Some(1.0)
+    });
+    assert!(allowed.is_some_and(|n| n >= 1.0), "allowed: {allowed:?}");
+    assert!(refused.is_some_and(|n| n >= 1.0), "refused: {refused:?}");
+    drop(exp);
+    b.stop();
 }

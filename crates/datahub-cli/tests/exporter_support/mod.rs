@@ -45,8 +45,12 @@ impl Exporter {
         let deadline = Instant::now() + START_DEADLINE;
         loop {
             let log = e.stderr();
-            if let Some(rest) = log.split("serving http://").nth(1) {
-                let addr = rest.split('/').next().unwrap();
+            // Only a whole line: the exporter's write may be read half done (a port cut short
+            // would still parse).
+            if let Some(rest) = log.split("serving http://").nth(1)
+                && let Some((line, _)) = rest.split_once('\n')
+            {
+                let addr = line.split('/').next().unwrap();
                 e.addr = addr
                     .parse()
                     .unwrap_or_else(|_| panic!("address in {log:?}"));
