@@ -70,21 +70,6 @@ impl TestBroker {
     }
 }
 
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            files_under(&p, out);
-        } else if p.is_file() {
-            out.push(p);
-        }
-    }
-}
-
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -102,6 +87,37 @@ fn spawn_sub(ep: &str, channel: &str, out: &Path, extra: &[&str]) -> Proc {
     let mut args = vec!["sub", "--broker", ep, channel, "--out", path(out), "--json"];
     args.extend_from_slice(extra);
     Proc::spawn(&args)
+}
+
+/// A `pub --consumers 2` with one `sub` attached: `pub` waits for the second consumer and
+/// `sub` sits in its read loop (both registered with the broker, `pub` has logged the `sub`).
+struct Waiting {
+    block: Block,
+    publisher: Proc,
+    sub: Proc,
+    _dirs: [tempfile::TempDir; 2],
+}
+
+impl Waiting {
+    fn start(broker: &TestBroker, name: &str) -> Waiting {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write_file(dir.path(), "a.bin", &noise(10_000, 2));
+        let block = Block::new(name);
+        let out = tempfile::tempdir().unwrap();
+        let publisher = spawn_pub(&broker.ep, block.name(), &["--consumers", "2"], &[file]);
+        let sub = spawn_sub(&broker.ep, block.name(), out.path(), &[]);
+        wait_until("pub to log its registered consumer", || {
+            publisher
+                .stderr_so_far()
+                .contains("1 consumer(s) registered with the broker")
+        });
+        Waiting {
+            block,
+            publisher,
+            sub,
+            _dirs: [dir, out],
+        }
+    }
 }
 
 /// Every file in `files` is in `out` under its base name with the source's digest, and the
@@ -124,8 +140,7 @@ fn every_shared_file_crosses_a_brokered_channel_with_its_digest_intact() {
     let Some(data) = common::shared_data() else {
         return;
     };
-    let mut files = Vec::new();
-    files_under(&data, &mut files);
+    let files = common::files_under(&data);
     assert!(files.len() >= 3, "too few files in {}", data.display());
     // The default dead window (10 s): a channel gone right after `pub` exits was deregistered.
     let broker = TestBroker::slow();
@@ -292,17 +307,12 @@ fn sub_fails_naming_the_channel_when_the_broker_closes_it_before_the_end() {
 #[test]
 fn pub_logs_a_dead_consumer_and_deregisters_on_sigterm() {
     let broker = TestBroker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let file = write_file(dir.path(), "a.bin", &noise(10_000, 2));
-    let block = Block::new("bps-died");
-    let out = tempfile::tempdir().unwrap();
-    let publisher = spawn_pub(&broker.ep, block.name(), &["--consumers", "2"], &[file]);
-    let sub = spawn_sub(&broker.ep, block.name(), out.path(), &[]);
-    wait_until("pub to log its registered consumer", || {
-        publisher
-            .stderr_so_far()
-            .contains("1 consumer(s) registered with the broker")
-    });
+    let Waiting {
+        block,
+        publisher,
+        sub,
+        _dirs,
+    } = Waiting::start(&broker, "bps-died");
     signal(sub.pid(), libc::SIGKILL);
     wait_until("pub to log the dead consumer", || {
         publisher
@@ -374,18 +384,12 @@ fn sub_stopped_by_sigterm_exits_143_and_deregisters_at_once() {
     // The default window: a consumer still registered after the signal would stay so for
     // 10 s, so seeing none right after `sub` exits proves it deregistered.
     let broker = TestBroker::slow();
-    let dir = tempfile::tempdir().unwrap();
-    let file = write_file(dir.path(), "a.bin", &noise(10_000, 3));
-    let block = Block::new("bps-subterm");
-    let out = tempfile::tempdir().unwrap();
-    // Two consumers wanted, one comes: `pub` waits and `sub` sits in its read loop.
-    let publisher = spawn_pub(&broker.ep, block.name(), &["--consumers", "2"], &[file]);
-    let sub = spawn_sub(&broker.ep, block.name(), out.path(), &[]);
-    wait_until("pub to log its registered consumer", || {
-        publisher
-            .stderr_so_far()
-            .contains("1 consumer(s) registered with the broker")
-    });
+    let Waiting {
+        block,
+        publisher,
+        sub,
+        _dirs,
+    } = Waiting::start(&broker, "bps-subterm");
     signal(sub.pid(), libc::SIGTERM);
     let done = sub.finish(DEADLINE).expect(128 + 15, "sub after SIGTERM");
     let line = done.one_line_error();

@@ -10,7 +10,6 @@
 mod common;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -18,28 +17,12 @@ use common::{Block, DEADLINE, Proc, blake2b};
 use datahub::{ChecksumPolicy, Config, Consumer, Error, Expectations, Policy, Producer};
 use serde::Deserialize;
 
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            files_under(&p, out);
-        } else if p.is_file() {
-            out.push(p);
-        }
-    }
-}
-
 #[test]
 fn every_shared_file_crosses_one_block_intact() {
     let Some(data) = common::shared_data() else {
         return;
     };
-    let mut files = Vec::new();
-    files_under(&data, &mut files);
+    let files = common::files_under(&data);
     let has = |suffix: &str| files.iter().any(|f| f.to_str().unwrap().ends_with(suffix));
     assert!(
         has(".json") && has(".json.gz"),

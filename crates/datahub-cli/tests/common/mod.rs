@@ -251,6 +251,27 @@ pub fn shared_data() -> Option<PathBuf> {
 }
 
 /// Path of block `name`'s segment (this test process never sets `DATAHUB_SHM_DIR`).
+/// Every regular file under `dir`, depth first, each directory's entries in name order.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.is_file() {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out
+}
+
 pub fn shm_path(name: &str) -> PathBuf {
     datahub::shm_dir().join(name)
 }
