@@ -613,7 +613,6 @@ impl std::fmt::Display for Summary {
 /// Schema id `pub` registers its channels with (the file framing of [`crate::frame`]).
 pub const SCHEMA_ID: &str = "datahub.files";
 
-
 /// `pub --channel`: the block registered with a broker. Its heartbeats run on the client's
 /// thread; a watcher thread logs consumer registrations and deaths on standard error. Dropping
 /// it stops the watcher and deregisters the channel (consumers get `CHANNEL_CLOSING_NOTIFY`).
