@@ -95,6 +95,21 @@ fn broker_fail(e: BrokerError) -> Fail {
     Fail::usage(format!("broker: {e}"))
 }
 
+/// One log line on standard error, `datahub broker: ...`. A closed standard error (the log
+/// piped into `head`) is ignored: the broker keeps serving, unlike `eprintln!`, which panics.
+fn log(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "datahub broker: {line}");
+}
+
+/// A value's name on the wire and in `--json` (`latest`, `sequential_sync`, ...).
+fn wire_name<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
 /// Runs a broker until SIGINT or SIGTERM.
 pub fn run_broker(args: &BrokerArgs) -> Result {
     if args.heartbeat < Duration::from_millis(1) {
@@ -116,7 +131,7 @@ pub fn run_broker(args: &BrokerArgs) -> Result {
         curve,
         ..BrokerConfig::default()
     }
-    .on_event(|e| eprintln!("datahub broker: {e}"));
+    .on_event(|e| log(format_args!("{e}")));
     let broker = Broker::bind(config).map_err(broker_fail)?;
     crate::signals::catch();
     let stop = broker.stop_handle();
@@ -124,13 +139,13 @@ pub fn run_broker(args: &BrokerArgs) -> Result {
         Some(n) => format!("CURVE, {n} allowed client key(s)"),
         None => "no CURVE keys".to_owned(),
     };
-    eprintln!(
-        "datahub broker: listening on {} (heartbeat {} ms, pending after {}, dead after {} more; {auth})",
+    log(format_args!(
+        "listening on {} (heartbeat {} ms, pending after {}, dead after {} more; {auth})",
         broker.endpoint(),
         hb.interval_ms,
         hb.pending_after_misses,
         hb.dead_after_misses
-    );
+    ));
     let watcher = std::thread::spawn(move || {
         while crate::signals::caught() == 0 && !stop.is_stopped() {
             std::thread::sleep(Duration::from_millis(20));
@@ -141,7 +156,7 @@ pub fn run_broker(args: &BrokerArgs) -> Result {
     let _ = watcher.join();
     let sig = crate::signals::caught();
     result.map_err(broker_fail)?;
-    eprintln!("datahub broker: stopped (signal {sig})");
+    log(format_args!("stopped (signal {sig})"));
     Ok(())
 }
 
@@ -153,7 +168,7 @@ struct Listing<'a> {
 
 /// Lists the broker's channels.
 pub fn run_channels(args: &ChannelsArgs) -> Result<String> {
-    let uid = format!("datahub-cli-{}", std::process::id());
+    let uid = crate::publish::role_uid("channels");
     let c =
         Client::connect(args.broker.as_deref(), &uid, args.auth.options()?).map_err(broker_fail)?;
     let list = c.channels(args.timeout).map_err(|e| match e {
@@ -182,7 +197,7 @@ pub fn run_channels(args: &ChannelsArgs) -> Result<String> {
             ch.channel_name,
             ch.state,
             ch.consumers,
-            format!("{:?}", ch.policy),
+            wire_name(&ch.policy),
             ch.block_name,
             ch.schema.id,
             ch.schema.version,

@@ -338,7 +338,7 @@ pub fn run(args: &ExporterArgs) -> Result {
     let broker = match &args.broker {
         None => None,
         Some(ep) => {
-            let uid = format!("datahub-exporter-{}", std::process::id());
+            let uid = crate::publish::role_uid("exporter");
             let c = Client::connect(Some(ep), &uid, args.auth.options()?)
                 .map_err(|e| Fail::usage(format!("broker: {e}")))?;
             Some((c, args.broker_timeout))

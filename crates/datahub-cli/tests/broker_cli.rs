@@ -16,7 +16,9 @@ fn channels_json_lists_a_channel_registered_with_a_running_broker() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("b.sock");
     let ep = format!("ipc://{}", sock.display());
-    let broker = Proc::spawn(&["broker", "--listen", &ep, "--heartbeat", "20ms"]);
+    // Dead after 20 silent intervals of 50 ms (1 s): short for the removal checked below,
+    // long enough that a live client's delayed heartbeats on a busy machine are not missed.
+    let broker = Proc::spawn(&["broker", "--listen", &ep, "--heartbeat", "50ms"]);
     wait_until("the broker's socket", || sock.exists());
 
     let block = Block::new("brk");
@@ -59,10 +61,10 @@ fn channels_json_lists_a_channel_registered_with_a_running_broker() {
     let table = run(&["channels", "--broker", &ep])
         .expect(0, "channels")
         .text();
-    assert!(
-        table.lines().nth(1).unwrap().starts_with("cli.chan "),
-        "{table}"
-    );
+    let row = table.lines().nth(1).unwrap();
+    assert!(row.starts_with("cli.chan "), "{table}");
+    // The policy as on the wire and in --json, not Rust's Debug name.
+    assert!(row.contains(" sequential "), "{table}");
 
     drop(c);
     drop(p);

@@ -202,3 +202,55 @@ impl ChannelInfo {
         Ok(c)
     }
 }
+
+impl Producer {
+    /// Registers this producer's block with a broker as channel `channel`:
+    /// [`ChannelInfo::from_producer`] then [`super::Client::register`]. The client's thread
+    /// then heartbeats the channel while `client` lives; [`super::Client::deregister`] (or
+    /// dropping the client, after the broker's dead window) removes it.
+    ///
+    /// # Errors
+    /// As [`ChannelInfo::from_producer`]; [`BrokerError::Refused`] (`CHANNEL_EXISTS`,
+    /// `SCHEMA_MISMATCH`, ...) or [`BrokerError::Timeout`] after `timeout` from the broker.
+    pub fn register(
+        &self,
+        client: &super::Client,
+        channel: &str,
+        schema_id: &str,
+        fields: Option<&SchemaLayout>,
+        timeout: std::time::Duration,
+    ) -> Result<ChannelInfo, BrokerError> {
+        let info = ChannelInfo::from_producer(channel, self, schema_id, fields)?;
+        client.register(&info, timeout)?;
+        Ok(info)
+    }
+}
+
+impl Consumer {
+    /// Discovers channel `channel` at a broker, attaches to its block and registers as its
+    /// consumer, all within `deadline`: [`super::Client::discover`] (retrying while the
+    /// channel is pending or not registered yet), [`ChannelInfo::attach`] (the header checked
+    /// against the announcement before and after attaching, plus `exp`), then
+    /// [`super::Client::register_consumer`]. `schema`, when given, is cited at discovery: a
+    /// channel with another fingerprint is refused (`SCHEMA_MISMATCH`). The client's thread
+    /// heartbeats the registration while `client` lives.
+    ///
+    /// # Errors
+    /// [`BrokerError::Timeout`] when the channel is not live by `deadline`;
+    /// [`BrokerError::Refused`]; [`BrokerError::Block`] or [`BrokerError::BlockMismatch`]
+    /// from attaching.
+    pub fn discover(
+        client: &super::Client,
+        channel: &str,
+        schema: Option<Fingerprint>,
+        exp: Expectations,
+        deadline: std::time::Duration,
+    ) -> Result<(Consumer, ChannelInfo), BrokerError> {
+        let end = std::time::Instant::now() + deadline;
+        let left = || end.saturating_duration_since(std::time::Instant::now());
+        let found = client.discover(channel, schema, left())?;
+        let c = found.attach(exp)?;
+        client.register_consumer(channel, schema, left())?;
+        Ok((c, found))
+    }
+}

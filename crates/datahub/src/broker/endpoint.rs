@@ -159,7 +159,12 @@ pub(crate) fn check_bindable(path: &Path) -> Result<(), BrokerError> {
     }
 }
 
-/// After binding: the socket file readable and writable by its owner only.
+/// After binding: the socket file readable and writable by its owner only. Only a socket is
+/// changed: something else put at the path meanwhile (a symbolic link to another file) is
+/// left alone rather than followed.
 pub(crate) fn restrict(path: &Path) {
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    use std::os::unix::fs::FileTypeExt;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
 }

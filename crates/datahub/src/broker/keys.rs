@@ -632,6 +632,14 @@ fn check_dir(dir: &Path) -> Result<(), KeyFileError> {
             m.mode() & 0o7777
         )));
     }
+    // Its owner may add keys whatever the mode: only this user or root.
+    let me = rustix::process::geteuid().as_raw();
+    if m.uid() != me && m.uid() != 0 {
+        return Err(bad(format!(
+            "is owned by uid {}, not by this user (uid {me}) or root: its owner may add keys",
+            m.uid()
+        )));
+    }
     Ok(())
 }
 

@@ -11,21 +11,21 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use datahub::broker::{Broker, BrokerConfig, ChannelInfo, Client, ClientOptions};
-//! use datahub::{Config, Expectations, Policy, Producer};
+//! use datahub::broker::{Broker, BrokerConfig, Client, ClientOptions};
+//! use datahub::{Config, Consumer, Expectations, Policy, Producer};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let ep = "ipc:///run/user/1000/datahub/broker.sock";
 //! let _broker = Broker::spawn(BrokerConfig::at(ep))?; // stops and joins on drop
 //!
 //! let p = Producer::create("quotes", Config::new(Policy::Latest))?;
 //! let producer = Client::connect(Some(ep), "quotes-producer", ClientOptions::default())?;
-//! producer.register(&ChannelInfo::from_producer("quotes", &p, "raw", None)?, Duration::from_secs(1))?;
+//! p.register(&producer, "quotes", "raw", None, Duration::from_secs(1))?; // heartbeated from now on
 //!
 //! let consumer = Client::connect(Some(ep), "ui-1", ClientOptions::default())?;
-//! let found = consumer.discover("quotes", None, Duration::from_secs(5))?;
-//! consumer.register_consumer("quotes", None, Duration::from_secs(1))?;
-//! let c = found.attach(Expectations::new())?; // checks the header against `found`
-//! # drop(c); Ok(()) }
+//! // Discovers, checks the header against the announcement, attaches, registers.
+//! let (c, found) =
+//!     Consumer::discover(&consumer, "quotes", None, Expectations::new(), Duration::from_secs(5))?;
+//! # drop((c, found)); Ok(()) }
 //! ```
 //!
 //! # Pieces
@@ -35,7 +35,8 @@
 //! - [`Client`]: a DEALER with an I/O thread (requests, heartbeats, notifications,
 //!   re-registration).
 //! - [`ChannelInfo::from_producer`], [`ChannelInfo::check_block`], [`ChannelInfo::attach`]:
-//!   between blocks and registrations.
+//!   between blocks and registrations; [`crate::Producer::register`] and
+//!   [`crate::Consumer::discover`], the two steps each side takes, in one call.
 //!
 //! # Security
 //! Without keys, endpoints are `ipc://` only, by default in a directory only this user can
