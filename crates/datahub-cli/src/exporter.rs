@@ -60,7 +60,8 @@ pub struct ExporterArgs {
     /// How long a scrape waits for the broker's METRICS_ACK (e.g. 300ms).
     #[arg(long, default_value = "500ms", value_parser = cli_support::parse_duration)]
     pub broker_timeout: Duration,
-    /// Only blocks whose name starts with P (every entry of the directory when not given).
+    /// Only blocks whose name starts with P (every entry of the directory when not given);
+    /// other entries are not opened.
     #[arg(long, value_name = "P")]
     pub prefix: Option<String>,
     /// Most blocks opened per scrape; the rest are counted as errors (reason="over_limit").
@@ -138,7 +139,8 @@ impl Exporter {
         let mut shown = 0usize;
         let mut opened = 0usize;
         let wanted = |name: &str| self.prefix.as_deref().is_none_or(|p| name.starts_with(p));
-        match datahub::list_all() {
+        // Entries outside the prefix are not even opened.
+        match datahub::list_where(|name| wanted(name)) {
             Err(_) => count(Reason::ListFailed),
             Ok(entries) => {
                 for entry in entries {

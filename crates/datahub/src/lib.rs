@@ -184,7 +184,9 @@ pub use crate::{
     layout::{ChecksumPolicy, Policy},
     metrics::Metrics,
     producer::{Producer, Takeover, WriteGuard},
-    segment::{Listed, MAX_NAME_LEN, SHM_DIR_ENV, list, list_all, remove, remove_dead, shm_dir},
+    segment::{
+        Listed, MAX_NAME_LEN, SHM_DIR_ENV, list, list_all, list_where, remove, remove_dead, shm_dir,
+    },
     typed::{TypedConsumer, TypedProducer},
 };
 

@@ -365,12 +365,25 @@ pub enum Listed {
 /// # Errors
 /// [`Error::Io`] if the directory cannot be read.
 pub fn list_all() -> Result<Vec<Listed>, Error> {
+    list_where(|_| true)
+}
+
+/// [`list_all`] restricted to the entries whose name `keep` accepts: the others are never
+/// opened (a scraper watching one prefix does not read every file of the directory). Names
+/// that are not UTF-8 are passed to `keep` lossily converted.
+///
+/// # Errors
+/// [`Error::Io`] if the directory cannot be read.
+pub fn list_where(mut keep: impl FnMut(&str) -> bool) -> Result<Vec<Listed>, Error> {
     let dir_name = shm_dir().display().to_string();
     let dir = std::fs::read_dir(shm_dir()).map_err(|e| io_err("read_dir", &dir_name, e))?;
     let mut out = Vec::new();
     for entry in dir {
         let entry = entry.map_err(|e| io_err("read_dir", &dir_name, e))?;
         let raw = entry.file_name();
+        if !keep(&raw.to_string_lossy()) {
+            continue;
+        }
         let Some(name) = raw.to_str() else {
             out.push(Listed::Skipped {
                 name: crate::error::clip(&raw.to_string_lossy()),
