@@ -147,6 +147,9 @@ pub struct BlockInfo {
     pub end_of_stream: Option<u64>,
     /// Lossless modes: where a new consumer starts when none is registered.
     pub retained_floor: u64,
+    /// The pages backing the block, as its creator recorded them (format 1.1;
+    /// [`crate::Backing::Unknown`] for a 1.0 block).
+    pub backing: crate::Backing,
 }
 
 /// One slot, as diagnosed.
@@ -320,6 +323,7 @@ impl Inspector {
             commit_index: h.commit.commit_index.load(SeqCst),
             end_of_stream: (eos != NO_SEQ).then_some(eos),
             retained_floor: h.release.retained_floor.load(SeqCst),
+            backing: b.backing(),
         }
     }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::Error;
+use crate::huge::{Backing, HugePages};
 use crate::layout::{
     self, ChecksumEntry, ConsumerEntry, Decoded, HEADER_SIZE, Header, IDENTITY_SIZE, MAGIC,
     MAX_CONSUMERS, NO_SEQ, Params, SlotCtl, reg,
@@ -34,8 +35,8 @@ pub(crate) struct Block {
 
 /// What [`Block::create`] found.
 pub(crate) enum Created {
-    /// A new block, initialised and published.
-    New(Box<Block>),
+    /// A new block, initialised and published, and the pages that back it.
+    New(Box<Block>, crate::HugePageOutcome),
     /// A segment of that name already exists.
     Exists,
 }
@@ -43,9 +44,15 @@ pub(crate) enum Created {
 impl Block {
     /// Creates segment `/name` (mode 0600, `O_EXCL`), sizes it, initialises the header with
     /// `init` (which sees zeroed memory) and publishes the magic last (Release).
+    ///
+    /// `huge` decides the pages (`crate::huge`): when huge pages are attempted the segment file
+    /// is sized up to a multiple of the huge page size (the header's `total_size` stays the
+    /// layout's), the mapping is advised and checked, and the backing is recorded in the header
+    /// before the magic is published.
     pub(crate) fn create(
         name: &str,
         params: Params,
+        huge: HugePages,
         init: impl FnOnce(&Block),
         identity: impl FnOnce(&mut [u8]),
     ) -> Result<Created, Error> {
@@ -53,7 +60,19 @@ impl Block {
         let regions = params.regions().ok_or(Error::InvalidConfig {
             what: "slot_size × slot_count overflows".into(),
         })?;
-        let Some(seg) = segment::create(name, regions.total_size)? else {
+        let (pmd, why_small) = crate::huge::plan(huge, &segment::shm_dir())?;
+        let file_len = match pmd {
+            Some(p) => {
+                regions
+                    .total_size
+                    .checked_next_multiple_of(p)
+                    .ok_or(Error::InvalidConfig {
+                        what: "block size rounded to the huge page size overflows".into(),
+                    })?
+            }
+            None => regions.total_size,
+        };
+        let Some(seg) = segment::create(name, file_len)? else {
             return Ok(Created::Exists);
         };
         let (dev, ino) = (seg.dev, seg.ino);
@@ -62,9 +81,21 @@ impl Block {
             e
         };
         let map = MmapOptions::new()
-            .len(regions.total_size as usize)
+            .len(file_len as usize)
             .map_raw(&seg.file)
             .map_err(|e| undo(io_err("mmap", name, e)))?;
+        let (backing, reason) = match pmd {
+            Some(p) => crate::huge::advise_and_verify(map.as_mut_ptr(), map.len(), p),
+            None => (Backing::Small, why_small),
+        };
+        if huge == HugePages::Require && backing != Backing::Thp {
+            return Err(undo(Error::HugePagesUnavailable { why: reason }));
+        }
+        let outcome = crate::HugePageOutcome {
+            requested: huge,
+            backing,
+            reason,
+        };
         // The identity bytes are written through a byte view before anyone can see the block
         // (the magic is still 0), then decoded back as an opener would.
         {
@@ -87,9 +118,12 @@ impl Block {
             name: name.to_owned(),
             info,
         };
+        block.header().backing.store(backing.code(), Relaxed);
         init(&block);
+        // SYNC POINT: the opener's Acquire load of the magic (Block::open); it publishes the
+        // identity, the backing code and everything `init` wrote.
         block.header().id.magic.store(MAGIC, Release);
-        Ok(Created::New(Box::new(block)))
+        Ok(Created::New(Box::new(block), outcome))
     }
 
     /// Opens an existing block (`access` decides the mapping's protection). A block whose
@@ -211,6 +245,11 @@ impl Block {
         // repr(C) of atomics and plain integers (any bit pattern valid); the identity fields
         // are not written after the magic is published.
         unsafe { &*(self.map.as_ptr() as *const Header) }
+    }
+
+    /// The backing recorded by the block's creator ([`Backing::Unknown`] for a 1.0 block).
+    pub(crate) fn backing(&self) -> Backing {
+        Backing::from_code(self.header().backing.load(Relaxed))
     }
 
     pub(crate) fn params(&self) -> &Params {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};
 
+use crate::huge::HugePages;
 use crate::layout::{ChecksumPolicy, FLAG_KEYED, MAX_CONSUMERS, Params, Policy};
 use crate::schema::{Described, Fingerprint, LayoutError, SchemaLayout};
 use crate::{Error, checksum};
@@ -92,12 +93,13 @@ pub struct Config {
     pub(crate) heartbeat_timeout: Duration,
     pub(crate) spin: Duration,
     pub(crate) unlink_on_drop: bool,
+    pub(crate) huge_pages: HugePages,
 }
 
 impl Config {
     /// Defaults: 4096-byte slots, 8 of them, no flexible zone, no checksums, no schema,
     /// heartbeat timeout 1 s, 20 µs of spinning before a futex sleep, block removed when the
-    /// producer is dropped.
+    /// producer is dropped, 4 KiB pages ([`HugePages::Off`]).
     pub fn new(policy: Policy) -> Config {
         Config {
             policy,
@@ -111,6 +113,7 @@ impl Config {
             heartbeat_timeout: Duration::from_secs(1),
             spin: Duration::from_micros(20),
             unlink_on_drop: true,
+            huge_pages: HugePages::Off,
         }
     }
 
@@ -179,6 +182,23 @@ impl Config {
     /// Whether dropping the producer removes the block's name from `/dev/shm` (default true).
     pub fn unlink_on_drop(mut self, yes: bool) -> Config {
         self.unlink_on_drop = yes;
+        self
+    }
+
+    /// Whether to back the block with huge pages (default [`HugePages::Off`]).
+    ///
+    /// For a named `/dev/shm` block, [`HugePages::Try`] advises transparent huge pages
+    /// (`madvise(MADV_HUGEPAGE)`) when the kernel allows them for the segment's tmpfs mount
+    /// (its `huge=` option, or `shmem_enabled` set to `force`), sizes the segment file up to a
+    /// multiple of the huge page size, and otherwise uses 4 KiB pages;
+    /// [`HugePages::Require`] makes [`crate::Producer::create`] fail with
+    /// [`Error::HugePagesUnavailable`] unless huge pages are seen mapped. `MAP_HUGETLB` is never
+    /// tried (it fails on a `/dev/shm` descriptor); `memfd_create(MFD_HUGETLB)` belongs to the
+    /// unnamed memfd mode, which records [`crate::Backing::Hugetlb`] and is not built yet.
+    /// What was obtained is in [`crate::Producer::huge_pages`], the header
+    /// ([`crate::BlockInfo::backing`]) and the metrics.
+    pub fn huge_pages(mut self, mode: HugePages) -> Config {
+        self.huge_pages = mode;
         self
     }
 

@@ -317,6 +317,14 @@ pub enum Error {
         /// Lock index.
         index: usize,
     },
+    /// [`crate::HugePages::Require`] could not be met: the kernel does not allow or did not
+    /// give huge pages for the block (nothing was created, or the new block was removed).
+    #[error("huge pages unavailable: {why}")]
+    HugePagesUnavailable {
+        /// Why, in one line (for example "shmem_enabled is [never] and /dev/shm is mounted
+        /// without huge=").
+        why: String,
+    },
     /// An index out of range (slot, spinlock).
     #[error("{what} {index} out of range (< {limit})")]
     OutOfRange {
@@ -367,6 +375,7 @@ impl Error {
             Error::BlockTruncated { .. } => 32,
             Error::InvalidSlotState { .. } => 33,
             Error::ProducerAlive { .. } => 34,
+            Error::HugePagesUnavailable { .. } => 35,
         }
     }
 }

@@ -19,7 +19,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"DATAHUB1");
 /// Format major version: an opener refuses any other.
 pub const VERSION_MAJOR: u16 = 1;
 /// Format minor version: additions that older readers can ignore.
-pub const VERSION_MINOR: u16 = 0;
+pub const VERSION_MINOR: u16 = 1;
 /// Bytes of the header region, consumer table included.
 pub const HEADER_SIZE: usize = 8192;
 /// Consumer registrations per block (one bit each in a slot's reader mask).
@@ -235,8 +235,12 @@ pub(crate) struct Header {
     pub release: ReleaseLine,
     pub metrics: MetricsBlock,
     pub spinlocks: [SpinlockLine; SPINLOCKS],
+    /// Since 1.1: the pages backing the block ([`crate::Backing`] code; 0 unknown), written by
+    /// the creator before the magic is published and never changed afterwards.
+    pub backing: AtomicU32,
+    pub _backing_pad: u32,
     /// Reserved for the discovery broker, secure attach and schema negotiation (later versions).
-    pub reserved: [u8; 2944],
+    pub reserved: [u8; 2936],
     pub consumers: [ConsumerEntry; MAX_CONSUMERS],
 }
 
@@ -293,7 +297,8 @@ const _: () = {
     assert!(offset_of!(Header, release) == 320);
     assert!(offset_of!(Header, metrics) == 384);
     assert!(offset_of!(Header, spinlocks) == 640);
-    assert!(offset_of!(Header, reserved) == 1152);
+    assert!(offset_of!(Header, backing) == 1152);
+    assert!(offset_of!(Header, reserved) == 1160);
     assert!(offset_of!(Header, consumers) == 4096);
     assert!(size_of::<Header>() == HEADER_SIZE);
     assert!(offset_of!(Identity, layout_hash) == 24);

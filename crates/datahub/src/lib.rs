@@ -158,6 +158,8 @@ mod error;
 #[cfg(not(loom))]
 mod flex;
 #[cfg(not(loom))]
+mod huge;
+#[cfg(not(loom))]
 mod metrics;
 #[cfg(not(loom))]
 pub mod proc;
@@ -181,6 +183,10 @@ pub use crate::{
     config::{Config, Expectations, Preset, Schema},
     consumer::{Consumer, ReadGuard, Slots},
     flex::{FlexZoneGuard, SharedSpinlock, SpinGuard},
+    huge::{
+        Backing, HugePageOutcome, HugePages, ShmemEnabled, THP_SYSFS_DIR, THP_SYSFS_ENV,
+        parse_shmem_enabled,
+    },
     layout::{ChecksumPolicy, Policy},
     metrics::Metrics,
     producer::{Producer, Takeover, WriteGuard},

@@ -1,5 +1,6 @@
 //! The producer side: one per block.
 
+use crate::huge::HugePageOutcome;
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,8 @@ pub struct Producer {
     pid: u32,
     ops: u32,
     closed: bool,
+    /// What backs the block and why (`crate::huge`).
+    huge: HugePageOutcome,
 }
 
 /// What a producer found when it took over a block from a dead producer.
@@ -106,8 +109,8 @@ impl Producer {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let block = match Block::create(name, params, init, identity)? {
-                Created::New(block) => {
+            let block = match Block::create(name, params, config.huge_pages, init, identity)? {
+                Created::New(block, huge) => {
                     return Ok((
                         Producer {
                             block: *block,
@@ -119,6 +122,7 @@ impl Producer {
                             pid,
                             ops: 0,
                             closed: false,
+                            huge,
                         },
                         None,
                     ));
@@ -245,7 +249,13 @@ impl Producer {
         h.metrics.recovery_actions.fetch_add(1, Relaxed);
         block.notify_commit();
         drop(guard);
+        let huge = HugePageOutcome {
+            requested: config.huge_pages,
+            backing: block.backing(),
+            reason: "taken over: the pages are the ones its creator obtained".into(),
+        };
         let p = Producer {
+            huge,
             floor_cache: block.read_floor(None),
             block,
             next_seq: commit,
@@ -257,6 +267,13 @@ impl Producer {
             closed: false,
         };
         Ok((p, t))
+    }
+
+    /// What backs the block's memory and why ([`crate::Config::huge_pages`]). A producer that
+    /// took the block over reports the backing its creator recorded; [`crate::HugePages::Require`] is
+    /// checked only when a block is created.
+    pub fn huge_pages(&self) -> &HugePageOutcome {
+        &self.huge
     }
 
     /// The block's name.

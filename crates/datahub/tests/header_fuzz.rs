@@ -615,7 +615,10 @@ fn named_header_errors_through_files() {
         ),
         (
             with(8, 2, 2),
-            Outcome::UnsupportedVersion { major: 2, minor: 0 },
+            Outcome::UnsupportedVersion {
+                major: 2,
+                minor: datahub::layout::VERSION_MINOR,
+            },
         ),
         (
             with(44, 4, 0),
