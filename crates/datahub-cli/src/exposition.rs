@@ -31,6 +31,7 @@
 //! | `datahub_slots` | gauge | slots in the ring |
 //! | `datahub_slot_size_bytes` | gauge | payload bytes per slot |
 //! | `datahub_block_info{policy,checksum,version}` | gauge (1) | identity |
+//! | `datahub_block_huge_pages{backing}` | gauge | 1 if the block is on verified huge pages (`backing` `thp` or `hugetlb`), 0 otherwise (`small`, `thp_requested`, `unknown`); the label is the backing its creator recorded |
 //! | `datahub_heartbeat_timeout_seconds` | gauge | `heartbeat_timeout_ms` / 1e3 (a peer whose heartbeat is older is stalled) |
 //! | `datahub_producer_heartbeat_age_seconds` | gauge | `producer.heartbeat_age_ms` / 1e3 (absent while no producer ever registered) |
 //! | `datahub_consumer_lag_messages{consumer}` | gauge | `commit_index` − the consumer's `position` (0 when it is ahead) |
@@ -135,6 +136,7 @@ struct InfoFamilies {
     slots: IntGauges,
     slot_size: IntGauges,
     block_info: IntGauges,
+    huge_pages: IntGauges,
     heartbeat_timeout: FloatGauges,
     producer_heartbeat_age: FloatGauges,
     consumer_lag: IntGauges,
@@ -175,6 +177,10 @@ impl Families {
             slots: b.int_gauges("slots", "Slots in the ring"),
             slot_size: b.int_gauges("slot_size_bytes", "Payload bytes per slot"),
             block_info: b.int_gauges("block_info", "Block identity (value 1)"),
+            huge_pages: b.int_gauges(
+                "block_huge_pages",
+                "1 if the block is on verified huge pages; the backing label says which pages",
+            ),
             heartbeat_timeout: b.float_gauges(
                 "heartbeat_timeout_seconds",
                 "A peer whose heartbeat is older than this is stalled",
@@ -247,6 +253,12 @@ impl Families {
         l.push(("checksum", Value(i.checksum.to_string())));
         l.push(("version", Value(i.version.clone())));
         f.block_info.get_or_create(&l).set(1);
+        let huge = matches!(i.backing, datahub::Backing::Thp | datahub::Backing::Hugetlb);
+        set(
+            &f.huge_pages,
+            &with("backing", i.backing.name().to_owned()),
+            u64::from(huge),
+        );
         f.heartbeat_timeout
             .get_or_create(&labels)
             .set(secs(i.heartbeat_timeout_ms));

@@ -179,6 +179,7 @@ pub fn info(i: &BlockInfo) -> String {
         "regions      slot states @{}, checksums @{}, flex zone @{}, ring @{}; total {} bytes",
         r.slot_state_offset, r.checksum_offset, r.flex_offset, r.ring_offset, r.total_size
     );
+    let _ = writeln!(s, "pages        {}{}", i.backing, backing_note(i.backing));
     let _ = writeln!(s, "heartbeat    timeout {} ms", i.heartbeat_timeout_ms);
     let _ = writeln!(s, "created      {}", wall(i.created_unix_ns));
     let p = &i.producer;
@@ -223,6 +224,19 @@ pub fn info(i: &BlockInfo) -> String {
         }
     }
     s
+}
+
+/// What a backing means, for `inspect`'s `pages` line.
+fn backing_note(b: datahub::Backing) -> &'static str {
+    match b {
+        datahub::Backing::Small => " (4 KiB pages)",
+        datahub::Backing::ThpRequested => {
+            " (transparent huge pages advised, not seen mapped at creation)"
+        }
+        datahub::Backing::Thp => " (transparent huge pages, seen mapped at creation)",
+        datahub::Backing::Hugetlb => " (hugetlb pages)",
+        _ => " (not recorded: a format 1.0 block)",
+    }
 }
 
 fn list_of(v: &[usize]) -> String {

@@ -60,7 +60,7 @@ impl Block {
         let regions = params.regions().ok_or(Error::InvalidConfig {
             what: "slot_size × slot_count overflows".into(),
         })?;
-        let (pmd, why_small) = crate::huge::plan(huge, &segment::shm_dir())?;
+        let (pmd, why_small) = crate::huge::plan(huge, segment::shm_dir())?;
         let file_len = match pmd {
             Some(p) => {
                 regions

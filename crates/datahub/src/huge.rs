@@ -227,7 +227,7 @@ pub(crate) fn tmpfs_huge_option(mountinfo: &str, dir: &Path) -> Result<Option<St
     Ok(sup
         .split(',')
         .find_map(|o| o.strip_prefix("huge="))
-        .map(|v| crate::error::clip(v)))
+        .map(crate::error::clip))
 }
 
 /// What the kernel settings allow for a block file in `dir`: `Ok(pmd_size)` when transparent
