@@ -102,6 +102,17 @@
 //! out). With a 32-byte key ([`Config::checksum_key`]) it is BLAKE2b's keyed MAC, for tamper
 //! detection; the header keeps a MAC of a fixed string so a wrong key is refused at attach.
 //!
+//! # Huge pages
+//! [`Config::huge_pages`] ([`HugePages::Off`] by default). For a named `/dev/shm` block the only
+//! route is transparent huge pages on shmem: [`HugePages::Try`] advises them
+//! (`madvise(MADV_HUGEPAGE)`) when the segment's tmpfs mount allows them, sizes the file to a
+//! multiple of the huge page size and checks `/proc/self/smaps`; [`HugePages::Require`] fails
+//! with [`Error::HugePagesUnavailable`] otherwise. The result ([`Backing`]: `small`,
+//! `thp_requested`, `thp`) is in the header, [`BlockInfo::backing`] and
+//! [`Producer::huge_pages`]; the module `huge.rs` explains each kernel setting.
+//! `memfd_create(MFD_HUGETLB)` belongs to the unnamed memfd mode, not built yet, which will
+//! record [`Backing::Hugetlb`].
+//!
 //! # Hostile local users and faults
 //! Any local user can create files in `/dev/shm`, and whoever can write a block can also
 //! truncate it. The library assumes both happen (the whole story is in
