@@ -134,7 +134,7 @@
 //! - A slot state word no protocol step writes is [`Error::InvalidSlotState`], not a wait.
 //!
 //! # Broker (feature `broker`)
-//! [`broker`] is the control plane beside the blocks: a ZeroMQ broker where producers register
+//! `datahub::broker` is the control plane beside the blocks: a ZeroMQ broker where producers register
 //! their channel (block name, layout, schema fingerprint and fields, producer pid) and
 //! consumers discover it, with exact-fingerprint schema negotiation and heartbeat liveness
 //! (`CONSUMER_DIED_NOTIFY` to a producer, `CHANNEL_CLOSING_NOTIFY` to consumers). Data never
