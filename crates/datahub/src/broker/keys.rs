@@ -400,6 +400,18 @@ fn unquote(v: &str) -> Option<&str> {
     Some(v)
 }
 
+/// `KeyFileError::Io` for a failed `what` on `path`, as a `map_err` argument.
+fn io_error<'a>(
+    path: &'a Path,
+    what: &'static str,
+) -> impl FnOnce(std::io::Error) -> KeyFileError + 'a {
+    move |source| KeyFileError::Io {
+        path: path.to_owned(),
+        what,
+        source,
+    }
+}
+
 fn file_kind(m: &std::fs::Metadata) -> &'static str {
     let t = m.file_type();
     if t.is_dir() {
@@ -417,13 +429,7 @@ fn file_kind(m: &std::fs::Metadata) -> &'static str {
 /// # Errors
 /// Each of those conditions as a [`KeyFileError`].
 pub fn read_certificate(path: &Path) -> Result<Certificate, KeyFileError> {
-    let io = |what| {
-        move |source| KeyFileError::Io {
-            path: path.to_owned(),
-            what,
-            source,
-        }
-    };
+    let io = |what| io_error(path, what);
     let mut f = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
@@ -553,13 +559,7 @@ pub fn valid_key_name(name: &str) -> bool {
 }
 
 fn create_new(path: &Path, mode: u32, text: &str) -> Result<File, KeyFileError> {
-    let io = |what| {
-        move |source| KeyFileError::Io {
-            path: path.to_owned(),
-            what,
-            source,
-        }
-    };
+    let io = |what| io_error(path, what);
     let mut f = match OpenOptions::new()
         .write(true)
         .create_new(true)
