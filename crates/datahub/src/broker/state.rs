@@ -43,6 +43,13 @@ pub struct Limits {
     pub max_channels: usize,
     /// Most consumer registrations per channel (default 256).
     pub max_consumers_per_channel: usize,
+    /// Largest `REG_REQ` body, bytes (default 256 KiB, `schema.fields` included): a bigger
+    /// one is `INVALID_REQUEST`.
+    pub max_registration_bytes: usize,
+    /// Most bytes of `REG_REQ` bodies the registry keeps over all channels (default 64 MiB):
+    /// a registration past it is `REGISTRY_FULL`. With the other limits this bounds what
+    /// hostile registrations can make the broker hold.
+    pub max_registry_bytes: usize,
 }
 
 impl Default for Limits {
@@ -50,6 +57,8 @@ impl Default for Limits {
         Limits {
             max_channels: 4096,
             max_consumers_per_channel: 256,
+            max_registration_bytes: 256 << 10,
+            max_registry_bytes: 64 << 20,
         }
     }
 }
@@ -253,6 +262,9 @@ struct ConsumerReg {
 #[derive(Debug, Clone)]
 struct Channel {
     info: ChannelInfo,
+    /// Size of the `REG_REQ` body it was registered with (counted against
+    /// [`Limits::max_registry_bytes`]).
+    bytes: usize,
     fingerprint: Fingerprint,
     producer: Alive,
     consumers: BTreeMap<String, ConsumerReg>,
@@ -532,7 +544,16 @@ impl Registry {
         check_protocol(&body)?;
         let uid = std::str::from_utf8(identity).unwrap_or("");
         match msg_type {
-            msg::REG_REQ => self.register(now, identity, parse(body)?, step),
+            msg::REG_REQ => {
+                let bytes = frames[4].len();
+                if bytes > self.limits.max_registration_bytes {
+                    return Err(invalid(format!(
+                        "a REG_REQ body of {bytes} bytes is over the broker's {} (schema.fields included)",
+                        self.limits.max_registration_bytes
+                    )));
+                }
+                self.register(now, identity, parse(body)?, bytes, step)
+            }
             msg::DEREG_REQ => self.deregister(uid, parse(body)?, step),
             msg::DISC_REQ => self.discover(parse(body)?),
             msg::CONSUMER_REG_REQ => self.consumer_register(now, uid, parse(body)?, step),
@@ -553,10 +574,26 @@ impl Registry {
         now: Duration,
         identity: &[u8],
         info: ChannelInfo,
+        bytes: usize,
         step: &mut Step,
     ) -> Reply {
         let fp = info.validate(identity).map_err(invalid)?;
         let name = info.channel_name.clone();
+        let held: usize = self
+            .channels
+            .iter()
+            .filter(|(n, _)| **n != name)
+            .map(|(_, c)| c.bytes)
+            .sum();
+        if held.saturating_add(bytes) > self.limits.max_registry_bytes {
+            return Err(refuse(
+                ErrorCode::RegistryFull,
+                format!(
+                    "the broker holds {held} bytes of registrations; {bytes} more is over its {}",
+                    self.limits.max_registry_bytes
+                ),
+            ));
+        }
         let again = match self.channels.get_mut(&name) {
             Some(ch) if ch.fingerprint != fp => {
                 return Err(refuse(
@@ -585,6 +622,7 @@ impl Registry {
                     ch.producer = Alive::at(now, false);
                 }
                 ch.info = info;
+                ch.bytes = bytes;
                 true
             }
             None => {
@@ -598,6 +636,7 @@ impl Registry {
                     name.clone(),
                     Channel {
                         info,
+                        bytes,
                         fingerprint: fp,
                         producer: Alive::at(now, false),
                         consumers: BTreeMap::new(),

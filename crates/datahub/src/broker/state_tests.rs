@@ -595,6 +595,7 @@ fn the_registry_is_capped() {
         Limits {
             max_channels: 2,
             max_consumers_per_channel: 1,
+            ..Limits::default()
         },
         Duration::ZERO,
     );
@@ -701,4 +702,58 @@ fn a_producer_hears_of_consumers_joining_and_leaving_but_not_of_repeats() {
         ),
     );
     assert!(notes_to(&step, "prod").is_empty(), "{:?}", step.out);
+}
+
+#[test]
+fn registrations_are_bounded_in_bytes_one_by_one_and_in_all() {
+    let one = serde_json::to_vec(&info("prod", "a", Scalar::F64))
+        .unwrap()
+        .len();
+    let mut r = Registry::new(
+        HB,
+        Limits {
+            max_registration_bytes: one + 100,
+            max_registry_bytes: 2 * one + 50,
+            ..Limits::default()
+        },
+        Duration::ZERO,
+    );
+    // A body over the per-registration bound: INVALID_REQUEST, nothing kept.
+    let mut big = info("prod", "a", Scalar::F64);
+    big["padding"] = json!("x".repeat(200));
+    let o = ask(&mut r, ms(0), "prod", msg::REG_REQ, &big);
+    assert_eq!(code(&o), "INVALID_REQUEST");
+    assert!(
+        o.body["message"].as_str().unwrap().contains("bytes"),
+        "{o:?}"
+    );
+    assert_eq!(r.channel_state("a"), None);
+    for ch in ["a", "b"] {
+        let o = ask(
+            &mut r,
+            ms(0),
+            "prod",
+            msg::REG_REQ,
+            &info("prod", ch, Scalar::F64),
+        );
+        assert_eq!(o.msg_type, msg::REG_ACK, "{o:?}");
+    }
+    // A third would take the registry over its total.
+    let o = ask(
+        &mut r,
+        ms(0),
+        "prod",
+        msg::REG_REQ,
+        &info("prod", "c", Scalar::F64),
+    );
+    assert_eq!(code(&o), "REGISTRY_FULL");
+    // Re-registering a held channel replaces its bytes rather than adding to them.
+    let o = ask(
+        &mut r,
+        ms(0),
+        "prod",
+        msg::REG_REQ,
+        &info("prod", "a", Scalar::F64),
+    );
+    assert_eq!(o.msg_type, msg::REG_ACK, "{o:?}");
 }
