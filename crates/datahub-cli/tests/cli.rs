@@ -776,6 +776,59 @@ fn dead_consumer_is_diagnosed_recovered_and_replaced() {
 }
 
 #[test]
+fn sub_stopped_by_sigterm_mid_file_exits_143_and_the_next_sub_resumes_it() {
+    let block = Block::new("subterm");
+    let name = block.name();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let out = dir.path().join("out");
+    std::fs::create_dir(&src).unwrap();
+    let files = vec![
+        ("big.bin".to_owned(), noise(5_000_000, 21)),
+        ("last.txt".to_owned(), b"the end\n".to_vec()),
+    ];
+    for (n, b) in &files {
+        write_file(&src, n, b);
+    }
+    let p = paths(&src, &files);
+    let mut args = vec!["pub", name, "--slot-size", "4096", "--slots", "4", "--json"];
+    args.extend(p.iter().map(String::as_str));
+    let publisher = Proc::spawn(&args);
+    let out_s = out.to_str().unwrap();
+    let sub1 = Proc::spawn(&["sub", name, "--out", out_s]);
+    wait_for_block(name);
+    let admin = datahub::Admin::open(name).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while admin.metrics().slots_read < 100 {
+        assert!(Instant::now() < deadline, "the stream does not move");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The producer stopped: the consumer is inside big.bin, with nothing more to read.
+    stop(publisher.pid());
+    signal(sub1.pid(), libc::SIGTERM);
+    let done = sub1.finish(DEADLINE).expect(128 + 15, "sub after SIGTERM");
+    assert!(
+        done.one_line_error().contains("interrupted by SIGTERM"),
+        "{}",
+        done.stderr
+    );
+    signal(publisher.pid(), libc::SIGCONT);
+    let s2 = Proc::spawn(&["sub", name, "--out", out_s, "--json"])
+        .finish(DEADLINE)
+        .expect(0, "the next sub")
+        .json();
+    publisher.finish(DEADLINE).expect(0, "pub");
+    for (n, bytes) in &files {
+        let got = std::fs::read(out.join(n)).unwrap_or_else(|e| panic!("{n}: {e}"));
+        assert!(got == *bytes, "{n}: content differs");
+    }
+    // The interrupted file was continued from the partial copy, not restarted or lost.
+    let received = s2["files"].as_array().unwrap();
+    assert_eq!(received[0]["name"], "big.bin", "{s2}");
+    assert_eq!(received[0]["resumed"], true, "{s2}");
+}
+
+#[test]
 fn recover_force_frees_only_slots_of_stalled_consumers() {
     let block = Block::new("stalled");
     let name = block.name();
