@@ -23,6 +23,11 @@
 //!   interval: `msgs_per_sec = N / elapsed`, `gb_per_sec = N * size / 1e9 / elapsed`. Process
 //!   start, connection set-up and teardown are outside every timed interval.
 //!
+//! * **Thread-shape latency** (8 B, 64 B, 4 KiB): iceoryx2's own benchmark shape, the one its
+//!   published figures come from: two pinned threads of this (parent) process ping-pong
+//!   through channels of one message each; mean one-way latency = elapsed / (2 x iterations).
+//!   See [`threads`].
+//!
 //! DataHub runs twice, with `ChecksumPolicy::None` (`datahub`) and `ChecksumPolicy::Enforced`
 //! (`datahub_enforced`: BLAKE2b at commit, verified on read, so inside both timed intervals);
 //! iceoryx2 has no checksum and runs once. [`dh`] and [`iox`] say how each system is set up.
@@ -38,6 +43,7 @@
 mod child;
 mod dh;
 mod iox;
+mod threads;
 
 use std::fmt;
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -59,6 +65,7 @@ use crate::machine::Machine;
 pub const QUEUE_DEPTH: usize = 16;
 const LATENCY_SIZES: [usize; 2] = [64, 4096];
 const THROUGHPUT_SIZES: [usize; 4] = [64, 4096, 65536, 1 << 20];
+const THREAD_SIZES: [usize; 3] = [8, 64, 4096];
 /// Systems in the order of the first run (rotated by one each run).
 const SYSTEMS: [System; 3] = [System::Datahub, System::Iceoryx2, System::DatahubEnforced];
 
@@ -220,6 +227,10 @@ struct IpcConfig {
     latency_warmup_round_trips: u64,
     latency_timing: &'static str,
     histogram_significant_digits: u8,
+    thread_latency_sizes: Vec<usize>,
+    thread_latency_iterations: u64,
+    thread_latency_warmup_iterations: u64,
+    thread_latency: &'static str,
     throughput_sizes: Vec<usize>,
     throughput_messages: BySize<u64>,
     throughput_warmup_messages: BySize<u64>,
@@ -254,6 +265,15 @@ impl IpcConfig {
             latency_timing: "in the ping process, per round trip: from before the ping's send to \
                              after the pong was read and released; one-way = round trip / 2",
             histogram_significant_digits: 3,
+            thread_latency_sizes: THREAD_SIZES.to_vec(),
+            thread_latency_iterations: if quick { 20_000 } else { 1_000_000 },
+            thread_latency_warmup_iterations: if quick { 2_000 } else { 100_000 },
+            thread_latency: "iceoryx2's benchmark shape (benchmarks/publish-subscribe): two \
+                             threads of one process pinned to two cores, ping-pong, one \
+                             message per channel (datahub: Policy::Sequential, slot_count 1; \
+                             iceoryx2: history 0, subscriber_max_buffer_size 1), a full copy \
+                             of the payload per message; timed in thread A after the warm-up; \
+                             mean one-way = elapsed / (2 x iterations)",
             throughput_sizes: THROUGHPUT_SIZES.to_vec(),
             throughput_messages: BySize(THROUGHPUT_SIZES.map(|s| (s, messages(s))).to_vec()),
             throughput_warmup_messages: BySize(THROUGHPUT_SIZES.map(|s| (s, warmup(s))).to_vec()),
@@ -292,6 +312,7 @@ impl IpcConfig {
 enum RunResult {
     Latency(LatencyRun),
     Throughput(ThroughputRun),
+    Thread(threads::ThreadRun),
 }
 
 /// One pair of children, as kept in the report.
@@ -335,6 +356,8 @@ struct Report {
     config: IpcConfig,
     latency: PerSystem<BySize<LatencySummary>>,
     throughput: PerSystem<BySize<ThroughputSummary>>,
+    /// Median across runs of the thread-shape mean one-way latency, ns.
+    thread_latency: PerSystem<BySize<Option<f64>>>,
     goals: Vec<Goal>,
     runs: Vec<RunRecord>,
 }
@@ -371,6 +394,33 @@ fn throughputs(runs: &[RunRecord], system: System, size: usize) -> Vec<&Throughp
             _ => None,
         })
         .collect()
+}
+
+fn thread_runs(runs: &[RunRecord], system: System, size: usize) -> Vec<&threads::ThreadRun> {
+    runs.iter()
+        .filter(|r| r.system == system.key())
+        .filter_map(|r| match &r.result {
+            RunResult::Thread(t) if t.size == size => Some(t),
+            _ => None,
+        })
+        .collect()
+}
+
+fn summarise_threads(runs: &[RunRecord], system: System) -> BySize<Option<f64>> {
+    BySize(
+        THREAD_SIZES
+            .iter()
+            .map(|&size| {
+                let v = median(
+                    thread_runs(runs, system, size)
+                        .iter()
+                        .map(|r| r.mean_one_way_ns)
+                        .collect(),
+                );
+                (size, v.is_finite().then_some(v))
+            })
+            .collect(),
+    )
 }
 
 fn summarise_latency(runs: &[RunRecord], system: System) -> BySize<LatencySummary> {
@@ -511,17 +561,50 @@ pub fn run(args: &DatahubArgs) -> Result<(), IpcError> {
                 });
             }
         }
+        for &size in &THREAD_SIZES {
+            for k in 0..SYSTEMS.len() {
+                let system = SYSTEMS[(k + run as usize) % SYSTEMS.len()];
+                counter += 1;
+                progress(&format!(
+                    "run {}/{}: thread latency {size} B, {}",
+                    run + 1,
+                    config.runs,
+                    system.key()
+                ));
+                let started_s = t0.elapsed().as_secs_f64();
+                let result = threads::run(
+                    system,
+                    size,
+                    config.thread_latency_iterations,
+                    config.thread_latency_warmup_iterations,
+                    &format!("bench-{}-{counter}", std::process::id()),
+                )
+                .map_err(|detail| IpcError::Pair {
+                    what: format!("thread latency {size} B of {}", system.key()),
+                    detail,
+                })?;
+                runs.push(RunRecord {
+                    run,
+                    test: "thread_latency",
+                    system: system.key(),
+                    started_s,
+                    result: RunResult::Thread(result),
+                });
+            }
+        }
     }
     progress(&format!("done in {:.1} s", t0.elapsed().as_secs_f64()));
 
     let latency = PerSystem::new(|s| summarise_latency(&runs, s));
     let throughput = PerSystem::new(|s| summarise_throughput(&runs, s));
+    let thread_latency = PerSystem::new(|s| summarise_threads(&runs, s));
     let goals = goals(&latency, &throughput);
     let report = Report {
         machine,
         config,
         latency,
         throughput,
+        thread_latency,
         goals,
         runs,
     };
@@ -783,6 +866,50 @@ fn print_tables(r: &Report) {
                 t.gb_per_sec,
                 each.join(" ")
             );
+        }
+    }
+    println!();
+    println!(
+        "thread latency, iceoryx2's benchmark shape (comparable with its published figures): \
+         two pinned threads of one process, ping-pong, one message per channel, full payload \
+         copy; mean one-way = elapsed / (2 x iterations), ns; {} iterations (+{} warm-up) per run",
+        c.thread_latency_iterations, c.thread_latency_warmup_iterations
+    );
+    println!(
+        "{:<17} {:>6} {:>9} {:>13}   mean of each run",
+        "system", "bytes", "mean", "/ iceoryx2's"
+    );
+    for &size in &THREAD_SIZES {
+        let iox = r.thread_latency.iceoryx2.get(size).copied().flatten();
+        for s in SYSTEMS {
+            let Some(&mean) = r.thread_latency.get(s).get(size) else {
+                continue;
+            };
+            let each: Vec<String> = thread_runs(&r.runs, s, size)
+                .iter()
+                .map(|x| format!("{:.0}", x.mean_one_way_ns))
+                .collect();
+            let ratio = match (mean, iox) {
+                (Some(m), Some(i)) => format!("{:.2}", crate::ratio(m, i)),
+                _ => "-".to_owned(),
+            };
+            println!(
+                "{:<17} {:>6} {:>9} {:>13}   {}",
+                s.key(),
+                size,
+                mean.map_or("-".to_owned(), |m| format!("{m:.0}")),
+                ratio,
+                each.join(" ")
+            );
+        }
+    }
+    if let Some(cores) = r.runs.iter().find_map(|x| match &x.result {
+        RunResult::Thread(t) => Some(t.cores),
+        _ => None,
+    }) {
+        match cores {
+            Some([a, b]) => println!("  threads pinned to CPUs {a} and {b}"),
+            None => println!("  fewer than two CPUs: threads not pinned"),
         }
     }
     println!();
