@@ -593,35 +593,67 @@ fn stop(pid: i32) {
     }
 }
 
+/// `pub` of `files` through a small ring (4 slots of 4 KiB) and one `sub --out DIR`, started
+/// and seen moving (100 slots read).
+struct Streaming {
+    block: Block,
+    publisher: Proc,
+    sub1: Proc,
+    out: std::path::PathBuf,
+    admin: datahub::Admin,
+    _dir: tempfile::TempDir,
+}
+
+impl Streaming {
+    fn start(tag: &str, files: &[(String, Vec<u8>)]) -> Streaming {
+        let block = Block::new(tag);
+        let name = block.name();
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let out = dir.path().join("out");
+        std::fs::create_dir(&src).unwrap();
+        for (n, b) in files {
+            write_file(&src, n, b);
+        }
+        let p = paths(&src, files);
+        let mut args = vec!["pub", name, "--slot-size", "4096", "--slots", "4", "--json"];
+        args.extend(p.iter().map(String::as_str));
+        let publisher = Proc::spawn(&args);
+        let sub1 = Proc::spawn(&["sub", name, "--out", out.to_str().unwrap()]);
+        wait_for_block(name);
+        let admin = datahub::Admin::open(name).unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        while admin.metrics().slots_read < 100 {
+            assert!(Instant::now() < deadline, "the stream does not move");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Streaming {
+            block,
+            publisher,
+            sub1,
+            out,
+            admin,
+            _dir: dir,
+        }
+    }
+}
+
 #[test]
 fn dead_consumer_is_diagnosed_recovered_and_replaced() {
-    let block = Block::new("dead");
-    let name = block.name();
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    let out = dir.path().join("out");
-    std::fs::create_dir(&src).unwrap();
     let files = vec![
         ("first.bin".to_owned(), noise(300_000, 11)),
         ("middle.bin".to_owned(), noise(5_000_000, 12)),
         ("last.txt".to_owned(), b"the end\n".to_vec()),
     ];
-    for (n, b) in &files {
-        write_file(&src, n, b);
-    }
-    let p = paths(&src, &files);
-    let mut args = vec!["pub", name, "--slot-size", "4096", "--slots", "4", "--json"];
-    args.extend(p.iter().map(String::as_str));
-    let publisher = Proc::spawn(&args);
-    let out_s = out.to_str().unwrap();
-    let sub1 = Proc::spawn(&["sub", name, "--out", out_s]);
-    wait_for_block(name);
-    let admin = datahub::Admin::open(name).unwrap();
-    let deadline = Instant::now() + DEADLINE;
-    while admin.metrics().slots_read < 100 {
-        assert!(Instant::now() < deadline, "the stream does not move");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let Streaming {
+        block,
+        publisher,
+        sub1,
+        out,
+        admin,
+        _dir,
+    } = Streaming::start("dead", &files);
+    let (name, out_s) = (block.name(), out.to_str().unwrap());
     // Stop the consumer while it holds a slot (retrying: between two reads it holds none).
     let victim = sub1.pid();
     let mut held = false;
@@ -777,32 +809,19 @@ fn dead_consumer_is_diagnosed_recovered_and_replaced() {
 
 #[test]
 fn sub_stopped_by_sigterm_mid_file_exits_143_and_the_next_sub_resumes_it() {
-    let block = Block::new("subterm");
-    let name = block.name();
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    let out = dir.path().join("out");
-    std::fs::create_dir(&src).unwrap();
     let files = vec![
         ("big.bin".to_owned(), noise(5_000_000, 21)),
         ("last.txt".to_owned(), b"the end\n".to_vec()),
     ];
-    for (n, b) in &files {
-        write_file(&src, n, b);
-    }
-    let p = paths(&src, &files);
-    let mut args = vec!["pub", name, "--slot-size", "4096", "--slots", "4", "--json"];
-    args.extend(p.iter().map(String::as_str));
-    let publisher = Proc::spawn(&args);
-    let out_s = out.to_str().unwrap();
-    let sub1 = Proc::spawn(&["sub", name, "--out", out_s]);
-    wait_for_block(name);
-    let admin = datahub::Admin::open(name).unwrap();
-    let deadline = Instant::now() + DEADLINE;
-    while admin.metrics().slots_read < 100 {
-        assert!(Instant::now() < deadline, "the stream does not move");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let Streaming {
+        block,
+        publisher,
+        sub1,
+        out,
+        admin: _,
+        _dir,
+    } = Streaming::start("subterm", &files);
+    let (name, out_s) = (block.name(), out.to_str().unwrap());
     // The producer stopped: the consumer is inside big.bin, with nothing more to read.
     stop(publisher.pid());
     signal(sub1.pid(), libc::SIGTERM);
