@@ -45,24 +45,31 @@ impl Rx for DhRx {
     }
 }
 
-fn config(system: System, a: &ChildArgs) -> Result<Config, ChildError> {
+fn config(system: System, size: usize, depth: usize) -> Result<Config, ChildError> {
     let checksum = if system == System::DatahubEnforced {
         ChecksumPolicy::Enforced
     } else {
         ChecksumPolicy::None
     };
     Ok(Config::new(Policy::Sequential)
-        .slot_size(u32::try_from(a.size)?)
-        .slot_count(u32::try_from(a.depth)?)
+        .slot_size(u32::try_from(size)?)
+        .slot_count(u32::try_from(depth)?)
         .checksum(checksum)
         .spin(SPIN))
 }
 
-fn tx(system: System, name: &str, a: &ChildArgs) -> Result<DhTx, ChildError> {
-    Ok(DhTx(Producer::create(name, config(system, a)?)?))
+/// The sending end of channel `name`: a block of `depth` slots of `size` bytes.
+pub(super) fn tx(
+    system: System,
+    name: &str,
+    size: usize,
+    depth: usize,
+) -> Result<DhTx, ChildError> {
+    Ok(DhTx(Producer::create(name, config(system, size, depth)?)?))
 }
 
-fn rx(name: &str) -> Result<DhRx, ChildError> {
+/// The receiving end of channel `name` (waits for its block).
+pub(super) fn rx(name: &str) -> Result<DhRx, ChildError> {
     let expect = Expectations::new().policy(Policy::Sequential).spin(SPIN);
     Ok(DhRx(Consumer::attach_wait(name, expect, WAIT_TIMEOUT)?))
 }
@@ -77,16 +84,16 @@ pub fn run(system: System, a: &ChildArgs) -> Result<String, ChildError> {
     // Both latency children create their producer before they wait to attach to the other's.
     match a.role {
         Role::Ping => {
-            let t = tx(system, &ping, a)?;
+            let t = tx(system, &ping, a.size, a.depth)?;
             let r = rx(&pong)?;
             child::drive(a, Some(t), Some(r))
         }
         Role::Pong => {
-            let t = tx(system, &pong, a)?;
+            let t = tx(system, &pong, a.size, a.depth)?;
             let r = rx(&ping)?;
             child::drive(a, Some(t), Some(r))
         }
-        Role::Producer => child::drive(a, Some(tx(system, &data, a)?), None::<DhRx>),
+        Role::Producer => child::drive(a, Some(tx(system, &data, a.size, a.depth)?), None::<DhRx>),
         Role::Consumer => child::drive(a, None::<DhTx>, Some(rx(&data)?)),
     }
 }

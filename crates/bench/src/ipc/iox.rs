@@ -75,27 +75,51 @@ impl Rx for IoxRx {
     }
 }
 
-fn service(node: &Node<ipc::Service>, name: &str, depth: usize) -> Result<Factory, ChildError> {
+/// How a channel's queue is set up.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Queue {
+    /// The process runs: `depth` messages, safe overflow off, publishers
+    /// `RetryUntilDelivered` with one loan (lossless, see the module doc).
+    Lossless(usize),
+    /// iceoryx2's own benchmark (the thread-shape run): a subscriber buffer of 1, safe
+    /// overflow on, default publisher settings; only one message is ever in flight.
+    Benchmark,
+}
+
+fn service(node: &Node<ipc::Service>, name: &str, queue: Queue) -> Result<Factory, ChildError> {
     let name = ServiceName::new(name)?;
+    let (safe_overflow, buffer) = match queue {
+        Queue::Lossless(depth) => (false, depth),
+        Queue::Benchmark => (true, 1),
+    };
     Ok(node
         .service_builder(&name)
         .publish_subscribe::<[u8]>()
-        .enable_safe_overflow(false)
-        .subscriber_max_buffer_size(depth)
+        .enable_safe_overflow(safe_overflow)
+        .subscriber_max_buffer_size(buffer)
         .history_size(0)
         .max_publishers(1)
         .max_subscribers(1)
         .open_or_create()?)
 }
 
-fn tx(node: &Node<ipc::Service>, name: &str, a: &ChildArgs) -> Result<IoxTx, ChildError> {
-    let service = service(node, name, a.depth)?;
-    let publisher = service
-        .publisher_builder()
-        .initial_max_slice_len(a.size)
-        .max_loaned_samples(1)
-        .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
-        .create()?;
+/// The sending end of channel `name` for messages of `size` bytes; returns once a subscriber
+/// is connected.
+pub(super) fn tx(
+    node: &Node<ipc::Service>,
+    name: &str,
+    size: usize,
+    queue: Queue,
+) -> Result<IoxTx, ChildError> {
+    let service = service(node, name, queue)?;
+    let builder = service.publisher_builder().initial_max_slice_len(size);
+    let publisher = match queue {
+        Queue::Lossless(_) => builder
+            .max_loaned_samples(1)
+            .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+            .create()?,
+        Queue::Benchmark => builder.create()?,
+    };
     child::wait_until("an iceoryx2 subscriber", || {
         service.dynamic_config().number_of_subscribers() >= 1
     })?;
@@ -107,9 +131,13 @@ fn tx(node: &Node<ipc::Service>, name: &str, a: &ChildArgs) -> Result<IoxTx, Chi
     })
 }
 
-fn rx(node: &Node<ipc::Service>, name: &str, a: &ChildArgs) -> Result<IoxRx, ChildError> {
-    let service = service(node, name, a.depth)?;
-    let subscriber = service.subscriber_builder().buffer_size(a.depth).create()?;
+/// The receiving end of channel `name`; returns once a publisher is connected.
+pub(super) fn rx(node: &Node<ipc::Service>, name: &str, queue: Queue) -> Result<IoxRx, ChildError> {
+    let service = service(node, name, queue)?;
+    let subscriber = match queue {
+        Queue::Lossless(depth) => service.subscriber_builder().buffer_size(depth).create()?,
+        Queue::Benchmark => service.subscriber_builder().create()?,
+    };
     child::wait_until("an iceoryx2 publisher", || {
         service.dynamic_config().number_of_publishers() >= 1
     })?;
@@ -125,6 +153,7 @@ pub fn run(a: &ChildArgs) -> Result<String, ChildError> {
     set_log_level(LogLevel::Error);
     // Declared first, dropped last: the ports and services below go before their node.
     let node = NodeBuilder::new().create::<ipc::Service>()?;
+    let q = Queue::Lossless(a.depth);
     let (ping, pong, data) = (
         child::channel(&a.name, "ping"),
         child::channel(&a.name, "pong"),
@@ -134,17 +163,17 @@ pub fn run(a: &ChildArgs) -> Result<String, ChildError> {
     // to `ping` before it waits for a subscriber on `pong`: neither waits for the other.
     match a.role {
         Role::Ping => {
-            let t = tx(&node, &ping, a)?;
-            let r = rx(&node, &pong, a)?;
+            let t = tx(&node, &ping, a.size, q)?;
+            let r = rx(&node, &pong, q)?;
             child::drive(a, Some(t), Some(r))
         }
         Role::Pong => {
-            let r = rx(&node, &ping, a)?;
-            let t = tx(&node, &pong, a)?;
+            let r = rx(&node, &ping, q)?;
+            let t = tx(&node, &pong, a.size, q)?;
             child::drive(a, Some(t), Some(r))
         }
-        Role::Producer => child::drive(a, Some(tx(&node, &data, a)?), None::<IoxRx>),
-        Role::Consumer => child::drive(a, None::<IoxTx>, Some(rx(&node, &data, a)?)),
+        Role::Producer => child::drive(a, Some(tx(&node, &data, a.size, q)?), None::<IoxRx>),
+        Role::Consumer => child::drive(a, None::<IoxTx>, Some(rx(&node, &data, q)?)),
     }
 }
 

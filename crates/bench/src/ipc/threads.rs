@@ -22,14 +22,12 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use datahub::{ChecksumPolicy, Config, Consumer, Expectations, Policy, Producer};
-use iceoryx2::port::update_connections::UpdateConnections as _;
 use iceoryx2::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::System;
-use super::child::{self, ChildError, WAIT_TIMEOUT};
-use super::dh;
+use super::child::{self, ChildError, Rx, Tx, WAIT_TIMEOUT};
+use super::{dh, iox};
 
 /// One thread-shape measurement.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -90,134 +88,12 @@ fn meet(count: &AtomicU32, round: u32) -> Result<(), ChildError> {
     Ok(())
 }
 
-/// One side's ends: send a message, receive one (returning its sequence number).
-trait Ends {
-    fn send(&mut self, src: &[u8], seq: u64) -> Result<(), ChildError>;
-    fn recv(&mut self) -> Result<u64, ChildError>;
-}
-
 fn seq_of(b: &[u8]) -> Result<u64, ChildError> {
     let head: [u8; 8] = b
         .get(..8)
         .and_then(|h| h.try_into().ok())
         .ok_or("message shorter than 8 bytes")?;
     Ok(u64::from_le_bytes(head))
-}
-
-struct DhEnds(Producer, Consumer);
-
-impl Ends for DhEnds {
-    fn send(&mut self, src: &[u8], seq: u64) -> Result<(), ChildError> {
-        let mut w = self.0.write(WAIT_TIMEOUT)?;
-        w[..src.len()].copy_from_slice(src);
-        w[..8].copy_from_slice(&seq.to_le_bytes());
-        w.commit(src.len())?;
-        Ok(())
-    }
-    fn recv(&mut self) -> Result<u64, ChildError> {
-        let r = self.1.read(WAIT_TIMEOUT)?;
-        seq_of(&r)
-    }
-}
-
-fn dh_ends(system: System, tx: &str, rx: &str, size: usize) -> Result<DhEnds, ChildError> {
-    let checksum = if system == System::DatahubEnforced {
-        ChecksumPolicy::Enforced
-    } else {
-        ChecksumPolicy::None
-    };
-    let config = Config::new(Policy::Sequential)
-        .slot_size(u32::try_from(size)?)
-        .slot_count(1)
-        .checksum(checksum)
-        .spin(dh::SPIN);
-    let p = Producer::create(tx, config)?;
-    let expect = Expectations::new()
-        .policy(Policy::Sequential)
-        .spin(dh::SPIN);
-    let c = Consumer::attach_wait(rx, expect, WAIT_TIMEOUT)?;
-    Ok(DhEnds(p, c))
-}
-
-type IoxFactory =
-    iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, [u8], ()>;
-
-// Field order: ports before their services, services before the node.
-struct IoxEnds {
-    publisher: iceoryx2::port::publisher::Publisher<ipc::Service, [u8], ()>,
-    subscriber: iceoryx2::port::subscriber::Subscriber<ipc::Service, [u8], ()>,
-    _services: (IoxFactory, IoxFactory),
-    _node: Node<ipc::Service>,
-}
-
-impl Ends for IoxEnds {
-    fn send(&mut self, src: &[u8], seq: u64) -> Result<(), ChildError> {
-        let sample = self.publisher.loan_slice_uninit(src.len())?;
-        let mut sample = sample.write_from_slice(src);
-        sample.payload_mut()[..8].copy_from_slice(&seq.to_le_bytes());
-        sample.send()?;
-        Ok(())
-    }
-    fn recv(&mut self) -> Result<u64, ChildError> {
-        let mut polls: u32 = 0;
-        let mut start: Option<Instant> = None;
-        loop {
-            if let Some(sample) = self.subscriber.receive()? {
-                return seq_of(sample.payload());
-            }
-            polls = polls.wrapping_add(1);
-            if polls & 0xffff == 0 {
-                let t = *start.get_or_insert_with(Instant::now);
-                if t.elapsed() > WAIT_TIMEOUT {
-                    return Err(format!("iceoryx2: no message within {WAIT_TIMEOUT:?}").into());
-                }
-            }
-        }
-    }
-}
-
-fn iox_service(node: &Node<ipc::Service>, name: &str) -> Result<IoxFactory, ChildError> {
-    Ok(node
-        .service_builder(&ServiceName::new(name)?)
-        .publish_subscribe::<[u8]>()
-        .history_size(0)
-        .subscriber_max_buffer_size(1)
-        .enable_safe_overflow(true)
-        .max_publishers(1)
-        .max_subscribers(1)
-        .open_or_create()?)
-}
-
-fn iox_ends(tx: &str, rx: &str, size: usize) -> Result<IoxEnds, ChildError> {
-    let node = NodeBuilder::new().create::<ipc::Service>()?;
-    let (tx_service, rx_service) = (iox_service(&node, tx)?, iox_service(&node, rx)?);
-    let publisher = tx_service
-        .publisher_builder()
-        .initial_max_slice_len(size)
-        .create()?;
-    let subscriber = rx_service.subscriber_builder().create()?;
-    // A sample sent before the peer's end is connected would be lost: connect both first.
-    child::wait_until("an iceoryx2 subscriber", || {
-        tx_service.dynamic_config().number_of_subscribers() >= 1
-    })?;
-    child::wait_until("an iceoryx2 publisher", || {
-        rx_service.dynamic_config().number_of_publishers() >= 1
-    })?;
-    publisher.update_connections()?;
-    subscriber.update_connections()?;
-    Ok(IoxEnds {
-        publisher,
-        subscriber,
-        _services: (tx_service, rx_service),
-        _node: node,
-    })
-}
-
-fn ends(system: System, tx: &str, rx: &str, size: usize) -> Result<Box<dyn Ends>, ChildError> {
-    Ok(match system {
-        System::Iceoryx2 => Box::new(iox_ends(tx, rx, size)?),
-        System::Datahub | System::DatahubEnforced => Box::new(dh_ends(system, tx, rx, size)?),
-    })
 }
 
 fn expect(got: u64, want: u64) -> Result<(), ChildError> {
@@ -228,7 +104,8 @@ fn expect(got: u64, want: u64) -> Result<(), ChildError> {
     }
 }
 
-/// One side's whole run; A returns the timed interval.
+/// One side's whole run; A returns the timed interval. The ends are the process runs' own
+/// ([`dh`], [`iox`]): one-slot DataHub blocks, iceoryx2 services in [`iox::Queue::Benchmark`].
 #[allow(clippy::too_many_arguments)]
 fn side(
     a: bool,
@@ -244,25 +121,58 @@ fn side(
         pin(c)?;
     }
     let (tx, rx) = if a { names } else { (names.1, names.0) };
-    let mut e = ends(system, tx, rx, size)?;
+    match system {
+        System::Iceoryx2 => {
+            // Declared first, dropped last: the ports and services go before their node.
+            let node = NodeBuilder::new().create::<ipc::Service>()?;
+            let q = iox::Queue::Benchmark;
+            // A waits for a subscriber on its channel before it subscribes to B's; B subscribes
+            // first: neither waits for the other (as the process roles ping and pong do).
+            let (t, r) = if a {
+                let t = iox::tx(&node, tx, size, q)?;
+                (t, iox::rx(&node, rx, q)?)
+            } else {
+                let r = iox::rx(&node, rx, q)?;
+                (iox::tx(&node, tx, size, q)?, r)
+            };
+            ping_pong(a, t, r, size, iterations, warmup, met)
+        }
+        System::Datahub | System::DatahubEnforced => {
+            // Both create their block before they wait to attach to the other's.
+            let t = dh::tx(system, tx, size, 1)?;
+            ping_pong(a, t, dh::rx(rx)?, size, iterations, warmup, met)
+        }
+    }
+}
+
+/// The timed loop of one side over its ends `t` and `r`.
+fn ping_pong<T: Tx, R: Rx>(
+    a: bool,
+    mut t: T,
+    mut r: R,
+    size: usize,
+    iterations: u64,
+    warmup: u64,
+    met: &AtomicU32,
+) -> Result<Option<Duration>, ChildError> {
     let src = vec![0x5a_u8; size];
-    let round = |e: &mut Box<dyn Ends>, i: u64| -> Result<(), ChildError> {
+    let mut round = |i: u64| -> Result<(), ChildError> {
         if a {
-            e.send(&src, i)?;
-            expect(e.recv()?, i)
+            t.send(&src, i)?;
+            expect(r.recv(seq_of)??, i)
         } else {
-            expect(e.recv()?, i)?;
-            e.send(&src, i)
+            expect(r.recv(seq_of)??, i)?;
+            t.send(&src, i)
         }
     };
     meet(met, 1)?;
     for i in 0..warmup {
-        round(&mut e, i)?;
+        round(i)?;
     }
     meet(met, 2)?;
     let start = Instant::now();
     for i in warmup..warmup + iterations {
-        round(&mut e, i)?;
+        round(i)?;
     }
     let elapsed = start.elapsed();
     // Neither side drops its ends (and the blocks or services) before the other is done.
