@@ -1,7 +1,8 @@
 //! `datahub exporter`: serves `/metrics` for every block it can see, and a broker's counters.
 //!
-//! Each scrape lists the shared-memory directory ([`datahub::list_all`]: links, FIFOs and
-//! directories are never opened, at most 8 bytes of each file are read), opens each block
+//! Each scrape lists the shared-memory directory ([`datahub::list_where`], filtered by
+//! `--prefix` before anything is opened: links, FIFOs and directories are never opened, at
+//! most 8 bytes of each file are read), opens each block
 //! read-only ([`datahub::Inspector`]: `O_RDONLY`, `PROT_READ`, never registers, so the scrape
 //! changes nothing in any block) and renders, for every block, the families of
 //! [`crate::exposition`] (what `datahub metrics --prometheus` prints, plus per-consumer lag,
@@ -139,17 +140,15 @@ impl Exporter {
         let mut shown = 0usize;
         let mut opened = 0usize;
         let wanted = |name: &str| self.prefix.as_deref().is_none_or(|p| name.starts_with(p));
-        // Entries outside the prefix are not even opened.
-        match datahub::list_where(|name| wanted(name)) {
+        // Entries outside the prefix are not even opened, nor listed.
+        match datahub::list_where(wanted) {
             Err(_) => count(Reason::ListFailed),
             Ok(entries) => {
                 for entry in entries {
                     match entry {
-                        Listed::Skipped { name, .. } if wanted(&name) => count(Reason::NotRegular),
-                        Listed::Unreadable { name, .. } if wanted(&name) => {
-                            count(Reason::Unreadable)
-                        }
-                        Listed::Block { name } if wanted(&name) => {
+                        Listed::Skipped { .. } => count(Reason::NotRegular),
+                        Listed::Unreadable { .. } => count(Reason::Unreadable),
+                        Listed::Block { name } => {
                             if opened >= self.max_blocks {
                                 count(Reason::OverLimit);
                                 continue;
