@@ -172,7 +172,17 @@ pub fn info(i: &BlockInfo) -> String {
         i.checksum,
         if i.keyed { " (keyed)" } else { "" }
     );
-    let _ = writeln!(s, "slots        {} x {} bytes", i.slot_count, i.slot_size);
+    let _ = writeln!(
+        s,
+        "slots        {} x {} bytes, {}",
+        i.slot_count,
+        i.slot_size,
+        if i.recent_slots {
+            "recent first (slot named by position line)"
+        } else {
+            "ring order (seq % slots)"
+        }
+    );
     let _ = writeln!(s, "flex zone    {} bytes", i.flex_zone_size);
     let _ = writeln!(
         s,

@@ -113,6 +113,9 @@ pub struct BlockInfo {
     pub checksum: ChecksumPolicy,
     /// Checksums are keyed.
     pub keyed: bool,
+    /// Since 1.2: the producer hands out recently released slots first
+    /// ([`crate::SlotOrder::Recent`]); otherwise message `seq` is in slot `seq % slot_count`.
+    pub recent_slots: bool,
     /// Payload bytes per slot.
     pub slot_size: u32,
     /// Slots in the ring.
@@ -306,6 +309,7 @@ impl Inspector {
             policy: i.params.policy,
             checksum: i.params.checksum,
             keyed: i.params.flags & FLAG_KEYED != 0,
+            recent_slots: b.recent_slots(),
             slot_size: i.params.slot_size,
             slot_count: i.params.slot_count,
             flex_zone_size: i.params.flex_zone_size,
@@ -461,7 +465,14 @@ impl Inspector {
                 v.problems
                     .push(format!("slot {i}: invalid state word {st}"));
             }
-            if seq != NO_SEQ && seq % n != i as u64 {
+            if b.recent_slots() {
+                let to = s.position_slot.load(Acquire);
+                if u64::from(to) >= n {
+                    v.problems.push(format!(
+                        "position line {i}: names slot {to}, beyond the block's {n} slots"
+                    ));
+                }
+            } else if seq != NO_SEQ && seq % n != i as u64 {
                 v.problems
                     .push(format!("slot {i}: seq {seq} belongs in slot {}", seq % n));
             }
@@ -616,7 +627,10 @@ impl Admin {
         }
         let n = b.slot_count();
         let mut commit = h.commit.commit_index.load(SeqCst);
-        let last = b.slot((commit % n) as usize);
+        let Ok(last) = b.slot_of(commit).map(|i| b.slot(i)) else {
+            // A damaged position line: `validate` reports it; nothing here is safe to guess.
+            return out;
+        };
         if last.state.load(Acquire) == state::COMMITTED && last.seq.load(Acquire) == commit {
             out.push(Action::FinishCommit { seq: commit });
             commit = commit.wrapping_add(1);

@@ -8,8 +8,8 @@ use memmap2::{MmapOptions, MmapRaw};
 use crate::Error;
 use crate::huge::{Backing, HugePages};
 use crate::layout::{
-    self, ChecksumEntry, ConsumerEntry, Decoded, HEADER_SIZE, Header, IDENTITY_SIZE, MAGIC,
-    MAX_CONSUMERS, NO_SEQ, Params, SlotCtl, reg,
+    self, ChecksumEntry, ConsumerEntry, Decoded, FLAG_RECENT_SLOTS, HEADER_SIZE, Header,
+    IDENTITY_SIZE, MAGIC, MAX_CONSUMERS, NO_SEQ, Params, SlotCtl, reg,
 };
 use crate::proc::{self, Liveness};
 use crate::segment::{self, Access, Segment, io_err};
@@ -276,6 +276,38 @@ impl Block {
                 .as_ptr()
                 .add(self.info.regions.slot_state_offset as usize) as *const SlotCtl)
                 .add(i)
+        }
+    }
+
+    /// Whether the block hands out recently released slots first ([`FLAG_RECENT_SLOTS`]):
+    /// message `seq` is then in the slot named by position line `seq % slot_count`.
+    #[inline]
+    pub(crate) fn recent_slots(&self) -> bool {
+        self.info.params.flags & FLAG_RECENT_SLOTS != 0
+    }
+
+    /// The slot that holds (or is to hold) message `seq`: `seq % slot_count`, or in a
+    /// recent-slots block the index in position line `seq % slot_count` (Acquire: a reader that
+    /// saw the commit index pass `seq` sees the producer's store for `seq` or a later one).
+    ///
+    /// # Errors
+    /// [`Error::InvalidSlotIndex`] if the stored index is out of range (a damaged block).
+    #[inline]
+    pub(crate) fn slot_of(&self, seq: u64) -> Result<usize, Error> {
+        let n = self.slot_count();
+        let p = (seq % n) as usize;
+        if !self.recent_slots() {
+            return Ok(p);
+        }
+        let v = self.slot(p).position_slot.load(Acquire);
+        if u64::from(v) < n {
+            Ok(v as usize)
+        } else {
+            Err(Error::InvalidSlotIndex {
+                position: p,
+                value: v,
+                slots: n,
+            })
         }
     }
 

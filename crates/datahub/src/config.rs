@@ -6,7 +6,7 @@ use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};
 
 use crate::huge::HugePages;
-use crate::layout::{ChecksumPolicy, FLAG_KEYED, MAX_CONSUMERS, Params, Policy};
+use crate::layout::{ChecksumPolicy, FLAG_KEYED, FLAG_RECENT_SLOTS, MAX_CONSUMERS, Params, Policy};
 use crate::schema::{Described, Fingerprint, LayoutError, SchemaLayout};
 use crate::{Error, checksum};
 
@@ -78,6 +78,43 @@ pub enum Preset {
     RingBuffer(u32),
 }
 
+/// Which slot a lossless producer writes next ([`Config::slot_order`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SlotOrder {
+    /// [`SlotOrder::Recent`] for a lossless policy whose ring (`slot_count × slot_size`) is at
+    /// least [`SlotOrder::AUTO_RECENT_RING_BYTES`], else [`SlotOrder::Ring`].
+    #[default]
+    Auto,
+    /// Message `seq` goes to slot `seq % slot_count`: every slot is written in turn, so a deep
+    /// ring of large slots streams `slot_count × slot_size` bytes through the cache.
+    Ring,
+    /// Lossless policies only: the producer writes the slot its consumers released most
+    /// recently (a last-in-first-out free list), so while the queue is shallow it keeps reusing
+    /// the same few cache-hot slots, as iceoryx2's sample pool does. Readers find a message's
+    /// slot through a per-position index word in the block (format 1.2, flag
+    /// [`crate::layout::FLAG_RECENT_SLOTS`]; `docs/datahub-format.md`). Costs each message one
+    /// more shared cache line on each side, which only pays off when the ring does not fit in
+    /// cache: `docs/results/datahub-large-messages.md` has the measurements.
+    Recent,
+}
+
+impl SlotOrder {
+    /// The ring size from which [`SlotOrder::Auto`] picks [`SlotOrder::Recent`]: 512 KiB.
+    pub const AUTO_RECENT_RING_BYTES: u64 = 512 << 10;
+
+    fn recent(self, policy: Policy, slot_size: u32, slot_count: u32) -> bool {
+        match self {
+            SlotOrder::Ring => false,
+            SlotOrder::Recent => true,
+            SlotOrder::Auto => {
+                policy.is_lossless()
+                    && u64::from(slot_size) * u64::from(slot_count)
+                        >= SlotOrder::AUTO_RECENT_RING_BYTES
+            }
+        }
+    }
+}
+
 /// How a producer creates a block. Built with [`Config::new`] or [`Config::preset`] and the
 /// setters; checked by [`crate::Producer::create`].
 #[derive(Debug, Clone)]
@@ -94,12 +131,13 @@ pub struct Config {
     pub(crate) spin: Duration,
     pub(crate) unlink_on_drop: bool,
     pub(crate) huge_pages: HugePages,
+    pub(crate) slot_order: SlotOrder,
 }
 
 impl Config {
     /// Defaults: 4096-byte slots, 8 of them, no flexible zone, no checksums, no schema,
     /// heartbeat timeout 1 s, 20 µs of spinning before a futex sleep, block removed when the
-    /// producer is dropped, 4 KiB pages ([`HugePages::Off`]).
+    /// producer is dropped, 4 KiB pages ([`HugePages::Off`]), [`SlotOrder::Auto`].
     pub fn new(policy: Policy) -> Config {
         Config {
             policy,
@@ -114,6 +152,7 @@ impl Config {
             spin: Duration::from_micros(20),
             unlink_on_drop: true,
             huge_pages: HugePages::Off,
+            slot_order: SlotOrder::Auto,
         }
     }
 
@@ -202,6 +241,14 @@ impl Config {
         self
     }
 
+    /// Which slot the producer writes next (default [`SlotOrder::Auto`]).
+    /// [`SlotOrder::Recent`] with [`Policy::Latest`] is an [`Error::InvalidConfig`]: a latest
+    /// reader must find the newest message without asking which slot it went to.
+    pub fn slot_order(mut self, order: SlotOrder) -> Config {
+        self.slot_order = order;
+        self
+    }
+
     pub(crate) fn params(&self) -> Result<Params, Error> {
         let slot_size = self
             .slot_size
@@ -226,10 +273,25 @@ impl Config {
                 what: "heartbeat_timeout must be > 0".into(),
             });
         }
+        if self.slot_order == SlotOrder::Recent && !self.policy.is_lossless() {
+            return Err(Error::InvalidConfig {
+                what: format!(
+                    "slot order Recent needs a lossless policy, not {}",
+                    self.policy
+                ),
+            });
+        }
+        let mut flags = if self.key.is_some() { FLAG_KEYED } else { 0 };
+        if self
+            .slot_order
+            .recent(self.policy, slot_size, self.slot_count)
+        {
+            flags |= FLAG_RECENT_SLOTS;
+        }
         let p = Params {
             policy: self.policy,
             checksum: self.checksum,
-            flags: if self.key.is_some() { FLAG_KEYED } else { 0 },
+            flags,
             slot_size,
             slot_count: self.slot_count,
             flex_zone_size: self.flex_zone_size,

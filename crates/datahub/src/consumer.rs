@@ -336,7 +336,15 @@ impl Consumer {
             } else {
                 h.commit.commit_index.load(SeqCst).wrapping_sub(1)
             };
-            let i = (want % n) as usize;
+            // Recent slots: the index is re-read on every try; after the commit index passed
+            // `want` it names `want`'s slot (`crate::protocol`, "Recent slots").
+            let i = match blk.slot_of(want) {
+                Ok(i) => i,
+                Err(e) => {
+                    h.metrics.validation_failures.fetch_add(1, Relaxed);
+                    return Err(e);
+                }
+            };
             if let Some(e) = blk.slot(i).try_enter(self.bit) {
                 if e.seq == want || (!lossless && !self.exact && e.seq != NO_SEQ && e.seq >= pos) {
                     break (i, e);
@@ -587,7 +595,15 @@ fn claim_entry(blk: &Block) -> Result<usize, Error> {
         e.position.store(start_pos, SeqCst);
         e.state.store(reg::ACTIVE, Release);
         h.release.active_mask.fetch_or(1 << i, SeqCst);
-        if lossless {
+        if lossless && blk.recent_slots() {
+            // The producer may have freed (and reused) the slots of messages below a floor it
+            // computed before our bit was visible: never above the others' floor now (their
+            // positions only grow, and the set of others is fixed while we hold the lock).
+            let others = blk.read_floor(Some(i));
+            if others > start_pos {
+                e.position.store(others, SeqCst);
+            }
+        } else if lossless {
             // The producer may have claimed one slot with a floor computed before our bit was
             // visible; everything it claims later sees us.
             let w = h.producer.write_index.load(SeqCst);

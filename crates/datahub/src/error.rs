@@ -117,6 +117,19 @@ pub enum Error {
         /// The word.
         value: u32,
     },
+    /// A recent-slots block's position line names a slot that does not exist (a damaged
+    /// block).
+    #[error(
+        "position line {position} names slot {value}, beyond the block's {slots} slots (damaged block)"
+    )]
+    InvalidSlotIndex {
+        /// Position line (`seq % slot_count`).
+        position: usize,
+        /// The index it holds.
+        value: u32,
+        /// Slots in the block.
+        slots: u64,
+    },
     /// A live producer owns the block.
     #[error("block {name:?} already exists and its producer (pid {pid}) is alive")]
     AlreadyExists {
@@ -376,6 +389,7 @@ impl Error {
             Error::InvalidSlotState { .. } => 33,
             Error::ProducerAlive { .. } => 34,
             Error::HugePagesUnavailable { .. } => 35,
+            Error::InvalidSlotIndex { .. } => 36,
         }
     }
 }

@@ -19,7 +19,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"DATAHUB1");
 /// Format major version: an opener refuses any other.
 pub const VERSION_MAJOR: u16 = 1;
 /// Format minor version: additions that older readers can ignore.
-pub const VERSION_MINOR: u16 = 1;
+pub const VERSION_MINOR: u16 = 2;
 /// Bytes of the header region, consumer table included.
 pub const HEADER_SIZE: usize = 8192;
 /// Consumer registrations per block (one bit each in a slot's reader mask).
@@ -263,7 +263,14 @@ pub(crate) struct SlotCtl {
     pub _pad: u32,
     /// `CLOCK_MONOTONIC` ns of the last claim (one clock read per message).
     pub stamp_ns: AtomicU64,
-    pub _reserved: [u64; 2],
+    /// Since 1.2, blocks with [`FLAG_RECENT_SLOTS`]: this line is also *position line* `p`
+    /// (for every message `seq` with `seq % slot_count == p`), and this word is the index of
+    /// the slot that holds the newest such message the producer claimed. Written by the
+    /// producer (Release) right after it claims the slot, before the commit index moves; read
+    /// by lossless readers after they see the commit index pass `seq`. Unused (0) otherwise.
+    pub position_slot: AtomicU32,
+    pub _pad2: u32,
+    pub _reserved: u64,
 }
 
 /// One slot's checksum: BLAKE2b-256 of its committed bytes.
@@ -289,6 +296,7 @@ const _: () = {
     assert!(size_of::<SpinlockLine>() == 64);
     assert!(size_of::<ConsumerEntry>() == 64);
     assert!(size_of::<SlotCtl>() == 64);
+    assert!(offset_of!(SlotCtl, position_slot) == 48);
     assert!(size_of::<ChecksumEntry>() == 64);
     assert!(offset_of!(Header, schema) == 64);
     assert!(offset_of!(Header, offsets) == 128);
@@ -398,6 +406,13 @@ impl std::fmt::Display for ChecksumPolicy {
 
 /// Header flag: checksums are keyed (BLAKE2b MAC).
 pub const FLAG_KEYED: u32 = 1;
+/// Header flag (since 1.2; lossless policies only): message `seq` is not in slot
+/// `seq % slot_count` but in the slot named by position line `seq % slot_count`
+/// ([`SlotCtl::position_slot`]); the producer hands out the most recently released slot first,
+/// so a shallow queue keeps reusing cache-hot slots ([`crate::SlotOrder::Recent`]). A 1.0/1.1
+/// reader refuses such a block (unknown flag), which is the point: it would look in the wrong
+/// slot.
+pub const FLAG_RECENT_SLOTS: u32 = 2;
 
 /// The parameters that fix a block's layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -450,7 +465,10 @@ impl Params {
         if self.policy == Policy::Sequential && self.max_consumers != 1 {
             return bad("max_consumers", self.max_consumers.into());
         }
-        if self.flags & !FLAG_KEYED != 0 {
+        if self.flags & !(FLAG_KEYED | FLAG_RECENT_SLOTS) != 0 {
+            return bad("flags", self.flags.into());
+        }
+        if self.flags & FLAG_RECENT_SLOTS != 0 && !self.policy.is_lossless() {
             return bad("flags", self.flags.into());
         }
         Ok(())
@@ -690,8 +708,12 @@ mod tests {
             flags: FLAG_KEYED,
             ..base
         });
+        variants.push(Params {
+            flags: FLAG_RECENT_SLOTS,
+            ..base
+        });
         let hashes: std::collections::HashSet<u64> = variants.into_iter().map(h).collect();
-        assert_eq!(hashes.len(), 7);
+        assert_eq!(hashes.len(), 8);
     }
 
     #[test]
@@ -734,7 +756,16 @@ mod tests {
                 },
                 "max_consumers",
             ),
-            (Params { flags: 2, ..base }, "flags"),
+            (Params { flags: 4, ..base }, "flags"),
+            (
+                Params {
+                    flags: FLAG_RECENT_SLOTS,
+                    policy: Policy::Latest,
+                    max_consumers: 8,
+                    ..base
+                },
+                "flags",
+            ),
         ] {
             match p.check() {
                 Err(Error::InvalidHeader { field: f, .. }) => assert_eq!(f, field),

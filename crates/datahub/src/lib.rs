@@ -191,7 +191,7 @@ pub use crate::error::{Error, WaitCause};
 #[cfg(not(loom))]
 pub use crate::{
     admin::{Action, Admin, BlockInfo, Diagnosis, Inspector, PeerInfo, SlotReport, Validation},
-    config::{Config, Expectations, Preset, Schema},
+    config::{Config, Expectations, Preset, Schema, SlotOrder},
     consumer::{Consumer, ReadGuard, Slots},
     flex::{FlexZoneGuard, SharedSpinlock, SpinGuard},
     huge::{

@@ -11,6 +11,7 @@ use crate::flex::{FlexZoneGuard, SharedSpinlock};
 use crate::layout::{ChecksumPolicy, NO_SEQ, Params, reg, state};
 use crate::metrics::Metrics;
 use crate::proc::{self, Liveness};
+use crate::protocol::FreeSlots;
 use crate::segment::Access;
 use crate::sync::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use crate::wait::{WaitPlan, wait_until};
@@ -35,6 +36,8 @@ pub struct Producer {
     closed: bool,
     /// What backs the block and why (`crate::huge`).
     huge: HugePageOutcome,
+    /// Recent-slots blocks: the free list (`crate::protocol`, "Recent slots").
+    free: Option<FreeSlots>,
 }
 
 /// What a producer found when it took over a block from a dead producer.
@@ -111,6 +114,9 @@ impl Producer {
             attempts += 1;
             let block = match Block::create(name, params, config.huge_pages, init, identity)? {
                 Created::New(block, huge) => {
+                    let free = block
+                        .recent_slots()
+                        .then(|| FreeSlots::new(params.slot_count, 0));
                     return Ok((
                         Producer {
                             block: *block,
@@ -123,6 +129,7 @@ impl Producer {
                             ops: 0,
                             closed: false,
                             huge,
+                            free,
                         },
                         None,
                     ));
@@ -221,7 +228,7 @@ impl Producer {
         let n = block.slot_count();
         let commit = h.commit.commit_index.load(SeqCst);
         // A message the dead producer published (state COMMITTED) but did not announce.
-        let last = block.slot((commit % n) as usize);
+        let last = block.slot(block.slot_of(commit)?);
         let mut commit = commit;
         if last.state.load(Acquire) == state::COMMITTED && last.seq.load(Acquire) == commit {
             commit = commit.wrapping_add(1);
@@ -243,6 +250,22 @@ impl Producer {
                 _ => {}
             }
         }
+        // The free list: every slot but those of the messages consumers have yet to read.
+        let free = if block.recent_slots() {
+            let floor = block.read_floor(None);
+            let rebuilt = FreeSlots::rebuild(n as u32, floor, commit, |seq| {
+                block.slot((seq % n) as usize).position_slot.load(Acquire)
+            });
+            Some(
+                rebuilt.map_err(|(position, value)| Error::InvalidSlotIndex {
+                    position,
+                    value,
+                    slots: n,
+                })?,
+            )
+        } else {
+            None
+        };
         h.producer.write_index.store(commit, SeqCst);
         // A new producer continues the stream.
         h.commit.end_of_stream.store(NO_SEQ, SeqCst);
@@ -265,6 +288,7 @@ impl Producer {
             pid,
             ops: 0,
             closed: false,
+            free,
         };
         Ok((p, t))
     }
@@ -331,11 +355,15 @@ impl Producer {
         blk.check_intact(false)?;
         let seq = self.next_seq;
         let n = blk.slot_count();
-        let slot = blk.slot((seq % n) as usize);
+        // Recent slots: the slot is picked at the claim; free slots have no lossless reader
+        // left in them, so room is the condition.
+        let slot = (!blk.recent_slots()).then(|| blk.slot((seq % n) as usize));
         let lossless = blk.params().policy.is_lossless();
         let room = || !lossless || seq < blk.read_floor(None).saturating_add(n);
         let started = Instant::now();
-        let r = self.wait_tending(timeout, || room() && slot.reader_mask() == 0)?;
+        let r = self.wait_tending(timeout, || {
+            room() && slot.is_none_or(|s| s.reader_mask() == 0)
+        })?;
         r.ok_or_else(|| Error::Timeout {
             op: "wait_writable",
             cause: if room() {
@@ -383,8 +411,11 @@ impl Producer {
         }
         let seq = self.next_seq;
         let n = self.block.slot_count();
-        let i = (seq % n) as usize;
         let lossless = self.block.params().policy.is_lossless();
+        if self.free.is_some() {
+            // Every claim looks at the floor, so the slot released last is the one reused.
+            self.floor_cache = self.floor_cache.max(self.block.read_floor(None));
+        }
         if lossless && seq >= self.floor_cache.saturating_add(n) {
             let blk = &self.block;
             let rel = &blk.header().release;
@@ -416,6 +447,24 @@ impl Producer {
                 }
             }
         }
+        let i = match &mut self.free {
+            None => (seq % n) as usize,
+            Some(free) => {
+                free.release_to(self.floor_cache.min(seq));
+                match free.take(seq) {
+                    Some(i) => i as usize,
+                    None => {
+                        // seq < floor + n leaves a slot free unless the accounting is broken.
+                        debug_assert!(false, "no free slot for seq {seq}");
+                        return Err(Error::InvalidSlotIndex {
+                            position: (seq % n) as usize,
+                            value: u32::MAX,
+                            slots: n,
+                        });
+                    }
+                }
+            }
+        };
         let blk = &self.block;
         let slot = blk.slot(i);
         let (prev, mask) = slot.close_for_write();
@@ -444,6 +493,9 @@ impl Producer {
             );
             if ok.is_none() {
                 slot.reopen(prev);
+                if let Some(free) = &mut self.free {
+                    free.give_back(i as u32);
+                }
                 let m = &blk.header().metrics;
                 return Err(write_timeout(
                     blk,
@@ -454,6 +506,9 @@ impl Producer {
             }
         }
         slot.begin_write(seq, self.pid, proc::monotonic_ns());
+        if self.free.is_some() {
+            blk.slot((seq % n) as usize).set_position_slot(i as u32);
+        }
         blk.header()
             .producer
             .write_index
@@ -510,6 +565,9 @@ impl Producer {
     fn abort(&mut self, i: usize, seq: u64) {
         let h = self.block.header();
         self.block.slot(i).discard();
+        if let Some(free) = &mut self.free {
+            free.give_back(i as u32);
+        }
         h.producer.write_index.store(seq, Release);
         h.producer.aborted_writes.fetch_add(1, Relaxed);
     }

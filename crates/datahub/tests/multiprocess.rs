@@ -6,7 +6,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use datahub::{Admin, ChecksumPolicy, Config, Consumer, Error, Expectations, Policy, Producer};
+use datahub::{
+    Admin, ChecksumPolicy, Config, Consumer, Error, Expectations, Policy, Producer, SlotOrder,
+};
 use serde_json::json;
 use support::{BlockGuard, ChildProc, child, mix, param, tell};
 
@@ -67,7 +69,14 @@ fn child_stream_producer() {
     } else {
         Policy::SequentialSync
     };
-    let mut cfg = Config::new(policy).slot_size(LEN as u32).slot_count(64);
+    let order = match support::param_or::<String>("ORDER", "ring".into()).as_str() {
+        "recent" => SlotOrder::Recent,
+        _ => SlotOrder::Ring,
+    };
+    let mut cfg = Config::new(policy)
+        .slot_size(LEN as u32)
+        .slot_count(64)
+        .slot_order(order);
     if consumers > 1 {
         cfg = cfg.max_consumers(consumers);
     }
@@ -132,10 +141,10 @@ fn child_stream_consumer() {
     tell("report", &report.to_string());
 }
 
-fn run_stream(tag: &str, n: u64, consumers: u32) {
+fn run_stream(tag: &str, n: u64, consumers: u32, order: &str) {
     let g = BlockGuard::new(tag);
     let params = |extra: &[(&'static str, String)]| {
-        let mut v = vec![("NAME", g.name.clone())];
+        let mut v = vec![("NAME", g.name.clone()), ("ORDER", order.to_owned())];
         v.extend(extra.iter().cloned());
         v
     };
@@ -180,13 +189,47 @@ fn run_stream(tag: &str, n: u64, consumers: u32) {
 /// Sequential across processes: 1,000,000 messages, each received once, in order, intact.
 #[test]
 fn sequential_million_messages_across_processes() {
-    run_stream("seq", count_env("DATAHUB_MP_MESSAGES", 1_000_000), 1);
+    run_stream(
+        "seq",
+        count_env("DATAHUB_MP_MESSAGES", 1_000_000),
+        1,
+        "ring",
+    );
+}
+
+/// Sequential on a recent-slots block (slot indirection) across processes: every message
+/// once, in order, intact.
+#[test]
+fn sequential_recent_slots_across_processes_every_message_once_in_order() {
+    run_stream(
+        "seq-recent",
+        count_env("DATAHUB_MP_MESSAGES", 1_000_000) / 2,
+        1,
+        "recent",
+    );
 }
 
 /// SequentialSync: three consumer processes each receive every message in order.
 #[test]
 fn sequential_sync_three_consumer_processes() {
-    run_stream("sync", count_env("DATAHUB_MP_SYNC_MESSAGES", 100_000), 3);
+    run_stream(
+        "sync",
+        count_env("DATAHUB_MP_SYNC_MESSAGES", 100_000),
+        3,
+        "ring",
+    );
+}
+
+/// SequentialSync on a recent-slots block: a slot is reused only after all three consumer
+/// processes have read its message.
+#[test]
+fn sequential_sync_recent_slots_three_consumer_processes_lose_nothing() {
+    run_stream(
+        "sync-recent",
+        count_env("DATAHUB_MP_SYNC_MESSAGES", 100_000),
+        3,
+        "recent",
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
