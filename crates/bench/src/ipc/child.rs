@@ -112,6 +112,9 @@ pub struct LatencyRun {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ThroughputRun {
     pub size: usize,
+    /// Slots of the queue (DataHub `slot_count`, iceoryx2 `subscriber_max_buffer_size`).
+    #[serde(default)]
+    pub depth: usize,
     pub messages: u64,
     pub warmup_messages: u64,
     /// From the consumer's receipt of the last warm-up message to its receipt of the last one.
@@ -273,6 +276,7 @@ pub fn run_consumer(rx: &mut impl Rx, a: &ChildArgs) -> Result<ThroughputRun, Ch
     let msgs_per_sec = a.messages as f64 / secs;
     Ok(ThroughputRun {
         size: a.size,
+        depth: a.depth,
         messages: a.messages,
         warmup_messages: a.warmup,
         elapsed_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),

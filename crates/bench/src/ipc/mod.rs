@@ -14,8 +14,9 @@
 //!   send to after the pong was read and released; **one-way latency = round trip / 2**,
 //!   recorded per round trip in an HDR histogram (ns, 3 significant digits). Warm-up round
 //!   trips are not recorded. p50/p99/p99.9 are reported.
-//! * **Throughput** (64 B, 4 KiB, 64 KiB, 1 MiB): a producer sends `warmup + N` messages as
-//!   fast as it can through a lossless queue of [`QUEUE_DEPTH`] slots, each one a copy of the
+//! * **Throughput** (64 B, 4 KiB, 64 KiB, 1 MiB; queue depths [`THROUGHPUT_DEPTHS`]): a
+//!   producer sends `warmup + N` messages as fast as it can through a lossless queue of that
+//!   many slots, each one a copy of the
 //!   full payload into the slot plus the sequence number; the consumer reads each one (sequence
 //!   number, length and last byte checked: a lost or reordered message fails the run) and
 //!   releases it. **Timed in the consumer**, with `Instant`, from its receipt of the last
@@ -61,8 +62,10 @@ use self::child::{LatencyRun, PassiveRun, Role, ThroughputRun};
 use crate::RatioGoal;
 use crate::machine::Machine;
 
-/// Slots of every channel (both systems, both tests).
+/// Slots of every latency channel, and the deep throughput queue.
 pub const QUEUE_DEPTH: usize = 16;
+/// Queue depths of the throughput test: a shallow queue and the deep one.
+pub const THROUGHPUT_DEPTHS: [usize; 2] = [2, QUEUE_DEPTH];
 const LATENCY_SIZES: [usize; 2] = [64, 4096];
 const THROUGHPUT_SIZES: [usize; 4] = [64, 4096, 65536, 1 << 20];
 const THREAD_SIZES: [usize; 3] = [8, 64, 4096];
@@ -222,6 +225,7 @@ struct IpcConfig {
     order: &'static str,
     summary: &'static str,
     queue_depth: usize,
+    throughput_depths: Vec<usize>,
     latency_sizes: Vec<usize>,
     latency_round_trips: u64,
     latency_warmup_round_trips: u64,
@@ -259,6 +263,7 @@ impl IpcConfig {
                     (datahub, iceoryx2, datahub_enforced, the first rotated by one each run)",
             summary: "median across runs of each number",
             queue_depth: QUEUE_DEPTH,
+            throughput_depths: THROUGHPUT_DEPTHS.to_vec(),
             latency_sizes: LATENCY_SIZES.to_vec(),
             latency_round_trips: if quick { 10_000 } else { 100_000 },
             latency_warmup_round_trips: if quick { 1_000 } else { 10_000 },
@@ -280,11 +285,12 @@ impl IpcConfig {
             throughput_timing: "in the consumer process: from its receipt of the last warm-up \
                                 message to its receipt of the last message (N messages); \
                                 every message is a full copy of the payload into the slot",
-            datahub: "Policy::Sequential, slot_size = payload size, slot_count = queue_depth; \
+            datahub: "Policy::Sequential, slot_size = payload size, slot_count = queue depth, \
+                      SlotOrder::Auto (recent slots from a 512 KiB ring); \
                       datahub: ChecksumPolicy::None, datahub_enforced: ChecksumPolicy::Enforced",
             datahub_spin_ms: dh::SPIN.as_millis(),
             iceoryx2: "ipc::Service publish-subscribe of [u8] slices, safe overflow off, \
-                       subscriber_max_buffer_size = queue_depth, history 0, publisher \
+                       subscriber_max_buffer_size = queue depth, history 0, publisher \
                        BackpressureStrategy::RetryUntilDelivered, loan_slice_uninit + \
                        write_from_slice, receive() busy-polled",
             iceoryx2_version_req: "0.10",
@@ -355,7 +361,10 @@ struct Report {
     machine: Machine,
     config: IpcConfig,
     latency: PerSystem<BySize<LatencySummary>>,
+    /// Throughput at the deep queue ([`QUEUE_DEPTH`]), by payload size.
     throughput: PerSystem<BySize<ThroughputSummary>>,
+    /// Throughput by queue depth (key), then payload size.
+    throughput_by_depth: BySize<PerSystem<BySize<ThroughputSummary>>>,
     /// Median across runs of the thread-shape mean one-way latency, ns.
     thread_latency: PerSystem<BySize<Option<f64>>>,
     goals: Vec<Goal>,
@@ -386,11 +395,16 @@ fn latencies(runs: &[RunRecord], system: System, size: usize) -> Vec<&LatencyRun
         .collect()
 }
 
-fn throughputs(runs: &[RunRecord], system: System, size: usize) -> Vec<&ThroughputRun> {
+fn throughputs(
+    runs: &[RunRecord],
+    system: System,
+    size: usize,
+    depth: usize,
+) -> Vec<&ThroughputRun> {
     runs.iter()
         .filter(|r| r.system == system.key())
         .filter_map(|r| match &r.result {
-            RunResult::Throughput(t) if t.size == size => Some(t),
+            RunResult::Throughput(t) if t.size == size && t.depth == depth => Some(t),
             _ => None,
         })
         .collect()
@@ -446,12 +460,16 @@ fn summarise_latency(runs: &[RunRecord], system: System) -> BySize<LatencySummar
     )
 }
 
-fn summarise_throughput(runs: &[RunRecord], system: System) -> BySize<ThroughputSummary> {
+fn summarise_throughput(
+    runs: &[RunRecord],
+    system: System,
+    depth: usize,
+) -> BySize<ThroughputSummary> {
     BySize(
         THROUGHPUT_SIZES
             .iter()
             .map(|&size| {
-                let t = throughputs(runs, system, size);
+                let t = throughputs(runs, system, size, depth);
                 (
                     size,
                     ThroughputSummary {
@@ -467,6 +485,7 @@ fn summarise_throughput(runs: &[RunRecord], system: System) -> BySize<Throughput
 fn goals(
     latency: &PerSystem<BySize<LatencySummary>>,
     throughput: &PerSystem<BySize<ThroughputSummary>>,
+    by_depth: &BySize<PerSystem<BySize<ThroughputSummary>>>,
 ) -> Vec<Goal> {
     let p50 = |s: System, size| {
         latency
@@ -476,7 +495,28 @@ fn goals(
             .map_or(f64::NAN, |v| v as f64)
     };
     let tput = |s: System, size| throughput.get(s).get(size).cloned();
-    vec![
+    let gbps = |s: System, size, depth| {
+        by_depth
+            .get(depth)
+            .and_then(|t| t.get(s).get(size))
+            .map_or(f64::NAN, |t| t.gb_per_sec)
+    };
+    let vs_iox = |size: usize, depth: usize| Goal {
+        name: match (size, depth) {
+            (65536, 2) => "datahub / iceoryx2 throughput, 64 KiB, depth 2",
+            (65536, _) => "datahub / iceoryx2 throughput, 64 KiB, depth 16",
+            (_, 2) => "datahub / iceoryx2 throughput, 1 MiB, depth 2",
+            _ => "datahub / iceoryx2 throughput, 1 MiB, depth 16",
+        },
+        goal: RatioGoal::at_least(
+            crate::ratio(
+                gbps(System::Datahub, size, depth),
+                gbps(System::Iceoryx2, size, depth),
+            ),
+            1.0,
+        ),
+    };
+    let mut goals = vec![
         Goal {
             name: "datahub p50 one-way latency / iceoryx2's, 64 B",
             goal: RatioGoal::at_most(
@@ -505,7 +545,13 @@ fn goals(
                 5.0,
             ),
         },
-    ]
+    ];
+    for depth in THROUGHPUT_DEPTHS {
+        for size in [65536, 1 << 20] {
+            goals.push(vs_iox(size, depth));
+        }
+    }
+    goals
 }
 
 /// `bench datahub`.
@@ -525,17 +571,21 @@ pub fn run(args: &DatahubArgs) -> Result<(), IpcError> {
     let mut runs = Vec::new();
     let tests = LATENCY_SIZES
         .iter()
-        .map(|&s| (Test::Latency, s))
-        .chain(THROUGHPUT_SIZES.iter().map(|&s| (Test::Throughput, s)));
-    let tests: Vec<(Test, usize)> = tests.collect();
+        .map(|&s| (Test::Latency, s, QUEUE_DEPTH))
+        .chain(THROUGHPUT_DEPTHS.iter().flat_map(|&d| {
+            THROUGHPUT_SIZES
+                .iter()
+                .map(move |&s| (Test::Throughput, s, d))
+        }));
+    let tests: Vec<(Test, usize, usize)> = tests.collect();
     for run in 0..config.runs {
-        for &(test, size) in &tests {
+        for &(test, size, depth) in &tests {
             for k in 0..SYSTEMS.len() {
                 let system = SYSTEMS[(k + run as usize) % SYSTEMS.len()];
                 counter += 1;
                 let (messages, warmup) = config.messages(test, size);
                 progress(&format!(
-                    "run {}/{}: {} {size} B, {}",
+                    "run {}/{}: {} {size} B, depth {depth}, {}",
                     run + 1,
                     config.runs,
                     test.as_str(),
@@ -546,6 +596,7 @@ pub fn run(args: &DatahubArgs) -> Result<(), IpcError> {
                     system,
                     test,
                     size,
+                    depth,
                     messages,
                     warmup,
                     name: format!("bench-{}-{counter}", std::process::id()),
@@ -596,14 +647,21 @@ pub fn run(args: &DatahubArgs) -> Result<(), IpcError> {
     progress(&format!("done in {:.1} s", t0.elapsed().as_secs_f64()));
 
     let latency = PerSystem::new(|s| summarise_latency(&runs, s));
-    let throughput = PerSystem::new(|s| summarise_throughput(&runs, s));
+    let throughput = PerSystem::new(|s| summarise_throughput(&runs, s, QUEUE_DEPTH));
+    let throughput_by_depth = BySize(
+        THROUGHPUT_DEPTHS
+            .iter()
+            .map(|&d| (d, PerSystem::new(|s| summarise_throughput(&runs, s, d))))
+            .collect(),
+    );
     let thread_latency = PerSystem::new(|s| summarise_threads(&runs, s));
-    let goals = goals(&latency, &throughput);
+    let goals = goals(&latency, &throughput, &throughput_by_depth);
     let report = Report {
         machine,
         config,
         latency,
         throughput,
+        throughput_by_depth,
         thread_latency,
         goals,
         runs,
@@ -617,6 +675,8 @@ struct Pair<'a> {
     system: System,
     test: Test,
     size: usize,
+    /// Queue depth (slots).
+    depth: usize,
     messages: u64,
     warmup: u64,
     /// Base name of the channels (shared-memory files, iceoryx2 services), unique to the pair.
@@ -626,9 +686,10 @@ struct Pair<'a> {
 impl Pair<'_> {
     fn what(&self) -> String {
         format!(
-            "{} {} B pair of {}",
+            "{} {} B depth {} pair of {}",
             self.test.as_str(),
             self.size,
+            self.depth,
             self.system.key()
         )
     }
@@ -660,7 +721,7 @@ impl Pair<'_> {
                 "--warmup",
                 &self.warmup.to_string(),
                 "--depth",
-                &QUEUE_DEPTH.to_string(),
+                &self.depth.to_string(),
                 "--name",
                 &name,
             ])
@@ -807,10 +868,11 @@ fn print_tables(r: &Report) {
     println!("{}", m.summary());
     println!(
         "two processes per measurement; {} run(s) of each, systems interleaved, medians \
-         across runs{}; queue depth {} slots",
+         across runs{}; latency queue depth {} slots, throughput depths {:?}",
         c.runs,
         if c.quick { " (quick)" } else { "" },
-        c.queue_depth
+        c.queue_depth,
+        c.throughput_depths
     );
     println!();
     println!(
@@ -845,27 +907,38 @@ fn print_tables(r: &Report) {
     println!();
     println!("throughput: timed in the consumer, every message a full copy of the payload");
     println!(
-        "{:<17} {:>8} {:>9} {:>12} {:>8}   msgs/s of each run",
-        "system", "bytes", "messages", "msgs/s", "GB/s"
+        "{:<17} {:>8} {:>5} {:>9} {:>12} {:>8} {:>7}   msgs/s of each run",
+        "system", "bytes", "depth", "messages", "msgs/s", "GB/s", "/ iox2"
     );
-    for &size in &THROUGHPUT_SIZES {
-        for s in SYSTEMS {
-            let Some(t) = r.throughput.get(s).get(size) else {
-                continue;
-            };
-            let each: Vec<String> = throughputs(&r.runs, s, size)
-                .iter()
-                .map(|x| crate::si(x.msgs_per_sec))
-                .collect();
-            println!(
-                "{:<17} {:>8} {:>9} {:>12} {:>8.2}   {}",
-                s.key(),
-                size,
-                c.throughput_messages.get(size).copied().unwrap_or(0),
-                crate::si(t.msgs_per_sec),
-                t.gb_per_sec,
-                each.join(" ")
-            );
+    for &depth in &THROUGHPUT_DEPTHS {
+        let Some(by_system) = r.throughput_by_depth.get(depth) else {
+            continue;
+        };
+        for &size in &THROUGHPUT_SIZES {
+            let iox = by_system.iceoryx2.get(size).map(|t| t.gb_per_sec);
+            for s in SYSTEMS {
+                let Some(t) = by_system.get(s).get(size) else {
+                    continue;
+                };
+                let each: Vec<String> = throughputs(&r.runs, s, size, depth)
+                    .iter()
+                    .map(|x| crate::si(x.msgs_per_sec))
+                    .collect();
+                let ratio = iox.map_or("-".to_owned(), |i| {
+                    format!("{:.2}", crate::ratio(t.gb_per_sec, i))
+                });
+                println!(
+                    "{:<17} {:>8} {:>5} {:>9} {:>12} {:>8.2} {:>7}   {}",
+                    s.key(),
+                    size,
+                    depth,
+                    c.throughput_messages.get(size).copied().unwrap_or(0),
+                    crate::si(t.msgs_per_sec),
+                    t.gb_per_sec,
+                    ratio,
+                    each.join(" ")
+                );
+            }
         }
     }
     println!();
