@@ -87,6 +87,9 @@ pub struct ChildArgs {
     /// Base name of the channels, unique to this pair of children.
     #[arg(long)]
     pub name: String,
+    /// DataHub's slot order (`Config::slot_order`).
+    #[arg(long, value_enum, default_value_t = super::DhSlotOrder::Auto)]
+    pub slot_order: super::DhSlotOrder,
 }
 
 /// Channel names of a pair.

@@ -6,11 +6,12 @@
 //! busy-spins (like the iceoryx2 side's busy loop) rather than sleeping on a futex. `datahub_enforced` also sets `ChecksumPolicy::Enforced` (BLAKE2b of
 //! the payload at commit, verified on read). A message is sent with `write()`, a copy of the
 //! full payload into the slot, the sequence number over its first 8 bytes, and
-//! `commit(size)`; it is read with `read()` and released by dropping the guard.
+//! `commit(size)`; it is read with `read()` and released by dropping the guard. The slot order
+//! is `SlotOrder::Auto` unless `bench datahub --slot-order` says otherwise.
 
 use std::time::Duration;
 
-use datahub::{ChecksumPolicy, Config, Consumer, Expectations, Policy, Producer};
+use datahub::{ChecksumPolicy, Config, Consumer, Expectations, Policy, Producer, SlotOrder};
 
 use super::System;
 use super::child::{self, ChildArgs, ChildError, Role, Rx, Tx, WAIT_TIMEOUT};
@@ -45,7 +46,12 @@ impl Rx for DhRx {
     }
 }
 
-fn config(system: System, size: usize, depth: usize) -> Result<Config, ChildError> {
+fn config(
+    system: System,
+    size: usize,
+    depth: usize,
+    order: SlotOrder,
+) -> Result<Config, ChildError> {
     let checksum = if system == System::DatahubEnforced {
         ChecksumPolicy::Enforced
     } else {
@@ -55,6 +61,7 @@ fn config(system: System, size: usize, depth: usize) -> Result<Config, ChildErro
         .slot_size(u32::try_from(size)?)
         .slot_count(u32::try_from(depth)?)
         .checksum(checksum)
+        .slot_order(order)
         .spin(SPIN))
 }
 
@@ -64,8 +71,12 @@ pub(super) fn tx(
     name: &str,
     size: usize,
     depth: usize,
+    order: SlotOrder,
 ) -> Result<DhTx, ChildError> {
-    Ok(DhTx(Producer::create(name, config(system, size, depth)?)?))
+    Ok(DhTx(Producer::create(
+        name,
+        config(system, size, depth, order)?,
+    )?))
 }
 
 /// The receiving end of channel `name` (waits for its block).
@@ -81,19 +92,20 @@ pub fn run(system: System, a: &ChildArgs) -> Result<String, ChildError> {
         child::channel(&a.name, "pong"),
         child::channel(&a.name, "data"),
     );
+    let order = a.slot_order.into();
     // Both latency children create their producer before they wait to attach to the other's.
     match a.role {
         Role::Ping => {
-            let t = tx(system, &ping, a.size, a.depth)?;
+            let t = tx(system, &ping, a.size, a.depth, order)?;
             let r = rx(&pong)?;
             child::drive(a, Some(t), Some(r))
         }
         Role::Pong => {
-            let t = tx(system, &pong, a.size, a.depth)?;
+            let t = tx(system, &pong, a.size, a.depth, order)?;
             let r = rx(&ping)?;
             child::drive(a, Some(t), Some(r))
         }
-        Role::Producer => child::drive(a, Some(tx(system, &data, a.size, a.depth)?), None::<DhRx>),
+        Role::Producer => child::drive(a, Some(tx(system, &data, a.size, a.depth, order)?), None::<DhRx>),
         Role::Consumer => child::drive(a, None::<DhTx>, Some(rx(&data)?)),
     }
 }

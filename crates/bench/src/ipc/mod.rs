@@ -102,6 +102,38 @@ impl System {
     }
 }
 
+/// DataHub's slot order for the process runs (`datahub::SlotOrder`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DhSlotOrder {
+    /// `SlotOrder::Auto`: recent slots for a lossless ring of at least 512 KiB.
+    Auto,
+    /// `SlotOrder::Ring`: message `seq` in slot `seq % depth` (DataHub before format 1.2).
+    Ring,
+    /// `SlotOrder::Recent`: the slot released last is written next.
+    Recent,
+}
+
+impl DhSlotOrder {
+    fn as_str(self) -> &'static str {
+        match self {
+            DhSlotOrder::Auto => "auto",
+            DhSlotOrder::Ring => "ring",
+            DhSlotOrder::Recent => "recent",
+        }
+    }
+}
+
+impl From<DhSlotOrder> for datahub::SlotOrder {
+    fn from(o: DhSlotOrder) -> datahub::SlotOrder {
+        match o {
+            DhSlotOrder::Auto => datahub::SlotOrder::Auto,
+            DhSlotOrder::Ring => datahub::SlotOrder::Ring,
+            DhSlotOrder::Recent => datahub::SlotOrder::Recent,
+        }
+    }
+}
+
 /// Arguments of `bench datahub`.
 #[derive(Debug, Args)]
 pub struct DatahubArgs {
@@ -114,6 +146,10 @@ pub struct DatahubArgs {
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "PATH")]
     out: Option<PathBuf>,
+    /// DataHub's slot order in the process runs (the thread-shape runs use one slot, so
+    /// `auto`): `ring` measures DataHub as it was before recent slots.
+    #[arg(long, value_enum, default_value_t = DhSlotOrder::Auto)]
+    slot_order: DhSlotOrder,
 }
 
 // ------------------------------------------------------------------------------------ child
@@ -241,13 +277,14 @@ struct IpcConfig {
     throughput_timing: &'static str,
     datahub: &'static str,
     datahub_spin_ms: u128,
+    datahub_slot_order: DhSlotOrder,
     iceoryx2: &'static str,
     iceoryx2_version_req: &'static str,
     child_wait_timeout_s: u64,
 }
 
 impl IpcConfig {
-    fn new(quick: bool) -> IpcConfig {
+    fn new(quick: bool, slot_order: DhSlotOrder) -> IpcConfig {
         // Messages per throughput run: a byte budget, capped, so every size takes similar time.
         let (budget, cap): (u64, u64) = if quick {
             (128 << 20, 200_000)
@@ -286,9 +323,11 @@ impl IpcConfig {
                                 message to its receipt of the last message (N messages); \
                                 every message is a full copy of the payload into the slot",
             datahub: "Policy::Sequential, slot_size = payload size, slot_count = queue depth, \
-                      SlotOrder::Auto (recent slots from a 512 KiB ring); \
+                      SlotOrder per datahub_slot_order (auto: recent slots from a 512 KiB \
+                      ring); \
                       datahub: ChecksumPolicy::None, datahub_enforced: ChecksumPolicy::Enforced",
             datahub_spin_ms: dh::SPIN.as_millis(),
+            datahub_slot_order: slot_order,
             iceoryx2: "ipc::Service publish-subscribe of [u8] slices, safe overflow off, \
                        subscriber_max_buffer_size = queue depth, history 0, publisher \
                        BackpressureStrategy::RetryUntilDelivered, loan_slice_uninit + \
@@ -556,7 +595,7 @@ fn goals(
 
 /// `bench datahub`.
 pub fn run(args: &DatahubArgs) -> Result<(), IpcError> {
-    let config = IpcConfig::new(args.quick);
+    let config = IpcConfig::new(args.quick, args.slot_order);
     let machine = Machine::detect();
     let exe = std::env::current_exe()
         .map_err(|e| IpcError::Io(format!("cannot find this executable: {e}")))?;
@@ -599,6 +638,7 @@ pub fn run(args: &DatahubArgs) -> Result<(), IpcError> {
                     depth,
                     messages,
                     warmup,
+                    slot_order: args.slot_order,
                     name: format!("bench-{}-{counter}", std::process::id()),
                 };
                 let started_s = t0.elapsed().as_secs_f64();
@@ -679,6 +719,7 @@ struct Pair<'a> {
     depth: usize,
     messages: u64,
     warmup: u64,
+    slot_order: DhSlotOrder,
     /// Base name of the channels (shared-memory files, iceoryx2 services), unique to the pair.
     name: String,
 }
@@ -724,6 +765,8 @@ impl Pair<'_> {
                 &self.depth.to_string(),
                 "--name",
                 &name,
+                "--slot-order",
+                self.slot_order.as_str(),
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -868,11 +911,13 @@ fn print_tables(r: &Report) {
     println!("{}", m.summary());
     println!(
         "two processes per measurement; {} run(s) of each, systems interleaved, medians \
-         across runs{}; latency queue depth {} slots, throughput depths {:?}",
+         across runs{}; latency queue depth {} slots, throughput depths {:?}; datahub slot \
+         order {}",
         c.runs,
         if c.quick { " (quick)" } else { "" },
         c.queue_depth,
-        c.throughput_depths
+        c.throughput_depths,
+        c.datahub_slot_order.as_str()
     );
     println!();
     println!(

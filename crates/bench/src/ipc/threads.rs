@@ -139,7 +139,7 @@ fn side(
         }
         System::Datahub | System::DatahubEnforced => {
             // Both create their block before they wait to attach to the other's.
-            let t = dh::tx(system, tx, size, 1)?;
+            let t = dh::tx(system, tx, size, 1, datahub::SlotOrder::Auto)?;
             ping_pong(a, t, dh::rx(rx)?, size, iterations, warmup, met)
         }
     }
