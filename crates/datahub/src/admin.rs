@@ -627,13 +627,15 @@ impl Admin {
         }
         let n = b.slot_count();
         let mut commit = h.commit.commit_index.load(SeqCst);
-        let Ok(last) = b.slot_of(commit).map(|i| b.slot(i)) else {
+        let Ok(finished) = b.unannounced_run() else {
             // A damaged position line: `validate` reports it; nothing here is safe to guess.
             return out;
         };
-        if last.state.load(Acquire) == state::COMMITTED && last.seq.load(Acquire) == commit {
-            out.push(Action::FinishCommit { seq: commit });
-            commit = commit.wrapping_add(1);
+        if finished > 0 {
+            out.extend((0..finished).map(|k| Action::FinishCommit {
+                seq: commit.wrapping_add(k),
+            }));
+            commit = commit.wrapping_add(finished);
             if !dry_run {
                 h.commit.commit_index.store(commit, SeqCst);
                 b.notify_commit();

@@ -311,6 +311,31 @@ impl Block {
         }
     }
 
+    /// With the producer dead: how many messages from the commit index on it published but did
+    /// not announce. Its claimed run is `commit_index .. write_index` (one message, or a batch);
+    /// the answer is the run's length if every message of it is `COMMITTED` in its slot, else 0.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSlotIndex`] (a damaged position line).
+    pub(crate) fn unannounced_run(&self) -> Result<u64, Error> {
+        let h = self.header();
+        let commit = h.commit.commit_index.load(SeqCst);
+        let run = h
+            .producer
+            .write_index
+            .load(SeqCst)
+            .saturating_sub(commit)
+            .min(self.slot_count());
+        for k in 0..run {
+            let seq = commit.wrapping_add(k);
+            let s = self.slot(self.slot_of(seq)?);
+            if s.state.load(Acquire) != layout::state::COMMITTED || s.seq.load(Acquire) != seq {
+                return Ok(0);
+            }
+        }
+        Ok(run)
+    }
+
     /// Checksum entry of slot `i` (raw: it is plain bytes, guarded by the slot protocol).
     #[inline]
     pub(crate) fn checksum_entry(&self, i: usize) -> *mut ChecksumEntry {

@@ -192,7 +192,7 @@ pub use crate::error::{Error, WaitCause};
 pub use crate::{
     admin::{Action, Admin, BlockInfo, Diagnosis, Inspector, PeerInfo, SlotReport, Validation},
     config::{Config, Expectations, Preset, Schema, SlotOrder},
-    consumer::{Consumer, ReadGuard, Slots},
+    consumer::{BatchReadGuard, Consumer, ReadGuard, Slots},
     flex::{FlexZoneGuard, SharedSpinlock, SpinGuard},
     huge::{
         Backing, HugePageOutcome, HugePages, ShmemEnabled, THP_SYSFS_DIR, THP_SYSFS_ENV,
@@ -200,7 +200,7 @@ pub use crate::{
     },
     layout::{ChecksumPolicy, Policy},
     metrics::Metrics,
-    producer::{Producer, Takeover, WriteGuard},
+    producer::{BatchWriteGuard, Producer, Takeover, WriteGuard},
     segment::{
         Listed, MAX_NAME_LEN, SHM_DIR_ENV, list, list_all, list_where, remove, remove_dead, shm_dir,
     },

@@ -38,6 +38,10 @@ pub struct Producer {
     huge: HugePageOutcome,
     /// Recent-slots blocks: the free list (`crate::protocol`, "Recent slots").
     free: Option<FreeSlots>,
+    /// The slots of the claimed run (one for `write`), reused from claim to claim.
+    run: Vec<usize>,
+    /// Their states before the claim closed them (to reopen them on a timeout).
+    prev: Vec<u32>,
 }
 
 /// What a producer found when it took over a block from a dead producer.
@@ -47,8 +51,13 @@ pub struct Takeover {
     pub previous_pid: u32,
     /// Slots that held a half-written message and were discarded.
     pub discarded_slots: Vec<usize>,
-    /// A message committed but not yet announced by the dead producer, now announced.
+    /// The first message committed but not yet announced by the dead producer, now
+    /// announced.
     pub finished_seq: Option<u64>,
+    /// How many were announced from `finished_seq` on (1 for a single write; a batch
+    /// ([`Producer::write_batch`]) is announced whole, and not at all unless every message of
+    /// it was published).
+    pub finished: u64,
 }
 
 impl Producer {
@@ -130,6 +139,8 @@ impl Producer {
                             closed: false,
                             huge,
                             free,
+                            run: Vec::new(),
+                            prev: Vec::new(),
                         },
                         None,
                     ));
@@ -226,14 +237,15 @@ impl Producer {
             ..Takeover::default()
         };
         let n = block.slot_count();
-        let commit = h.commit.commit_index.load(SeqCst);
-        // A message the dead producer published (state COMMITTED) but did not announce.
-        let last = block.slot(block.slot_of(commit)?);
-        let mut commit = commit;
-        if last.state.load(Acquire) == state::COMMITTED && last.seq.load(Acquire) == commit {
-            commit = commit.wrapping_add(1);
+        let mut commit = h.commit.commit_index.load(SeqCst);
+        // Messages the dead producer published (state COMMITTED) but did not announce: its
+        // whole claimed run, or nothing (a batch is all or nothing).
+        let finished = block.unannounced_run()?;
+        if finished > 0 {
+            t.finished_seq = Some(commit);
+            t.finished = finished;
+            commit = commit.wrapping_add(finished);
             h.commit.commit_index.store(commit, SeqCst);
-            t.finished_seq = Some(commit.wrapping_sub(1));
         }
         for i in 0..n as usize {
             let s = block.slot(i);
@@ -289,6 +301,8 @@ impl Producer {
             ops: 0,
             closed: false,
             free,
+            run: Vec::new(),
+            prev: Vec::new(),
         };
         Ok((p, t))
     }
@@ -405,18 +419,89 @@ impl Producer {
         g.commit(data.len())
     }
 
+    /// Claims `n` consecutive slots at once, messages `next_seq .. next_seq + n`: all of them
+    /// or none, within the ring's free space (lossless modes wait up to `timeout` until the
+    /// slowest consumer has read far enough for all `n` to fit, then for readers still inside
+    /// any of the slots to leave). [`BatchWriteGuard::commit`] publishes them in order with one
+    /// commit-index advance and one wake-up, so readers see the whole batch at once and a
+    /// producer of many small records pays the protocol's shared-memory traffic once per batch.
+    /// Dropped without commit, the batch is aborted and the sequence numbers are reused.
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`] if `n` is 0 or more than the block's slot count; otherwise those
+    /// of [`write`](Self::write).
+    pub fn write_batch(&mut self, n: usize, timeout: Duration) -> Result<BatchWriteGuard<'_>, Error> {
+        let slots = self.block.slot_count();
+        if n == 0 || n as u64 > slots {
+            return Err(Error::OutOfRange {
+                what: "batch size",
+                index: n,
+                limit: slots as usize + 1,
+            });
+        }
+        self.block.check_intact(false)?;
+        let claimed = self.claim_run(n as u64, timeout);
+        self.block.check_intact(claimed.is_err())?;
+        let seq = claimed?;
+        Ok(BatchWriteGuard {
+            producer: self,
+            seq,
+            lens: vec![0; n],
+            done: false,
+        })
+    }
+
+    /// Copies each of `messages` into a slot of one batch ([`write_batch`](Self::write_batch))
+    /// and commits them together; returns their sequence numbers.
+    ///
+    /// # Errors
+    /// [`Error::PayloadTooLarge`] (nothing is claimed), and those of `write_batch`.
+    pub fn send_batch(
+        &mut self,
+        messages: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<std::ops::Range<u64>, Error> {
+        let slot_size = self.block.slot_size();
+        if let Some(m) = messages.iter().find(|m| m.len() > slot_size) {
+            return Err(Error::PayloadTooLarge {
+                len: m.len(),
+                slot_size,
+            });
+        }
+        let mut b = self.write_batch(messages.len(), timeout)?;
+        for (k, m) in messages.iter().enumerate() {
+            b.slot_mut(k)[..m.len()].copy_from_slice(m);
+            b.set_len(k, m.len());
+        }
+        b.commit()
+    }
+
     fn claim(&mut self, timeout: Duration) -> Result<(usize, u64), Error> {
+        let seq = self.claim_run(1, timeout)?;
+        Ok((self.run[0], seq))
+    }
+
+    /// Claims messages `next_seq .. next_seq + count` (1 ≤ `count` ≤ slot_count) and their
+    /// slots, left in `self.run`: all of them or none. In a lossless mode it first waits until
+    /// the whole run fits in the ring's free space, then closes every slot of the run to new
+    /// readers and waits for the readers inside to leave; only when all are clear does it
+    /// start writing them, so a timeout leaves every old message as it was. Returns the first
+    /// sequence number.
+    fn claim_run(&mut self, count: u64, timeout: Duration) -> Result<u64, Error> {
         if self.closed {
             return Err(Error::Closed);
         }
         let seq = self.next_seq;
         let n = self.block.slot_count();
+        debug_assert!((1..=n).contains(&count));
         let lossless = self.block.params().policy.is_lossless();
         if self.free.is_some() {
             // Every claim looks at the floor, so the slot released last is the one reused.
             self.floor_cache = self.floor_cache.max(self.block.read_floor(None));
         }
-        if lossless && seq >= self.floor_cache.saturating_add(n) {
+        // The run fits while its last message is less than a ring ahead of the floor.
+        let last = seq.wrapping_add(count - 1);
+        if lossless && last >= self.floor_cache.saturating_add(n) {
             let blk = &self.block;
             let rel = &blk.header().release;
             let started = Instant::now();
@@ -427,7 +512,7 @@ impl Producer {
                 self.plan,
                 || {
                     let f = blk.read_floor(None);
-                    (blk.truncated() || seq < f.saturating_add(n)).then_some(f)
+                    (blk.truncated() || last < f.saturating_add(n)).then_some(f)
                 },
                 || {
                     heartbeat(blk);
@@ -447,28 +532,44 @@ impl Producer {
                 }
             }
         }
-        let i = match &mut self.free {
-            None => (seq % n) as usize,
+        self.run.clear();
+        match &mut self.free {
+            None => self
+                .run
+                .extend((0..count).map(|k| (seq.wrapping_add(k) % n) as usize)),
             Some(free) => {
                 free.release_to(self.floor_cache.min(seq));
-                match free.take(seq) {
-                    Some(i) => i as usize,
-                    None => {
-                        // seq < floor + n leaves a slot free unless the accounting is broken.
-                        debug_assert!(false, "no free slot for seq {seq}");
-                        return Err(Error::InvalidSlotIndex {
-                            position: (seq % n) as usize,
-                            value: u32::MAX,
-                            slots: n,
-                        });
+                for k in 0..count {
+                    match free.take(seq.wrapping_add(k)) {
+                        Some(i) => self.run.push(i as usize),
+                        None => {
+                            // seq + count ≤ floor + n leaves enough free slots unless the
+                            // accounting is broken.
+                            debug_assert!(false, "no free slot for seq {seq} + {k}");
+                            for &i in self.run.iter().rev() {
+                                free.give_back(i as u32);
+                            }
+                            return Err(Error::InvalidSlotIndex {
+                                position: (seq.wrapping_add(k) % n) as usize,
+                                value: u32::MAX,
+                                slots: n,
+                            });
+                        }
                     }
                 }
             }
-        };
+        }
         let blk = &self.block;
-        let slot = blk.slot(i);
-        let (prev, mask) = slot.close_for_write();
-        if mask != 0 {
+        self.prev.clear();
+        let mut busy = false;
+        for &i in &self.run {
+            let (prev, mask) = blk.slot(i).close_for_write();
+            self.prev.push(prev);
+            busy |= mask != 0;
+        }
+        if busy {
+            let run = &self.run;
+            let clear = || run.iter().all(|&i| blk.slot(i).reader_mask() == 0);
             let rel = &blk.header().release;
             let started = Instant::now();
             let ok = wait_until(
@@ -476,25 +577,22 @@ impl Producer {
                 &rel.release_waiters,
                 timeout,
                 self.plan,
-                || (blk.truncated() || slot.reader_mask() == 0).then_some(()),
+                || (blk.truncated() || clear()).then_some(()),
                 || {
                     heartbeat(blk);
-                    let dead = blk.dead_readers(slot.reader_mask());
-                    if dead != 0 {
-                        blk.reclaim_dead_consumers();
-                        // Bits of entries that are no longer registered at all.
-                        let left = blk.dead_readers(slot.reader_mask());
-                        if left != 0 {
-                            slot.evict(left);
-                            blk.header().metrics.recovery_actions.fetch_add(1, Relaxed);
-                        }
+                    for &i in run {
+                        evict_dead_readers(blk, i);
                     }
                 },
             );
             if ok.is_none() {
-                slot.reopen(prev);
+                for (&i, &prev) in self.run.iter().zip(&self.prev) {
+                    blk.slot(i).reopen(prev);
+                }
                 if let Some(free) = &mut self.free {
-                    free.give_back(i as u32);
+                    for &i in self.run.iter().rev() {
+                        free.give_back(i as u32);
+                    }
                 }
                 let m = &blk.header().metrics;
                 return Err(write_timeout(
@@ -505,15 +603,21 @@ impl Producer {
                 ));
             }
         }
-        slot.begin_write(seq, self.pid, proc::monotonic_ns());
-        if self.free.is_some() {
-            blk.slot((seq % n) as usize).set_position_slot(i as u32);
+        let now = proc::monotonic_ns();
+        for (k, &i) in self.run.iter().enumerate() {
+            let s = seq.wrapping_add(k as u64);
+            blk.slot(i).begin_write(s, self.pid, now);
+            if self.free.is_some() {
+                blk.slot((s % n) as usize).set_position_slot(i as u32);
+            }
         }
+        // After every slot of the run is WRITING (and named by its position line): a producer
+        // taking over finds the run between the commit index and this.
         blk.header()
             .producer
             .write_index
-            .store(seq.wrapping_add(1), Release);
-        Ok((i, seq))
+            .store(seq.wrapping_add(count), Release);
+        Ok(seq)
     }
 
     fn commit(&mut self, i: usize, seq: u64, len: usize, digest_done: bool) -> Result<u64, Error> {
@@ -570,6 +674,63 @@ impl Producer {
         }
         h.producer.write_index.store(seq, Release);
         h.producer.aborted_writes.fetch_add(1, Relaxed);
+    }
+
+    /// Publishes the claimed run (`self.run`, first message `seq`) with lengths `lens`: every
+    /// slot `COMMITTED` in order, then one commit-index store and one wake-up.
+    fn commit_run(&mut self, seq: u64, lens: &[usize]) -> Result<std::ops::Range<u64>, Error> {
+        let blk = &self.block;
+        blk.check_intact(false)?;
+        let slot_size = blk.slot_size();
+        if let Some(&len) = lens.iter().find(|&&l| l > slot_size) {
+            return Err(Error::PayloadTooLarge { len, slot_size });
+        }
+        if blk.params().checksum == ChecksumPolicy::Enforced {
+            for (k, (&i, &len)) in self.run.iter().zip(lens).enumerate() {
+                self.store_digest(i, seq.wrapping_add(k as u64), len);
+            }
+        }
+        let blk = &self.block;
+        for (&i, &len) in self.run.iter().zip(lens) {
+            blk.slot(i).publish(len as u32);
+        }
+        let count = lens.len() as u64;
+        let end = seq.wrapping_add(count);
+        let h = blk.header();
+        h.commit.commit_index.store(end, SeqCst);
+        blk.notify_commit();
+        let p = &h.producer;
+        p.slots_written
+            .store(p.slots_written.load(Relaxed).wrapping_add(count), Relaxed);
+        let bytes: u64 = lens.iter().map(|&l| l as u64).sum();
+        p.bytes_written
+            .store(p.bytes_written.load(Relaxed).wrapping_add(bytes), Relaxed);
+        self.next_seq = end;
+        blk.check_intact(false)?;
+        self.ops = self.ops.saturating_add(count as u32);
+        if self.ops >= HEARTBEAT_EVERY {
+            self.ops = 0;
+            heartbeat(blk);
+        }
+        Ok(seq..end)
+    }
+
+    /// Gives back a claimed run that was not published: every slot emptied, the sequence
+    /// numbers reused.
+    fn abort_run(&mut self, seq: u64) {
+        let h = self.block.header();
+        for &i in &self.run {
+            self.block.slot(i).discard();
+        }
+        if let Some(free) = &mut self.free {
+            for &i in self.run.iter().rev() {
+                free.give_back(i as u32);
+            }
+        }
+        h.producer.write_index.store(seq, Release);
+        h.producer
+            .aborted_writes
+            .fetch_add(self.run.len() as u64, Relaxed);
     }
 
     /// Marks the end of the stream: consumers that have read every message get
@@ -705,6 +866,20 @@ fn segment_locked(name: &str) -> bool {
     crate::segment::open(name, Access::ReadOnly)
         .and_then(|seg| crate::segment::try_lock(name, &seg.file))
         .is_ok_and(|got| !got)
+}
+
+/// A producer waiting for slot `i`'s readers: retires dead consumers holding it, and evicts
+/// bits of entries that are no longer registered at all.
+fn evict_dead_readers(blk: &Block, i: usize) {
+    let slot = blk.slot(i);
+    if blk.dead_readers(slot.reader_mask()) != 0 {
+        blk.reclaim_dead_consumers();
+        let left = blk.dead_readers(slot.reader_mask());
+        if left != 0 {
+            slot.evict(left);
+            blk.header().metrics.recovery_actions.fetch_add(1, Relaxed);
+        }
+    }
 }
 
 /// Counts a timed-out write in `counter`, records it as the block's last error, returns it.
@@ -876,6 +1051,90 @@ impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.producer.abort(self.slot, self.seq);
+        }
+    }
+}
+
+/// A claimed batch of consecutive slots ([`Producer::write_batch`]). Fill slot `k` through
+/// [`slot_mut`](Self::slot_mut), give its length with [`set_len`](Self::set_len) (default 0),
+/// then [`commit`](Self::commit) them all. Dropped without commit, the batch is aborted.
+#[derive(Debug)]
+pub struct BatchWriteGuard<'a> {
+    producer: &'a mut Producer,
+    seq: u64,
+    lens: Vec<usize>,
+    done: bool,
+}
+
+impl BatchWriteGuard<'_> {
+    /// Messages in the batch.
+    pub fn len(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// Always false: a batch holds at least one slot.
+    pub fn is_empty(&self) -> bool {
+        self.lens.is_empty()
+    }
+
+    /// Sequence number of the batch's first message (message `k` gets `first_seq() + k`).
+    pub fn first_seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The whole payload area (`slot_size` bytes) of the batch's message `k`.
+    ///
+    /// # Panics
+    /// If `k >= len()`.
+    pub fn slot_mut(&mut self, k: usize) -> &mut [u8] {
+        let i = self.producer.run[k];
+        let blk = &self.producer.block;
+        // SAFETY: slot `i` is WRITING and claimed by this guard (no reader enters it, only
+        // this producer writes it); `&mut self` makes this the only reference to it; the range
+        // is the slot's payload area.
+        unsafe { std::slice::from_raw_parts_mut(blk.payload(i), blk.slot_size()) }
+    }
+
+    /// Sets the committed length of message `k` (bytes, at most `slot_size`; checked at
+    /// commit).
+    ///
+    /// # Panics
+    /// If `k >= len()`.
+    pub fn set_len(&mut self, k: usize, len: usize) {
+        self.lens[k] = len;
+    }
+
+    /// Publishes every message of the batch, in order, with one commit-index advance; returns
+    /// their sequence numbers. Under `Enforced` each message's checksum is stored first.
+    ///
+    /// # Errors
+    /// [`Error::PayloadTooLarge`] if a length exceeds the slot (the whole batch is then
+    /// aborted); [`Error::BlockTruncated`].
+    pub fn commit(mut self) -> Result<std::ops::Range<u64>, Error> {
+        self.done = true;
+        let lens = std::mem::take(&mut self.lens);
+        match self.producer.commit_run(self.seq, &lens) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                if self.producer.next_seq == self.seq {
+                    self.producer.abort_run(self.seq);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives every slot back without publishing.
+    pub fn abort(mut self) {
+        self.done = true;
+        self.producer.abort_run(self.seq);
+    }
+}
+
+impl Drop for BatchWriteGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.producer.abort_run(self.seq);
         }
     }
 }

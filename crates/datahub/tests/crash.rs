@@ -71,12 +71,14 @@ fn child_storm_writer() {
     };
     let name: String = param("NAME");
     let mut rng = Rng::new(param("SEED"));
+    let batch: u64 = support::param_or("BATCH", 1);
     let (mut p, t) = Producer::create_or_take_over(&name, storm_config()).unwrap();
     let takeover = t.map(|t| {
         json!({
             "previous_pid": t.previous_pid,
             "discarded_slots": t.discarded_slots,
             "finished_seq": t.finished_seq,
+            "finished": t.finished,
         })
     });
     let mut next = p.next_seq();
@@ -85,6 +87,29 @@ fn child_storm_writer() {
         &json!({ "next_seq": next, "takeover": takeover }).to_string(),
     );
     loop {
+        if batch > 1 {
+            // A batch of 1..=BATCH messages, each written in two halves with a dawdle between,
+            // so kills land mid-batch.
+            let k = 1 + rng.below(batch) as usize;
+            let mut b = match p.write_batch(k, Duration::from_secs(1)) {
+                Ok(b) => b,
+                Err(Error::Timeout { .. }) => continue,
+                Err(e) => panic!("batch of {k} at seq {next}: {e}"),
+            };
+            assert_eq!(b.first_seq(), next, "writer skipped or repeated a seq");
+            for j in 0..k {
+                let m = payload(next + j as u64);
+                b.slot_mut(j)[..LEN / 2].copy_from_slice(&m[..LEN / 2]);
+                if rng.below(8) == 0 {
+                    std::thread::sleep(Duration::from_micros(rng.below(300)));
+                }
+                b.slot_mut(j)[LEN / 2..LEN].copy_from_slice(&m[LEN / 2..]);
+                b.set_len(j, LEN);
+            }
+            b.commit().unwrap();
+            next += k as u64;
+            continue;
+        }
         let mut w = match p.write(Duration::from_secs(1)) {
             Ok(w) => w,
             // No reader (killed, not yet replaced): the ring stays full.
@@ -130,8 +155,34 @@ fn child_storm_reader() {
     if drain_to == Some(c.position()) {
         return;
     }
+    let batch: u64 = support::param_or("BATCH", 1);
     loop {
         let pos = c.position();
+        if batch > 1 {
+            let b = match c.read_batch(1 + rng.below(batch) as usize, Duration::from_secs(1)) {
+                Ok(b) => b,
+                Err(Error::Timeout { .. }) => continue,
+                Err(e) => panic!("batch read at position {pos}: {e}"),
+            };
+            let mut last = None;
+            for (seq, m) in b.iter() {
+                if m.len() != LEN || m != payload(seq) {
+                    panic!("corrupt message in a batch: seq {seq}, len {}", m.len());
+                }
+                log.write_all(&seq.to_le_bytes()).unwrap();
+                last = Some(seq);
+            }
+            if rng.below(4) == 0 {
+                std::thread::sleep(Duration::from_micros(rng.below(500)));
+            }
+            b.release().unwrap();
+            let last = last.expect("a batch holds a message");
+            if drain_to.is_some_and(|d| last + 1 >= d) {
+                assert_eq!(Some(last + 1), drain_to, "read past the drain point");
+                return;
+            }
+            continue;
+        }
         let r = match c.read(Duration::from_secs(1)) {
             Ok(r) => r,
             // The writer is dead or not yet restarted.
@@ -175,14 +226,23 @@ struct StormStats {
     early_writer_kills: u64,
 }
 
-fn spawn_writer(name: &str, rng: &mut Rng, order: &str) -> ChildProc {
+/// The storm's shape: slot order (`ring` / `recent`) and the largest batch (1: single writes
+/// and reads).
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    order: &'static str,
+    batch: u64,
+}
+
+fn spawn_writer(name: &str, rng: &mut Rng, shape: Shape) -> ChildProc {
     ChildProc::spawn(
         "child_storm_writer",
         "storm_writer",
         &[
             ("NAME", name.to_owned()),
             ("SEED", rng.next_u64().to_string()),
-            ("ORDER", order.to_owned()),
+            ("ORDER", shape.order.to_owned()),
+            ("BATCH", shape.batch.to_string()),
         ],
     )
 }
@@ -192,11 +252,13 @@ fn spawn_reader(
     log: &std::path::Path,
     rng: &mut Rng,
     drain_to: Option<u64>,
+    shape: Shape,
 ) -> ChildProc {
     let mut params = vec![
         ("NAME", name.to_owned()),
         ("LOG", log.display().to_string()),
         ("SEED", rng.next_u64().to_string()),
+        ("BATCH", shape.batch.to_string()),
     ];
     if let Some(d) = drain_to {
         params.push(("DRAIN_TO", d.to_string()));
@@ -234,10 +296,11 @@ fn read_logs(logs: &[LogFile]) -> Vec<(Option<u64>, Vec<u64>)> {
 }
 
 /// Checks the logs: within one reader incarnation the seqs are consecutive from where it
-/// attached; each incarnation starts at the previous one's last message (redelivery of the
-/// message it held when killed) or just after it; together they cover `0..end` exactly.
-/// Returns the number of redelivered messages.
-fn check_logs(logs: &[(Option<u64>, Vec<u64>)], end: u64) -> u64 {
+/// attached; each incarnation starts at most `batch` messages before the end of what the
+/// previous ones delivered (redelivery of what it held when killed: one message, or up to a
+/// batch) or just after it; together they cover `0..end` exactly. Returns the number of
+/// incarnations that began with a redelivery.
+fn check_logs(logs: &[(Option<u64>, Vec<u64>)], end: u64, batch: u64) -> u64 {
     let mut next = 0u64; // one past the highest seq delivered so far
     let mut redelivered = 0;
     for (k, (start, seqs)) in logs.iter().enumerate() {
@@ -251,7 +314,7 @@ fn check_logs(logs: &[(Option<u64>, Vec<u64>)], end: u64) -> u64 {
             continue;
         };
         assert!(
-            start == next || (next > 0 && start == next - 1),
+            start == next || (start < next && next - start <= batch),
             "reader {k} attached at {start}, but messages up to {next} had been delivered: {}",
             if start > next {
                 "a gap (messages lost)"
@@ -259,7 +322,7 @@ fn check_logs(logs: &[(Option<u64>, Vec<u64>)], end: u64) -> u64 {
                 "position went backwards"
             }
         );
-        if seqs.first().is_some_and(|&f| f + 1 == next) {
+        if seqs.first().is_some_and(|&f| f < next) {
             redelivered += 1;
         }
         for w in seqs.windows(2) {
@@ -278,17 +341,38 @@ fn check_logs(logs: &[(Option<u64>, Vec<u64>)], end: u64) -> u64 {
 
 #[test]
 fn crash_storm_lossless_writer_and_reader_killed_at_random() {
-    crash_storm("ring", 100);
+    crash_storm(Shape { order: "ring", batch: 1 }, 100);
 }
 
 /// The same storm on a recent-slots block (slot indirection: the producer's free list is
 /// rebuilt from the position lines at every takeover).
 #[test]
 fn crash_storm_recent_slots_writer_and_reader_killed_at_random() {
-    crash_storm("recent", 60);
+    crash_storm(
+        Shape {
+            order: "recent",
+            batch: 1,
+        },
+        60,
+    );
 }
 
-fn crash_storm(order: &str, default_iters: u64) {
+/// The storm with batches of 1-3 messages written and read at once, in both slot orders: a
+/// batch a killed writer left is announced whole or not at all.
+#[test]
+fn crash_storm_batches_all_or_nothing_writer_and_reader_killed_at_random() {
+    crash_storm(Shape { order: "ring", batch: 3 }, 40);
+    crash_storm(
+        Shape {
+            order: "recent",
+            batch: 3,
+        },
+        40,
+    );
+}
+
+fn crash_storm(shape: Shape, default_iters: u64) {
+    let order = shape.order;
     let _s = serial();
     let iters: u64 = std::env::var("DATAHUB_CRASH_ITERS")
         .ok()
@@ -297,13 +381,13 @@ fn crash_storm(order: &str, default_iters: u64) {
     let seed = support::seed_from_env("DATAHUB_CRASH_SEED");
     println!("crash storm ({order}): DATAHUB_CRASH_SEED={seed} DATAHUB_CRASH_ITERS={iters}");
     let mut rng = Rng::new(seed);
-    let g = BlockGuard::new(&format!("storm-{order}"));
+    let g = BlockGuard::new(&format!("storm-{order}-{}", shape.batch));
     let dir = TempDir::new("storm");
     let name = g.name.as_str();
     let n = u64::from(SLOTS);
     let t0 = Instant::now();
 
-    let mut w = spawn_writer(name, &mut rng, order);
+    let mut w = spawn_writer(name, &mut rng, shape);
     assert_eq!(
         w.expect_json("ready", T),
         json!({ "next_seq": 0, "takeover": null })
@@ -311,7 +395,7 @@ fn crash_storm(order: &str, default_iters: u64) {
     let mut logs: Vec<LogFile> = Vec::new();
     let new_log = |logs: &Vec<LogFile>| dir.path.join(format!("reader-{}.log", logs.len()));
     let path = new_log(&logs);
-    let mut r = spawn_reader(name, &path, &mut rng, None);
+    let mut r = spawn_reader(name, &path, &mut rng, None, shape);
     let pos = ready_position(&mut r, T);
     assert_eq!(pos, Some(0));
     logs.push((path, pos));
@@ -337,7 +421,7 @@ fn crash_storm(order: &str, default_iters: u64) {
             st.writer_kills += 1;
             if rng.below(5) == 0 {
                 // A replacement killed while it starts up (perhaps mid-takeover).
-                let mut early = spawn_writer(name, &mut rng, order);
+                let mut early = spawn_writer(name, &mut rng, shape);
                 std::thread::sleep(Duration::from_micros(rng.below(10_000)));
                 dead_pids.push(early.pid());
                 early.kill();
@@ -347,8 +431,9 @@ fn crash_storm(order: &str, default_iters: u64) {
             let a = Admin::open(name).unwrap();
             let info = a.info();
             let c = info.commit_index;
+            let claimed = info.write_index.wrapping_sub(c);
             assert!(
-                info.write_index == c || info.write_index == c + 1,
+                claimed <= shape.batch,
                 "iteration {it}: write index {} vs commit index {c}",
                 info.write_index
             );
@@ -366,7 +451,7 @@ fn crash_storm(order: &str, default_iters: u64) {
                 st.writer_kills_draining += 1;
             }
             drop(a);
-            w = spawn_writer(name, &mut rng, order);
+            w = spawn_writer(name, &mut rng, shape);
             let ready = w.expect_json("ready", T);
             let t = &ready["takeover"];
             let prev = t["previous_pid"].as_u64().unwrap() as u32;
@@ -375,28 +460,40 @@ fn crash_storm(order: &str, default_iters: u64) {
                 "iteration {it}: took over from {prev}, killed {dead_pids:?}"
             );
             let finished = t["finished_seq"].as_u64();
+            let finished_count = t["finished"].as_u64().unwrap();
             if let Some(f) = finished {
                 assert_eq!(
                     f, c,
                     "iteration {it}: finished a commit that is not the next one: {ready}"
                 );
+                // All or nothing: the whole claimed run (one write, or a batch).
+                assert_eq!(
+                    finished_count, claimed,
+                    "iteration {it}: announced part of a claimed run: {ready}"
+                );
                 st.finished_commits += 1;
+            } else {
+                assert_eq!(finished_count, 0, "iteration {it}: {ready}");
             }
             let discarded = t["discarded_slots"].as_array().unwrap();
-            assert!(discarded.len() <= 1, "iteration {it}: {ready}");
+            assert!(
+                discarded.len() as u64 <= claimed,
+                "iteration {it}: {ready}"
+            );
             for s in discarded {
                 let s = s.as_u64().unwrap();
-                // Ring order: the slot of the next message; recent slots: any, but it was
-                // the one being written when the writer died.
+                // Ring order: a slot of the claimed run; recent slots: any, but one being
+                // written when the writer died.
                 assert!(
-                    writing.contains(&s) && (order == "recent" || s == c % n),
+                    writing.contains(&s)
+                        && (order == "recent" || (0..claimed).any(|j| s == (c + j) % n)),
                     "iteration {it}: discarded a slot not being written ({writing:?}): {ready}"
                 );
             }
             st.discarded_slots += discarded.len() as u64;
             assert_eq!(
                 ready["next_seq"].as_u64().unwrap(),
-                c + u64::from(finished.is_some()),
+                c + finished_count,
                 "iteration {it}: new writer does not continue at the commit index: {ready}"
             );
         }
@@ -404,7 +501,7 @@ fn crash_storm(order: &str, default_iters: u64) {
             if rng.below(5) == 0 {
                 // A replacement killed while it starts up (perhaps mid-attach).
                 let path = new_log(&logs);
-                let mut early = spawn_reader(name, &path, &mut rng, None);
+                let mut early = spawn_reader(name, &path, &mut rng, None, shape);
                 std::thread::sleep(Duration::from_micros(rng.below(10_000)));
                 early.kill();
                 st.early_kills += 1;
@@ -412,7 +509,7 @@ fn crash_storm(order: &str, default_iters: u64) {
                 logs.push((path, pos));
             }
             let path = new_log(&logs);
-            r = spawn_reader(name, &path, &mut rng, None);
+            r = spawn_reader(name, &path, &mut rng, None, shape);
             let pos = ready_position(&mut r, T);
             assert!(pos.is_some(), "iteration {it}: reader did not attach");
             logs.push((path, pos));
@@ -462,14 +559,14 @@ fn crash_storm(order: &str, default_iters: u64) {
 
     // A last reader drains what is left; then every committed message must have been delivered.
     let path = new_log(&logs);
-    let mut last = spawn_reader(name, &path, &mut rng, Some(end));
+    let mut last = spawn_reader(name, &path, &mut rng, Some(end), shape);
     let pos = ready_position(&mut last, T);
     assert!(pos.is_some(), "the final reader did not attach");
     logs.push((path, pos));
     last.wait_success(T);
     let m = a.metrics();
     let logs = read_logs(&logs);
-    let redelivered = check_logs(&logs, end);
+    let redelivered = check_logs(&logs, end, shape.batch);
     assert_eq!(m.checksum_failures, 0);
     assert_eq!(m.validation_failures, 0);
     assert_eq!(m.overruns, 0);
