@@ -219,7 +219,11 @@ impl Consumer {
     /// # Errors
     /// Those of [`read`](Self::read), for the first message; [`Error::OutOfRange`] if `max`
     /// is 0.
-    pub fn read_batch(&mut self, max: usize, timeout: Duration) -> Result<BatchReadGuard<'_>, Error> {
+    pub fn read_batch(
+        &mut self,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<BatchReadGuard<'_>, Error> {
         if max == 0 {
             return Err(Error::OutOfRange {
                 what: "batch size",

@@ -430,7 +430,11 @@ impl Producer {
     /// # Errors
     /// [`Error::OutOfRange`] if `n` is 0 or more than the block's slot count; otherwise those
     /// of [`write`](Self::write).
-    pub fn write_batch(&mut self, n: usize, timeout: Duration) -> Result<BatchWriteGuard<'_>, Error> {
+    pub fn write_batch(
+        &mut self,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<BatchWriteGuard<'_>, Error> {
         let slots = self.block.slot_count();
         if n == 0 || n as u64 > slots {
             return Err(Error::OutOfRange {

@@ -341,7 +341,13 @@ fn check_logs(logs: &[(Option<u64>, Vec<u64>)], end: u64, batch: u64) -> u64 {
 
 #[test]
 fn crash_storm_lossless_writer_and_reader_killed_at_random() {
-    crash_storm(Shape { order: "ring", batch: 1 }, 100);
+    crash_storm(
+        Shape {
+            order: "ring",
+            batch: 1,
+        },
+        100,
+    );
 }
 
 /// The same storm on a recent-slots block (slot indirection: the producer's free list is
@@ -361,7 +367,13 @@ fn crash_storm_recent_slots_writer_and_reader_killed_at_random() {
 /// batch a killed writer left is announced whole or not at all.
 #[test]
 fn crash_storm_batches_all_or_nothing_writer_and_reader_killed_at_random() {
-    crash_storm(Shape { order: "ring", batch: 3 }, 40);
+    crash_storm(
+        Shape {
+            order: "ring",
+            batch: 3,
+        },
+        40,
+    );
     crash_storm(
         Shape {
             order: "recent",
@@ -476,10 +488,7 @@ fn crash_storm(shape: Shape, default_iters: u64) {
                 assert_eq!(finished_count, 0, "iteration {it}: {ready}");
             }
             let discarded = t["discarded_slots"].as_array().unwrap();
-            assert!(
-                discarded.len() as u64 <= claimed,
-                "iteration {it}: {ready}"
-            );
+            assert!(discarded.len() as u64 <= claimed, "iteration {it}: {ready}");
             for s in discarded {
                 let s = s.as_u64().unwrap();
                 // Ring order: a slot of the claimed run; recent slots: any, but one being

@@ -105,7 +105,11 @@ pub fn run(system: System, a: &ChildArgs) -> Result<String, ChildError> {
             let r = rx(&ping)?;
             child::drive(a, Some(t), Some(r))
         }
-        Role::Producer => child::drive(a, Some(tx(system, &data, a.size, a.depth, order)?), None::<DhRx>),
+        Role::Producer => child::drive(
+            a,
+            Some(tx(system, &data, a.size, a.depth, order)?),
+            None::<DhRx>,
+        ),
         Role::Consumer => child::drive(a, None::<DhTx>, Some(rx(&data)?)),
     }
 }
