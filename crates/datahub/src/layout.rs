@@ -408,7 +408,7 @@ impl std::fmt::Display for ChecksumPolicy {
 pub const FLAG_KEYED: u32 = 1;
 /// Header flag (since 1.2; lossless policies only): message `seq` is not in slot
 /// `seq % slot_count` but in the slot named by position line `seq % slot_count`
-/// ([`SlotCtl::position_slot`]); the producer hands out the most recently released slot first,
+/// (the slot line's `position_slot` word); the producer hands out the most recently released slot first,
 /// so a shallow queue keeps reusing cache-hot slots ([`crate::SlotOrder::Recent`]). A 1.0/1.1
 /// reader refuses such a block (unknown flag), which is the point: it would look in the wrong
 /// slot.

@@ -27,7 +27,11 @@
 //!
 //! # Model
 //! One producer per block writes messages numbered 0, 1, 2, ... (the **sequence number**,
-//! `seq`); message `seq` goes to slot `seq % slot_count`. Three [`Policy`]s:
+//! `seq`); message `seq` goes to slot `seq % slot_count`, or, in a lossless block with
+//! [`SlotOrder::Recent`] (the default for rings of 512 KiB and more), to the slot its consumers
+//! released most recently, named in position line `seq % slot_count` (`docs/datahub-format.md`,
+//! "Recent slots"). Messages can be written and read one at a time or as batches of
+//! consecutive slots ([`Producer::write_batch`], [`Consumer::read_batch`]). Three [`Policy`]s:
 //! - **Latest**: a reader gets the newest committed message; the producer never waits except
 //!   for readers of the one slot it is about to overwrite.
 //! - **Sequential**: one reader, lossless FIFO; the producer waits while the ring is full.

@@ -282,3 +282,68 @@ fn latest_read_batch_returns_the_newest_message_alone() {
     let r = c.read_batch(8, T).unwrap();
     assert_eq!((r.first_seq(), r.len()), (4, 1));
 }
+
+/// Rewrites a little-endian word of the block's file (a dead producer's leftovers, made by
+/// hand: the window between publishing a batch and moving the commit index is too short for
+/// the SIGKILL storm to hit).
+fn poke(name: &str, at: u64, bytes: &[u8]) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("{}/{}", datahub::shm_dir().display(), name))
+        .unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+/// Header byte offsets (docs/datahub-format.md): the commit index, and slot `i`'s state word.
+const COMMIT_INDEX: u64 = 256;
+fn slot_state(i: u64) -> u64 {
+    8192 + i * 64
+}
+
+#[test]
+fn a_takeover_announces_a_published_but_unannounced_batch_whole() {
+    for order in [SlotOrder::Ring, SlotOrder::Recent] {
+        let g = BlockGuard::new("batch-finish");
+        let cfg = || config(order, 8).unlink_on_drop(false);
+        let mut p = Producer::create(&g.name, cfg()).unwrap();
+        send_batch(&mut p, 0, 2);
+        send_batch(&mut p, 2, 3);
+        drop(p);
+        // As if the producer died after publishing 2..5 and before the commit index moved.
+        poke(&g.name, COMMIT_INDEX, &2u64.to_le_bytes());
+        let (p, t) = Producer::create_or_take_over(&g.name, cfg()).unwrap();
+        let t = t.unwrap();
+        assert_eq!((t.finished_seq, t.finished), (Some(2), 3), "{order:?}");
+        assert_eq!(p.next_seq(), 5);
+        let mut c = Consumer::attach(&g.name, Expectations::new()).unwrap();
+        let r = c.read_batch(8, T).unwrap();
+        assert_eq!((r.first_seq(), r.len()), (0, 5));
+    }
+}
+
+#[test]
+fn a_takeover_announces_nothing_of_a_batch_with_a_slot_still_being_written() {
+    let g = BlockGuard::new("batch-partial");
+    let cfg = || config(SlotOrder::Ring, 8).unlink_on_drop(false);
+    let mut p = Producer::create(&g.name, cfg()).unwrap();
+    send_batch(&mut p, 0, 2);
+    send_batch(&mut p, 2, 3);
+    drop(p);
+    // Died mid-batch: 2 and 3 published, 4 (slot 4) still being written, commit index at 2.
+    poke(&g.name, COMMIT_INDEX, &2u64.to_le_bytes());
+    poke(&g.name, slot_state(4), &1u32.to_le_bytes());
+    let (mut p, t) = Producer::create_or_take_over(&g.name, cfg()).unwrap();
+    let t = t.unwrap();
+    assert_eq!((t.finished_seq, t.finished), (None, 0));
+    assert_eq!(t.discarded_slots, vec![4]);
+    assert_eq!(p.next_seq(), 2, "the whole batch is written again");
+    let mut c = Consumer::attach(&g.name, Expectations::new()).unwrap();
+    send_batch(&mut p, 2, 1);
+    let r = c.read_batch(8, T).unwrap();
+    assert_eq!((r.first_seq(), r.len()), (0, 3));
+    for (seq, m) in r.iter() {
+        assert_eq!(m, &record(seq)[..]);
+    }
+}

@@ -33,12 +33,33 @@ pub trait Tx {
     /// Takes a free slot (waiting while the queue is full), copies all of `src` into it, stamps
     /// `seq` (little endian) over its first 8 bytes and publishes `src.len()` bytes.
     fn send(&mut self, src: &[u8], seq: u64) -> Result<(), ChildError>;
+
+    /// Sends `n` messages `first..first + n` (each a copy of `src` with its seq stamped). The
+    /// default sends them one at a time; DataHub claims and commits them as one batch.
+    fn send_batch(&mut self, src: &[u8], first: u64, n: usize) -> Result<(), ChildError> {
+        for k in 0..n as u64 {
+            self.send(src, first + k)?;
+        }
+        Ok(())
+    }
 }
 
 /// A channel's receiving end.
 pub trait Rx {
     /// Busy-waits for the next message, calls `f` with its bytes, then releases it.
     fn recv<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R, ChildError>;
+
+    /// Busy-waits for the next message and takes up to `max` (at least 1), calling `f` on each
+    /// in order; returns how many. The default takes one; DataHub takes the committed run.
+    fn recv_batch(
+        &mut self,
+        max: usize,
+        f: &mut dyn FnMut(&[u8]) -> Result<(), ChildError>,
+    ) -> Result<usize, ChildError> {
+        let _ = max;
+        self.recv(|d| f(d))??;
+        Ok(1)
+    }
 }
 
 /// The role of a child.
@@ -87,6 +108,9 @@ pub struct ChildArgs {
     /// Base name of the channels, unique to this pair of children.
     #[arg(long)]
     pub name: String,
+    /// Messages per batch (producer and consumer; 1: one at a time). Throughput only.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     /// DataHub's slot order (`Config::slot_order`).
     #[arg(long, value_enum, default_value_t = super::DhSlotOrder::Auto)]
     pub slot_order: super::DhSlotOrder,
@@ -118,6 +142,9 @@ pub struct ThroughputRun {
     /// Slots of the queue (DataHub `slot_count`, iceoryx2 `subscriber_max_buffer_size`).
     #[serde(default)]
     pub depth: usize,
+    /// Messages per batch (1: one at a time).
+    #[serde(default = "one")]
+    pub batch: usize,
     pub messages: u64,
     pub warmup_messages: u64,
     /// From the consumer's receipt of the last warm-up message to its receipt of the last one.
@@ -125,6 +152,10 @@ pub struct ThroughputRun {
     pub msgs_per_sec: f64,
     /// Payload bytes / 1e9 per second.
     pub gb_per_sec: f64,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// What the passive roles print.
@@ -252,8 +283,17 @@ pub fn run_pong(
 pub fn run_producer(tx: &mut impl Tx, a: &ChildArgs) -> Result<PassiveRun, ChildError> {
     let src = payload(a.size);
     let total = a.warmup + a.messages;
-    for i in 0..total {
-        tx.send(&src, i)?;
+    if a.batch > 1 {
+        let mut i = 0;
+        while i < total {
+            let n = (a.batch as u64).min(total - i);
+            tx.send_batch(&src, i, n as usize)?;
+            i += n;
+        }
+    } else {
+        for i in 0..total {
+            tx.send(&src, i)?;
+        }
     }
     Ok(PassiveRun {
         role: Role::Producer.as_str().to_owned(),
@@ -267,11 +307,29 @@ pub fn run_consumer(rx: &mut impl Rx, a: &ChildArgs) -> Result<ThroughputRun, Ch
     let last = payload(a.size)[a.size - 1];
     let total = a.warmup + a.messages;
     let mut start = Instant::now();
-    for i in 0..total {
-        let seq = rx.recv(|d| check(d, a.size, last))??;
-        expect_seq(seq, i)?;
-        if i + 1 == a.warmup {
-            start = Instant::now();
+    if a.batch > 1 {
+        // The timer starts after the batch that holds the last warm-up message: `validate`
+        // makes the warm-up a multiple of the batch, so that batch ends exactly there.
+        let mut i = 0u64;
+        while i < total {
+            let max = (a.batch as u64).min(total - i) as usize;
+            let got = rx.recv_batch(max, &mut |d| {
+                expect_seq(check(d, a.size, last)?, i)?;
+                i += 1;
+                Ok(())
+            })?;
+            debug_assert!(got >= 1);
+            if i == a.warmup {
+                start = Instant::now();
+            }
+        }
+    } else {
+        for i in 0..total {
+            let seq = rx.recv(|d| check(d, a.size, last))??;
+            expect_seq(seq, i)?;
+            if i + 1 == a.warmup {
+                start = Instant::now();
+            }
         }
     }
     let elapsed = start.elapsed();
@@ -280,6 +338,7 @@ pub fn run_consumer(rx: &mut impl Rx, a: &ChildArgs) -> Result<ThroughputRun, Ch
     Ok(ThroughputRun {
         size: a.size,
         depth: a.depth,
+        batch: a.batch,
         messages: a.messages,
         warmup_messages: a.warmup,
         elapsed_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
@@ -331,6 +390,12 @@ pub fn validate(a: &ChildArgs) -> Result<(), ChildError> {
     }
     if a.depth == 0 {
         return Err("--depth must be at least 1".into());
+    }
+    if a.batch == 0 || a.batch > a.depth {
+        return Err("--batch must be 1..=--depth".into());
+    }
+    if a.warmup % a.batch as u64 != 0 {
+        return Err("--warmup must be a multiple of --batch".into());
     }
     Ok(())
 }

@@ -30,10 +30,28 @@ pub struct DhRx(Consumer);
 impl Tx for DhTx {
     fn send(&mut self, src: &[u8], seq: u64) -> Result<(), ChildError> {
         let mut w = self.0.write(WAIT_TIMEOUT)?;
-        w[..src.len()].copy_from_slice(src);
-        w[..8].copy_from_slice(&seq.to_le_bytes());
+        DhTx::stamp(&mut w, src, seq);
         w.commit(src.len())?;
         Ok(())
+    }
+
+    /// One `write_batch(n)`: each slot a copy of `src` with its seq, one commit.
+    fn send_batch(&mut self, src: &[u8], first: u64, n: usize) -> Result<(), ChildError> {
+        let mut b = self.0.write_batch(n, WAIT_TIMEOUT)?;
+        debug_assert_eq!(b.first_seq(), first);
+        for k in 0..n {
+            DhTx::stamp(b.slot_mut(k), src, first + k as u64);
+            b.set_len(k, src.len());
+        }
+        b.commit()?;
+        Ok(())
+    }
+}
+
+impl DhTx {
+    fn stamp(dst: &mut [u8], src: &[u8], seq: u64) {
+        dst[..src.len()].copy_from_slice(src);
+        dst[..8].copy_from_slice(&seq.to_le_bytes());
     }
 }
 
@@ -43,6 +61,21 @@ impl Rx for DhRx {
         let out = f(&r);
         drop(r);
         Ok(out)
+    }
+
+    /// One `read_batch(max)`: `f` on each message of the committed run, one release.
+    fn recv_batch(
+        &mut self,
+        max: usize,
+        f: &mut dyn FnMut(&[u8]) -> Result<(), ChildError>,
+    ) -> Result<usize, ChildError> {
+        let b = self.0.read_batch(max, WAIT_TIMEOUT)?;
+        for k in 0..b.len() {
+            f(b.get(k))?;
+        }
+        let n = b.len();
+        b.release()?;
+        Ok(n)
     }
 }
 

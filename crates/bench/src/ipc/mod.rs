@@ -24,6 +24,11 @@
 //!   interval: `msgs_per_sec = N / elapsed`, `gb_per_sec = N * size / 1e9 / elapsed`. Process
 //!   start, connection set-up and teardown are outside every timed interval.
 //!
+//! * **Batches** (DataHub only, 64 B records, queue of [`BATCH_DEPTH`] slots): the throughput
+//!   test with the producer claiming and committing 32 messages at a time
+//!   (`Producer::write_batch`) and the consumer taking the committed run, up to 32
+//!   (`Consumer::read_batch`), against the same test one message at a time; timed the same way
+//!   (the warm-up is a multiple of the batch).
 //! * **Thread-shape latency** (8 B, 64 B, 4 KiB): iceoryx2's own benchmark shape, the one its
 //!   published figures come from: two pinned threads of this (parent) process ping-pong
 //!   through channels of one message each; mean one-way latency = elapsed / (2 x iterations).
@@ -66,6 +71,11 @@ use crate::machine::Machine;
 pub const QUEUE_DEPTH: usize = 16;
 /// Queue depths of the throughput test: a shallow queue and the deep one.
 pub const THROUGHPUT_DEPTHS: [usize; 2] = [2, QUEUE_DEPTH];
+/// The batch test (DataHub only): 64-byte records through a queue of this many slots, in
+/// batches of [`BATCHES`] messages (`Producer::write_batch` / `Consumer::read_batch`).
+pub const BATCH_DEPTH: usize = 64;
+const BATCH_SIZE: usize = 64;
+const BATCHES: [usize; 2] = [1, 32];
 const LATENCY_SIZES: [usize; 2] = [64, 4096];
 const THROUGHPUT_SIZES: [usize; 4] = [64, 4096, 65536, 1 << 20];
 const THREAD_SIZES: [usize; 3] = [8, 64, 4096];
@@ -275,6 +285,9 @@ struct IpcConfig {
     throughput_messages: BySize<u64>,
     throughput_warmup_messages: BySize<u64>,
     throughput_timing: &'static str,
+    batch_depth: usize,
+    batch_payload_size: usize,
+    batch_sizes: Vec<usize>,
     datahub: &'static str,
     datahub_spin_ms: u128,
     datahub_slot_order: DhSlotOrder,
@@ -322,6 +335,9 @@ impl IpcConfig {
             throughput_timing: "in the consumer process: from its receipt of the last warm-up \
                                 message to its receipt of the last message (N messages); \
                                 every message is a full copy of the payload into the slot",
+            batch_depth: BATCH_DEPTH,
+            batch_payload_size: BATCH_SIZE,
+            batch_sizes: BATCHES.to_vec(),
             datahub: "Policy::Sequential, slot_size = payload size, slot_count = queue depth, \
                       SlotOrder per datahub_slot_order (auto: recent slots from a 512 KiB \
                       ring); \
@@ -404,6 +420,8 @@ struct Report {
     throughput: PerSystem<BySize<ThroughputSummary>>,
     /// Throughput by queue depth (key), then payload size.
     throughput_by_depth: BySize<PerSystem<BySize<ThroughputSummary>>>,
+    /// DataHub's batch test by batch size (messages per batch).
+    batch: BySize<ThroughputSummary>,
     /// Median across runs of the thread-shape mean one-way latency, ns.
     thread_latency: PerSystem<BySize<Option<f64>>>,
     goals: Vec<Goal>,
@@ -443,7 +461,9 @@ fn throughputs(
     runs.iter()
         .filter(|r| r.system == system.key())
         .filter_map(|r| match &r.result {
-            RunResult::Throughput(t) if t.size == size && t.depth == depth => Some(t),
+            RunResult::Throughput(t) if t.size == size && t.depth == depth && t.batch == 1 => {
+                Some(t)
+            }
             _ => None,
         })
         .collect()
@@ -499,6 +519,23 @@ fn summarise_latency(runs: &[RunRecord], system: System) -> BySize<LatencySummar
     )
 }
 
+fn batch_runs(runs: &[RunRecord], batch: usize) -> Vec<&ThroughputRun> {
+    runs.iter()
+        .filter(|r| r.test == "batch")
+        .filter_map(|r| match &r.result {
+            RunResult::Throughput(t) if t.batch == batch => Some(t),
+            _ => None,
+        })
+        .collect()
+}
+
+fn summarise(t: &[&ThroughputRun]) -> ThroughputSummary {
+    ThroughputSummary {
+        msgs_per_sec: median(t.iter().map(|r| r.msgs_per_sec).collect()),
+        gb_per_sec: median(t.iter().map(|r| r.gb_per_sec).collect()),
+    }
+}
+
 fn summarise_throughput(
     runs: &[RunRecord],
     system: System,
@@ -507,16 +544,7 @@ fn summarise_throughput(
     BySize(
         THROUGHPUT_SIZES
             .iter()
-            .map(|&size| {
-                let t = throughputs(runs, system, size, depth);
-                (
-                    size,
-                    ThroughputSummary {
-                        msgs_per_sec: median(t.iter().map(|r| r.msgs_per_sec).collect()),
-                        gb_per_sec: median(t.iter().map(|r| r.gb_per_sec).collect()),
-                    },
-                )
-            })
+            .map(|&size| (size, summarise(&throughputs(runs, system, size, depth))))
             .collect(),
     )
 }
@@ -525,6 +553,7 @@ fn goals(
     latency: &PerSystem<BySize<LatencySummary>>,
     throughput: &PerSystem<BySize<ThroughputSummary>>,
     by_depth: &BySize<PerSystem<BySize<ThroughputSummary>>>,
+    batch: &BySize<ThroughputSummary>,
 ) -> Vec<Goal> {
     let p50 = |s: System, size| {
         latency
@@ -555,7 +584,15 @@ fn goals(
             1.0,
         ),
     };
+    let batch_ratio = {
+        let m = |b| batch.get(b).map_or(f64::NAN, |t| t.msgs_per_sec);
+        crate::ratio(m(BATCHES[1]), m(BATCHES[0]))
+    };
     let mut goals = vec![
+        Goal {
+            name: "datahub 64 B msgs/s, batches of 32 / one at a time",
+            goal: RatioGoal::at_least(batch_ratio, 1.5),
+        },
         Goal {
             name: "datahub p50 one-way latency / iceoryx2's, 64 B",
             goal: RatioGoal::at_most(
@@ -622,6 +659,7 @@ pub fn run(args: &DatahubArgs) -> Result<(), IpcError> {
             for k in 0..SYSTEMS.len() {
                 let system = SYSTEMS[(k + run as usize) % SYSTEMS.len()];
                 counter += 1;
+                let batch = 1;
                 let (messages, warmup) = config.messages(test, size);
                 progress(&format!(
                     "run {}/{}: {} {size} B, depth {depth}, {}",
@@ -636,6 +674,7 @@ pub fn run(args: &DatahubArgs) -> Result<(), IpcError> {
                     test,
                     size,
                     depth,
+                    batch,
                     messages,
                     warmup,
                     slot_order: args.slot_order,
@@ -651,6 +690,38 @@ pub fn run(args: &DatahubArgs) -> Result<(), IpcError> {
                     result,
                 });
             }
+        }
+        // Batches: DataHub alone, one at a time and 32 at a time, alternating which goes first.
+        for k in 0..BATCHES.len() {
+            let batch = BATCHES[(k + run as usize) % BATCHES.len()];
+            counter += 1;
+            let (messages, warmup) = config.messages(Test::Throughput, BATCH_SIZE);
+            progress(&format!(
+                "run {}/{}: batch of {batch}, {BATCH_SIZE} B, depth {BATCH_DEPTH}, datahub",
+                run + 1,
+                config.runs
+            ));
+            let pair = Pair {
+                exe: &exe,
+                system: System::Datahub,
+                test: Test::Throughput,
+                size: BATCH_SIZE,
+                depth: BATCH_DEPTH,
+                batch,
+                messages,
+                warmup: warmup.div_ceil(batch as u64) * batch as u64,
+                slot_order: args.slot_order,
+                name: format!("bench-{}-{counter}", std::process::id()),
+            };
+            let started_s = t0.elapsed().as_secs_f64();
+            let result = pair.run()?;
+            runs.push(RunRecord {
+                run,
+                test: "batch",
+                system: System::Datahub.key(),
+                started_s,
+                result,
+            });
         }
         for &size in &THREAD_SIZES {
             for k in 0..SYSTEMS.len() {
@@ -694,14 +765,21 @@ pub fn run(args: &DatahubArgs) -> Result<(), IpcError> {
             .map(|&d| (d, PerSystem::new(|s| summarise_throughput(&runs, s, d))))
             .collect(),
     );
+    let batch = BySize(
+        BATCHES
+            .iter()
+            .map(|&b| (b, summarise(&batch_runs(&runs, b))))
+            .collect(),
+    );
     let thread_latency = PerSystem::new(|s| summarise_threads(&runs, s));
-    let goals = goals(&latency, &throughput, &throughput_by_depth);
+    let goals = goals(&latency, &throughput, &throughput_by_depth, &batch);
     let report = Report {
         machine,
         config,
         latency,
         throughput,
         throughput_by_depth,
+        batch,
         thread_latency,
         goals,
         runs,
@@ -717,6 +795,8 @@ struct Pair<'a> {
     size: usize,
     /// Queue depth (slots).
     depth: usize,
+    /// Messages per batch (1: one at a time).
+    batch: usize,
     messages: u64,
     warmup: u64,
     slot_order: DhSlotOrder,
@@ -767,6 +847,8 @@ impl Pair<'_> {
                 &name,
                 "--slot-order",
                 self.slot_order.as_str(),
+                "--batch",
+                &self.batch.to_string(),
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -985,6 +1067,35 @@ fn print_tables(r: &Report) {
                 );
             }
         }
+    }
+    println!();
+    println!(
+        "batches (datahub): {} B records, depth {}, write_batch/read_batch of up to n against \
+         one at a time",
+        c.batch_payload_size, c.batch_depth
+    );
+    println!(
+        "{:<17} {:>6} {:>12} {:>9}   msgs/s of each run",
+        "batch of", "bytes", "msgs/s", "/ single"
+    );
+    let single = r.batch.get(1).map(|t| t.msgs_per_sec);
+    for &b in &BATCHES {
+        let Some(t) = r.batch.get(b) else { continue };
+        let each: Vec<String> = batch_runs(&r.runs, b)
+            .iter()
+            .map(|x| crate::si(x.msgs_per_sec))
+            .collect();
+        println!(
+            "{:<17} {:>6} {:>12} {:>9}   {}",
+            b,
+            c.batch_payload_size,
+            crate::si(t.msgs_per_sec),
+            single.map_or("-".to_owned(), |s| format!(
+                "{:.2}",
+                crate::ratio(t.msgs_per_sec, s)
+            )),
+            each.join(" ")
+        );
     }
     println!();
     println!(
