@@ -265,7 +265,7 @@ fn inspect_diagnose_metrics_and_validate_a_live_block() {
         .expect(0, "inspect")
         .json();
     assert_eq!(info["name"], name);
-    assert_eq!(info["version"], "1.1");
+    assert_eq!(info["version"], "1.2");
     assert_eq!(info["policy"], "sequential");
     assert_eq!(info["checksum"], "enforced");
     assert_eq!(

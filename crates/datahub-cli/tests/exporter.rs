@@ -93,7 +93,7 @@ fn a_scrape_lists_every_block_with_its_labels() {
                 &[
                     ("block", block),
                     ("policy", "sequential"),
-                    ("version", "1.1")
+                    ("version", "1.2")
                 ]
             ),
             Some(1.0),

@@ -43,7 +43,7 @@ fn inspect_and_metrics_show_the_backing_the_creator_recorded() {
         .expect(0, "inspect --json")
         .json();
     assert_eq!(json["backing"], "small");
-    assert_eq!(json["version"], "1.1");
+    assert_eq!(json["version"], "1.2");
     assert_eq!(
         huge_pages_series(b.name()),
         format!(

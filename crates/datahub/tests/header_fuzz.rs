@@ -175,7 +175,8 @@ fn model(b: &[u8], len: u64) -> Outcome {
     if max == 0 || max > 64 || (policy == 2 && max != 1) {
         return bad("max_consumers", max.into());
     }
-    if flags & !1 != 0 {
+    // Bit 0 keyed, bit 1 recent slots (1.2), which needs a lossless policy.
+    if flags & !3 != 0 || (flags & 2 != 0 && policy == 1) {
         return bad("flags", flags.into());
     }
     let r = regions(slot_size, slot_count, flex);
@@ -403,7 +404,7 @@ fn expected_for(field: &str, s: &Sample, mutated: &[u8], new: u64) -> Outcome {
                 }
             )
         }
-        "flags" if new > 1 => assert_eq!(
+        "flags" if new > 3 || (new & 2 != 0 && get(mutated, 32, 4) == 1) => assert_eq!(
             m,
             Outcome::InvalidHeader {
                 field: "flags",
@@ -424,6 +425,14 @@ fn expected_for(field: &str, s: &Sample, mutated: &[u8], new: u64) -> Outcome {
             Outcome::InvalidHeader {
                 field: "policy",
                 value: new
+            }
+        ),
+        // Recent slots (flag bit 1) need a lossless policy.
+        "policy" if new == 1 && get(mutated, 60, 4) & 2 != 0 => assert_eq!(
+            m,
+            Outcome::InvalidHeader {
+                field: "flags",
+                value: get(mutated, 60, 4)
             }
         ),
         // Sequential allows exactly one consumer.

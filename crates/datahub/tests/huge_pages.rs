@@ -98,7 +98,7 @@ fn off_is_the_default_and_records_small_pages() {
     drop(c);
     let info = Inspector::open(&n).unwrap().info();
     assert_eq!(info.backing, Backing::Small);
-    assert_eq!(info.version, "1.1");
+    assert_eq!(info.version, "1.2");
 }
 
 #[test]
