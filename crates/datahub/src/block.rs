@@ -31,6 +31,19 @@ pub(crate) struct Block {
     writable: bool,
     pub name: String,
     pub info: Decoded,
+    /// A `/dev/shm` segment with a name (`false`: a memfd of secure attach, whose `name` is
+    /// only a label; nothing to unlink).
+    named: bool,
+}
+
+/// The pages a new block gets (see `crate::huge`).
+pub(crate) enum Pages {
+    /// Transparent huge pages of this PMD size, to advise and verify.
+    Thp(u64),
+    /// 4 KiB pages, and why.
+    Small(String),
+    /// A hugetlb memfd, and how it was obtained.
+    Hugetlb(String),
 }
 
 /// What [`Block::create`] found.
@@ -80,16 +93,52 @@ impl Block {
             segment::unlink_if_same(name, dev, ino);
             e
         };
+        let pages = match pmd {
+            Some(p) => Pages::Thp(p),
+            None => Pages::Small(why_small),
+        };
+        let (block, outcome) = Self::init_new(
+            name,
+            seg,
+            file_len,
+            regions.total_size,
+            huge,
+            pages,
+            true,
+            init,
+            identity,
+        )
+        .map_err(undo)?;
+        Ok(Created::New(block, outcome))
+    }
+
+    /// Maps a new, private segment `seg` (`file_len` bytes, of which the layout uses
+    /// `total_size`), records its backing (`pages`), writes the identity and `init`, and
+    /// publishes the magic last (Release). Shared by named segments and memfds; the caller
+    /// undoes the segment on error.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn init_new(
+        name: &str,
+        seg: Segment,
+        file_len: u64,
+        total_size: u64,
+        huge: HugePages,
+        pages: Pages,
+        named: bool,
+        init: impl FnOnce(&Block),
+        identity: impl FnOnce(&mut [u8]),
+    ) -> Result<(Box<Block>, crate::HugePageOutcome), Error> {
         let map = MmapOptions::new()
             .len(file_len as usize)
             .map_raw(&seg.file)
-            .map_err(|e| undo(io_err("mmap", name, e)))?;
-        let (backing, reason) = match pmd {
-            Some(p) => crate::huge::advise_and_verify(map.as_mut_ptr(), map.len(), p),
-            None => (Backing::Small, why_small),
+            .map_err(|e| io_err("mmap", name, e))?;
+        let (backing, reason) = match pages {
+            Pages::Thp(p) => crate::huge::advise_and_verify(map.as_mut_ptr(), map.len(), p),
+            Pages::Small(why) => (Backing::Small, why),
+            Pages::Hugetlb(why) => (Backing::Hugetlb, why),
         };
-        if huge == HugePages::Require && backing != Backing::Thp {
-            return Err(undo(Error::HugePagesUnavailable { why: reason }));
+        if huge == HugePages::Require && !matches!(backing, Backing::Thp | Backing::Hugetlb) {
+            return Err(Error::HugePagesUnavailable { why: reason });
         }
         let outcome = crate::HugePageOutcome {
             requested: huge,
@@ -109,7 +158,7 @@ impl Block {
         // SAFETY: as above; reading our own private writes.
         unsafe { std::ptr::copy_nonoverlapping(map.as_ptr(), copy.as_mut_ptr(), IDENTITY_SIZE) };
         copy[..8].copy_from_slice(&MAGIC.to_le_bytes());
-        let info = layout::decode(&copy, regions.total_size).map_err(undo)?;
+        let info = layout::decode(&copy, total_size)?;
         let block = Block {
             sigbus: crate::sigbus::register(map.as_ptr(), map.len()),
             map,
@@ -117,13 +166,70 @@ impl Block {
             writable: true,
             name: name.to_owned(),
             info,
+            named,
         };
         block.header().backing.store(backing.code(), Relaxed);
         init(&block);
         // SYNC POINT: the opener's Acquire load of the magic (Block::open); it publishes the
         // identity, the backing code and everything `init` wrote.
         block.header().id.magic.store(MAGIC, Release);
-        Ok(Created::New(Box::new(block), outcome))
+        Ok((Box::new(block), outcome))
+    }
+
+    /// Maps an open segment (a named one, or a memfd received over a socket) and decodes its
+    /// header: `Ok(None)` while it is empty or its magic is still 0 (not published yet).
+    pub(crate) fn from_segment(
+        name: &str,
+        seg: Segment,
+        access: Access,
+        named: bool,
+    ) -> Result<Option<Block>, Error> {
+        let len = seg.len;
+        if len == 0 {
+            return Ok(None);
+        }
+        if len < HEADER_SIZE as u64 {
+            return Err(Error::Truncated {
+                expected: HEADER_SIZE as u64,
+                found: len,
+            });
+        }
+        let mut opts = MmapOptions::new();
+        opts.len(len as usize);
+        let map = match access {
+            Access::ReadOnly => opts.map_raw_read_only(&seg.file),
+            Access::ReadWrite => opts.map_raw(&seg.file),
+        }
+        .map_err(|e| io_err("mmap", name, e))?;
+        let sigbus = crate::sigbus::register(map.as_ptr(), map.len());
+        // SAFETY: the mapping is at least HEADER_SIZE bytes and 8-aligned (page), so
+        // the magic word is in bounds; it is only accessed atomically (a load, which
+        // a read-only mapping allows).
+        let magic = unsafe { &*(map.as_ptr() as *const crate::sync::AtomicU64) };
+        if magic.load(Acquire) == 0 {
+            return Ok(None);
+        }
+        let mut copy = [0u8; IDENTITY_SIZE];
+        // SAFETY: IDENTITY_SIZE < HEADER_SIZE ≤ len; the identity bytes do not
+        // change after the magic is published (Acquire above).
+        unsafe { std::ptr::copy_nonoverlapping(map.as_ptr(), copy.as_mut_ptr(), IDENTITY_SIZE) };
+        if sigbus.as_ref().is_some_and(|g| g.truncated()) {
+            return Err(Error::BlockTruncated {
+                name: name.to_owned(),
+                expected: len,
+                found: segment_len(&seg),
+            });
+        }
+        let info = layout::decode(&copy, len)?;
+        Ok(Some(Block {
+            sigbus,
+            map,
+            seg,
+            writable: access == Access::ReadWrite,
+            name: name.to_owned(),
+            info,
+            named,
+        }))
     }
 
     /// Opens an existing block (`access` decides the mapping's protection). A block whose
@@ -138,53 +244,8 @@ impl Block {
         loop {
             let seg = segment::open(name, access)?;
             let len = seg.len;
-            if len != 0 {
-                if len < HEADER_SIZE as u64 {
-                    return Err(Error::Truncated {
-                        expected: HEADER_SIZE as u64,
-                        found: len,
-                    });
-                }
-                let mut opts = MmapOptions::new();
-                opts.len(len as usize);
-                let map = match access {
-                    Access::ReadOnly => opts.map_raw_read_only(&seg.file),
-                    Access::ReadWrite => opts.map_raw(&seg.file),
-                }
-                .map_err(|e| io_err("mmap", name, e))?;
-                let sigbus = crate::sigbus::register(map.as_ptr(), map.len());
-                // SAFETY: the mapping is at least HEADER_SIZE bytes and 8-aligned (page), so
-                // the magic word is in bounds; it is only accessed atomically (a load, which
-                // a read-only mapping allows).
-                let magic = unsafe { &*(map.as_ptr() as *const crate::sync::AtomicU64) };
-                if magic.load(Acquire) != 0 {
-                    let mut copy = [0u8; IDENTITY_SIZE];
-                    // SAFETY: IDENTITY_SIZE < HEADER_SIZE ≤ len; the identity bytes do not
-                    // change after the magic is published (Acquire above).
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            map.as_ptr(),
-                            copy.as_mut_ptr(),
-                            IDENTITY_SIZE,
-                        )
-                    };
-                    if sigbus.as_ref().is_some_and(|g| g.truncated()) {
-                        return Err(Error::BlockTruncated {
-                            name: name.to_owned(),
-                            expected: len,
-                            found: segment_len(&seg),
-                        });
-                    }
-                    let info = layout::decode(&copy, len)?;
-                    return Ok(Block {
-                        sigbus,
-                        map,
-                        seg,
-                        writable: access == Access::ReadWrite,
-                        name: name.to_owned(),
-                        info,
-                    });
-                }
+            if let Some(block) = Self::from_segment(name, seg, access, true)? {
+                return Ok(block);
             }
             if Instant::now() >= deadline {
                 return Err(Error::NotReady {
@@ -194,6 +255,11 @@ impl Block {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// The segment's open file (a memfd for secure attach).
+    pub(crate) fn file(&self) -> &std::fs::File {
+        &self.seg.file
     }
 
     /// Whether the mapping is writable.
@@ -521,6 +587,9 @@ impl Block {
     /// Removes the segment's name if it still refers to this block's file (the mapping stays
     /// valid for whoever has it).
     pub(crate) fn unlink(&self) -> Result<(), Error> {
+        if !self.named {
+            return Ok(()); // a memfd: it goes away with its last descriptor and mapping
+        }
         if segment::unlink_if_same(&self.name, self.seg.dev, self.seg.ino) {
             Ok(())
         } else {

@@ -80,6 +80,76 @@ impl Consumer {
         }
     }
 
+    /// Attaches to a secure producer ([`crate::Producer::create_secure`]) serving its block on
+    /// the Unix socket `socket_path`, proving it holds `key` ([`crate::secure::read_key_file`]).
+    ///
+    /// The socket path must be a socket (not a symbolic link) in a directory group and other
+    /// cannot write. The handshake (at most [`crate::secure::DEFAULT_HANDSHAKE_TIMEOUT`]) proves
+    /// the key both ways without sending it; the descriptor received must be a memfd sealed
+    /// at least `F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`, at least a header long; then the
+    /// block is validated and the consumer registered as for [`Consumer::attach`] (`exp`'s
+    /// checksum key, when not given, is `key`).
+    ///
+    /// # Errors
+    /// [`Error::SocketDirUnsafe`]; [`Error::NotFound`] (no socket, or nobody listening);
+    /// [`Error::AttachRefused`] (peer credentials or key refused, or the producer did not
+    /// prove the key); [`Error::AttachFailed`] (protocol, timeout, socket I/O);
+    /// [`Error::NotSealed`]; [`Error::Truncated`] and the other header errors of
+    /// [`crate::check_header`]; the registration errors of [`Consumer::attach`].
+    pub fn attach_secure(
+        socket_path: impl AsRef<std::path::Path>,
+        key: &[u8; 32],
+        exp: Expectations,
+    ) -> Result<Consumer, Error> {
+        Self::attach_secure_once(socket_path.as_ref(), key, exp)
+    }
+
+    /// [`Consumer::attach_secure`], retrying while the socket does not exist or nobody listens
+    /// on it ([`Error::NotFound`]) until `timeout`.
+    ///
+    /// # Errors
+    /// As [`Consumer::attach_secure`]; [`Error::NotFound`] once `timeout` has passed.
+    pub fn attach_secure_wait(
+        socket_path: impl AsRef<std::path::Path>,
+        key: &[u8; 32],
+        exp: Expectations,
+        timeout: Duration,
+    ) -> Result<Consumer, Error> {
+        let path = socket_path.as_ref();
+        let deadline = Instant::now() + timeout;
+        loop {
+            match Self::attach_secure_once(path, key, exp.clone()) {
+                Err(Error::NotFound { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn attach_secure_once(
+        path: &std::path::Path,
+        key: &[u8; 32],
+        mut exp: Expectations,
+    ) -> Result<Consumer, Error> {
+        let file = crate::secure::client::fetch_block_fd(
+            path,
+            key,
+            crate::secure::DEFAULT_HANDSHAKE_TIMEOUT,
+        )?;
+        let label = format!("memfd:{}", crate::error::clip(&path.display().to_string()));
+        let seg = crate::segment::stat_segment(&label, file)?;
+        let block =
+            Block::from_segment(&label, seg, Access::ReadWrite, false)?.ok_or(Error::NotReady {
+                name: label.clone(),
+                len: 0,
+            })?;
+        if exp.key.is_none() {
+            exp.key = Some(*key);
+        }
+        Self::register(block, exp)
+    }
+
     fn register(block: Block, exp: Expectations) -> Result<Consumer, Error> {
         let info = &block.info;
         if let Some(p) = exp.policy

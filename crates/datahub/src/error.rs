@@ -338,6 +338,39 @@ pub enum Error {
         /// without huge=").
         why: String,
     },
+    /// Secure attach: the socket's directory (or the socket path itself) is not safe to use:
+    /// a symbolic link, not a directory (or not a socket), writable or (for the producer)
+    /// accessible by group or other, or owned by another user.
+    #[error("unsafe socket path {path}: {why}")]
+    SocketDirUnsafe {
+        /// The path checked (clipped).
+        path: String,
+        /// What is wrong, in one line.
+        why: String,
+    },
+    /// Secure attach: the producer refused this peer (its credentials are not in the
+    /// [`crate::secure::AttachPolicy`], or it did not prove it holds the block's key), or
+    /// the consumer refused a producer that did not prove it holds the key.
+    #[error("secure attach refused: {why}")]
+    AttachRefused {
+        /// Why, in one line.
+        why: String,
+    },
+    /// Secure attach: the descriptor received is not a memfd sealed against shrinking,
+    /// growing and further sealing (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`), so its
+    /// sender could truncate it under this process.
+    #[error("received block descriptor is not sealed against resizing: seals {seals:#x}")]
+    NotSealed {
+        /// The seals `F_GET_SEALS` reported (0 when the file cannot carry seals).
+        seals: u32,
+    },
+    /// Secure attach: the handshake failed (a malformed or unexpected frame, a timeout, an
+    /// I/O error on the socket, no descriptor received).
+    #[error("secure attach failed: {why}")]
+    AttachFailed {
+        /// Why, in one line.
+        why: String,
+    },
     /// An index out of range (slot, spinlock).
     #[error("{what} {index} out of range (< {limit})")]
     OutOfRange {
@@ -390,6 +423,10 @@ impl Error {
             Error::ProducerAlive { .. } => 34,
             Error::HugePagesUnavailable { .. } => 35,
             Error::InvalidSlotIndex { .. } => 36,
+            Error::SocketDirUnsafe { .. } => 37,
+            Error::AttachRefused { .. } => 38,
+            Error::NotSealed { .. } => 39,
+            Error::AttachFailed { .. } => 40,
         }
     }
 }

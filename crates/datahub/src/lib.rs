@@ -183,6 +183,8 @@ mod producer;
 #[cfg(not(loom))]
 pub mod schema;
 #[cfg(not(loom))]
+pub mod secure;
+#[cfg(not(loom))]
 mod segment;
 #[cfg(not(loom))]
 mod sigbus;

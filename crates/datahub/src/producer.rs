@@ -42,6 +42,8 @@ pub struct Producer {
     run: Vec<usize>,
     /// Their states before the claim closed them (to reopen them on a timeout).
     prev: Vec<u32>,
+    /// Secure attach: the socket and the thread serving the memfd (`crate::secure`).
+    secure: Option<crate::secure::server::Server>,
 }
 
 /// What a producer found when it took over a block from a dead producer.
@@ -94,24 +96,7 @@ impl Producer {
         let now = proc::monotonic_ns();
         let regions = params.regions().expect("checked by params()");
         let identity = |b: &mut [u8]| write_identity(b, &params, &config, regions);
-        let init = |blk: &Block| {
-            let h = blk.header();
-            let p = &h.producer;
-            p.pid.store(pid, Relaxed);
-            p.tid.store(tid, Relaxed);
-            p.start_time.store(start, Relaxed);
-            p.heartbeat_ns.store(now, Relaxed);
-            p.incarnation.store(1, Relaxed);
-            h.commit.end_of_stream.store(NO_SEQ, Relaxed);
-            for e in &h.consumers {
-                e.held_seq.store(NO_SEQ, Relaxed);
-            }
-            for i in 0..blk.slot_count() as usize {
-                blk.slot(i).seq.store(NO_SEQ, Relaxed);
-                // SAFETY: the block is private until the magic is published.
-                unsafe { (*blk.checksum_entry(i)).seq = NO_SEQ };
-            }
-        };
+        let init = |blk: &Block| init_new_block(blk, pid, tid, start, now);
         let plan = WaitPlan {
             spin: config.spin,
             slice: config.heartbeat_timeout / 4,
@@ -141,6 +126,7 @@ impl Producer {
                             free,
                             run: Vec::new(),
                             prev: Vec::new(),
+                            secure: None,
                         },
                         None,
                     ));
@@ -167,6 +153,96 @@ impl Producer {
             let (p, t) = Self::take_over(block, params, &config, plan)?;
             return Ok((p, Some(t)));
         }
+    }
+
+    /// Creates a block that has no name in `/dev/shm`, and serves it to authenticated
+    /// consumers on the Unix stream socket `socket_path` ("secure attach", `crate::secure`).
+    ///
+    /// The block lives in a `memfd_create(MFD_CLOEXEC | MFD_ALLOW_SEALING)` file (with
+    /// [`crate::Config::huge_pages`] not `Off`, `MFD_HUGETLB` is tried first; without a
+    /// hugetlb pool it falls back to 4 KiB pages, or fails for `Require`; [`Self::huge_pages`]
+    /// says which), sized, reserved, and sealed `F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`, so
+    /// no process can truncate it under its peers. The block's key is `config`'s checksum key
+    /// ([`crate::Config::checksum_key`], which needs a checksum policy): a consumer must prove
+    /// it holds it. The socket's directory must be a real directory owned by this process's
+    /// user with mode 0700 (with a policy that allowlists other users: not writable by group or
+    /// other, e.g. 0711, so they can reach the socket); the socket is bound under a temporary name in that directory and
+    /// renamed over `socket_path` (an existing socket there is replaced). A thread accepts
+    /// connections and runs the handshake under `policy`; [`Self::attach_stats`] counts the
+    /// outcomes. Dropping the producer stops the thread and unlinks the socket (if the path
+    /// still is the one it bound).
+    ///
+    /// [`Self::name`] is `memfd:` and the socket path; [`crate::remove`], [`crate::list`] and
+    /// takeover do not apply to it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] (also when `config` has no checksum key);
+    /// [`Error::SocketDirUnsafe`]; [`Error::HugePagesUnavailable`]; [`Error::NoSpace`];
+    /// [`Error::Io`] (`memfd_create`, `F_ADD_SEALS`, `bind`, `rename`, ...).
+    pub fn create_secure(
+        socket_path: impl AsRef<std::path::Path>,
+        config: Config,
+        policy: crate::secure::AttachPolicy,
+    ) -> Result<Producer, Error> {
+        let path = socket_path.as_ref();
+        let params = config.params()?;
+        let key = config.key.ok_or_else(|| Error::InvalidConfig {
+            what: "secure attach needs the block's key (Config::checksum_key)".into(),
+        })?;
+        crate::secure::check_producer_dir(path, policy.allows_others())?;
+        let label = format!("memfd:{}", crate::error::clip(&path.display().to_string()));
+        let regions = params.regions().expect("checked by params()");
+        let memfd =
+            crate::secure::server::create_memfd("datahub", regions.total_size, config.huge_pages)?;
+        let file_len = memfd.len;
+        let seg = crate::segment::stat_segment(&label, memfd.file)?;
+        let (pid, start) = proc::me();
+        let tid = proc::tid();
+        let now = proc::monotonic_ns();
+        let (block, huge) = Block::init_new(
+            &label,
+            seg,
+            file_len,
+            regions.total_size,
+            config.huge_pages,
+            memfd.pages,
+            false,
+            |blk| init_new_block(blk, pid, tid, start, now),
+            |b| write_identity(b, &params, &config, regions),
+        )?;
+        let server = crate::secure::server::Server::start(path, block.file(), key, policy)?;
+        let free = block
+            .recent_slots()
+            .then(|| FreeSlots::new(params.slot_count, 0));
+        Ok(Producer {
+            block: *block,
+            next_seq: 0,
+            floor_cache: 0,
+            plan: WaitPlan {
+                spin: config.spin,
+                slice: config.heartbeat_timeout / 4,
+            },
+            key: config.key,
+            unlink_on_drop: false,
+            pid,
+            ops: 0,
+            closed: false,
+            huge,
+            free,
+            run: Vec::new(),
+            prev: Vec::new(),
+            secure: Some(server),
+        })
+    }
+
+    /// A secure producer's handshake counters (`None` for a named block).
+    pub fn attach_stats(&self) -> Option<crate::secure::AttachStats> {
+        self.secure.as_ref().map(|s| s.stats())
+    }
+
+    /// A secure producer's socket path (`None` for a named block).
+    pub fn attach_socket(&self) -> Option<&std::path::Path> {
+        self.secure.as_ref().map(|s| s.path())
     }
 
     fn take_over(
@@ -303,6 +379,7 @@ impl Producer {
             free,
             run: Vec::new(),
             prev: Vec::new(),
+            secure: None,
         };
         Ok((p, t))
     }
@@ -912,6 +989,8 @@ fn heartbeat(blk: &Block) {
 
 impl Drop for Producer {
     fn drop(&mut self) {
+        // Secure attach: no new consumer from now on; the socket goes.
+        drop(self.secure.take());
         let h = self.block.header();
         // No producer any more: consumers see `ProducerDead` when they run dry, and a new
         // producer may take the block over.
@@ -921,6 +1000,27 @@ impl Drop for Producer {
             let _ = self.block.unlink();
         }
         let _ = reg::FREE;
+    }
+}
+
+/// Initialises a new block's producer line, stream end and slots (it sees zeroed memory and
+/// is still private: the magic is 0).
+fn init_new_block(blk: &Block, pid: u32, tid: u32, start: u64, now: u64) {
+    let h = blk.header();
+    let p = &h.producer;
+    p.pid.store(pid, Relaxed);
+    p.tid.store(tid, Relaxed);
+    p.start_time.store(start, Relaxed);
+    p.heartbeat_ns.store(now, Relaxed);
+    p.incarnation.store(1, Relaxed);
+    h.commit.end_of_stream.store(NO_SEQ, Relaxed);
+    for e in &h.consumers {
+        e.held_seq.store(NO_SEQ, Relaxed);
+    }
+    for i in 0..blk.slot_count() as usize {
+        blk.slot(i).seq.store(NO_SEQ, Relaxed);
+        // SAFETY: the block is private until the magic is published.
+        unsafe { (*blk.checksum_entry(i)).seq = NO_SEQ };
     }
 }
 

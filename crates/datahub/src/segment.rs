@@ -115,7 +115,7 @@ fn not_regular(name: &str, kind: &'static str) -> Error {
     }
 }
 
-fn stat_segment(name: &str, file: File) -> Result<Segment, Error> {
+pub(crate) fn stat_segment(name: &str, file: File) -> Result<Segment, Error> {
     let st = rustix::fs::fstat(&file).map_err(|e| io_err("fstat", name, e))?;
     let t = FileType::from_raw_mode(st.st_mode);
     if t != FileType::RegularFile {
