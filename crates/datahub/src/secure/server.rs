@@ -304,8 +304,7 @@ fn serve(listener: UnixListener, s: Arc<Shared>) {
         let spawned = std::thread::Builder::new()
             .name("datahub-handshake".into())
             .spawn(move || {
-                let outcome = handshake(&stream, &w);
-                w.counter(outcome).fetch_add(1, SeqCst);
+                handshake(&stream, &w);
                 w.active.fetch_sub(1, SeqCst);
             });
         match spawned {
@@ -324,7 +323,6 @@ fn serve(listener: UnixListener, s: Arc<Shared>) {
 /// How one handshake ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
-    Accepted,
     RefusedPeer,
     RefusedKey,
     Failed,
@@ -334,7 +332,6 @@ enum Outcome {
 impl Shared {
     fn counter(&self, o: Outcome) -> &AtomicU64 {
         match o {
-            Outcome::Accepted => &self.accepted,
             Outcome::RefusedPeer => &self.refused_peer,
             Outcome::RefusedKey => &self.refused_key,
             Outcome::Failed => &self.failed,
@@ -383,23 +380,27 @@ fn send(stream: &UnixStream, deadline: Instant, f: &[u8]) -> Result<(), Outcome>
 }
 
 /// One connection: peer credentials, HELLO, CHALLENGE, PROOF, then ACCEPT with the memfd or
-/// REFUSE.
-fn handshake(stream: &UnixStream, s: &Shared) -> Outcome {
+/// REFUSE. The outcome is counted before the last frame goes out, so a peer that has its
+/// answer sees the counter already moved.
+fn handshake(stream: &UnixStream, s: &Shared) {
     match handshake_inner(stream, s) {
-        Ok(()) => Outcome::Accepted,
-        Err(o) => o,
+        Ok(()) => {}
+        Err(o) => {
+            s.counter(o).fetch_add(1, SeqCst);
+        }
     }
 }
 
 fn handshake_inner(stream: &UnixStream, s: &Shared) -> Result<(), Outcome> {
     let deadline = Instant::now() + s.policy.handshake_timeout;
-    let refuse = |why: Refusal| {
+    let refuse = |why: Refusal, o: Outcome| {
+        s.counter(o).fetch_add(1, SeqCst);
         let _ = send(stream, deadline, &frame::encode(Kind::Refuse, &[why as u8]));
     };
     let (pid, uid, gid) = super::peer_cred(stream).map_err(|_| Outcome::Failed)?;
     if pid == 0 || !s.policy.allows(s.my_uid, uid, gid) {
-        refuse(Refusal::Peer);
-        return Err(Outcome::RefusedPeer);
+        refuse(Refusal::Peer, Outcome::RefusedPeer);
+        return Ok(());
     }
     let hello = expect(stream, deadline, Kind::Hello)?;
     let nonce_c: [u8; 32] = hello;
@@ -415,8 +416,8 @@ fn handshake_inner(stream: &UnixStream, s: &Shared) -> Result<(), Outcome> {
         s.my_pid,
     );
     if !frame::mac_ok(m, &proof) {
-        refuse(Refusal::Key);
-        return Err(Outcome::RefusedKey);
+        refuse(Refusal::Key, Outcome::RefusedKey);
+        return Ok(());
     }
     let answer = frame::mac_bytes(frame::mac(
         &s.key,
@@ -428,7 +429,11 @@ fn handshake_inner(stream: &UnixStream, s: &Shared) -> Result<(), Outcome> {
     ));
     let f = frame::encode(Kind::Accept, &answer);
     arm(stream, deadline)?;
-    send_with_fd(stream, &f, &s.memfd).map_err(|e| io_outcome(&e))
+    s.accepted.fetch_add(1, SeqCst);
+    send_with_fd(stream, &f, &s.memfd).map_err(|e| {
+        s.accepted.fetch_sub(1, SeqCst);
+        io_outcome(&e)
+    })
 }
 
 /// Sends `f` with `fd` attached to its first byte (`SCM_RIGHTS`), then the rest if the
