@@ -265,7 +265,14 @@ impl Inspector {
 
     /// Identity, peers and indices.
     pub fn info(&self) -> BlockInfo {
-        let b = &self.block;
+        block_info(&self.block)
+    }
+}
+
+/// What [`Inspector::info`] reports, for any mapped block (producers and consumers of memfd
+/// blocks have no name to open an inspector by).
+pub(crate) fn block_info(b: &Block) -> BlockInfo {
+    {
         let h = b.header();
         let now = proc::monotonic_ns();
         let timeout = b.info.heartbeat_timeout_ns;
@@ -330,7 +337,9 @@ impl Inspector {
             backing: b.backing(),
         }
     }
+}
 
+impl Inspector {
     fn slot_report(&self, i: usize, now: u64) -> SlotReport {
         let b = &self.block;
         let s = b.slot(i);

@@ -225,6 +225,11 @@ impl Consumer {
         })
     }
 
+    /// Identity, peers and indices of the block, as [`crate::Inspector::info`] reports them.
+    pub fn info(&self) -> crate::BlockInfo {
+        crate::admin::block_info(&self.block)
+    }
+
     /// The block's name.
     pub fn name(&self) -> &str {
         &self.block.name

@@ -235,6 +235,12 @@ impl Producer {
         })
     }
 
+    /// Identity, peers and indices of this producer's block, as [`crate::Inspector::info`]
+    /// reports them (also for a secure block, which no inspector can open by name).
+    pub fn info(&self) -> crate::BlockInfo {
+        crate::admin::block_info(&self.block)
+    }
+
     /// A secure producer's handshake counters (`None` for a named block).
     pub fn attach_stats(&self) -> Option<crate::secure::AttachStats> {
         self.secure.as_ref().map(|s| s.stats())

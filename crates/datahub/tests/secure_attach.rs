@@ -468,3 +468,51 @@ fn key_files_are_read_as_hex_or_raw_and_unsafe_ones_are_refused() {
         Err(Error::InvalidConfig { .. })
     ));
 }
+
+#[cfg(feature = "broker")]
+#[test]
+fn a_broker_disc_ack_carries_attach_socket_and_a_client_attaches_through_it() {
+    use datahub::broker::{Broker, BrokerConfig, Client, ClientOptions, wire};
+    let (d, sock) = socket_dir("sa-broker", 0o700);
+    let ep = format!("ipc://{}/b.sock", d.path.display());
+    let broker = Broker::spawn(BrokerConfig::at(&ep)).unwrap();
+    let mut p = Producer::create_secure(&sock, config(), AttachPolicy::default()).unwrap();
+    let pc = Client::connect(
+        Some(broker.endpoint()),
+        "sec-prod",
+        ClientOptions::default(),
+    )
+    .unwrap();
+    let info = p.register(&pc, "secure-ch", "lab.Secure", None, T).unwrap();
+    assert_eq!(info.attach_socket.as_deref(), Some(sock.to_str().unwrap()));
+    assert_eq!(info.block_name, "");
+    assert_eq!(wire::PROTOCOL_MINOR, 2);
+    let cc = Client::connect(
+        Some(broker.endpoint()),
+        "sec-cons",
+        ClientOptions::default(),
+    )
+    .unwrap();
+    let found = cc.discover("secure-ch", None, T).unwrap();
+    assert_eq!(found.attach_socket.as_deref(), Some(sock.to_str().unwrap()));
+    // The listing says so too.
+    let listed = cc.channels(T).unwrap();
+    assert_eq!(listed[0].attach_socket, found.attach_socket);
+    // Without the key the announcement is not enough; with it the client attaches.
+    assert!(found.attach(Expectations::new()).is_err());
+    let (mut c, _) = Consumer::discover(
+        &cc,
+        "secure-ch",
+        None,
+        Expectations::new().checksum_key(KEY),
+        T,
+    )
+    .unwrap();
+    p.send(b"via broker", T).unwrap();
+    assert_eq!(&c.read(T).unwrap()[..], b"via broker");
+    assert_eq!(p.attach_stats().unwrap().accepted, 1);
+    drop(c);
+    drop(cc);
+    drop(pc);
+    broker.join().unwrap();
+}

@@ -25,8 +25,9 @@ fn fingerprint_of(info: &BlockInfo) -> Result<Fingerprint, BrokerError> {
 }
 
 impl ChannelInfo {
-    /// The registration of `producer`'s block as channel `channel_name`, read from its header
-    /// (through a read-only [`Inspector`]). `schema_id` names the schema for people; `fields`,
+    /// The registration of `producer`'s block as channel `channel_name`, read from its header.
+    /// A secure producer ([`Producer::create_secure`]) is registered with its socket path as
+    /// `attach_socket` and an empty `block_name`. `schema_id` names the schema for people; `fields`,
     /// when given, is sent so tools can decode slots, and must hash to the block's schema.
     /// `role_uid` is left empty: [`super::Client::register`] fills it in.
     ///
@@ -40,9 +41,23 @@ impl ChannelInfo {
         schema_id: &str,
         fields: Option<&SchemaLayout>,
     ) -> Result<ChannelInfo, BrokerError> {
-        let info = Inspector::open(producer.name())
-            .map_err(BrokerError::Block)?
-            .info();
+        let info = producer.info();
+        let attach_socket = match producer.attach_socket() {
+            None => None,
+            Some(p) => {
+                let abs = std::path::absolute(p).map_err(|e| {
+                    BrokerError::InvalidArgument(format!("attach socket {}: {e}", p.display()))
+                })?;
+                let s = abs.to_str().ok_or_else(|| {
+                    BrokerError::InvalidArgument(format!(
+                        "attach socket {} is not UTF-8",
+                        abs.display()
+                    ))
+                })?;
+                super::wire::check_attach_socket(s).map_err(BrokerError::InvalidArgument)?;
+                Some(s.to_owned())
+            }
+        };
         let (pid, start_time) = crate::proc::me();
         if info.producer.pid != pid {
             return Err(BrokerError::InvalidArgument(format!(
@@ -65,7 +80,12 @@ impl ChannelInfo {
         Ok(ChannelInfo {
             channel_name: channel_name.to_owned(),
             role_uid: String::new(),
-            block_name: info.name.clone(),
+            block_name: if attach_socket.is_some() {
+                String::new()
+            } else {
+                info.name.clone()
+            },
+            attach_socket,
             policy: info.policy,
             slot_size: info.slot_size,
             slot_count: info.slot_count,
@@ -110,8 +130,14 @@ impl ChannelInfo {
     /// [`BrokerError::BlockMismatch`] naming the first field that differs.
     pub fn check_block(&self, b: &BlockInfo) -> Result<(), BrokerError> {
         let fp = fingerprint_of(b)?.to_string();
+        // A memfd block's name is a label (`memfd:` and the socket path), not announced.
+        let name = if self.attach_socket.is_some() {
+            String::new()
+        } else {
+            b.name.clone()
+        };
         let checks: [(&'static str, String, String); 12] = [
-            ("block_name", self.block_name.clone(), b.name.clone()),
+            ("block_name", self.block_name.clone(), name),
             (
                 "policy",
                 format!("{:?}", self.policy),
@@ -184,10 +210,30 @@ impl ChannelInfo {
     /// policy, schema and slot size, then checks again (the block may have been replaced in
     /// between).
     ///
+    /// A secure channel (`attach_socket`) is attached with [`Consumer::attach_secure`] and
+    /// `exp`'s checksum key ([`Expectations::checksum_key`]) as the block key; its header is
+    /// checked against the announcement once attached.
+    ///
     /// # Errors
-    /// [`BrokerError::Block`] from opening or attaching (the header's own checks),
-    /// [`BrokerError::BlockMismatch`].
+    /// [`BrokerError::Block`] from opening or attaching (the header's own checks; for a
+    /// secure channel also the handshake's errors), [`BrokerError::BlockMismatch`];
+    /// [`BrokerError::InvalidArgument`] for a secure channel when `exp` has no key.
     pub fn attach(&self, exp: Expectations) -> Result<Consumer, BrokerError> {
+        if let Some(sock) = &self.attach_socket {
+            let key = exp.key.ok_or_else(|| {
+                BrokerError::InvalidArgument(format!(
+                    "channel {:?} is secure (socket {sock}): its block key is needed (Expectations::checksum_key)",
+                    self.channel_name
+                ))
+            })?;
+            let exp = exp
+                .policy(self.policy)
+                .schema(self.schema()?)
+                .min_slot_size(self.slot_size);
+            let c = Consumer::attach_secure(sock, &key, exp).map_err(BrokerError::Block)?;
+            self.check_block(&c.info())?;
+            return Ok(c);
+        }
         let check = || -> Result<(), BrokerError> {
             let i = Inspector::open(&self.block_name).map_err(BrokerError::Block)?;
             self.check_block(&i.info())

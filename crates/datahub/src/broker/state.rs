@@ -835,6 +835,7 @@ impl Registry {
                 channel_name: ch.info.channel_name.clone(),
                 role_uid: ch.info.role_uid.clone(),
                 block_name: ch.info.block_name.clone(),
+                attach_socket: ch.info.attach_socket.clone(),
                 policy: ch.info.policy,
                 state: name(ch.producer.state).to_owned(),
                 consumers: ch.consumers.len() as u32,

@@ -1,4 +1,4 @@
-//! Wire protocol 1.1: frames, message names, bodies and their limits (`docs/datahub-broker.md`
+//! Wire protocol 1.2: frames, message names, bodies and their limits (`docs/datahub-broker.md`
 //! is the specification; this module is its Rust half).
 //!
 //! A client (ZeroMQ DEALER, `routing_id` = its role uid) sends four frames
@@ -18,8 +18,11 @@ pub const MAGIC: &[u8] = b"C";
 pub const PROTOCOL_MAJOR: u32 = 1;
 /// Protocol minor version: any minor of the same major is accepted. 1.1 added
 /// `CONSUMER_JOINED_NOTIFY`, `CONSUMER_LEFT_NOTIFY` and the `consumers` count of the consumer
-/// notifications (a 1.0 client ignores them).
-pub const PROTOCOL_MINOR: u32 = 1;
+/// notifications (a 1.0 client ignores them). 1.2 added the optional `attach_socket` of a
+/// channel (secure attach: the block is reached through a Unix socket, `block_name` is empty).
+pub const PROTOCOL_MINOR: u32 = 2;
+/// Longest `attach_socket` path, bytes (a Unix socket address holds 107 and a NUL).
+pub const MAX_ATTACH_SOCKET: usize = 107;
 /// Default largest message part the broker accepts, bytes (`ZMQ_MAXMSGSIZE`: a peer sending
 /// a bigger one is disconnected by libzmq before the part is buffered).
 pub const MAX_BODY: usize = 1 << 20;
@@ -165,7 +168,7 @@ pub struct ProtocolVersion {
 }
 
 impl ProtocolVersion {
-    /// This library's version, 1.1.
+    /// This library's version, 1.2.
     pub const CURRENT: ProtocolVersion = ProtocolVersion {
         major: PROTOCOL_MAJOR,
         minor: PROTOCOL_MINOR,
@@ -362,8 +365,13 @@ pub struct ChannelInfo {
     pub channel_name: String,
     /// The producer's role uid (its DEALER routing id).
     pub role_uid: String,
-    /// The block's shared-memory name.
+    /// The block's shared-memory name; empty for a secure channel (`attach_socket`).
     pub block_name: String,
+    /// Secure attach (protocol 1.2): the absolute path of the Unix socket the producer serves
+    /// its sealed memfd block on ([`crate::Producer::create_secure`]); absent for a named block.
+    /// The block key never passes through the broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach_socket: Option<String>,
     /// Slot policy: `latest`, `sequential`, `sequential_sync`.
     pub policy: Policy,
     /// Payload bytes per slot.
@@ -397,8 +405,11 @@ pub struct ChannelSummary {
     pub channel_name: String,
     /// Producer role uid.
     pub role_uid: String,
-    /// Block name.
+    /// Block name (empty for a secure channel).
     pub block_name: String,
+    /// The secure channel's socket path (protocol 1.2; absent for a named block).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach_socket: Option<String>,
     /// Slot policy.
     pub policy: Policy,
     /// `live` or `pending` (the producer's liveness).
@@ -586,6 +597,22 @@ pub(crate) fn check_text(what: &str, s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks an `attach_socket` path: absolute, 2..=[`MAX_ATTACH_SOCKET`] bytes, no control
+/// characters.
+pub(crate) fn check_attach_socket(s: &str) -> Result<(), String> {
+    if !s.starts_with('/')
+        || s.len() < 2
+        || s.len() > MAX_ATTACH_SOCKET
+        || s.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "attach_socket {:?} is not an absolute path of at most {MAX_ATTACH_SOCKET} bytes without control characters",
+            clip(s, 64)
+        ));
+    }
+    Ok(())
+}
+
 /// Parses a `DHS01_...` fingerprint field.
 pub(crate) fn parse_fingerprint(what: &str, s: &str) -> Result<Fingerprint, String> {
     s.parse::<Fingerprint>()
@@ -601,14 +628,21 @@ impl ChannelInfo {
         if self.role_uid.as_bytes() != identity {
             return Err("role_uid is not the sender's routing id".into());
         }
-        crate::segment::check_name(&self.block_name).map_err(|_| {
-            format!(
-                "block_name {:?} is not a block name",
-                clip(&self.block_name, 64)
-            )
-        })?;
-        if !printable(&self.block_name) {
-            return Err("block_name has characters outside printable ASCII".into());
+        if let Some(sock) = &self.attach_socket {
+            check_attach_socket(sock)?;
+            if !self.block_name.is_empty() {
+                return Err("a channel with attach_socket has an empty block_name".into());
+            }
+        } else {
+            crate::segment::check_name(&self.block_name).map_err(|_| {
+                format!(
+                    "block_name {:?} is not a block name",
+                    clip(&self.block_name, 64)
+                )
+            })?;
+            if !printable(&self.block_name) {
+                return Err("block_name has characters outside printable ASCII".into());
+            }
         }
         if self.slot_size == 0 || self.slot_count == 0 {
             return Err("slot_size and slot_count must be at least 1".into());
