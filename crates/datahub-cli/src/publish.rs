@@ -107,6 +107,14 @@ pub struct PubArgs {
     /// Block name with --channel (default: the channel name).
     #[arg(long, value_name = "NAME", requires = "channel")]
     pub block: Option<String>,
+    /// Serve the block on this Unix socket (secure attach: a sealed memfd, no /dev/shm name;
+    /// every argument is then a file); its directory must be 0700 and yours. Needs --key-file.
+    #[arg(long, value_name = "PATH", requires = "key_file")]
+    pub secure_socket: Option<PathBuf>,
+    /// The block's 32-byte key (64 hex characters or 32 raw bytes, mode 0600): keyed
+    /// checksums, and what secure-attach consumers must prove they hold.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
     /// CURVE keys for a tcp:// broker.
     #[command(flatten)]
     pub auth: crate::broker::ClientAuthArgs,
@@ -466,6 +474,14 @@ fn drain(p: &Producer, wait: Duration) -> Result<()> {
 
 /// The block name and the files, from the positional arguments (see [`PubArgs::args`]).
 fn block_and_files(args: &PubArgs) -> Result<(String, &[PathBuf])> {
+    if let Some(sock) = &args.secure_socket {
+        if args.block.is_some() {
+            return Err(Fail::usage(
+                "--block and --secure-socket exclude each other: a secure block has no name",
+            ));
+        }
+        return Ok((format!("memfd:{}", sock.display()), &args.args));
+    }
     if let Some(channel) = &args.channel {
         let block = args.block.clone().unwrap_or_else(|| channel.clone());
         return Ok((block, &args.args));
@@ -497,20 +513,47 @@ pub fn run(args: &PubArgs) -> Result<Summary> {
     } else {
         (Policy::Sequential, 1)
     };
+    let key = match &args.key_file {
+        Some(path) => Some(datahub::secure::read_key_file(path).map_err(|e| match e {
+            Error::Io { source, .. } => {
+                Fail::usage(format!("--key-file {}: {source}", path.display()))
+            }
+            e => Fail::usage(e.to_string()),
+        })?),
+        None => None,
+    };
     let mut config = Config::new(policy)
         .slot_size(args.slot_size)
         .slot_count(args.slots)
-        .checksum(match args.checksum {
-            Checksum::None => ChecksumPolicy::None,
-            Checksum::Enforced => ChecksumPolicy::Enforced,
+        .checksum(match (args.checksum, key.is_some()) {
+            (Checksum::None, false) => ChecksumPolicy::None,
+            // A key needs a checksum policy; Manual computes none.
+            (Checksum::None, true) => ChecksumPolicy::Manual,
+            (Checksum::Enforced, _) => ChecksumPolicy::Enforced,
         })
         .schema(frame::schema());
+    if let Some(k) = key {
+        config = config.checksum_key(k);
+    }
     if policy == Policy::SequentialSync {
         config = config.max_consumers(n);
     }
     crate::signals::catch();
-    remove_stale(name)?;
-    let mut p = Producer::create(name, config).map_err(|e| Fail::block(name, e))?;
+    let mut p = match &args.secure_socket {
+        Some(sock) => {
+            Producer::create_secure(sock, config, datahub::secure::AttachPolicy::default())
+                .map_err(|e| match e {
+                    e @ (Error::SocketDirUnsafe { .. } | Error::Io { .. }) => {
+                        Fail::usage(format!("--secure-socket {}: {e}", sock.display()))
+                    }
+                    e => Fail::block(name, e),
+                })?
+        }
+        None => {
+            remove_stale(name)?;
+            Producer::create(name, config).map_err(|e| Fail::block(name, e))?
+        }
+    };
     // Declared after `p`, so dropped before it: the channel is deregistered before the block
     // is removed, on every way out (success, error, SIGINT/SIGTERM).
     let _announced = match &args.channel {

@@ -83,6 +83,14 @@ pub struct SubArgs {
     /// Discover this channel at the broker (default endpoint as for `datahub channels`).
     #[arg(long, value_name = "CHANNEL", conflicts_with = "name")]
     pub channel: Option<String>,
+    /// Attach through this Unix socket (secure attach, `pub --secure-socket`) instead of a
+    /// block name. Needs --key-file.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["name", "channel", "broker"], requires = "key_file")]
+    pub socket: Option<PathBuf>,
+    /// The block's 32-byte key (64 hex characters or 32 raw bytes, mode 0600), for keyed and
+    /// secure blocks.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
     /// CURVE keys for a tcp:// broker.
     #[command(flatten)]
     pub auth: crate::broker::ClientAuthArgs,
@@ -419,6 +427,7 @@ impl Joined {
         channel: &str,
         deadline: Instant,
         wait: Duration,
+        exp: Expectations,
     ) -> Result<(Joined, ChannelInfo, Consumer)> {
         let uid = role_uid("sub");
         let ep = endpoint.unwrap_or("(default)");
@@ -453,17 +462,15 @@ impl Joined {
                 )),
                 e => broker_fail(&ep, &format!("discovering channel {channel:?}"), e),
             })?;
-        let c = found
-            .attach(Expectations::new().schema(frame::schema()))
-            .map_err(|e| match e {
-                BrokerError::Block(e) => {
-                    let f = Fail::block(&found.block_name, e);
-                    let mut named = Fail::usage(format!("channel {channel:?}: {f}"));
-                    named.code = f.code;
-                    named
-                }
-                e => Fail::usage(format!("channel {channel:?}: {e}")),
-            })?;
+        let c = found.attach(exp).map_err(|e| match e {
+            BrokerError::Block(e) => {
+                let f = Fail::block(&found.block_name, e);
+                let mut named = Fail::usage(format!("channel {channel:?}: {f}"));
+                named.code = f.code;
+                named
+            }
+            e => Fail::usage(format!("channel {channel:?}: {e}")),
+        })?;
         client
             .register_consumer(channel, Some(fp), left().max(Duration::from_millis(100)))
             .map_err(|e| {
@@ -501,6 +508,26 @@ impl Drop for Joined {
     }
 }
 
+/// The last component of a socket path, as a name for partial files (`secure` if it has none
+/// that is a valid block name).
+fn socket_stem(path: &str) -> String {
+    std::path::Path::new(path)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| !n.is_empty() && n.len() <= 200 && !n.starts_with('.'))
+        .unwrap_or("secure")
+        .to_owned()
+}
+
+/// What names `sub`'s partial files: the block name, or the socket's file name.
+fn stem(args: &SubArgs) -> String {
+    match (&args.socket, &args.name) {
+        (Some(s), _) => socket_stem(&s.to_string_lossy()),
+        (None, Some(n)) => n.clone(),
+        (None, None) => "sub".to_owned(),
+    }
+}
+
 /// Runs `datahub sub`; returns the summary (printed by the caller with `--out`).
 pub fn run(args: &SubArgs) -> Result<Summary> {
     if args.json && args.out.is_none() {
@@ -509,6 +536,22 @@ pub fn run(args: &SubArgs) -> Result<Summary> {
         ));
     }
     let deadline = Instant::now() + args.wait;
+    let key = match &args.key_file {
+        Some(path) => Some(datahub::secure::read_key_file(path).map_err(|e| match e {
+            Error::Io { source, .. } => {
+                Fail::usage(format!("--key-file {}: {source}", path.display()))
+            }
+            e => Fail::usage(e.to_string()),
+        })?),
+        None => None,
+    };
+    let expect = || {
+        let exp = Expectations::new().schema(frame::schema());
+        match key {
+            Some(k) => exp.checksum_key(k),
+            None => exp,
+        }
+    };
     let channel = match (&args.channel, &args.broker) {
         (Some(c), _) => Some(c.clone()),
         (None, Some(_)) => Some(args.name.clone().ok_or_else(|| {
@@ -519,27 +562,52 @@ pub fn run(args: &SubArgs) -> Result<Summary> {
     // The output directory is checked before any wait (with a broker, again once the block
     // name, which names its partial files, is known).
     let early = match &args.out {
-        Some(dir) => Some(OutDir::new(dir, args.name.as_deref().unwrap_or("sub"))?),
+        Some(dir) => Some(OutDir::new(dir, &stem(args))?),
         None => None,
     };
-    let (joined, block, mut c) = match &channel {
-        Some(ch) => {
-            let options = args.auth.options()?;
-            let (j, found, c) =
-                Joined::join(args.broker.as_deref(), options, ch, deadline, args.wait)?;
-            (Some(j), found.block_name, c)
+    let (joined, block, mut c) = match (&channel, &args.socket) {
+        (_, Some(sock)) => {
+            let k = key.expect("clap: --socket requires --key-file");
+            let c = Consumer::attach_secure_wait(sock, &k, expect(), args.wait).map_err(
+                |e| match e {
+                    Error::NotFound { .. } => Fail::usage(format!(
+                        "nothing served secure attach on {} within {} s",
+                        sock.display(),
+                        args.wait.as_secs_f64()
+                    )),
+                    Error::SchemaMismatch { .. } => Fail::usage(format!(
+                        "socket {}: the block is not a `datahub pub` file stream: {e}",
+                        sock.display()
+                    )),
+                    e => Fail::usage(format!("socket {}: {e}", sock.display())),
+                },
+            )?;
+            (None, stem(args), c)
         }
-        None => {
+        (Some(ch), None) => {
+            let options = args.auth.options()?;
+            let (j, found, c) = Joined::join(
+                args.broker.as_deref(),
+                options,
+                ch,
+                deadline,
+                args.wait,
+                expect(),
+            )?;
+            let name = if found.block_name.is_empty() {
+                // A secure channel: its socket's file name names the partial files.
+                socket_stem(found.attach_socket.as_deref().unwrap_or("secure"))
+            } else {
+                found.block_name
+            };
+            (Some(j), name, c)
+        }
+        (None, None) => {
             let name = args
                 .name
                 .clone()
                 .ok_or_else(|| Fail::usage("a block name is needed (`datahub sub NAME`)"))?;
-            let c = Consumer::attach_wait(
-                &name,
-                Expectations::new().schema(frame::schema()),
-                args.wait,
-            )
-            .map_err(|e| match e {
+            let c = Consumer::attach_wait(&name, expect(), args.wait).map_err(|e| match e {
                 Error::NotFound { .. } => Fail::usage(format!(
                     "no block named {name:?} appeared in /dev/shm within {} s",
                     args.wait.as_secs_f64()
