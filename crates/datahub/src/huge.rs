@@ -4,9 +4,9 @@
 //! # Routes, and which one the named `/dev/shm` mode can take
 //! - `MAP_HUGETLB` on a `/dev/shm` descriptor always fails (`EINVAL`): it is for anonymous and
 //!   hugetlbfs mappings only, so this module never tries it.
-//! - `memfd_create(MFD_HUGETLB)` needs a huge-page pool and an unnamed block; it belongs to the
-//!   future memfd (secure attach) mode, and [`Backing::Hugetlb`] is the value it will record.
-//!   The named mode never records it.
+//! - `memfd_create(MFD_HUGETLB)` needs a huge-page pool and an unnamed block: the secure-attach
+//!   mode ([`crate::Producer::create_secure`], `secure/server.rs`) tries it first and records
+//!   [`Backing::Hugetlb`]. The named mode never records it.
 //! - Transparent huge pages on shmem: `madvise(MADV_HUGEPAGE)` on the mapping. Whether the
 //!   kernel honours it for a file of a tmpfs mount (`/dev/shm` is one) depends on that mount's
 //!   `huge=` option (`always`, `within_size` or `advise`; absent means `never`), except that
@@ -74,8 +74,8 @@ pub enum Backing {
     ThpRequested,
     /// Transparent huge pages, seen mapped (`ShmemPmdMapped`/`FilePmdMapped` > 0).
     Thp,
-    /// A hugetlb page pool (`memfd_create(MFD_HUGETLB)`): reserved for the memfd mode; the
-    /// named `/dev/shm` mode never records it.
+    /// A hugetlb page pool (`memfd_create(MFD_HUGETLB)`): secure-attach blocks only
+    /// ([`crate::Producer::create_secure`]); the named `/dev/shm` mode never records it.
     Hugetlb,
 }
 

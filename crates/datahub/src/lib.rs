@@ -114,8 +114,9 @@
 //! with [`Error::HugePagesUnavailable`] otherwise. The result ([`Backing`]: `small`,
 //! `thp_requested`, `thp`) is in the header, [`BlockInfo::backing`] and
 //! [`Producer::huge_pages`]; the module `huge.rs` explains each kernel setting.
-//! `memfd_create(MFD_HUGETLB)` belongs to the unnamed memfd mode, not built yet, which will
-//! record [`Backing::Hugetlb`].
+//! A secure block ([`Producer::create_secure`]) lives in a memfd instead: there `Try` and
+//! `Require` first try `memfd_create(MFD_HUGETLB)` (a hugetlb pool), recorded as
+//! [`Backing::Hugetlb`], and `Try` falls back to 4 KiB pages.
 //!
 //! # Hostile local users and faults
 //! Any local user can create files in `/dev/shm`, and whoever can write a block can also
@@ -137,13 +138,23 @@
 //!   passed to the previous handler (or the default action).
 //! - A slot state word no protocol step writes is [`Error::InvalidSlotState`], not a wait.
 //!
+//! # Secure attach
+//! A named block can be opened, overwritten or truncated by any process of its user.
+//! [`Producer::create_secure`] puts the block in a `memfd` sealed against shrinking and
+//! growing (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`) and serves the descriptor on a Unix
+//! socket in a 0700 directory; [`Consumer::attach_secure`] proves it holds the block's key
+//! (a mutual BLAKE2b-MAC challenge over fresh nonces and both pids), checks the peer's
+//! credentials are checked by the producer against a [`secure::AttachPolicy`], and refuses
+//! a descriptor that is not sealed ([`Error::NotSealed`]). Module [`secure`] and
+//! `docs/datahub-format.md`, "Secure attach", have the frames and the threat model.
+//!
 //! # Broker (feature `broker`)
 //! `datahub::broker` is the control plane beside the blocks: a ZeroMQ broker where producers register
 //! their channel (block name, layout, schema fingerprint and fields, producer pid) and
 //! consumers discover it, with exact-fingerprint schema negotiation and heartbeat liveness
 //! (`CONSUMER_DIED_NOTIFY` to a producer, `CHANNEL_CLOSING_NOTIFY` to consumers). Data never
-//! passes through it; the header stays the authority at attach. Wire protocol 1.0 is in
-//! `docs/datahub-broker.md`. Without the feature the crate does not link libzmq.
+//! passes through it; the header stays the authority at attach. Wire protocol 1.2 is in
+//! `docs/datahub-broker.md`; a secure channel announces its socket (`attach_socket`). Without the feature the crate does not link libzmq.
 //!
 //! # Limits
 //! Linux only (`/proc`, futex). At most 64 consumers per block. A consumer that is alive but
