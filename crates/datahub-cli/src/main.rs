@@ -6,7 +6,10 @@
 //! use [`datahub::Admin`] and say what they did; `remove` deletes a block whose producer is
 //! dead. Names that are links, FIFOs or directories are refused by the library's opener
 //! (`docs/failure-model/datahub.md`). `pub`/`sub` stream files through a lossless block with
-//! the framing of [`frame`].
+//! the framing of [`frame`]. `pub --secure-socket PATH --key-file KEY` puts the block in a
+//! sealed memfd served on a Unix socket (secure attach: no `/dev/shm` name, nobody can
+//! truncate it) and `sub --socket PATH --key-file KEY` attaches through it proving the key;
+//! `--key-file` alone gives a named block keyed checksums.
 //!
 //! The hub (`docs/datahub-broker.md`): `broker` runs the ZeroMQ broker in the foreground
 //! (`ipc://` under a 0700 directory, or `tcp://` only with CURVE keys, `--keys DIR`);

@@ -72,8 +72,8 @@ pub enum Checksum {
 /// Arguments of `datahub pub`.
 #[derive(Debug, clap::Args)]
 #[command(
-    override_usage = "datahub pub [OPTIONS] NAME [FILES]...\n       datahub pub [OPTIONS] --channel CHANNEL [--broker EP] [--block NAME] [FILES]...",
-    after_help = "Without --channel the first argument is the block name and the rest are files. With --channel every argument is a file: the block is named --block (default: the channel name), registered with the broker as CHANNEL (schema datahub.files v1), heartbeated while `pub` runs and deregistered when it ends."
+    override_usage = "datahub pub [OPTIONS] NAME [FILES]...\n       datahub pub [OPTIONS] --channel CHANNEL [--broker EP] [--block NAME] [FILES]...\n       datahub pub [OPTIONS] --secure-socket PATH --key-file KEY [--channel CHANNEL] [FILES]...",
+    after_help = "Without --channel the first argument is the block name and the rest are files. With --channel every argument is a file: the block is named --block (default: the channel name), registered with the broker as CHANNEL (schema datahub.files v1), heartbeated while `pub` runs and deregistered when it ends. With --secure-socket every argument is a file too: the block is a sealed memfd served on that socket to `sub --socket` with the same key."
 )]
 pub struct PubArgs {
     /// Without --channel: the block name (created in /dev/shm), then the files to send, in

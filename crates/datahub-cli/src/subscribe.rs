@@ -62,7 +62,7 @@ pub const BROKER_READ_SLICE: Duration = Duration::from_millis(200);
 /// Arguments of `datahub sub`.
 #[derive(Debug, clap::Args)]
 #[command(
-    override_usage = "datahub sub [OPTIONS] NAME\n       datahub sub [OPTIONS] --broker EP CHANNEL\n       datahub sub [OPTIONS] --channel CHANNEL [--broker EP]",
+    override_usage = "datahub sub [OPTIONS] NAME\n       datahub sub [OPTIONS] --broker EP CHANNEL\n       datahub sub [OPTIONS] --channel CHANNEL [--broker EP]\n       datahub sub [OPTIONS] --socket PATH --key-file KEY",
     after_help = "Without --broker or --channel the argument is a block name in /dev/shm. With --broker EP the argument is a channel name, discovered at that broker; --channel CHANNEL names the channel instead of the argument (and uses the default endpoint unless --broker is given)."
 )]
 pub struct SubArgs {

@@ -169,8 +169,9 @@ impl Producer {
     /// other, e.g. 0711, so they can reach the socket); the socket is bound under a temporary name in that directory and
     /// renamed over `socket_path` (an existing socket there is replaced). A thread accepts
     /// connections and runs the handshake under `policy`; [`Self::attach_stats`] counts the
-    /// outcomes. Dropping the producer stops the thread and unlinks the socket (if the path
-    /// still is the one it bound).
+    /// outcomes. Dropping the producer stops the thread (waiting for the handshakes in
+    /// flight, each at most the policy's handshake timeout) and unlinks the socket (if the path
+    /// still is the one it bound). Consumers already attached keep their mapping.
     ///
     /// [`Self::name`] is `memfd:` and the socket path; [`crate::remove`], [`crate::list`] and
     /// takeover do not apply to it.
