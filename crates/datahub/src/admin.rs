@@ -272,70 +272,68 @@ impl Inspector {
 /// What [`Inspector::info`] reports, for any mapped block (producers and consumers of memfd
 /// blocks have no name to open an inspector by).
 pub(crate) fn block_info(b: &Block) -> BlockInfo {
-    {
-        let h = b.header();
-        let now = proc::monotonic_ns();
-        let timeout = b.info.heartbeat_timeout_ns;
-        let p = &h.producer;
-        let palive = b.producer_liveness() == Liveness::Alive;
-        let page = age_ms(now, p.heartbeat_ns.load(Relaxed));
-        let producer = PeerInfo {
-            entry: None,
-            pid: p.pid.load(Relaxed),
-            alive: palive,
-            heartbeat_age_ms: page,
-            stalled: palive && page * 1_000_000 > timeout,
-            position: None,
-            held_seq: None,
-            messages: p.slots_written.load(Relaxed),
-        };
-        let consumers = (0..MAX_CONSUMERS)
-            .filter(|&i| b.consumer(i).state.load(Acquire) == reg::ACTIVE)
-            .map(|i| {
-                let e = b.consumer(i);
-                let alive = b.consumer_liveness(i) == Liveness::Alive;
-                let age = age_ms(now, e.heartbeat_ns.load(Relaxed));
-                let held = e.held_seq.load(Relaxed);
-                PeerInfo {
-                    entry: Some(i),
-                    pid: e.pid.load(Relaxed),
-                    alive,
-                    heartbeat_age_ms: age,
-                    stalled: alive && age * 1_000_000 > timeout,
-                    position: Some(e.position.load(Relaxed)),
-                    held_seq: (held != NO_SEQ).then_some(held),
-                    messages: e.reads.load(Relaxed),
-                }
-            })
-            .collect();
-        let eos = h.commit.end_of_stream.load(SeqCst);
-        let i = &b.info;
-        BlockInfo {
-            name: b.name.clone(),
-            version: format!("{}.{}", crate::layout::VERSION_MAJOR, i.version_minor),
-            policy: i.params.policy,
-            checksum: i.params.checksum,
-            keyed: i.params.flags & FLAG_KEYED != 0,
-            recent_slots: b.recent_slots(),
-            slot_size: i.params.slot_size,
-            slot_count: i.params.slot_count,
-            flex_zone_size: i.params.flex_zone_size,
-            max_consumers: i.params.max_consumers,
-            regions: i.regions,
-            layout_hash: format!("{:016x}", i.layout_hash),
-            schema_hash: checksum::hex(&i.schema_hash),
-            schema_version: i.schema_version,
-            heartbeat_timeout_ms: i.heartbeat_timeout_ns / 1_000_000,
-            created_unix_ns: i.created_unix_ns,
-            producer_incarnation: p.incarnation.load(Relaxed),
-            producer,
-            consumers,
-            write_index: p.write_index.load(SeqCst),
-            commit_index: h.commit.commit_index.load(SeqCst),
-            end_of_stream: (eos != NO_SEQ).then_some(eos),
-            retained_floor: h.release.retained_floor.load(SeqCst),
-            backing: b.backing(),
-        }
+    let h = b.header();
+    let now = proc::monotonic_ns();
+    let timeout = b.info.heartbeat_timeout_ns;
+    let p = &h.producer;
+    let palive = b.producer_liveness() == Liveness::Alive;
+    let page = age_ms(now, p.heartbeat_ns.load(Relaxed));
+    let producer = PeerInfo {
+        entry: None,
+        pid: p.pid.load(Relaxed),
+        alive: palive,
+        heartbeat_age_ms: page,
+        stalled: palive && page * 1_000_000 > timeout,
+        position: None,
+        held_seq: None,
+        messages: p.slots_written.load(Relaxed),
+    };
+    let consumers = (0..MAX_CONSUMERS)
+        .filter(|&i| b.consumer(i).state.load(Acquire) == reg::ACTIVE)
+        .map(|i| {
+            let e = b.consumer(i);
+            let alive = b.consumer_liveness(i) == Liveness::Alive;
+            let age = age_ms(now, e.heartbeat_ns.load(Relaxed));
+            let held = e.held_seq.load(Relaxed);
+            PeerInfo {
+                entry: Some(i),
+                pid: e.pid.load(Relaxed),
+                alive,
+                heartbeat_age_ms: age,
+                stalled: alive && age * 1_000_000 > timeout,
+                position: Some(e.position.load(Relaxed)),
+                held_seq: (held != NO_SEQ).then_some(held),
+                messages: e.reads.load(Relaxed),
+            }
+        })
+        .collect();
+    let eos = h.commit.end_of_stream.load(SeqCst);
+    let i = &b.info;
+    BlockInfo {
+        name: b.name.clone(),
+        version: format!("{}.{}", crate::layout::VERSION_MAJOR, i.version_minor),
+        policy: i.params.policy,
+        checksum: i.params.checksum,
+        keyed: i.params.flags & FLAG_KEYED != 0,
+        recent_slots: b.recent_slots(),
+        slot_size: i.params.slot_size,
+        slot_count: i.params.slot_count,
+        flex_zone_size: i.params.flex_zone_size,
+        max_consumers: i.params.max_consumers,
+        regions: i.regions,
+        layout_hash: format!("{:016x}", i.layout_hash),
+        schema_hash: checksum::hex(&i.schema_hash),
+        schema_version: i.schema_version,
+        heartbeat_timeout_ms: i.heartbeat_timeout_ns / 1_000_000,
+        created_unix_ns: i.created_unix_ns,
+        producer_incarnation: p.incarnation.load(Relaxed),
+        producer,
+        consumers,
+        write_index: p.write_index.load(SeqCst),
+        commit_index: h.commit.commit_index.load(SeqCst),
+        end_of_stream: (eos != NO_SEQ).then_some(eos),
+        retained_floor: h.release.retained_floor.load(SeqCst),
+        backing: b.backing(),
     }
 }
 
