@@ -173,6 +173,8 @@ mod error;
 #[cfg(not(loom))]
 mod flex;
 #[cfg(not(loom))]
+mod handover;
+#[cfg(not(loom))]
 mod huge;
 #[cfg(not(loom))]
 mod metrics;
@@ -198,6 +200,7 @@ pub use crate::{
     config::{Config, Expectations, Preset, Schema, SlotOrder},
     consumer::{BatchReadGuard, Consumer, ReadGuard, Slots},
     flex::{FlexZoneGuard, SharedSpinlock, SpinGuard},
+    handover::Handover,
     huge::{
         Backing, HugePageOutcome, HugePages, ShmemEnabled, THP_SYSFS_DIR, THP_SYSFS_ENV,
         parse_shmem_enabled,
