@@ -738,3 +738,61 @@ fn a_consumer_killed_during_a_handover_does_not_block_the_producer_on_the_succes
         assert_eq!(live.handovers(), 1);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Broker (protocol 1.2): HANDOVER_REQ / HANDOVER_ACK / HANDOVER_NOTIFY.
+
+#[cfg(feature = "broker")]
+#[test]
+fn broker_handover_notifies_subscribed_consumers_and_discovery_names_the_new_block() {
+    use datahub::broker::{Broker, BrokerConfig, ChannelInfo, Client, ClientOptions, Notification};
+    let dir = support::TempDir::new("ho-brk");
+    let ep = format!("ipc://{}/b.sock", dir.path.display());
+    let broker = Broker::spawn(BrokerConfig::at(&ep)).unwrap();
+    let a = BlockGuard::new("ho-brk-a");
+    let b = BlockGuard::new("ho-brk-b");
+    let cfg = |size| ring(Policy::Latest, size, 4, SlotOrder::Ring);
+    let mut p = Producer::create(&a.name, cfg(64)).unwrap();
+    let pc = Client::connect(Some(broker.endpoint()), "ho-prod", ClientOptions::default()).unwrap();
+    p.register(&pc, "ho-chan", "x", None, T).unwrap();
+    let cc = Client::connect(Some(broker.endpoint()), "ho-cons", ClientOptions::default()).unwrap();
+    let (mut c, found) = Consumer::discover(&cc, "ho-chan", None, Expectations::new(), T).unwrap();
+    assert_eq!(found.block_name, a.name);
+    p.send(&payload(0, 32), T).unwrap();
+    let h = p
+        .handover_channel(&pc, "ho-chan", &b.name, cfg(256), "x", None, T)
+        .unwrap();
+    assert_eq!(h.cutover_seq, 1);
+    let deadline = Instant::now() + T;
+    let note = loop {
+        assert!(Instant::now() < deadline, "no HANDOVER_NOTIFY");
+        if let Some(n @ Notification::HandedOver { .. }) =
+            cc.next_notification(Duration::from_millis(100))
+        {
+            break n;
+        }
+    };
+    assert_eq!(
+        note,
+        Notification::HandedOver {
+            channel_name: "ho-chan".into(),
+            old_block: a.name.clone(),
+            new_block: b.name.clone(),
+            cutover_seq: 1,
+        }
+    );
+    let now = cc.discover("ho-chan", None, T).unwrap();
+    assert_eq!(now.block_name, b.name);
+    assert_eq!(now.slot_size, 256);
+    let direct = ChannelInfo::from_producer("ho-chan", &p, "x", None).unwrap();
+    assert_eq!(now.layout_hash, direct.layout_hash);
+    // The consumer attached through the broker follows through the header.
+    assert_eq!(c.read(T).unwrap().seq(), 0);
+    p.send(&payload(1, 200), T).unwrap();
+    let r = c.read(T).unwrap();
+    assert_eq!((r.seq(), r.len()), (1, 200));
+    drop(r);
+    drop(c);
+    drop((pc, cc));
+    broker.join().unwrap();
+}

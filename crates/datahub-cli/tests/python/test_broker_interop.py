@@ -23,7 +23,7 @@ import zmq
 
 BIN = os.environ.get("DATAHUB_BIN", "")
 EP = os.environ.get("DATAHUB_BROKER", "")
-PROTOCOL = {"major": 1, "minor": 1}
+PROTOCOL = {"major": 1, "minor": 2}
 FINGERPRINT = re.compile(r"^DHS01_[0-9a-f]{64}$")
 TIMEOUT_MS = 5000
 _uids = itertools.count()
@@ -348,7 +348,7 @@ def test_registers_a_channel_that_datahub_channels_shows(peer):
         assert creg["role_uid"] == peer.uid
         # Protocol 1.1: the producer hears of its consumer joining and leaving.
         joined = peer.recv_note("CONSUMER_JOINED_NOTIFY")
-        assert joined["protocol"] == {"major": 1, "minor": 1}, joined
+        assert joined["protocol"] == {"major": 1, "minor": 2}, joined
         assert (joined["channel_name"], joined["consumer_uid"], joined["consumer_pid"],
                 joined["consumers"]) == (channel, other.uid, os.getpid(), 1), joined
         reply_type, _ = other.request("CONSUMER_DEREG_REQ", {"channel_name": channel})
@@ -415,7 +415,7 @@ def test_bad_requests_get_the_documented_errors(peer):
     peer.send("DISC_REQ", {"protocol": {"major": 2, "minor": 0}, "channel_name": "camera"}, b"f")
     reply_type, reply = peer.recv_for(b"f")
     assert reply_type == "ERROR" and reply["error_code"] == "PROTOCOL_VERSION", reply
-    assert reply["protocol"] == {"major": 1, "minor": 1}, reply
+    assert reply["protocol"] == {"major": 1, "minor": 2}, reply
     # A type protocol 1 does not have.
     expect_error(peer, "FROBNICATE_REQ", {}, "UNKNOWN_MSG_TYPE")
     # No such channel.

@@ -660,7 +660,7 @@ fn a_producer_hears_of_consumers_joining_and_leaving_but_not_of_repeats() {
     assert_eq!(notes[0].body["consumer_uid"], "c1");
     assert_eq!(notes[0].body["consumer_pid"], 7);
     assert_eq!(notes[0].body["consumers"], 1);
-    assert_eq!(notes[0].body["protocol"]["minor"], 1);
+    assert_eq!(notes[0].body["protocol"]["minor"], 2);
 
     // The same uid and pid again (a repeated request, a re-registration after a broker
     // restart): nothing new to tell.
