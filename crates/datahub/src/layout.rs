@@ -249,7 +249,7 @@ pub(crate) struct Header {
     pub consumers: [ConsumerEntry; MAX_CONSUMERS],
 }
 
-/// `state` of a [`HandoverArea`]'s successor record.
+/// `state` of the handover area's successor record (header byte [`HANDOVER_STATE`]).
 pub mod successor_state {
     /// No successor record.
     pub const NONE: u32 = 0;
