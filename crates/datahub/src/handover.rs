@@ -17,12 +17,28 @@
 //!   floor, so the successor's producer never overwrites what a follower has yet to read.
 //! - A reservation is dropped when its consumer left the old block without following, or died
 //!   (the successor's usual dead-consumer recovery: the entry carries the consumer's pid).
+#![cfg_attr(loom, allow(dead_code))]
 
 use crate::Error;
+#[cfg(not(loom))]
 use crate::block::Block;
 use crate::error::clip;
 use crate::layout::{HANDOVER_NAME_CAP, HandoverArea, successor_check, successor_state};
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
+
+/// Longest block name (`crate::MAX_NAME_LEN`).
+const MAX_NAME: usize = 200;
+
+/// The rules of `segment::check_name` (1..=200 bytes, no `/` or NUL, not `.` or `..`), here so
+/// the record check also runs under loom.
+fn is_block_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && !name.contains('/')
+        && !name.contains('\0')
+        && name != "."
+        && name != ".."
+}
 
 /// What [`crate::Producer::handover`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,11 +109,8 @@ pub(crate) fn read_record(area: &HandoverArea) -> Result<Option<Record>, Error> 
         s => return bad(format!("state word {s} is none of 0, 1, 2")),
     }
     let len = area.name_len.load(Relaxed) as usize;
-    if len == 0 || len > crate::segment::MAX_NAME_LEN {
-        return bad(format!(
-            "name length {len} outside 1..={}",
-            crate::segment::MAX_NAME_LEN
-        ));
+    if len == 0 || len > MAX_NAME {
+        return bad(format!("name length {len} outside 1..={MAX_NAME}"));
     }
     let mut bytes = [0u8; HANDOVER_NAME_CAP];
     for (w, chunk) in area.name.iter().zip(bytes.chunks_mut(8)) {
@@ -114,7 +127,7 @@ pub(crate) fn read_record(area: &HandoverArea) -> Result<Option<Record>, Error> 
     if name.chars().any(|c| c.is_control()) {
         return bad(format!("name {:?} has control characters", clip(name)));
     }
-    if crate::segment::check_name(name).is_err() {
+    if !is_block_name(name) {
         return bad(format!(
             "name {:?} is not a block name (no '/', not '.' or '..')",
             clip(name)
@@ -134,6 +147,7 @@ pub(crate) fn read_record(area: &HandoverArea) -> Result<Option<Record>, Error> 
     }))
 }
 
+#[cfg(not(loom))]
 /// Checks that `succ` is the block `r` names: its layout hash, creation time and first
 /// sequence number.
 ///
@@ -158,4 +172,89 @@ pub(crate) fn check_successor(r: &Record, succ: &Block) -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    #[test]
+    fn the_record_name_rules_are_the_segment_name_rules() {
+        for n in [
+            "a",
+            "..",
+            ".",
+            "a/b",
+            "a\0b",
+            "",
+            &"x".repeat(200),
+            &"x".repeat(201),
+        ] {
+            assert_eq!(
+                super::is_block_name(n),
+                crate::segment::check_name(n).is_ok(),
+                "{n:?}"
+            );
+        }
+        assert_eq!(super::MAX_NAME, crate::segment::MAX_NAME_LEN);
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! The successor record is published with a Release store of its state word before the
+    //! end of stream: a reader that sees the end (or the state) reads a complete record.
+    use super::*;
+    use crate::layout::NO_SEQ;
+    use crate::sync::Ordering::SeqCst;
+    use crate::sync::{AtomicU32, AtomicU64};
+    use loom::sync::Arc;
+    use loom::thread;
+
+    fn area() -> HandoverArea {
+        HandoverArea {
+            first_seq: AtomicU64::new(0),
+            reserved_mask: AtomicU64::new(0),
+            state: AtomicU32::new(successor_state::NONE),
+            name_len: AtomicU32::new(0),
+            cutover_seq: AtomicU64::new(0),
+            layout_hash: AtomicU64::new(0),
+            created_unix_ns: AtomicU64::new(0),
+            check: AtomicU64::new(0),
+            _pad: 0,
+            name: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    fn record() -> Record {
+        Record {
+            name: "successor-block".into(),
+            cutover_seq: 7,
+            layout_hash: 0x1234_5678,
+            created_unix_ns: 99,
+        }
+    }
+
+    #[test]
+    fn loom_a_reader_that_sees_the_end_of_stream_reads_the_whole_successor_record() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(2);
+        b.check(|| {
+            let shared = Arc::new((area(), AtomicU64::new(NO_SEQ)));
+            let w = {
+                let s = shared.clone();
+                thread::spawn(move || {
+                    publish_record(&s.0, &record());
+                    // SYNC POINT: the reader's SeqCst load of the end of stream.
+                    s.1.store(7, SeqCst);
+                })
+            };
+            let eos = shared.1.load(SeqCst);
+            let got = read_record(&shared.0).expect("a record being published is never invalid");
+            if eos == 7 {
+                assert_eq!(got, Some(record()), "end of stream seen before the record");
+            } else if let Some(r) = got {
+                assert_eq!(r, record(), "a torn record");
+            }
+            w.join().unwrap();
+        });
+    }
 }

@@ -190,7 +190,6 @@ mod consumer;
 mod error;
 #[cfg(not(loom))]
 mod flex;
-#[cfg(not(loom))]
 mod handover;
 #[cfg(not(loom))]
 mod huge;
