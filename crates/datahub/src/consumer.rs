@@ -222,6 +222,13 @@ impl Consumer {
     /// [`Error::SeqUnavailable`] after a `seek_to` to an overwritten message;
     /// [`Error::InvalidSlotState`] if the slot due holds a state word no protocol step
     /// writes (a damaged block); [`Error::BlockTruncated`] if the segment was truncated.
+    /// At a handover's cutover ([`crate::Producer::handover`]) the consumer follows to the
+    /// successor and returns its first message; following can fail with
+    /// [`Error::InvalidSuccessor`] (a bad successor record: nothing is opened),
+    /// [`Error::HandedOver`] (following disabled, [`Expectations::follow_handover`]),
+    /// [`Error::NotFound`] (the successor is gone) or the attach errors of the successor
+    /// (expectations, key, [`Error::TooManyConsumers`]); the consumer then stays on the old
+    /// block, and the next read tries again.
     pub fn read(&mut self, timeout: Duration) -> Result<ReadGuard<'_>, Error> {
         let r = self.read_checked(timeout);
         if let Err(e) = &r {

@@ -151,6 +151,39 @@ fn each_lossless_policy_delivers_every_message_once_across_a_handover_in_process
 }
 
 #[test]
+fn a_consumer_still_on_the_old_block_loses_nothing_while_another_has_followed_and_read_ahead() {
+    for order in orders() {
+        let a = BlockGuard::new("ho-lag-a");
+        let b = BlockGuard::new("ho-lag-b");
+        let sync = ring(Policy::SequentialSync, 64, 4, order).max_consumers(2);
+        let mut p = Producer::create(&a.name, sync.clone()).unwrap();
+        let mut fast = Consumer::attach(&a.name, Expectations::new()).unwrap();
+        let mut slow = Consumer::attach(&a.name, Expectations::new()).unwrap();
+        for seq in 0..3 {
+            p.send(&payload(seq, 32), T).unwrap();
+        }
+        p.handover(&b.name, sync).unwrap();
+        assert_eq!(drain_n(&mut fast, 3), vec![0, 1, 2]);
+        for seq in 3..7 {
+            p.send(&payload(seq, 32), T).unwrap();
+            assert_eq!(drain_n(&mut fast, 1), vec![seq]);
+        }
+        // The successor (4 slots from the cutover at 3) is full of messages `slow` has not
+        // read: its reservation holds the producer.
+        assert!(
+            matches!(
+                p.write(Duration::from_millis(50)),
+                Err(Error::Timeout { .. })
+            ),
+            "{order:?}: the producer overwrote what the lagging consumer has yet to read"
+        );
+        p.close();
+        assert_eq!(drain(&mut slow, 0), (0..7).collect::<Vec<_>>(), "{order:?}");
+        assert_eq!((fast.handovers(), slow.handovers()), (1, 1));
+    }
+}
+
+#[test]
 fn a_consumer_that_attaches_the_old_block_after_the_handover_follows_to_the_successor() {
     let a = BlockGuard::new("ho-late-a");
     let b = BlockGuard::new("ho-late-b");
