@@ -207,9 +207,17 @@ pub fn info(i: &BlockInfo) -> String {
         .map_or_else(|| "open".to_owned(), |e| e.to_string());
     let _ = writeln!(
         s,
-        "indices      write {}, commit {}, end of stream {eos}, retained floor {}",
-        i.write_index, i.commit_index, i.retained_floor
+        "indices      write {}, commit {}, end of stream {eos}, retained floor {}, first seq {}",
+        i.write_index, i.commit_index, i.retained_floor, i.first_seq
     );
+    if let Some(succ) = &i.successor {
+        let _ = writeln!(
+            s,
+            "handed over  to {succ:?} at seq {}",
+            i.end_of_stream
+                .map_or_else(|| "?".to_owned(), |e| e.to_string())
+        );
+    }
     if i.consumers.is_empty() {
         let _ = writeln!(s, "consumers    none");
     } else {

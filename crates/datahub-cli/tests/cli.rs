@@ -244,6 +244,49 @@ fn promtool_check(text: &str) {
 }
 
 #[test]
+fn inspect_shows_a_handed_over_blocks_successor_and_the_successors_first_seq() {
+    let old = Block::new("ho-old");
+    let new = Block::new("ho-new");
+    let cfg = Config::new(Policy::SequentialSync)
+        .slot_size(64)
+        .slot_count(4);
+    let mut p = Producer::create(old.name(), cfg.clone()).unwrap();
+    let _c = Consumer::attach(old.name(), Expectations::new()).unwrap();
+    for m in [&b"one"[..], b"two"] {
+        p.send(m, T).unwrap();
+    }
+    p.handover(new.name(), cfg.slot_size(128)).unwrap();
+    let info = run(&["inspect", old.name(), "--json"])
+        .expect(0, "inspect old")
+        .json();
+    assert_eq!(info["successor"], new.name());
+    assert_eq!(
+        (info["first_seq"].as_u64(), info["end_of_stream"].as_u64()),
+        (Some(0), Some(2))
+    );
+    let text = run(&["inspect", old.name()])
+        .expect(0, "inspect text")
+        .text();
+    assert!(
+        text.contains(&format!("handed over  to {:?} at seq 2", new.name())),
+        "{text}"
+    );
+    let info = run(&["inspect", new.name(), "--json"])
+        .expect(0, "inspect new")
+        .json();
+    assert_eq!(info["successor"], Value::Null);
+    assert_eq!(info["first_seq"], 2);
+    assert_eq!(info["commit_index"], 2);
+    let text = run(&["inspect", new.name()])
+        .expect(0, "inspect text")
+        .text();
+    assert!(
+        text.contains("first seq 2") && !text.contains("handed over"),
+        "{text}"
+    );
+}
+
+#[test]
 fn inspect_diagnose_metrics_and_validate_a_live_block() {
     let block = Block::new("live");
     let name = block.name();

@@ -153,6 +153,12 @@ pub struct BlockInfo {
     /// The pages backing the block, as its creator recorded them (format 1.1;
     /// [`crate::Backing::Unknown`] for a 1.0 block).
     pub backing: crate::Backing,
+    /// Sequence number of the block's first message: 0, or for a successor of a handover
+    /// ([`crate::Producer::handover`]) the cutover.
+    pub first_seq: u64,
+    /// The block the stream was handed over to (its successor record, checked as a consumer
+    /// checks it; `None` if there is none or it is invalid). The cutover is `end_of_stream`.
+    pub successor: Option<String>,
 }
 
 /// One slot, as diagnosed.
@@ -334,6 +340,11 @@ pub(crate) fn block_info(b: &Block) -> BlockInfo {
         end_of_stream: (eos != NO_SEQ).then_some(eos),
         retained_floor: h.release.retained_floor.load(SeqCst),
         backing: b.backing(),
+        first_seq: h.handover.first_seq.load(Relaxed),
+        successor: crate::handover::read_record(&h.handover)
+            .ok()
+            .flatten()
+            .map(|r| r.name),
     }
 }
 

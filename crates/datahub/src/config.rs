@@ -132,12 +132,14 @@ pub struct Config {
     pub(crate) unlink_on_drop: bool,
     pub(crate) huge_pages: HugePages,
     pub(crate) slot_order: SlotOrder,
+    pub(crate) handover_grace: Duration,
 }
 
 impl Config {
     /// Defaults: 4096-byte slots, 8 of them, no flexible zone, no checksums, no schema,
     /// heartbeat timeout 1 s, 20 µs of spinning before a futex sleep, block removed when the
-    /// producer is dropped, 4 KiB pages ([`HugePages::Off`]), [`SlotOrder::Auto`].
+    /// producer is dropped, 4 KiB pages ([`HugePages::Off`]), [`SlotOrder::Auto`], handover
+    /// grace 5 s.
     pub fn new(policy: Policy) -> Config {
         Config {
             policy,
@@ -153,6 +155,7 @@ impl Config {
             unlink_on_drop: true,
             huge_pages: HugePages::Off,
             slot_order: SlotOrder::Auto,
+            handover_grace: Duration::from_secs(5),
         }
     }
 
@@ -249,6 +252,17 @@ impl Config {
         self
     }
 
+    /// After [`crate::Producer::handover`] away from this block, how long the old block's name
+    /// is kept in `/dev/shm` at most while consumers are still attached to it (default 5 s; a
+    /// plain [`Duration`], so `humantime::parse_duration("5s")` gives one). It is removed
+    /// earlier once no consumer remains attached. Consumers already attached keep their mapping
+    /// and still follow after the name is gone; a consumer attaching the old name after that
+    /// gets [`Error::NotFound`].
+    pub fn handover_grace(mut self, grace: Duration) -> Config {
+        self.handover_grace = grace;
+        self
+    }
+
     pub(crate) fn params(&self) -> Result<Params, Error> {
         let slot_size = self
             .slot_size
@@ -318,6 +332,7 @@ pub struct Expectations {
     pub(crate) min_slot_size: Option<u32>,
     pub(crate) key: Option<[u8; 32]>,
     pub(crate) spin: Option<Duration>,
+    pub(crate) no_follow: bool,
 }
 
 impl Expectations {
@@ -343,6 +358,13 @@ impl Expectations {
     /// The checksum key (keyed blocks).
     pub fn checksum_key(mut self, key: [u8; 32]) -> Expectations {
         self.key = Some(key);
+        self
+    }
+    /// Whether the consumer follows a handover ([`crate::Producer::handover`]) to the
+    /// successor block (default true). With `false`, attaching a handed-over block and
+    /// reading at its cutover give [`Error::HandedOver`] naming the successor.
+    pub fn follow_handover(mut self, yes: bool) -> Expectations {
+        self.no_follow = !yes;
         self
     }
     /// How long reads spin before sleeping on a futex (default 20 µs).

@@ -39,6 +39,10 @@ pub struct Consumer {
     ops: u32,
     /// The messages of the batch being read ([`Consumer::read_batch`]), reused.
     batch: Vec<Held>,
+    /// What it requires of a block (checked again on every successor it follows to).
+    exp: Expectations,
+    /// Handovers followed.
+    handovers: u64,
 }
 
 /// One message a consumer holds: slot, sequence number, committed length.
@@ -151,59 +155,14 @@ impl Consumer {
     }
 
     fn register(block: Block, exp: Expectations) -> Result<Consumer, Error> {
-        let info = &block.info;
-        if let Some(p) = exp.policy
-            && p != info.params.policy
-        {
-            return Err(Error::ExpectationMismatch {
-                what: "policy",
-                expected: p.to_string(),
-                found: info.params.policy.to_string(),
-            });
+        check_expectations(&block, &exp)?;
+        if exp.no_follow && crate::handover::published(&block.header().handover) {
+            let successor = crate::handover::read_record(&block.header().handover)?
+                .map(|r| r.name)
+                .unwrap_or_default();
+            return Err(Error::HandedOver { successor });
         }
-        if let Some(min) = exp.min_slot_size
-            && info.params.slot_size < min
-        {
-            return Err(Error::ExpectationMismatch {
-                what: "slot_size",
-                expected: format!(">= {min}"),
-                found: info.params.slot_size.to_string(),
-            });
-        }
-        if let Some(s) = exp.schema
-            && (s.hash != info.schema_hash || s.version != info.schema_version)
-        {
-            return Err(Error::SchemaMismatch {
-                expected: s.hex(),
-                expected_version: s.version,
-                found: checksum::hex(&info.schema_hash),
-                found_version: info.schema_version,
-            });
-        }
-        let keyed = info.params.flags & FLAG_KEYED != 0;
-        match (&exp.key, keyed) {
-            (Some(k), true) if checksum::key_check(k) != info.key_check => {
-                return Err(Error::KeyMismatch {
-                    why: "the key differs from the producer's",
-                });
-            }
-            (None, true) => {
-                return Err(Error::KeyMismatch {
-                    why: "the block is keyed; no key given",
-                });
-            }
-            (Some(_), false) => {
-                return Err(Error::KeyMismatch {
-                    why: "a key was given; the block is not keyed",
-                });
-            }
-            _ => {}
-        }
-        let timeout_ns = info.heartbeat_timeout_ns.max(4_000_000);
-        let plan = WaitPlan {
-            spin: exp.spin.unwrap_or(Duration::from_micros(20)),
-            slice: Duration::from_nanos(timeout_ns / 4),
-        };
+        let plan = wait_plan(&block, &exp);
         let entry = {
             let lock = SharedSpinlock::new(&block, REGISTRATION_LOCK)?;
             let _g = lock.lock(Duration::from_secs(5))?;
@@ -212,6 +171,7 @@ impl Consumer {
         };
         let position = block.consumer(entry).position.load(Relaxed);
         block.header().metrics.attaches.fetch_add(1, Relaxed);
+        let key = exp.key;
         Ok(Consumer {
             block,
             entry,
@@ -219,15 +179,88 @@ impl Consumer {
             position,
             exact: false,
             plan,
-            key: exp.key,
+            key,
             ops: 0,
             batch: Vec::new(),
+            exp,
+            handovers: 0,
         })
     }
 
     /// Identity, peers and indices of the block, as [`crate::Inspector::info`] reports them.
     pub fn info(&self) -> crate::BlockInfo {
         crate::admin::block_info(&self.block)
+    }
+
+    /// Handovers this consumer has followed ([`crate::Producer::handover`]): each time it
+    /// reached a block's cutover and went on reading in the successor.
+    pub fn handovers(&self) -> u64 {
+        self.handovers
+    }
+
+    /// At the end of the stream: if the block has a successor record, moves to the successor
+    /// (`Ok(true)`); `Ok(false)` if there is none.
+    ///
+    /// Lossless: adopts the entry the handover reserved for this consumer (position = the
+    /// cutover) or, for a consumer that attached after the handover, registers anew at the
+    /// successor's read floor; only then unregisters from the old block.
+    fn follow(&mut self) -> Result<bool, Error> {
+        let Some(rec) = crate::handover::read_record(&self.block.header().handover)? else {
+            return Ok(false);
+        };
+        if self.exp.no_follow {
+            return Err(Error::HandedOver {
+                successor: rec.name,
+            });
+        }
+        let lossless = self.policy().is_lossless();
+        if lossless && self.position != rec.cutover_seq {
+            return Err(Error::InvalidSuccessor {
+                why: format!(
+                    "cutover {} but this consumer is at {}",
+                    rec.cutover_seq, self.position
+                ),
+            });
+        }
+        let succ = Block::open(&rec.name, Duration::from_secs(1), Access::ReadWrite)?;
+        crate::handover::check_successor(&rec, &succ)?;
+        check_expectations(&succ, &self.exp)?;
+        let (pid, start) = proc::me();
+        let entry = {
+            let lock = SharedSpinlock::new(&succ, REGISTRATION_LOCK)?;
+            let _g = lock.lock(Duration::from_secs(5))?;
+            succ.reclaim_dead_consumers();
+            let h = succ.header();
+            let bit = 1u64 << self.entry;
+            let e = succ.consumer(self.entry);
+            let reserved = h.handover.reserved_mask.load(SeqCst) & bit != 0
+                && e.state.load(Acquire) == reg::ACTIVE
+                && e.pid.load(Relaxed) == pid
+                && e.start_time.load(Relaxed) == start;
+            if reserved {
+                h.handover.reserved_mask.fetch_and(!bit, SeqCst);
+                e.heartbeat_ns.store(proc::monotonic_ns(), Relaxed);
+                self.entry
+            } else {
+                claim_entry(&succ)?
+            }
+        };
+        succ.header().metrics.attaches.fetch_add(1, Relaxed);
+        self.plan = wait_plan(&succ, &self.exp);
+        let old = std::mem::replace(&mut self.block, succ);
+        unregister(&old, self.entry);
+        self.entry = entry;
+        self.bit = 1 << entry;
+        let e = self.block.consumer(entry);
+        if lossless {
+            self.position = e.position.load(SeqCst);
+        } else {
+            self.position = self.position.max(rec.cutover_seq);
+            e.position.store(self.position, Relaxed);
+        }
+        self.exact = false;
+        self.handovers += 1;
+        Ok(true)
     }
 
     /// The block's name.
@@ -264,6 +297,13 @@ impl Consumer {
     /// [`Error::SeqUnavailable`] after a `seek_to` to an overwritten message;
     /// [`Error::InvalidSlotState`] if the slot due holds a state word no protocol step
     /// writes (a damaged block); [`Error::BlockTruncated`] if the segment was truncated.
+    /// At a handover's cutover ([`crate::Producer::handover`]) the consumer follows to the
+    /// successor and returns its first message; following can fail with
+    /// [`Error::InvalidSuccessor`] (a bad successor record: nothing is opened),
+    /// [`Error::HandedOver`] (following disabled, [`Expectations::follow_handover`]),
+    /// [`Error::NotFound`] (the successor is gone) or the attach errors of the successor
+    /// (expectations, key, [`Error::TooManyConsumers`]); the consumer then stays on the old
+    /// block, and the next read tries again.
     pub fn read(&mut self, timeout: Duration) -> Result<ReadGuard<'_>, Error> {
         let r = self.read_checked(timeout);
         if let Err(e) = &r {
@@ -480,7 +520,11 @@ impl Consumer {
     /// [`read_inner`](Self::read_inner), then the truncation check: on zero pages (a block
     /// truncated under us) the end of the stream or a timeout is an artefact, not an answer.
     fn read_checked(&mut self, timeout: Duration) -> Result<(usize, u64, u32), Error> {
-        let r = self.read_inner(timeout);
+        let deadline = Instant::now() + timeout;
+        let mut r = self.read_inner(timeout);
+        while matches!(r, Err(Error::EndOfStream)) && self.follow()? {
+            r = self.read_inner(deadline.saturating_duration_since(Instant::now()));
+        }
         if let Err(e) = self.block.check_intact(r.is_err()) {
             if let Ok((slot, _, _)) = r {
                 self.block.slot(slot).leave(self.bit);
@@ -505,7 +549,11 @@ impl Consumer {
             self.plan,
             || {
                 let c = h.commit.commit_index.load(SeqCst);
-                if c > pos || h.commit.end_of_stream.load(SeqCst) <= pos || blk.truncated() {
+                if c > pos
+                    || h.commit.end_of_stream.load(SeqCst) <= pos
+                    || blk.truncated()
+                    || handed_over_at(blk, pos)
+                {
                     Some(c)
                 } else {
                     None
@@ -826,23 +874,98 @@ fn claim_entry(blk: &Block) -> Result<usize, Error> {
     Err(Error::TooManyConsumers { max: max as u32 })
 }
 
+/// Checks `block` against what the consumer requires.
+fn check_expectations(block: &Block, exp: &Expectations) -> Result<(), Error> {
+    let info = &block.info;
+    if let Some(p) = exp.policy
+        && p != info.params.policy
+    {
+        return Err(Error::ExpectationMismatch {
+            what: "policy",
+            expected: p.to_string(),
+            found: info.params.policy.to_string(),
+        });
+    }
+    if let Some(min) = exp.min_slot_size
+        && info.params.slot_size < min
+    {
+        return Err(Error::ExpectationMismatch {
+            what: "slot_size",
+            expected: format!(">= {min}"),
+            found: info.params.slot_size.to_string(),
+        });
+    }
+    if let Some(s) = exp.schema
+        && (s.hash != info.schema_hash || s.version != info.schema_version)
+    {
+        return Err(Error::SchemaMismatch {
+            expected: s.hex(),
+            expected_version: s.version,
+            found: checksum::hex(&info.schema_hash),
+            found_version: info.schema_version,
+        });
+    }
+    let keyed = info.params.flags & FLAG_KEYED != 0;
+    match (&exp.key, keyed) {
+        (Some(k), true) if checksum::key_check(k) != info.key_check => {
+            return Err(Error::KeyMismatch {
+                why: "the key differs from the producer's",
+            });
+        }
+        (None, true) => {
+            return Err(Error::KeyMismatch {
+                why: "the block is keyed; no key given",
+            });
+        }
+        (Some(_), false) => {
+            return Err(Error::KeyMismatch {
+                why: "a key was given; the block is not keyed",
+            });
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Unregisters consumer entry `entry` of `blk` (drop, or leaving a block handed over).
+fn unregister(blk: &Block, entry: usize) {
+    let e = blk.consumer(entry);
+    let lock = SharedSpinlock::new(blk, REGISTRATION_LOCK);
+    let guard = lock
+        .as_ref()
+        .ok()
+        .and_then(|l| l.lock(Duration::from_secs(1)).ok());
+    if e.state
+        .compare_exchange(reg::ACTIVE, reg::CLAIMING, SeqCst, Relaxed)
+        .is_ok()
+    {
+        blk.retire_consumer(entry);
+        blk.header().metrics.detaches.fetch_add(1, Relaxed);
+    }
+    drop(guard);
+}
+
+/// Whether `blk` was handed over at or before `pos` (a published successor record whose
+/// cutover this reader has reached): the end of its stream, even if the producer died before
+/// storing `end_of_stream`.
+#[inline]
+fn handed_over_at(blk: &Block, pos: u64) -> bool {
+    let a = &blk.header().handover;
+    crate::handover::published(a) && a.cutover_seq.load(Relaxed) <= pos
+}
+
+/// The wait plan for `blk`: spin as `exp` says, wake four times per heartbeat timeout.
+fn wait_plan(blk: &Block, exp: &Expectations) -> WaitPlan {
+    let timeout_ns = blk.info.heartbeat_timeout_ns.max(4_000_000);
+    WaitPlan {
+        spin: exp.spin.unwrap_or(Duration::from_micros(20)),
+        slice: Duration::from_nanos(timeout_ns / 4),
+    }
+}
+
 impl Drop for Consumer {
     fn drop(&mut self) {
-        let blk = &self.block;
-        let e = blk.consumer(self.entry);
-        let lock = SharedSpinlock::new(blk, REGISTRATION_LOCK);
-        let guard = lock
-            .as_ref()
-            .ok()
-            .and_then(|l| l.lock(Duration::from_secs(1)).ok());
-        if e.state
-            .compare_exchange(reg::ACTIVE, reg::CLAIMING, SeqCst, Relaxed)
-            .is_ok()
-        {
-            blk.retire_consumer(self.entry);
-            blk.header().metrics.detaches.fetch_add(1, Relaxed);
-        }
-        drop(guard);
+        unregister(&self.block, self.entry);
     }
 }
 

@@ -130,6 +130,22 @@ pub enum Error {
         /// Slots in the block.
         slots: u64,
     },
+    /// A block's successor record (its handover area, `docs/datahub-format.md`, "Handover")
+    /// is malformed: a bad state word, name, length or check word, or a successor that is not
+    /// the block the record names. Nothing named by it was opened, or it was closed again.
+    #[error("invalid successor record: {why}")]
+    InvalidSuccessor {
+        /// What was wrong (names quoted at most 64 characters long).
+        why: String,
+    },
+    /// The block was handed over to `successor` ([`crate::Producer::handover`]) and this
+    /// operation cannot follow it there (a consumer with following disabled, a producer taking
+    /// over the old block).
+    #[error("block was handed over to {successor:?}")]
+    HandedOver {
+        /// The successor's name.
+        successor: String,
+    },
     /// A live producer owns the block.
     #[error("block {name:?} already exists and its producer (pid {pid}) is alive")]
     AlreadyExists {
@@ -427,6 +443,8 @@ impl Error {
             Error::AttachRefused { .. } => 38,
             Error::NotSealed { .. } => 39,
             Error::AttachFailed { .. } => 40,
+            Error::InvalidSuccessor { .. } => 41,
+            Error::HandedOver { .. } => 42,
         }
     }
 }

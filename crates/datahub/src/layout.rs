@@ -239,9 +239,100 @@ pub(crate) struct Header {
     /// the creator before the magic is published and never changed afterwards.
     pub backing: AtomicU32,
     pub _backing_pad: u32,
+    /// Reserved (1160..1216).
+    pub _reserved_1160: [u8; 56],
+    /// Handover area (1216..1536): this block's first sequence number, the entries reserved
+    /// for consumers following from a predecessor, and the successor record.
+    pub handover: HandoverArea,
     /// Reserved for the discovery broker, secure attach and schema negotiation (later versions).
-    pub reserved: [u8; 2936],
+    pub reserved: [u8; 2560],
     pub consumers: [ConsumerEntry; MAX_CONSUMERS],
+}
+
+/// `state` of the handover area's successor record (header byte [`HANDOVER_STATE`]).
+pub mod successor_state {
+    /// No successor record.
+    pub const NONE: u32 = 0;
+    /// The producer is writing the record; readers ignore it.
+    pub const WRITING: u32 = 1;
+    /// The record is complete: the stream goes on in the successor from `cutover_seq`.
+    pub const PUBLISHED: u32 = 2;
+}
+
+/// Offset of the handover area in the header.
+pub const HANDOVER_OFFSET: usize = 1216;
+/// Bytes of the handover area.
+pub const HANDOVER_SIZE: usize = 320;
+/// Offset of `first_seq` (u64) in the header.
+pub const HANDOVER_FIRST_SEQ: usize = HANDOVER_OFFSET;
+/// Offset of `reserved_mask` (u64) in the header.
+pub const HANDOVER_RESERVED_MASK: usize = HANDOVER_FIRST_SEQ + 8;
+/// Offset of the successor record's `state` (u32) in the header.
+pub const HANDOVER_STATE: usize = HANDOVER_RESERVED_MASK + 8;
+/// Offset of the successor name's length (u32) in the header.
+pub const HANDOVER_NAME_LEN: usize = HANDOVER_STATE + 4;
+/// Offset of `cutover_seq` (u64) in the header.
+pub const HANDOVER_CUTOVER: usize = HANDOVER_NAME_LEN + 4;
+/// Offset of the successor's layout hash (u64) in the header.
+pub const HANDOVER_LAYOUT_HASH: usize = HANDOVER_CUTOVER + 8;
+/// Offset of the successor's creation time (u64, ns since the Unix epoch) in the header.
+pub const HANDOVER_CREATED: usize = HANDOVER_LAYOUT_HASH + 8;
+/// Offset of the record's check word (u64, [`successor_check`]) in the header.
+pub const HANDOVER_CHECK: usize = HANDOVER_CREATED + 8;
+/// Offset of the successor's name (256 bytes, `name_len` of them used) in the header.
+pub const HANDOVER_NAME: usize = HANDOVER_CHECK + 16;
+/// Bytes of the successor name field.
+pub const HANDOVER_NAME_CAP: usize = 256;
+
+/// The handover area (header bytes 1216..1536, since format 1.2 of this build; zero in blocks
+/// of older builds, which ignore it). See `docs/datahub-format.md`, "Handover".
+///
+/// `first_seq` and `reserved_mask` describe this block and are written by its creator before
+/// the magic is published. The successor record (`state` .. `name`) is written once, by the
+/// producer handing the block over: every field, then `state = PUBLISHED` (Release), then the
+/// commit line's `end_of_stream = cutover_seq`.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct HandoverArea {
+    /// Sequence number of this block's first message (0 unless it is a successor).
+    pub first_seq: AtomicU64,
+    /// Bit `i`: consumer entry `i` was registered by the handover for the consumer that held
+    /// entry `i` of the predecessor, and not yet adopted by it.
+    pub reserved_mask: AtomicU64,
+    /// [`successor_state`].
+    pub state: AtomicU32,
+    /// Bytes of the successor's name used in `name`.
+    pub name_len: AtomicU32,
+    /// The successor's first sequence number, equal to this block's end of stream.
+    pub cutover_seq: AtomicU64,
+    /// The successor's layout hash (identity line 0, bytes 24..32).
+    pub layout_hash: AtomicU64,
+    /// The successor's creation time (identity line 1, bytes 112..120).
+    pub created_unix_ns: AtomicU64,
+    /// [`successor_check`] of the record.
+    pub check: AtomicU64,
+    pub _pad: u64,
+    /// The successor's name, 8 bytes per word, little-endian.
+    pub name: [AtomicU64; HANDOVER_NAME_CAP / 8],
+}
+
+/// The check word of a successor record: BLAKE2b-64 of `"datahub-handover"`, the name's
+/// length (u32 LE) and bytes, `cutover_seq`, the layout hash and the creation time (u64 LE
+/// each). A record whose stored check differs is refused ([`Error::InvalidSuccessor`]).
+pub fn successor_check(
+    name: &[u8],
+    cutover_seq: u64,
+    layout_hash: u64,
+    created_unix_ns: u64,
+) -> u64 {
+    let mut h = Blake2b::<U8>::new();
+    h.update(b"datahub-handover");
+    h.update((name.len() as u32).to_le_bytes());
+    h.update(name);
+    for v in [cutover_seq, layout_hash, created_unix_ns] {
+        h.update(v.to_le_bytes());
+    }
+    u64::from_le_bytes(h.finalize().into())
 }
 
 /// One slot's coordination words: a cache line per slot.
@@ -306,7 +397,19 @@ const _: () = {
     assert!(offset_of!(Header, metrics) == 384);
     assert!(offset_of!(Header, spinlocks) == 640);
     assert!(offset_of!(Header, backing) == 1152);
-    assert!(offset_of!(Header, reserved) == 1160);
+    assert!(offset_of!(Header, _reserved_1160) == 1160);
+    assert!(offset_of!(Header, handover) == HANDOVER_OFFSET);
+    assert!(size_of::<HandoverArea>() == HANDOVER_SIZE);
+    assert!(offset_of!(Header, reserved) == 1536);
+    assert!(HANDOVER_OFFSET + offset_of!(HandoverArea, reserved_mask) == HANDOVER_RESERVED_MASK);
+    assert!(HANDOVER_OFFSET + offset_of!(HandoverArea, state) == HANDOVER_STATE);
+    assert!(HANDOVER_OFFSET + offset_of!(HandoverArea, name_len) == HANDOVER_NAME_LEN);
+    assert!(HANDOVER_OFFSET + offset_of!(HandoverArea, cutover_seq) == HANDOVER_CUTOVER);
+    assert!(HANDOVER_OFFSET + offset_of!(HandoverArea, layout_hash) == HANDOVER_LAYOUT_HASH);
+    assert!(HANDOVER_OFFSET + offset_of!(HandoverArea, created_unix_ns) == HANDOVER_CREATED);
+    assert!(HANDOVER_OFFSET + offset_of!(HandoverArea, check) == HANDOVER_CHECK);
+    assert!(HANDOVER_OFFSET + offset_of!(HandoverArea, name) == HANDOVER_NAME);
+    assert!(HANDOVER_NAME + HANDOVER_NAME_CAP == 1536);
     assert!(offset_of!(Header, consumers) == 4096);
     assert!(size_of::<Header>() == HEADER_SIZE);
     assert!(offset_of!(Identity, layout_hash) == 24);

@@ -45,6 +45,19 @@
 //! continues. A producer that dies mid-write leaves one slot `WRITING`; the next producer
 //! (or [`Admin::release_zombie_writer`]) discards it and continues from the commit index.
 //!
+//! # Handover
+//! [`Producer::handover`] moves the stream to a successor block (another slot size, slot
+//! count, schema or slot order; same policy family) without loss: the successor's first
+//! sequence number is the old block's next one (the cutover), a successor record is published
+//! in the old header (Release) before its `end_of_stream = cutover`, and in lossless modes each
+//! registered consumer has an entry reserved in the successor at the cutover, so the producer
+//! waits for it there. A consumer reaching the cutover checks the record (a name read from
+//! shared memory is never trusted: [`Error::InvalidSuccessor`]), attaches the successor,
+//! adopts its reserved entry and goes on reading inside `read`, `try_read` and `read_batch`
+//! ([`Consumer::handovers`]). The old block is removed when its consumers have left or after
+//! [`Config::handover_grace`] ([`Producer::retired_blocks`]). Format: `docs/datahub-format.md`,
+//! "Handover".
+//!
 //! # Schemas
 //! A block's header carries a 32-byte schema hash and a version, checked at attach
 //! ([`Expectations::schema`]). [`Schema::of`] takes it from a type's layout: [`describe!`] a
@@ -87,6 +100,10 @@
 //!   load (Acquire) before it reads the identity lines.
 //! - **Registration**: entry fields, `state = ACTIVE` (Release), `active_mask |= bit`
 //!   (SeqCst) → the producer's `active_mask` (SeqCst) and position loads.
+//! - **Handover**: the successor record's fields, then its `state = PUBLISHED` (Release), then
+//!   `end_of_stream = cutover` (SeqCst) → a reader's `end_of_stream` load (SeqCst) or its
+//!   `state` load (Acquire) before it reads the record. The successor's reserved entries are
+//!   published with its magic (Release → the opener's Acquire).
 //!
 //! # Attaching to a lossless stream
 //! A new consumer starts at the read floor (so, after a crash, where the dead consumer
@@ -154,7 +171,8 @@
 //! consumers discover it, with exact-fingerprint schema negotiation and heartbeat liveness
 //! (`CONSUMER_DIED_NOTIFY` to a producer, `CHANNEL_CLOSING_NOTIFY` to consumers). Data never
 //! passes through it; the header stays the authority at attach. Wire protocol 1.2 is in
-//! `docs/datahub-broker.md`; a secure channel announces its socket (`attach_socket`). Without the feature the crate does not link libzmq.
+//! `docs/datahub-broker.md` (1.2 added `HANDOVER_REQ`/`HANDOVER_NOTIFY`); a secure channel
+//! announces its socket (`attach_socket`). Without the feature the crate does not link libzmq.
 //!
 //! # Limits
 //! Linux only (`/proc`, futex). At most 64 consumers per block. A consumer that is alive but
@@ -183,6 +201,7 @@ mod consumer;
 mod error;
 #[cfg(not(loom))]
 mod flex;
+mod handover;
 #[cfg(not(loom))]
 mod huge;
 #[cfg(not(loom))]
@@ -211,6 +230,7 @@ pub use crate::{
     config::{Config, Expectations, Preset, Schema, SlotOrder},
     consumer::{BatchReadGuard, Consumer, ReadGuard, Slots},
     flex::{FlexZoneGuard, SharedSpinlock, SpinGuard},
+    handover::Handover,
     huge::{
         Backing, HugePageOutcome, HugePages, ShmemEnabled, THP_SYSFS_DIR, THP_SYSFS_ENV,
         parse_shmem_enabled,

@@ -83,6 +83,22 @@ fn dropping_the_producer_unlinks_its_socket() {
 }
 
 #[test]
+fn a_secure_producer_refuses_a_handover_and_keeps_writing() {
+    let (_d, sock) = socket_dir("sa-handover", 0o700);
+    let mut p = Producer::create_secure(&sock, config(), AttachPolicy::default()).unwrap();
+    let mut c = Consumer::attach_secure(&sock, &KEY, Expectations::new()).unwrap();
+    let name = format!("dh-sa-handover-{}", std::process::id());
+    let e = p.handover(&name, config()).unwrap_err();
+    assert!(matches!(e, Error::InvalidConfig { .. }), "{e}");
+    assert!(
+        !std::path::Path::new("/dev/shm").join(&name).exists(),
+        "no named successor may be created for a secure block"
+    );
+    p.send(b"still here", T).unwrap();
+    assert_eq!(&*c.read(T).unwrap(), b"still here");
+}
+
+#[test]
 fn a_wrong_key_is_refused_counted_and_the_producer_keeps_serving() {
     let (_d, sock) = socket_dir("sa-key", 0o700);
     let mut p = Producer::create_secure(&sock, config(), AttachPolicy::default()).unwrap();

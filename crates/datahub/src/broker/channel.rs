@@ -272,6 +272,37 @@ impl Producer {
     }
 }
 
+impl Producer {
+    /// [`Producer::handover`] to `successor_name`, then tells the broker
+    /// ([`super::Client::handover`]) that channel `channel` is on the successor now, with its
+    /// registration read from the new header ([`ChannelInfo::from_producer`]; `schema_id` and
+    /// `fields` as for [`Producer::register`]). Consumers registered with the channel get
+    /// `HANDOVER_NOTIFY`; later discoveries name the successor.
+    ///
+    /// # Errors
+    /// [`BrokerError::Block`] from the handover (nothing changed then); after a successful
+    /// handover, the errors of [`ChannelInfo::from_producer`] and [`super::Client::handover`]
+    /// (the stream has moved; the broker still names the old block until a retry succeeds).
+    #[allow(clippy::too_many_arguments)]
+    pub fn handover_channel(
+        &mut self,
+        client: &super::Client,
+        channel: &str,
+        successor_name: &str,
+        successor_config: crate::Config,
+        schema_id: &str,
+        fields: Option<&SchemaLayout>,
+        timeout: std::time::Duration,
+    ) -> Result<crate::Handover, BrokerError> {
+        let h = self
+            .handover(successor_name, successor_config)
+            .map_err(BrokerError::Block)?;
+        let info = ChannelInfo::from_producer(channel, self, schema_id, fields)?;
+        client.handover(&info, &h, timeout)?;
+        Ok(h)
+    }
+}
+
 impl Consumer {
     /// Discovers channel `channel` at a broker, attaches to its block and registers as its
     /// consumer, all within `deadline`: [`super::Client::discover`] (retrying while the

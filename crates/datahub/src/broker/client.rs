@@ -82,6 +82,19 @@ pub enum Notification {
         /// Consumers still registered with the channel.
         consumers: u32,
     },
+    /// A channel this consumer registered with moved to a successor block (protocol 1.2,
+    /// [`crate::Producer::handover`]). A consumer attached to the old block follows on its
+    /// own at the cutover; this tells a client that only discovered the channel.
+    HandedOver {
+        /// Channel.
+        channel_name: String,
+        /// The old block.
+        old_block: String,
+        /// The block the channel is on now.
+        new_block: String,
+        /// The new block's first sequence number.
+        cutover_seq: u64,
+    },
     /// A channel this consumer registered with is going away.
     ChannelClosing {
         /// Channel.
@@ -399,6 +412,43 @@ impl Client {
             &[msg::DEREG_ACK],
             timeout,
         )?;
+        Ok(())
+    }
+
+    /// Tells the broker that this client's channel moved to a successor block
+    /// ([`crate::Producer::handover`]): `info` is the successor's registration (its
+    /// `block_name` is `handover.new`; [`ChannelInfo::from_producer`] after the handover gives
+    /// it). The broker answers `HANDOVER_ACK`, names the new block in later discoveries and
+    /// sends `HANDOVER_NOTIFY` to the channel's registered consumers; this client's
+    /// re-registrations (after a broker restart) use `info` from now on. Protocol 1.2.
+    ///
+    /// # Errors
+    /// [`BrokerError::Refused`] (`NOT_REGISTERED`: not this client's channel;
+    /// `INVALID_REQUEST`: the broker's block is not `handover.old`, or a bad name);
+    /// [`BrokerError::Timeout`].
+    pub fn handover(
+        &self,
+        info: &ChannelInfo,
+        handover: &crate::Handover,
+        timeout: Duration,
+    ) -> Result<(), BrokerError> {
+        let mut info = info.clone();
+        info.role_uid = self.uid.clone();
+        let body = json!({
+            "channel_name": info.channel_name,
+            "old_block": handover.old,
+            "new_block": handover.new,
+            "cutover_seq": handover.cutover_seq,
+            "channel": serde_json::to_value(&info).expect("ChannelInfo serializes"),
+        });
+        let r = self.request(msg::HANDOVER_REQ, body, &[msg::HANDOVER_ACK], timeout)?;
+        let hb = heartbeat_of(&r)?;
+        let reg = serde_json::to_value(&info).expect("ChannelInfo serializes");
+        self.send_cmd(Cmd::Keep {
+            key: (info.channel_name.clone(), Role::Producer),
+            reg: (msg::REG_REQ.to_owned(), wire::body(reg)),
+            interval: hb.interval(),
+        })?;
         Ok(())
     }
 
@@ -866,6 +916,16 @@ impl Io {
                 consumer_pid: n("consumer_pid").unwrap_or(0),
                 reason: s("reason"),
                 consumers: n("consumers").unwrap_or(0),
+            },
+            msg::HANDOVER_NOTIFY => Notification::HandedOver {
+                channel_name: s("channel_name"),
+                old_block: s("old_block"),
+                new_block: s("new_block"),
+                cutover_seq: reply
+                    .body
+                    .get("cutover_seq")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
             },
             msg::CHANNEL_CLOSING_NOTIFY => {
                 let channel_name = s("channel_name");

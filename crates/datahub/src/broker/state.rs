@@ -31,8 +31,8 @@ use serde_json::{Value, json};
 
 use super::wire::{
     self, ChannelInfo, ChannelOnly, ChannelSummary, ConsumerRegReq, Counters, DiscReq, ErrorCode,
-    HeartbeatConfig, HeartbeatReq, MAGIC, MAX_CORRELATION_ID, MAX_ERROR_MESSAGE, MAX_MSG_TYPE,
-    PROTOCOL_MAJOR, Role, msg,
+    HandoverReq, HeartbeatConfig, HeartbeatReq, MAGIC, MAX_CHANNEL_NAME, MAX_CORRELATION_ID,
+    MAX_ERROR_MESSAGE, MAX_MSG_TYPE, PROTOCOL_MAJOR, Role, msg,
 };
 use crate::schema::Fingerprint;
 
@@ -130,6 +130,17 @@ pub enum Event {
         /// Why.
         reason: &'static str,
     },
+    /// A producer moved its channel to a successor block (protocol 1.2).
+    ChannelHandedOver {
+        /// Channel.
+        channel: String,
+        /// The old block.
+        old: String,
+        /// The new block.
+        new: String,
+        /// First sequence number in the new block.
+        cutover_seq: u64,
+    },
     /// A consumer registered.
     ConsumerRegistered {
         /// Channel.
@@ -183,6 +194,15 @@ impl std::fmt::Display for Event {
             Event::ChannelRemoved { channel, reason } => {
                 write!(f, "channel {channel:?}: removed ({reason})")
             }
+            Event::ChannelHandedOver {
+                channel,
+                old,
+                new,
+                cutover_seq,
+            } => write!(
+                f,
+                "channel {channel:?}: handed over from block {old:?} to {new:?} at seq {cutover_seq}"
+            ),
             Event::ConsumerRegistered { channel, uid, pid } => {
                 write!(
                     f,
@@ -555,6 +575,7 @@ impl Registry {
                 self.register(now, identity, parse(body)?, bytes, step)
             }
             msg::DEREG_REQ => self.deregister(uid, parse(body)?, step),
+            msg::HANDOVER_REQ => self.handover(identity, parse(body)?, step),
             msg::DISC_REQ => self.discover(parse(body)?),
             msg::CONSUMER_REG_REQ => self.consumer_register(now, uid, parse(body)?, step),
             msg::CONSUMER_DEREG_REQ => self.consumer_deregister(uid, parse(body)?, step),
@@ -666,6 +687,83 @@ impl Registry {
         Ok((
             msg::DEREG_ACK,
             self.ok(json!({ "channel_name": req.channel_name })),
+        ))
+    }
+
+    /// `HANDOVER_REQ`: the channel's producer moved it to block `new_block` from
+    /// `old_block` (the one registered); the registration now names the new block (and, with
+    /// `channel`, its new layout and schema) and every registered consumer gets
+    /// `HANDOVER_NOTIFY`.
+    fn handover(&mut self, identity: &[u8], req: HandoverReq, step: &mut Step) -> Reply {
+        let uid = std::str::from_utf8(identity).unwrap_or("");
+        wire::check_channel_name(&req.channel_name).map_err(invalid)?;
+        for (what, b) in [("old_block", &req.old_block), ("new_block", &req.new_block)] {
+            if crate::segment::check_name(b).is_err() || !wire::printable(b) {
+                return Err(invalid(format!(
+                    "{what} {:?} is not a block name",
+                    wire::clip(b, MAX_CHANNEL_NAME)
+                )));
+            }
+        }
+        let ch = match self.channels.get(&req.channel_name) {
+            Some(ch) if ch.info.role_uid == uid => ch,
+            _ => return Err(not_registered(&req.channel_name, Role::Producer)),
+        };
+        if ch.info.block_name != req.old_block {
+            return Err(invalid(format!(
+                "channel {:?} is on block {:?}, not {:?}",
+                req.channel_name, ch.info.block_name, req.old_block
+            )));
+        }
+        let replacement = match req.channel {
+            Some(info) => {
+                if info.channel_name != req.channel_name || info.block_name != req.new_block {
+                    return Err(invalid(
+                        "channel.channel_name / channel.block_name differ from the request",
+                    ));
+                }
+                let fp = info.validate(identity).map_err(invalid)?;
+                Some((info, fp))
+            }
+            None => None,
+        };
+        let ch = self
+            .channels
+            .get_mut(&req.channel_name)
+            .expect("looked up above");
+        match replacement {
+            Some((info, fp)) => {
+                ch.info = info;
+                ch.fingerprint = fp;
+            }
+            None => ch.info.block_name = req.new_block.clone(),
+        }
+        for cuid in ch.consumers.keys() {
+            step.out.push(Outgoing {
+                identity: cuid.as_bytes().to_vec(),
+                msg_type: msg::HANDOVER_NOTIFY,
+                correlation_id: Vec::new(),
+                body: wire::body(json!({
+                    "channel_name": req.channel_name,
+                    "old_block": req.old_block,
+                    "new_block": req.new_block,
+                    "cutover_seq": req.cutover_seq,
+                })),
+            });
+        }
+        step.events.push(Event::ChannelHandedOver {
+            channel: req.channel_name.clone(),
+            old: req.old_block.clone(),
+            new: req.new_block.clone(),
+            cutover_seq: req.cutover_seq,
+        });
+        Ok((
+            msg::HANDOVER_ACK,
+            self.ok(json!({
+                "channel_name": req.channel_name,
+                "block_name": req.new_block,
+                "cutover_seq": req.cutover_seq,
+            })),
         ))
     }
 

@@ -757,3 +757,79 @@ fn registrations_are_bounded_in_bytes_one_by_one_and_in_all() {
     );
     assert_eq!(o.msg_type, msg::REG_ACK, "{o:?}");
 }
+
+#[test]
+fn a_handover_moves_the_channel_to_the_new_block_and_tells_its_consumers() {
+    let mut r = new();
+    ask(
+        &mut r,
+        ms(0),
+        "prod",
+        msg::REG_REQ,
+        &info("prod", "ch", Scalar::F64),
+    );
+    let reg = p(json!({"channel_name": "ch", "consumer_pid": 7}));
+    ask(&mut r, ms(1), "c1", msg::CONSUMER_REG_REQ, &reg);
+    let req = |old: &str, new: &str| {
+        p(json!({"channel_name": "ch", "old_block": old, "new_block": new, "cutover_seq": 42}))
+    };
+    // Only the channel's producer, and only from the block the broker has.
+    let o = ask(
+        &mut r,
+        ms(2),
+        "intruder",
+        msg::HANDOVER_REQ,
+        &req("blk-ch", "evil"),
+    );
+    assert_eq!(code(&o), "NOT_REGISTERED");
+    let o = ask(
+        &mut r,
+        ms(2),
+        "prod",
+        msg::HANDOVER_REQ,
+        &req("other", "blk-2"),
+    );
+    assert_eq!(code(&o), "INVALID_REQUEST");
+    for bad in ["../x", "a/b", "..", ""] {
+        let o = ask(
+            &mut r,
+            ms(2),
+            "prod",
+            msg::HANDOVER_REQ,
+            &req("blk-ch", bad),
+        );
+        assert_eq!(code(&o), "INVALID_REQUEST", "{bad:?}");
+    }
+    // With the successor's registration, which must name the new block.
+    let mut succ = info("prod", "ch", Scalar::F32);
+    succ["block_name"] = json!("blk-3");
+    let mut body = req("blk-ch", "blk-2");
+    body["channel"] = succ.clone();
+    let o = ask(&mut r, ms(3), "prod", msg::HANDOVER_REQ, &body);
+    assert_eq!(code(&o), "INVALID_REQUEST");
+    succ["block_name"] = json!("blk-2");
+    body["channel"] = succ;
+    let step = r.handle(ms(4), &frames("prod", msg::HANDOVER_REQ, "8", &body));
+    let ack: Vec<_> = step.out.iter().filter(|o| o.identity == b"prod").collect();
+    assert_eq!(ack.len(), 1, "{:?}", step.out);
+    assert_eq!(ack[0].msg_type, msg::HANDOVER_ACK);
+    assert_eq!(ack[0].body["block_name"], "blk-2");
+    let notes = notes_to(&step, "c1");
+    assert_eq!(notes.len(), 1, "{:?}", step.out);
+    assert_eq!(notes[0].msg_type, msg::HANDOVER_NOTIFY);
+    assert_eq!(notes[0].body["old_block"], "blk-ch");
+    assert_eq!(notes[0].body["new_block"], "blk-2");
+    assert_eq!(notes[0].body["cutover_seq"], 42);
+    // Discovery names the new block, with the successor's schema.
+    heartbeat(&mut r, ms(5), "prod", "ch", "producer");
+    let o = ask(
+        &mut r,
+        ms(6),
+        "c2",
+        msg::DISC_REQ,
+        &p(json!({"channel_name": "ch"})),
+    );
+    assert_eq!(o.msg_type, msg::DISC_ACK, "{o:?}");
+    assert_eq!(o.body["block_name"], "blk-2");
+    assert_eq!(o.body["schema"]["fingerprint"], fp(Scalar::F32));
+}

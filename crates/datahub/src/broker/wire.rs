@@ -19,7 +19,10 @@ pub const PROTOCOL_MAJOR: u32 = 1;
 /// Protocol minor version: any minor of the same major is accepted. 1.1 added
 /// `CONSUMER_JOINED_NOTIFY`, `CONSUMER_LEFT_NOTIFY` and the `consumers` count of the consumer
 /// notifications (a 1.0 client ignores them). 1.2 added the optional `attach_socket` of a
-/// channel (secure attach: the block is reached through a Unix socket, `block_name` is empty).
+/// channel (secure attach: the block is reached through a Unix socket, `block_name` is empty)
+/// and `HANDOVER_REQ` / `HANDOVER_ACK` / `HANDOVER_NOTIFY` (a producer moved its channel to a
+/// successor block; older clients ignore the notification and still follow through the
+/// block's header).
 pub const PROTOCOL_MINOR: u32 = 2;
 /// Longest `attach_socket` path, bytes (a Unix socket address holds 107 and a NUL).
 pub const MAX_ATTACH_SOCKET: usize = 107;
@@ -71,6 +74,12 @@ pub mod msg {
     pub const CONSUMER_JOINED_NOTIFY: &str = "CONSUMER_JOINED_NOTIFY";
     /// Broker to producer: a consumer deregistered from its channel (protocol 1.1).
     pub const CONSUMER_LEFT_NOTIFY: &str = "CONSUMER_LEFT_NOTIFY";
+    /// Producer: its channel moved to a successor block (protocol 1.2).
+    pub const HANDOVER_REQ: &str = "HANDOVER_REQ";
+    /// Reply to `HANDOVER_REQ` (protocol 1.2).
+    pub const HANDOVER_ACK: &str = "HANDOVER_ACK";
+    /// Broker to consumers: the channel's block was handed over (protocol 1.2).
+    pub const HANDOVER_NOTIFY: &str = "HANDOVER_NOTIFY";
     /// Broker to consumers: the channel is going away.
     pub const CHANNEL_CLOSING_NOTIFY: &str = "CHANNEL_CLOSING_NOTIFY";
     /// List the registered channels.
@@ -513,6 +522,19 @@ impl Role {
 #[derive(Debug, Deserialize)]
 pub(crate) struct ChannelOnly {
     pub channel_name: String,
+}
+
+/// `HANDOVER_REQ` body (protocol 1.2).
+#[derive(Debug, Deserialize)]
+pub(crate) struct HandoverReq {
+    pub channel_name: String,
+    pub old_block: String,
+    pub new_block: String,
+    pub cutover_seq: u64,
+    /// The successor's registration (its layout, schema, ...); `block_name` must be
+    /// `new_block`. Without it only the block name changes.
+    #[serde(default)]
+    pub channel: Option<ChannelInfo>,
 }
 
 #[derive(Debug, Deserialize)]
