@@ -497,6 +497,15 @@ fn block_and_files(args: &PubArgs) -> Result<(String, &[PathBuf])> {
     Ok((name.to_owned(), files))
 }
 
+/// Reads `--key-file PATH` (a block key, `datahub::secure::read_key_file`): any failure is a
+/// usage error (exit 2) naming the flag.
+pub(crate) fn key_file(path: &std::path::Path) -> Result<[u8; datahub::secure::KEY_LEN]> {
+    datahub::secure::read_key_file(path).map_err(|e| match e {
+        Error::Io { source, .. } => Fail::usage(format!("--key-file {}: {source}", path.display())),
+        e => Fail::usage(e.to_string()),
+    })
+}
+
 /// Runs `datahub pub`; returns the summary to print.
 pub fn run(args: &PubArgs) -> Result<Summary> {
     let (name, files) = block_and_files(args)?;
@@ -513,15 +522,7 @@ pub fn run(args: &PubArgs) -> Result<Summary> {
     } else {
         (Policy::Sequential, 1)
     };
-    let key = match &args.key_file {
-        Some(path) => Some(datahub::secure::read_key_file(path).map_err(|e| match e {
-            Error::Io { source, .. } => {
-                Fail::usage(format!("--key-file {}: {source}", path.display()))
-            }
-            e => Fail::usage(e.to_string()),
-        })?),
-        None => None,
-    };
+    let key = args.key_file.as_deref().map(key_file).transpose()?;
     let mut config = Config::new(policy)
         .slot_size(args.slot_size)
         .slot_count(args.slots)

@@ -50,7 +50,7 @@ use serde::Serialize;
 use crate::fail::{Fail, Result, clip};
 use crate::frame::{self, Blake2b256, Frame};
 use crate::outdir::{Found, Journal, OutDir};
-use crate::publish::{broker_fail, role_uid};
+use crate::publish::{broker_fail, key_file, role_uid};
 
 /// How long one read waits before `sub` checks that the producer is still alive. (Each such
 /// idle wait counts once in the block's `reader_timeouts` metric.)
@@ -536,15 +536,7 @@ pub fn run(args: &SubArgs) -> Result<Summary> {
         ));
     }
     let deadline = Instant::now() + args.wait;
-    let key = match &args.key_file {
-        Some(path) => Some(datahub::secure::read_key_file(path).map_err(|e| match e {
-            Error::Io { source, .. } => {
-                Fail::usage(format!("--key-file {}: {source}", path.display()))
-            }
-            e => Fail::usage(e.to_string()),
-        })?),
-        None => None,
-    };
+    let key = args.key_file.as_deref().map(key_file).transpose()?;
     let expect = || {
         let exp = Expectations::new().schema(frame::schema());
         match key {
