@@ -129,10 +129,7 @@ impl Producer {
         let regions = params.regions().expect("checked by params()");
         let identity = |b: &mut [u8]| write_identity(b, &params, &config, regions);
         let init = |blk: &Block| init_block(blk, 0, &[]);
-        let plan = WaitPlan {
-            spin: config.spin,
-            slice: config.heartbeat_timeout / 4,
-        };
+        let plan = wait_plan(&config);
         // A name that exists may vanish before it can be opened (a stale block removed by
         // someone else): then creating it is worth another try.
         let mut attempts = 0;
@@ -140,30 +137,8 @@ impl Producer {
             attempts += 1;
             let block = match Block::create(name, params, config.huge_pages, init, identity)? {
                 Created::New(block, huge) => {
-                    let free = block
-                        .recent_slots()
-                        .then(|| FreeSlots::new(params.slot_count, 0));
-                    return Ok((
-                        Producer {
-                            block: *block,
-                            next_seq: 0,
-                            floor_cache: 0,
-                            plan,
-                            key: config.key,
-                            unlink_on_drop: config.unlink_on_drop,
-                            pid,
-                            ops: 0,
-                            closed: false,
-                            huge,
-                            free,
-                            run: Vec::new(),
-                            prev: Vec::new(),
-                            secure: None,
-                            grace: config.handover_grace,
-                            retired: Vec::new(),
-                        },
-                        None,
-                    ));
+                    let p = Producer::new_stream(*block, &config, huge, pid, None);
+                    return Ok((p, None));
                 }
                 Created::Exists => {
                     match Block::open(name, Duration::from_secs(1), Access::ReadWrite) {
@@ -244,19 +219,34 @@ impl Producer {
             |b| write_identity(b, &params, &config, regions),
         )?;
         let server = crate::secure::server::Server::start(path, block.file(), key, policy)?;
+        Ok(Producer::new_stream(
+            *block,
+            &config,
+            huge,
+            pid,
+            Some(server),
+        ))
+    }
+
+    /// The producer of a block it just created (stream at 0, nobody registered). A secure
+    /// producer never unlinks (its block has no name).
+    fn new_stream(
+        block: Block,
+        config: &Config,
+        huge: HugePageOutcome,
+        pid: u32,
+        secure: Option<crate::secure::server::Server>,
+    ) -> Producer {
         let free = block
             .recent_slots()
-            .then(|| FreeSlots::new(params.slot_count, 0));
-        Ok(Producer {
-            block: *block,
+            .then(|| FreeSlots::new(block.params().slot_count, 0));
+        Producer {
+            block,
             next_seq: 0,
             floor_cache: 0,
-            plan: WaitPlan {
-                spin: config.spin,
-                slice: config.heartbeat_timeout / 4,
-            },
+            plan: wait_plan(config),
             key: config.key,
-            unlink_on_drop: false,
+            unlink_on_drop: config.unlink_on_drop && secure.is_none(),
             pid,
             ops: 0,
             closed: false,
@@ -264,10 +254,10 @@ impl Producer {
             free,
             run: Vec::new(),
             prev: Vec::new(),
-            secure: Some(server),
+            secure,
             grace: config.handover_grace,
             retired: Vec::new(),
-        })
+        }
     }
 
     /// Identity, peers and indices of this producer's block, as [`crate::Inspector::info`]
@@ -581,10 +571,7 @@ impl Producer {
         self.free = free;
         self.huge = huge;
         self.key = successor_config.key;
-        self.plan = WaitPlan {
-            spin: successor_config.spin,
-            slice: successor_config.heartbeat_timeout / 4,
-        };
+        self.plan = wait_plan(&successor_config);
         self.ops = 0;
         self.tend_retired();
         Ok(crate::Handover {
@@ -1260,6 +1247,15 @@ impl Drop for Producer {
             }
         }
         let _ = reg::FREE;
+    }
+}
+
+/// How a producer configured with `config` waits: spin, then sleep in slices of a quarter of
+/// the heartbeat timeout (so it heartbeats and checks peers four times per timeout).
+fn wait_plan(config: &Config) -> WaitPlan {
+    WaitPlan {
+        spin: config.spin,
+        slice: config.heartbeat_timeout / 4,
     }
 }
 
