@@ -25,7 +25,13 @@ struct Sample {
     temp: f32,
     xyz: [f32; 4],
 }
-datahub::describe!(Sample { seq: u64, t: f64, id: u32, temp: f32, xyz: [f32; 4] });
+datahub::describe!(Sample {
+    seq: u64,
+    t: f64,
+    id: u32,
+    temp: f32,
+    xyz: [f32; 4]
+});
 
 fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,7 +43,9 @@ fn run() -> Result<(), String> {
     let mut p = TypedProducer::<Sample>::create(name, config, 1).map_err(|e| e.to_string())?;
     println!("ready");
     let wait = Duration::from_secs(30);
-    p.inner().wait_for_consumers(1, wait).map_err(|e| e.to_string())?;
+    p.inner()
+        .wait_for_consumers(1, wait)
+        .map_err(|e| e.to_string())?;
     for i in 0..count {
         let f = i as f32;
         let s = Sample {

@@ -1,8 +1,0 @@
-//! `memsys.datahub` (to be filled).
-
-use pyo3::prelude::*;
-
-/// Fills the `memsys.datahub` module.
-pub(crate) fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
-    Ok(())
-}

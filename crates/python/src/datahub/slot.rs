@@ -1,0 +1,446 @@
+//! Slots as Python objects that export their memory through the buffer protocol.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use pyo3::exceptions::{PyBufferError, PyValueError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+use datahub::{ReadGuard, WriteGuard};
+
+use super::consumer::PyConsumer;
+use super::errors;
+use super::producer::PyProducer;
+
+/// Fills `view` with `len` bytes at `buf`, owned by `owner`.
+///
+/// # Safety
+/// `view` is the pointer CPython passed to `bf_getbuffer`; `buf..buf+len` stays valid and
+/// unmoved until the matching `bf_releasebuffer` (the owner's export count guarantees it).
+unsafe fn fill(
+    view: *mut ffi::Py_buffer,
+    flags: c_int,
+    buf: *mut u8,
+    len: usize,
+    readonly: bool,
+    owner: Bound<'_, PyAny>,
+) -> PyResult<()> {
+    if view.is_null() {
+        return Err(PyBufferError::new_err("view is null"));
+    }
+    if readonly && (flags & ffi::PyBUF_WRITABLE) == ffi::PyBUF_WRITABLE {
+        return Err(PyBufferError::new_err("a read slot is read-only"));
+    }
+    // SAFETY: `view` is valid (checked non-null, from CPython); the fields are set as the
+    // buffer protocol documents for a 1-D contiguous byte buffer. `format` points to a static
+    // C string that CPython never frees or writes.
+    unsafe {
+        (*view).obj = owner.into_ptr();
+        (*view).buf = buf.cast::<c_void>();
+        (*view).len = len as isize;
+        (*view).readonly = c_int::from(readonly);
+        (*view).itemsize = 1;
+        (*view).format = if (flags & ffi::PyBUF_FORMAT) == ffi::PyBUF_FORMAT {
+            c"B".as_ptr() as *mut c_char
+        } else {
+            std::ptr::null_mut()
+        };
+        (*view).ndim = 1;
+        (*view).shape = if (flags & ffi::PyBUF_ND) == ffi::PyBUF_ND {
+            &raw mut (*view).len
+        } else {
+            std::ptr::null_mut()
+        };
+        (*view).strides = if (flags & ffi::PyBUF_STRIDES) == ffi::PyBUF_STRIDES {
+            &raw mut (*view).itemsize
+        } else {
+            std::ptr::null_mut()
+        };
+        (*view).suboffsets = std::ptr::null_mut();
+        (*view).internal = std::ptr::null_mut();
+    }
+    Ok(())
+}
+
+fn views_alive(n: usize, what: &str) -> PyErr {
+    PyBufferError::new_err(format!(
+        "cannot {what} the slot: {n} exported view(s) of it are alive (release them: memoryview.release(), del the numpy array)"
+    ))
+}
+
+/// A claimed slot of a producer (`Producer.write`). Exports the slot's whole payload area
+/// (`size` bytes, writable) through the buffer protocol.
+///
+/// As a context manager: leaving the block normally commits the whole slot unless `commit(n)`
+/// ran inside it; an exception aborts the write. A slot never finished is aborted when the
+/// object is freed.
+#[pyclass(module = "memsys.datahub", frozen)]
+pub(crate) struct WriteSlot {
+    /// `None` once committed or aborted.
+    guard: Mutex<Option<WriteGuard<'static>>>,
+    /// Keeps the producer (which the guard borrows) alive.
+    owner: Py<PyProducer>,
+    exports: AtomicUsize,
+    seq: u64,
+    size: usize,
+}
+
+impl WriteSlot {
+    /// A slot around `guard`, which borrows `owner`'s lent producer.
+    pub(crate) fn new(guard: WriteGuard<'static>, owner: Py<PyProducer>) -> WriteSlot {
+        WriteSlot {
+            seq: guard.seq(),
+            size: guard.len(),
+            guard: Mutex::new(Some(guard)),
+            owner,
+            exports: AtomicUsize::new(0),
+        }
+    }
+
+    /// Takes the guard to finish it: `BufferError` while views are alive, `Closed` if
+    /// finished already.
+    fn take(&self, what: &str) -> PyResult<WriteGuard<'static>> {
+        let mut g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
+        let n = self.exports.load(Ordering::Acquire);
+        if n > 0 {
+            return Err(views_alive(n, what));
+        }
+        g.take()
+            .ok_or_else(|| errors::slot_in_use("the slot was committed or aborted already"))
+    }
+
+    /// Ends the producer's lending (after the guard is gone).
+    fn give_back(&self) {
+        self.owner.get().lendable().give_back();
+    }
+}
+
+impl Drop for WriteSlot {
+    fn drop(&mut self) {
+        let g = self
+            .guard
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(g) = g {
+            // Dropping the guard aborts the write; then the producer is usable again.
+            drop(g);
+            self.give_back();
+        }
+    }
+}
+
+#[pymethods]
+impl WriteSlot {
+    /// Sequence number the message will have.
+    #[getter]
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The slot's size in bytes (the most `commit` can publish).
+    #[getter]
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Whether the slot was committed or aborted.
+    #[getter]
+    fn finished(&self) -> bool {
+        self.guard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+    }
+
+    fn __len__(&self) -> usize {
+        self.size
+    }
+
+    /// commit(n=None) -> int
+    /// --
+    ///
+    /// Publishes the first `n` bytes (default: the whole slot) and returns the sequence number.
+    ///
+    /// Raises: BufferError while a view of the slot is alive; PayloadTooLarge if `n` exceeds
+    /// the slot (the write is then aborted); SlotInUse if already finished.
+    #[pyo3(signature = (n = None))]
+    fn commit(&self, n: Option<usize>) -> PyResult<u64> {
+        let g = self.take("commit")?;
+        let r = g.commit(n.unwrap_or(self.size));
+        self.give_back();
+        r.map_err(errors::to_py)
+    }
+
+    /// commit_with_checksum(n) -> int
+    /// --
+    ///
+    /// Manual checksums: computes and stores the checksum of the first `n` bytes, then commits
+    /// them. Raises as `commit`.
+    fn commit_with_checksum(&self, n: usize) -> PyResult<u64> {
+        let g = self.take("commit")?;
+        let r = g.commit_with_checksum(n);
+        self.give_back();
+        r.map_err(errors::to_py)
+    }
+
+    /// abort() -> None
+    /// --
+    ///
+    /// Gives the slot back unpublished (the sequence number is reused).
+    ///
+    /// Raises: BufferError while a view is alive; SlotInUse if already finished.
+    fn abort(&self) -> PyResult<()> {
+        let g = self.take("abort")?;
+        g.abort();
+        self.give_back();
+        Ok(())
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// Commits the whole slot (no exception, not finished yet) or aborts it (exception).
+    fn __exit__(
+        &self,
+        exc_type: Option<Bound<'_, PyAny>>,
+        _exc: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        if self.finished() {
+            return Ok(false);
+        }
+        if exc_type.is_some() {
+            self.abort()?;
+        } else {
+            self.commit(None)?;
+        }
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<WriteSlot seq={} size={} {}>",
+            self.seq,
+            self.size,
+            if self.finished() { "finished" } else { "open" }
+        )
+    }
+
+    /// # Safety
+    /// Called by CPython with a valid `view`.
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
+        let this = slf.get();
+        let mut g = this.guard.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(guard) = g.as_mut() else {
+            return Err(PyBufferError::new_err(
+                "the slot was committed or aborted: its memory is no longer this slot's",
+            ));
+        };
+        let (buf, len) = (guard.as_mut_ptr(), guard.len());
+        this.exports.fetch_add(1, Ordering::AcqRel);
+        // SAFETY: the slot's payload stays claimed (and mapped) until the guard is taken,
+        // which `take` refuses while `exports` > 0; the view holds a reference to this object.
+        let r = unsafe { fill(view, flags, buf, len, false, slf.clone().into_any()) };
+        if r.is_err() {
+            this.exports.fetch_sub(1, Ordering::AcqRel);
+        }
+        r
+    }
+
+    /// # Safety
+    /// Called by CPython once for each successful `__getbuffer__`.
+    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {
+        self.exports.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A message being read (`Consumer.read`). Exports the message's bytes (`len(slot)` of them,
+/// read-only) through the buffer protocol; `bytes(slot)` copies them.
+///
+/// As a context manager, leaving the block releases the slot (the producer may then reuse
+/// it). A slot never released is released when the object is freed.
+#[pyclass(module = "memsys.datahub", frozen)]
+pub(crate) struct ReadSlot {
+    guard: Mutex<Option<ReadGuard<'static>>>,
+    owner: Py<PyConsumer>,
+    exports: AtomicUsize,
+    seq: u64,
+    len: usize,
+}
+
+impl ReadSlot {
+    /// A slot around `guard`, which borrows `owner`'s lent consumer.
+    pub(crate) fn new(guard: ReadGuard<'static>, owner: Py<PyConsumer>) -> ReadSlot {
+        ReadSlot {
+            seq: guard.seq(),
+            len: guard.len(),
+            guard: Mutex::new(Some(guard)),
+            owner,
+            exports: AtomicUsize::new(0),
+        }
+    }
+
+    fn give_back(&self) {
+        self.owner.get().lendable().give_back();
+    }
+
+    /// Whether the slot was released.
+    pub(crate) fn is_released(&self) -> bool {
+        self.guard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+    }
+}
+
+impl Drop for ReadSlot {
+    fn drop(&mut self) {
+        let g = self
+            .guard
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(g) = g {
+            drop(g);
+            self.give_back();
+        }
+    }
+}
+
+#[pymethods]
+impl ReadSlot {
+    /// The message's sequence number.
+    #[getter]
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Whether the slot was released.
+    #[getter]
+    fn released(&self) -> bool {
+        self.is_released()
+    }
+
+    fn __len__(&self) -> usize {
+        self.len
+    }
+
+    /// verify_checksum() -> None
+    /// --
+    ///
+    /// Checks the message against its stored checksum (Manual checksums; Enforced blocks are
+    /// checked on read).
+    ///
+    /// Raises: ChecksumMismatch, ChecksumMissing; SlotInUse once released.
+    fn verify_checksum(&self) -> PyResult<()> {
+        let g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
+        match g.as_ref() {
+            Some(g) => g.verify_checksum().map_err(errors::to_py),
+            None => Err(errors::slot_in_use("the slot was released")),
+        }
+    }
+
+    /// release() -> None
+    /// --
+    ///
+    /// Gives the slot back to the producer.
+    ///
+    /// Raises: BufferError while a view is alive; ValidationFailed or Overrun if the message
+    /// was overwritten while it was read (Latest policy, or an evicted lossless reader);
+    /// SlotInUse if already released.
+    pub(crate) fn release(&self) -> PyResult<()> {
+        let g = {
+            let mut g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
+            let n = self.exports.load(Ordering::Acquire);
+            if n > 0 {
+                return Err(views_alive(n, "release"));
+            }
+            g.take()
+                .ok_or_else(|| errors::slot_in_use("the slot was released already"))?
+        };
+        let r = g.release();
+        self.give_back();
+        r.map_err(errors::to_py)
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        _exc_type: Option<Bound<'_, PyAny>>,
+        _exc: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        if !self.is_released() {
+            self.release()?;
+        }
+        Ok(false)
+    }
+
+    /// bytes() -> bytes
+    /// --
+    ///
+    /// A copy of the message.
+    fn bytes(&self) -> PyResult<Vec<u8>> {
+        let g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
+        match g.as_ref() {
+            Some(g) => Ok(g.to_vec()),
+            None => Err(PyValueError::new_err("the slot was released")),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<ReadSlot seq={} len={} {}>",
+            self.seq,
+            self.len,
+            if self.is_released() {
+                "released"
+            } else {
+                "open"
+            }
+        )
+    }
+
+    /// # Safety
+    /// Called by CPython with a valid `view`.
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
+        let this = slf.get();
+        let g = this.guard.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(guard) = g.as_ref() else {
+            return Err(PyBufferError::new_err(
+                "the slot was released: its memory is no longer this message's",
+            ));
+        };
+        let (buf, len) = (guard.as_ptr().cast_mut(), guard.len());
+        this.exports.fetch_add(1, Ordering::AcqRel);
+        // SAFETY: the message stays held (its reader bit set) until the guard is taken,
+        // which `release` refuses while `exports` > 0; the view is read-only (checked in
+        // `fill`), so nothing writes through `buf`.
+        let r = unsafe { fill(view, flags, buf, len, true, slf.clone().into_any()) };
+        if r.is_err() {
+            this.exports.fetch_sub(1, Ordering::AcqRel);
+        }
+        r
+    }
+
+    /// # Safety
+    /// Called by CPython once for each successful `__getbuffer__`.
+    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {
+        self.exports.fetch_sub(1, Ordering::AcqRel);
+    }
+}
