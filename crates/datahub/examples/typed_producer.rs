@@ -5,7 +5,7 @@
 //! typed_producer NAME COUNT
 //! ```
 //! Creates block NAME (Sequential, 8 slots) whose slots hold one `Sample` and whose schema is
-//! the layout fingerprint of `Sample`, version 1. Prints `ready` once the block exists, waits up
+//! the layout fingerprint of `Sample`, version 1. Prints `ready FINGERPRINT` once the block exists, waits up
 //! to 30 s for a consumer, writes COUNT samples (`seq = i`, `t = i / 2`, `id = 7 * i`,
 //! `temp = -i`, `xyz = [i, 2i, 3i, 4i]`) and waits up to 30 s for them to be read. Exit 0, or 2
 //! with a one-line error.
@@ -41,7 +41,8 @@ fn run() -> Result<(), String> {
     let count: u64 = count.parse().map_err(|e| format!("COUNT {count:?}: {e}"))?;
     let config = Config::new(Policy::Sequential).slot_count(8);
     let mut p = TypedProducer::<Sample>::create(name, config, 1).map_err(|e| e.to_string())?;
-    println!("ready");
+    let schema = datahub::Schema::of::<Sample>(1).map_err(|e| e.to_string())?;
+    println!("ready {}", schema.fingerprint());
     let wait = Duration::from_secs(30);
     p.inner()
         .wait_for_consumers(1, wait)

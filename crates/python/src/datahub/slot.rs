@@ -159,6 +159,18 @@ impl WriteSlot {
         self.size
     }
 
+    /// The slot's address in this process (an int; for checking that a view is the slot
+    /// itself, for example against `numpy.ndarray.ctypes.data`). Raises SlotInUse once
+    /// finished.
+    #[getter]
+    fn address(&self) -> PyResult<usize> {
+        let g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
+        match g.as_ref() {
+            Some(g) => Ok(g.as_ptr() as usize),
+            None => Err(errors::slot_in_use("the slot was committed or aborted")),
+        }
+    }
+
     /// commit(n=None) -> int
     /// --
     ///
@@ -331,6 +343,16 @@ impl ReadSlot {
 
     fn __len__(&self) -> usize {
         self.len
+    }
+
+    /// The message's address in this process (an int). Raises SlotInUse once released.
+    #[getter]
+    fn address(&self) -> PyResult<usize> {
+        let g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
+        match g.as_ref() {
+            Some(g) => Ok(g.as_ptr() as usize),
+            None => Err(errors::slot_in_use("the slot was released")),
+        }
     }
 
     /// verify_checksum() -> None
