@@ -7,7 +7,7 @@
 //! Creates block NAME (Sequential, 8 slots) whose slots hold one `Sample` and whose schema is
 //! the layout fingerprint of `Sample`, version 1. Prints `ready FINGERPRINT` once the block exists, waits up
 //! to 30 s for a consumer, writes COUNT samples (`seq = i`, `t = i / 2`, `id = 7 * i`,
-//! `temp = -i`, `xyz = [i, 2i, 3i, 4i]`) and waits up to 30 s for them to be read. Exit 0, or 2
+//! `temp = -i`, `xyz = [i, 2i, 3i, 4i]`), ends the stream and waits up to 30 s for them to be read. Exit 0, or 2
 //! with a one-line error.
 
 use std::time::Duration;
@@ -58,6 +58,7 @@ fn run() -> Result<(), String> {
         };
         p.send(&s, wait).map_err(|e| e.to_string())?;
     }
+    p.inner().close();
     p.inner().wait_drained(wait).map_err(|e| e.to_string())?;
     Ok(())
 }

@@ -45,8 +45,9 @@ impl PyAdmin {
     /// diagnose() -> dict
     /// --
     ///
-    /// What is wrong: dead producer or consumers, zombie readers or writer, stuck slots, each
-    /// with the action that would fix it (read only).
+    /// What is wrong (read only): `{"info": ..., "slots": [{"slot", "state", "seq", "len",
+    /// "writer_dead", "dead_readers", "age_ms", ...}], "problems": [str, ...]}`; no problems
+    /// means healthy.
     fn diagnose<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let d = py.detach(|| self.admin.diagnose());
         to_python(py, &d)
@@ -60,7 +61,9 @@ impl PyAdmin {
     #[pyo3(signature = (repair = false))]
     fn validate<'py>(&self, py: Python<'py>, repair: bool) -> PyResult<Bound<'py, PyAny>> {
         let v = py.detach(|| self.admin.validate(repair));
-        to_python(py, &v)
+        let d = to_python(py, &v)?;
+        d.set_item("ok", v.ok())?;
+        Ok(d)
     }
 
     /// recover(dry_run=True) -> list[dict]

@@ -1,7 +1,7 @@
 //! `memsys.datahub.Schema`: block schemas from names, field lists and numpy dtypes.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::PyTuple;
 
 use datahub::Schema;
 use datahub::schema::{Scalar, SchemaLayout, ZoneLayout};
@@ -102,10 +102,10 @@ fn flatten(
         ));
     }
     let names: Vec<String> = names.extract()?;
+    // `dtype.fields` is a mapping proxy: read it through the mapping protocol.
     let fields = dt.getattr("fields")?;
-    let fields = fields.cast::<PyDict>()?;
     for name in names {
-        let entry = fields.get_item(&name)?.ok_or_else(|| {
+        let entry = fields.get_item(&name).map_err(|_| {
             errors::invalid_schema(format!("dtype.fields has no entry for {name:?}"))
         })?;
         let entry = entry.cast::<PyTuple>()?;
