@@ -41,6 +41,7 @@ mod ipc;
 mod machine;
 mod malloc;
 mod mmsb;
+mod python;
 mod slab_tables;
 /// Number formatting the tables of every subcommand share.
 pub(crate) use slab_tables::si;
@@ -91,6 +92,9 @@ enum Command {
     /// `tslab demo`'s JSON request workload on temporal-slab, serde_json::Value on glibc,
     /// mimalloc and jemalloc, and bumpalo: requests/s, latency, peak/final RSS, RSS over time.
     Demo(demo::DemoArgs),
+    /// DataHub from Python (the memsys package) against the same loop in Rust: the cost of one
+    /// write/commit and one read/release at 64 B and 4 KiB.
+    Python(python::PythonArgs),
     /// (internal) One peer's demo run.
     #[command(hide = true)]
     ChildDemo(demo::ChildDemoArgs),
@@ -242,6 +246,10 @@ fn main() -> ExitCode {
         },
         Command::ChildIpc(args) => ipc::child_main(&args),
         Command::Mmsb(args) => match crate::mmsb::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => failed(&e),
+        },
+        Command::Python(args) => match python::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => failed(&e),
         },
