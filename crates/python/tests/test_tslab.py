@@ -411,6 +411,7 @@ def _without(name: str):
 HOSTILE = [
     ("symlink", _symlink, "NotRegularFileError", {"kind": "symbolic link, not followed"}),
     ("directory", _directory, "NotRegularFileError", {"kind": "directory"}),
+    ("char-device", lambda t, g: Path("/dev/zero"), "NotRegularFileError", {"kind": "character device"}),
     ("fifo", _fifo, "NotRegularFileError", {"kind": "fifo"}),
     ("missing", lambda t, g: t / "missing.json", "IoError", {"errno": errno.ENOENT}),
     ("not-utf8", _write("latin1.json", b'{"schema_version": 1, "x": "\xe9"}'), "IoError", {}),
