@@ -4,8 +4,8 @@
 //! - [`PySnapshot`] (`memsys.tslab.Snapshot`): one snapshot, read by `Snapshot.load` from a file
 //!   or a live endpoint's URL through `tslab::source` (the reader the `tslab` CLI uses: files
 //!   opened with `O_NOFOLLOW` and `O_NONBLOCK`, `fstat`-checked to be regular files, every input
-//!   bounded to `MAX_INPUT_BYTES`, HTTP fetches timed out after `HTTP_TIMEOUT` seconds), or by
-//!   `Snapshot.from_json` from text. Rankings (`top_epochs`, `top_classes`), the summary and
+//!   bounded to `Snapshot.MAX_INPUT_BYTES`, HTTP fetches timed out after
+//!   `Snapshot.HTTP_TIMEOUT`), or by `Snapshot.from_json` from text. Rankings (`top_epochs`, `top_classes`), the summary and
 //!   the comparison (`diff`) are `tslab::report`'s, the code behind `tslab top/stats/diff`.
 //! - One exception class per variant of [`tslab::Error`], each a subclass of `TslabError`
 //!   (itself a subclass of `memsys.MemsysError`), carrying the variant's fields as attributes.
@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use pyo3::BoundObject;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyType};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
 use serde_json::Value;
 use tslab::report::{ClassMetric, Diff, EpochMetric, Summary};
 use tslab::source::{HTTP_TIMEOUT, MAX_INPUT_BYTES, Source};
@@ -38,7 +38,7 @@ pyo3::create_exception!(
     memsys.tslab,
     TooLargeError,
     TslabError,
-    "The input is larger than the bound, MAX_INPUT_BYTES (Rust `Error::TooLarge`). Attributes: `origin`, `limit` (bytes)."
+    "The input is larger than the bound, Snapshot.MAX_INPUT_BYTES (Rust `Error::TooLarge`). Attributes: `origin`, `limit` (bytes)."
 );
 pyo3::create_exception!(
     memsys.tslab,
@@ -513,14 +513,44 @@ impl PySnapshot {
 
 #[pymethods]
 impl PySnapshot {
+    /// The schema version read and written: 1.
+    #[classattr]
+    const SCHEMA_VERSION: u32 = tslab::snapshot::SCHEMA_VERSION;
+
+    /// Largest document `load` reads from a file or URL, or `from_json` takes, bytes (64 MiB).
+    #[classattr]
+    const MAX_INPUT_BYTES: u64 = MAX_INPUT_BYTES;
+
+    /// Longest a URL fetch may take, connect to last byte, seconds.
+    #[classattr]
+    #[pyo3(name = "HTTP_TIMEOUT")]
+    fn http_timeout() -> f64 {
+        HTTP_TIMEOUT.as_secs_f64()
+    }
+
+    /// What `top_epochs(by=...)` ranks by (tuple of str).
+    #[classattr]
+    #[pyo3(name = "EPOCH_METRICS")]
+    fn epoch_metrics(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
+        PyTuple::new(py, EPOCH_METRICS)
+    }
+
+    /// What `top_classes(by=...)` ranks by (tuple of str).
+    #[classattr]
+    #[pyo3(name = "CLASS_METRICS")]
+    fn class_metrics(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
+        PyTuple::new(py, CLASS_METRICS)
+    }
+
     /// Reads one snapshot from `source`: a file path (str or os.PathLike) or the URL of a live
     /// endpoint (`http://host:port` fetches `/stats.json`; `http://host:port/path` that path).
     ///
     /// Files: a final symbolic link is refused, not followed, and anything but a regular file
-    /// (directory, FIFO, device, socket) is refused without blocking; at most MAX_INPUT_BYTES
-    /// are read. URLs: plain http, the whole fetch bounded by HTTP_TIMEOUT seconds and
-    /// MAX_INPUT_BYTES. With `validate`, the document is first checked against the JSON Schema
-    /// (SchemaError). The GIL is released while reading.
+    /// (directory, FIFO, device, socket) is refused without blocking; at most
+    /// `Snapshot.MAX_INPUT_BYTES` are read. URLs: plain http, the whole fetch bounded by
+    /// `Snapshot.HTTP_TIMEOUT` seconds and `Snapshot.MAX_INPUT_BYTES`. With `validate`, the
+    /// document is first checked against the JSON Schema (SchemaError). The GIL is released
+    /// while reading.
     ///
     /// Raises IoError, NotRegularFileError, TooLargeError, HttpError, JsonError,
     /// MissingSchemaVersionError, UnknownSchemaVersionError, SchemaError, UsageError ('-',
@@ -540,8 +570,9 @@ impl PySnapshot {
 
     /// Parses a stats JSON document given as str or bytes (UTF-8); `origin` names it in errors.
     ///
-    /// Raises TooLargeError (more than MAX_INPUT_BYTES), IoError (bytes not UTF-8), JsonError,
-    /// MissingSchemaVersionError, UnknownSchemaVersionError, SchemaError (with `validate`).
+    /// Raises TooLargeError (more than `Snapshot.MAX_INPUT_BYTES`), IoError (bytes not UTF-8),
+    /// JsonError, MissingSchemaVersionError, UnknownSchemaVersionError, SchemaError (with
+    /// `validate`).
     #[staticmethod]
     #[pyo3(signature = (text, origin = "<string>", *, validate = false))]
     fn from_json(
@@ -632,7 +663,7 @@ impl PySnapshot {
         ser_to_py!(py, &Summary::of(&self.inner))
     }
 
-    /// The `n` epochs ranked by `by` (one of EPOCH_METRICS: "rss_bytes" (alias "rss"),
+    /// The `n` epochs ranked by `by` (one of Snapshot.EPOCH_METRICS: "rss_bytes" (alias "rss"),
     /// "age_sec", "refcount", "reclaimable_bytes"), largest first (smallest with `ascending`),
     /// ties by ring index: `tslab top --epochs`. Each row is the epoch's dict plus `value`
     /// (float), the figure ranked by; with `before` (an older snapshot of the same allocator),
@@ -656,7 +687,7 @@ impl PySnapshot {
         }
     }
 
-    /// The `n` size classes ranked by `by` (one of CLASS_METRICS), largest first (smallest with
+    /// The `n` size classes ranked by `by` (one of Snapshot.CLASS_METRICS), largest first (smallest with
     /// `ascending`), ties by class index: `tslab top --classes`. Each row is the class's dict
     /// plus `value` (float); with `before`, its change per second.
     ///
@@ -722,7 +753,7 @@ impl PySnapshot {
     }
 }
 
-/// Fills the `memsys.tslab` module: `Snapshot`, the exception classes and the bounds.
+/// Fills the `memsys.tslab` module: `Snapshot` and the exception classes.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add(
@@ -751,10 +782,5 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("RequestError", py.get_type::<RequestError>())?;
     m.add("UsageError", py.get_type::<UsageError>())?;
     m.add("AllocError", py.get_type::<AllocError>())?;
-    m.add("SCHEMA_VERSION", tslab::snapshot::SCHEMA_VERSION)?;
-    m.add("MAX_INPUT_BYTES", MAX_INPUT_BYTES)?;
-    m.add("HTTP_TIMEOUT", HTTP_TIMEOUT.as_secs_f64())?;
-    m.add("EPOCH_METRICS", EPOCH_METRICS.to_vec())?;
-    m.add("CLASS_METRICS", CLASS_METRICS.to_vec())?;
     Ok(())
 }

@@ -203,7 +203,7 @@ def test_top_epochs_defaults_to_rss_ten_rows_and_rss_is_an_alias(snap, doc):
     assert len(got) == min(10, len(doc["epochs"]))
     assert [e["epoch_id"] for e in got] == [e["epoch_id"] for e in want]
     assert snap.top_epochs(by="rss") == got
-    assert tslab.EPOCH_METRICS == ["rss_bytes", "age_sec", "refcount", "reclaimable_bytes"]
+    assert tslab.Snapshot.EPOCH_METRICS == ("rss_bytes", "age_sec", "refcount", "reclaimable_bytes")
 
 
 def test_top_epochs_with_before_ranks_by_rate_per_second(doc):
@@ -229,7 +229,7 @@ def test_top_epochs_of_a_snapshot_without_epochs_is_empty(doc):
 
 
 def test_top_classes_order_matches_a_sort_done_here(snap, doc):
-    for by in tslab.CLASS_METRICS:
+    for by in tslab.Snapshot.CLASS_METRICS:
         got = snap.top_classes(by=by, n=4)
         want = sorted(doc["classes"], key=lambda c: (-c[by], c["class"]))[:4]
         assert [c["class"] for c in got] == [c["class"] for c in want], by
@@ -306,7 +306,7 @@ def test_a_server_that_never_answers_times_out_with_http_error():
         with pytest.raises(tslab.HttpError):
             tslab.Snapshot.load(f"http://127.0.0.1:{port}/stats.json")
         elapsed = time.monotonic() - t0
-        assert tslab.HTTP_TIMEOUT - 0.5 <= elapsed < tslab.HTTP_TIMEOUT + 3
+        assert tslab.Snapshot.HTTP_TIMEOUT - 0.5 <= elapsed < tslab.Snapshot.HTTP_TIMEOUT + 3
     finally:
         listener.close()
 
@@ -318,7 +318,7 @@ class _Endless(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         chunk = b" " * (1 << 20)
         try:
-            for _ in range(tslab.MAX_INPUT_BYTES // len(chunk) + 8):
+            for _ in range(tslab.Snapshot.MAX_INPUT_BYTES // len(chunk) + 8):
                 self.wfile.write(chunk)
         except OSError:
             pass
@@ -335,7 +335,7 @@ def test_an_endpoint_sending_past_the_bound_raises_too_large():
         url = f"http://127.0.0.1:{server.server_address[1]}/stats.json"
         with pytest.raises(tslab.TooLargeError) as ei:
             tslab.Snapshot.load(url)
-        assert ei.value.limit == tslab.MAX_INPUT_BYTES
+        assert ei.value.limit == tslab.Snapshot.MAX_INPUT_BYTES
         assert ei.value.origin == url
     finally:
         server.shutdown()
@@ -382,7 +382,7 @@ def _truncated(tmp: Path, good: Path) -> Path:
 def _oversized(tmp: Path, good: Path) -> Path:
     p = tmp / "huge.json"
     with open(p, "wb") as f:
-        f.truncate(tslab.MAX_INPUT_BYTES + 1)  # sparse: instant
+        f.truncate(tslab.Snapshot.MAX_INPUT_BYTES + 1)  # sparse: instant
     return p
 
 
@@ -487,7 +487,7 @@ def test_a_long_hostile_value_is_clipped_in_the_message(snap_file):
         (lambda: tslab.Snapshot.load("-"), "UsageError"),
         (lambda: tslab.Snapshot.from_json(b"\xff\xfe"), "IoError"),
         (lambda: tslab.Snapshot.from_json("{}"), "MissingSchemaVersionError"),
-        (lambda: tslab.Snapshot.from_json("x" * (tslab.MAX_INPUT_BYTES + 1)), "TooLargeError"),
+        (lambda: tslab.Snapshot.from_json("x" * (tslab.Snapshot.MAX_INPUT_BYTES + 1)), "TooLargeError"),
     ],
     ids=["https", "stdin-dash", "bytes-not-utf8", "empty-object", "text-too-large"],
 )
@@ -545,8 +545,10 @@ def test_the_stub_declares_every_public_name_and_property():
     for node in tree.body:
         if isinstance(node, ast.ClassDef):
             declared.add(node.name)
-            members[node.name] = {
-                n.name for n in node.body if isinstance(n, ast.FunctionDef)
+            members[node.name] = {n.name for n in node.body if isinstance(n, ast.FunctionDef)} | {
+                n.target.id
+                for n in node.body
+                if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
             }
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             declared.add(node.target.id)

@@ -3,9 +3,9 @@
 ``Snapshot.load(path_or_url)`` reads one snapshot from a file or a live endpoint (``tslab demo
 --listen``, ``tslab serve``, a service using ``tslab::endpoint``) through the reader the ``tslab``
 CLI uses: a final symbolic link is refused (``O_NOFOLLOW``), anything but a regular file is
-refused without blocking, at most ``MAX_INPUT_BYTES`` are read, and a URL fetch is bounded by
-``HTTP_TIMEOUT`` seconds. Rankings, the summary and the diff are ``tslab top/stats/diff``'s own
-code.
+refused without blocking, at most ``Snapshot.MAX_INPUT_BYTES`` are read, and a URL fetch is
+bounded by ``Snapshot.HTTP_TIMEOUT`` seconds. Rankings, the summary and the diff are ``tslab
+top/stats/diff``'s own code.
 
 Every error is a subclass of :class:`TslabError` (itself a :class:`memsys.MemsysError`), one
 class per variant of the Rust ``tslab::Error``, with the variant's fields as attributes; the
@@ -15,21 +15,9 @@ message is one line.
 from __future__ import annotations
 
 import os
-from typing import Any, Final, Literal
+from typing import Any, ClassVar, Literal
 
 from . import MemsysError
-
-SCHEMA_VERSION: Final[int]
-"""The schema version read and written: 1."""
-MAX_INPUT_BYTES: Final[int]
-"""Largest document read from a file, a URL or given to ``from_json``, bytes (64 MiB)."""
-HTTP_TIMEOUT: Final[float]
-"""Longest a URL fetch may take, connect to last byte, seconds (5.0)."""
-EPOCH_METRICS: Final[list[str]]
-"""What ``Snapshot.top_epochs(by=...)`` ranks by: rss_bytes, age_sec, refcount, reclaimable_bytes."""
-CLASS_METRICS: Final[list[str]]
-"""What ``Snapshot.top_classes(by=...)`` ranks by: slow_path_hits, new_slab_count,
-madvise_bytes, net_slabs, lock_contended, bitmap_alloc_cas_retries."""
 
 EpochMetric = Literal["rss_bytes", "rss", "age_sec", "refcount", "reclaimable_bytes"]
 ClassMetric = Literal[
@@ -57,7 +45,7 @@ class IoError(TslabError):
     strerror: str
 
 class TooLargeError(TslabError):
-    """The input is larger than ``MAX_INPUT_BYTES`` (Rust ``Error::TooLarge``)."""
+    """The input is larger than ``Snapshot.MAX_INPUT_BYTES`` (Rust ``Error::TooLarge``)."""
 
     origin: str
     limit: int
@@ -109,8 +97,8 @@ class SchemaError(TslabError):
     message: str
 
 class HttpError(TslabError):
-    """A URL could not be fetched: connection refused, timeout (``HTTP_TIMEOUT``), a status
-    other than 200 (Rust ``Error::Http``)."""
+    """A URL could not be fetched: connection refused, timeout (``Snapshot.HTTP_TIMEOUT``), a
+    status other than 200 (Rust ``Error::Http``)."""
 
     origin: str
     url: str
@@ -147,6 +135,18 @@ class Snapshot:
     Equal (``==``) when the contents are, whatever the origin.
     """
 
+    SCHEMA_VERSION: ClassVar[int]
+    """The schema version read and written: 1."""
+    MAX_INPUT_BYTES: ClassVar[int]
+    """Largest document read from a file, a URL or given to ``from_json``, bytes (64 MiB)."""
+    HTTP_TIMEOUT: ClassVar[float]
+    """Longest a URL fetch may take, connect to last byte, seconds (5.0)."""
+    EPOCH_METRICS: ClassVar[tuple[str, ...]]
+    """What ``top_epochs(by=...)`` ranks by: rss_bytes, age_sec, refcount, reclaimable_bytes."""
+    CLASS_METRICS: ClassVar[tuple[str, ...]]
+    """What ``top_classes(by=...)`` ranks by: slow_path_hits, new_slab_count, madvise_bytes,
+    net_slabs, lock_contended, bitmap_alloc_cas_retries."""
+
     @staticmethod
     def load(source: str | os.PathLike[str], *, validate: bool = False) -> Snapshot:
         """Reads one snapshot from a file path or a live endpoint's URL.
@@ -160,8 +160,9 @@ class Snapshot:
         Raises:
             NotRegularFileError: a symbolic link, directory, FIFO, device or socket.
             IoError: the file cannot be opened or read, or is not UTF-8.
-            TooLargeError: more than ``MAX_INPUT_BYTES``.
-            HttpError: the URL cannot be fetched within ``HTTP_TIMEOUT`` or answers non-200.
+            TooLargeError: more than ``Snapshot.MAX_INPUT_BYTES``.
+            HttpError: the URL cannot be fetched within ``Snapshot.HTTP_TIMEOUT``, or answers
+                other than 200.
             JsonError, MissingSchemaVersionError, UnknownSchemaVersionError: not a v1 snapshot.
             SchemaError: with ``validate``, a schema violation.
             UsageError: ``"-"`` or an ``https://`` URL.
@@ -322,7 +323,7 @@ class Snapshot:
         epochs by ``epoch_id`` and ``epoch_era``. ``[]`` without epoch data.
 
         Raises:
-            UsageError: ``by`` is not one of ``EPOCH_METRICS`` (or "rss").
+            UsageError: ``by`` is not one of ``Snapshot.EPOCH_METRICS`` (or "rss").
         """
 
     def top_classes(
@@ -338,7 +339,7 @@ class Snapshot:
         ``before``).
 
         Raises:
-            UsageError: ``by`` is not one of ``CLASS_METRICS``.
+            UsageError: ``by`` is not one of ``Snapshot.CLASS_METRICS``.
         """
 
     def diff(self, other: Snapshot, threshold_pct: float = 10.0) -> dict[str, Any]:
