@@ -362,7 +362,7 @@ fn source_of(arg: &Bound<'_, PyAny>) -> PyResult<Result<Source, Error>> {
     Ok(Ok(Source::File(path)))
 }
 
-/// Parses `text` as [`Snapshot::from_json`] does, after the JSON Schema check when `validate`.
+/// Parses `text` as [`tslab::Snapshot::from_json`] does, after the JSON Schema check when `validate`.
 fn parse(text: &str, origin: &str, validate: bool) -> Result<tslab::Snapshot, Error> {
     if validate {
         tslab::source::validate(text, origin)
