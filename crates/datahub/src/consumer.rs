@@ -436,6 +436,14 @@ impl Consumer {
         }
     }
 
+    /// Whether [`read`](Self::read) would return without waiting (a message is committed, the
+    /// stream ended, the block was truncated or handed over). Claims nothing and counts
+    /// nothing: a binding can take the fast path without releasing its interpreter lock, and
+    /// wait (releasing it) only when this is false.
+    pub fn readable(&self) -> bool {
+        readable_at(&self.block, self.position).is_some()
+    }
+
     /// Like [`read`](Self::read) without waiting: `Ok(None)` when nothing new is there.
     pub fn try_read(&mut self) -> Result<Option<ReadGuard<'_>>, Error> {
         match self.read_checked(Duration::ZERO) {
@@ -547,18 +555,7 @@ impl Consumer {
             &h.commit.commit_waiters,
             timeout,
             self.plan,
-            || {
-                let c = h.commit.commit_index.load(SeqCst);
-                if c > pos
-                    || h.commit.end_of_stream.load(SeqCst) <= pos
-                    || blk.truncated()
-                    || handed_over_at(blk, pos)
-                {
-                    Some(c)
-                } else {
-                    None
-                }
-            },
+            || readable_at(blk, pos),
             || heartbeat(blk, self.entry),
         );
         let Some(commit) = commit else {
@@ -949,6 +946,18 @@ fn unregister(blk: &Block, entry: usize) {
 /// cutover this reader has reached): the end of its stream, even if the producer died before
 /// storing `end_of_stream`.
 #[inline]
+/// `Some(commit index)` when a read at `pos` has an answer now: a message, the end of the
+/// stream, a truncated block or a handover to follow.
+fn readable_at(blk: &Block, pos: u64) -> Option<u64> {
+    let h = blk.header();
+    let c = h.commit.commit_index.load(SeqCst);
+    (c > pos
+        || h.commit.end_of_stream.load(SeqCst) <= pos
+        || blk.truncated()
+        || handed_over_at(blk, pos))
+    .then_some(c)
+}
+
 fn handed_over_at(blk: &Block, pos: u64) -> bool {
     let a = &blk.header().handover;
     crate::handover::published(a) && a.cutover_seq.load(Relaxed) <= pos

@@ -9,7 +9,7 @@ use super::broker::PyBroker;
 use super::lend::Lendable;
 use super::schema::PySchema;
 use super::slot::ReadSlot;
-use super::{errors, to_python, wait};
+use super::{errors, to_python, wait, wait_unless_ready};
 
 /// A consumer of a DataHub block. Made by `Consumer.attach`, `Consumer.attach_secure` or
 /// `Consumer.discover`; detaches when freed, on `close()` or at the end of a `with` block.
@@ -43,7 +43,9 @@ impl PyConsumer {
         let py = slf.py();
         let this = slf.get();
         let lent = this.inner.lend()?;
-        let r: PyResult<ReadGuard<'static>> = wait(py, t, move |slice| {
+        // SAFETY: as below: lent to this call.
+        let ready = unsafe { lent.get() }.readable();
+        let r: PyResult<ReadGuard<'static>> = wait_unless_ready(py, t, ready, move |slice| {
             // SAFETY: the consumer is lent to this call, then to the slot, until
             // `give_back`; the slot keeps its owner alive while the guard lives.
             let c: &'static mut Consumer = unsafe { lent.get() };
@@ -243,6 +245,10 @@ impl PyConsumer {
     ///
     /// The next message if one is there now, else None. Raises as `read`, but never Timeout.
     fn try_read(slf: Bound<'_, Self>) -> PyResult<Option<ReadSlot>> {
+        // Nothing there: say so without a read that would count a timeout.
+        if !slf.get().inner.with(|c| Ok(c.readable()))? {
+            return Ok(None);
+        }
         match Self::read_slot(&slf, Some(std::time::Duration::ZERO)) {
             Err(e) if e.is_instance_of::<errors::Timeout>(slf.py()) => Ok(None),
             r => r,
@@ -259,7 +265,8 @@ impl PyConsumer {
         let t = super::timeout(timeout)?;
         self.inner.with(|c| {
             let c = &mut *c;
-            wait(py, t, |slice| {
+            let ready = c.readable();
+            wait_unless_ready(py, t, ready, |slice| {
                 let g = c.read(slice)?;
                 let out = (g.seq(), g.to_vec());
                 g.release()?;

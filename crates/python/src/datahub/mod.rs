@@ -103,6 +103,21 @@ pub(crate) fn wait<T: Send>(
     }
 }
 
+/// [`wait`], but when `ready` says the operation will not wait, runs it at once with the GIL
+/// held: releasing and retaking the GIL costs more than a claim or a read that does not wait.
+pub(crate) fn wait_unless_ready<T: Send>(
+    py: Python<'_>,
+    timeout: Option<Duration>,
+    ready: bool,
+    mut op: impl FnMut(Duration) -> Result<T, Error> + Send,
+) -> PyResult<T> {
+    if ready {
+        op(Duration::ZERO).map_err(errors::to_py)
+    } else {
+        wait(py, timeout, op)
+    }
+}
+
 /// A policy argument: `"latest"`, `"sequential"`, `"sequential_sync"`.
 pub(crate) fn policy(s: &str) -> PyResult<Policy> {
     match s {

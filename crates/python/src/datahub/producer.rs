@@ -10,7 +10,7 @@ use super::broker::PyBroker;
 use super::lend::Lendable;
 use super::schema::PySchema;
 use super::slot::WriteSlot;
-use super::{errors, to_python, wait};
+use super::{errors, to_python, wait, wait_unless_ready};
 
 /// Producer(name, policy="sequential", slot_size=4096, slot_count=8, checksum="none", *,
 /// checksum_key=None, schema=None, flex_zone_size=0, max_consumers=None,
@@ -141,7 +141,9 @@ impl PyProducer {
         let t = super::timeout(timeout)?;
         let this = slf.get();
         let lent = this.inner.lend()?;
-        let r = wait(py, t, move |slice| {
+        // SAFETY: as below: lent to this call.
+        let ready = unsafe { lent.get() }.wait_writable(Duration::ZERO).is_ok();
+        let r = wait_unless_ready(py, t, ready, move |slice| {
             // SAFETY: the producer is lent to this call (and then to the slot) until
             // `give_back`; the slot keeps `slf` (its owner) alive while the guard lives.
             let p: &'static mut Producer = unsafe { lent.get() };
@@ -175,7 +177,8 @@ impl PyProducer {
         let t = super::timeout(timeout)?;
         self.inner.with(|p| {
             let lenient = &mut *p;
-            wait(py, t, |slice| {
+            let ready = lenient.wait_writable(Duration::ZERO).is_ok();
+            wait_unless_ready(py, t, ready, |slice| {
                 if t.is_none() {
                     lenient.wait_writable(slice)?;
                     lenient.send(data, Duration::ZERO)
