@@ -656,3 +656,51 @@ def test_restart_restores_from_the_checkpoint(tmp_path: Path):
     with mmsb.Bus.start(tmp_path / "bus") as b:
         assert b.start_report["checkpoint_lsn"] == ck["lsn"]
         assert b.page(p.id).read() == b"ckpt+log"
+
+
+# --- the GIL -----------------------------------------------------------------------------------
+
+WAITER_HOLDS_NO_GIL = textwrap.dedent(
+    """
+    import sys, threading, time
+    from memsys import mmsb
+    bus = mmsb.Bus.start(sys.argv[1])
+    doc, out = bus.create_page(8), bus.create_page(8)
+    bus.add_dependency(doc, out)
+    entered = threading.Event()
+    def slow(parents):
+        entered.set()
+        time.sleep(0.3)        # lets other threads run; they must not take the GIL for good
+        return bytes(parents[0])
+    bus.register_recompute(out, slow)
+    writer = threading.Thread(target=doc.write_range, args=(0, b"slow"))
+    writer.start()
+    entered.wait()
+    # This thread now waits for the bus (held by the writer). If it waited holding the GIL,
+    # the writer could never take the GIL back to finish its recompute: a deadlock.
+    t0 = time.perf_counter()
+    print(out.read())
+    writer.join()
+    print("waited", round(time.perf_counter() - t0, 1) >= 0.1)
+    bus.close()
+    """
+)
+
+
+def test_a_thread_waiting_for_the_bus_does_not_hold_the_gil(run_python, tmp_path: Path):
+    cp = run_python(WAITER_HOLDS_NO_GIL, str(tmp_path / "bus"), timeout=30)
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout == "b'slow\\x00\\x00\\x00\\x00'\nwaited True\n", cp.stdout + cp.stderr
+
+
+def test_close_from_a_recompute_function_raises_instead_of_deadlocking(bus):
+    doc, out = bus.create_page(8), bus.create_page(8)
+    bus.add_dependency(doc, out)
+
+    def f(parents):
+        bus.close()
+
+    bus.register_recompute(out, f)
+    with pytest.raises(mmsb.MmsbError, match="recompute function cannot call into its bus"):
+        doc.write_range(0, b"x")
+    assert not bus.closed

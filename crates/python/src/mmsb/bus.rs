@@ -228,7 +228,7 @@ impl Bus {
     /// True once `close()` ran.
     #[getter]
     fn closed(&self) -> bool {
-        lock(&self.shared.bus).is_none()
+        self.shared.is_closed()
     }
 
     /// LSN of the last frame written.
@@ -387,20 +387,7 @@ impl Bus {
     /// Commits nothing more: syncs the log, releases the directory lock and frees the pages.
     /// Raises `BufferError` while a view of a page is alive. Closing twice does nothing.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let shared = Arc::clone(&self.shared);
-        let r = py.detach(move || {
-            let mut g = lock(&shared.bus);
-            if g.is_none() {
-                return Ok(());
-            }
-            shared.check_closable()?;
-            match g.take() {
-                Some(bus) => bus.stop().map_err(OpError::Mmsb),
-                None => Ok(()),
-            }
-        });
-        lock(&self.shared.funcs).clear();
-        r.map_err(|e| e.into_py(py))
+        self.shared.close(py)
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -414,7 +401,7 @@ impl Bus {
     }
 
     fn __repr__(&self) -> String {
-        let state = if lock(&self.shared.bus).is_none() {
+        let state = if self.shared.is_closed() {
             "closed"
         } else {
             "open"

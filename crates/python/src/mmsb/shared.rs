@@ -20,6 +20,7 @@
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use mmsb::{EdgeKind, Mmsb, PageId};
@@ -109,6 +110,9 @@ pub(crate) struct Shared {
     pub(crate) pending: Mutex<Option<PyErr>>,
     /// The log directory.
     pub(crate) dir: PathBuf,
+    /// Set once `close` took the bus (readable without the bus lock, so with the GIL held).
+    /// Informational only (`closed`, `repr`): the bus mutex decides, so `Relaxed` suffices.
+    pub(crate) closed: AtomicBool,
 }
 
 impl Shared {
@@ -121,6 +125,7 @@ impl Shared {
             data_parents: Mutex::new(HashMap::new()),
             pending: Mutex::new(None),
             dir,
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -151,6 +156,33 @@ impl Shared {
             return Err(e);
         }
         r.map_err(|e| e.into_py(py))
+    }
+
+    /// Takes the bus out and stops it (commit, fsync, unlock), with the GIL released; refused
+    /// while a page has a live export, and from inside an operation. Idempotent.
+    pub(crate) fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let r = py.detach(|| {
+            let _in_op = InOp::enter()?;
+            let mut g = lock(&self.bus);
+            if g.is_none() {
+                return Ok(());
+            }
+            self.check_closable()?;
+            self.closed.store(true, Ordering::Relaxed);
+            match g.take() {
+                Some(bus) => bus.stop().map_err(OpError::Mmsb),
+                None => Ok(()),
+            }
+        });
+        if self.closed.load(Ordering::Relaxed) {
+            lock(&self.funcs).clear();
+        }
+        r.map_err(|e| e.into_py(py))
+    }
+
+    /// True once `close` took the bus.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
     }
 
     /// Adds one export of `page`.
