@@ -312,7 +312,8 @@ class Bus:
 class Page(Buffer):
     """A page of a live bus. Exports its bytes read-only through the buffer protocol
     (``memoryview(page)``); see the module doc for the view rule. Methods raise ``MmsbError``
-    once the bus is closed."""
+    once the bus is closed. A page (or a view) keeps its bus open, with its directory lock,
+    after the ``Bus`` object is gone: close the bus explicitly (or with ``with``)."""
 
     @property
     def id(self) -> int: ...

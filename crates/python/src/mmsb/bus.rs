@@ -390,16 +390,19 @@ impl Bus {
         self.shared.close(py)
     }
 
+    /// `with Bus.start(...) as bus:` closes the bus at the end of the block.
     fn __enter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
+    /// Closes the bus (an exception in the block propagates).
     #[pyo3(signature = (*_exc))]
     fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
         self.close(py)?;
         Ok(false)
     }
 
+    /// A one-line description for debugging.
     fn __repr__(&self) -> String {
         let state = if self.shared.is_closed() {
             "closed"
@@ -409,6 +412,8 @@ impl Bus {
         format!("<memsys.mmsb.Bus {} ({state})>", self.shared.dir.display())
     }
 
+    /// Lets the cycle collector see the recompute functions (a function that refers to its bus
+    /// makes a cycle through Rust).
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         // Never block in the collector: a locked map is skipped this round.
         if let Ok(funcs) = self.shared.funcs.try_lock() {
@@ -419,6 +424,7 @@ impl Bus {
         Ok(())
     }
 
+    /// Breaks such a cycle: drops the recompute functions.
     fn __clear__(&self) {
         if let Ok(mut funcs) = self.shared.funcs.try_lock() {
             funcs.clear();
@@ -546,10 +552,12 @@ impl Page {
         })
     }
 
+    /// The page size in bytes.
     fn __len__(&self) -> usize {
         self.size
     }
 
+    /// A one-line description for debugging.
     fn __repr__(&self) -> String {
         format!("<memsys.mmsb.Page {} ({} bytes)>", self.id.0, self.size)
     }
@@ -733,10 +741,13 @@ impl Batch {
         self.commit.as_ref().map(|c| dicts::commit(py, c)).transpose()
     }
 
+    /// `with bus.batch() as b:` commits at the end of the block, or discards on an exception.
     fn __enter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
+    /// Commits when the block ended normally, discards the writes when it raised; never
+    /// swallows the exception.
     fn __exit__(
         &mut self,
         py: Python<'_>,

@@ -143,6 +143,7 @@ impl ParentView {
         self.page
     }
 
+    /// The parent's size in bytes.
     fn __len__(&self) -> usize {
         self.len
     }

@@ -81,14 +81,17 @@ impl State {
         Ok(d)
     }
 
+    /// Number of pages.
     fn __len__(&self) -> usize {
         self.inner.len()
     }
 
+    /// True when the state has page `id`.
     fn __contains__(&self, id: u64) -> bool {
         self.inner.page(PageId(id)).is_some()
     }
 
+    /// `state[id]`: the page `id` (`KeyError` if absent).
     fn __getitem__(&self, py: Python<'_>, id: u64) -> PyResult<Py<StatePage>> {
         match self.inner.page(PageId(id)) {
             Some(_) => self.page_obj(py, PageId(id)),
@@ -96,6 +99,7 @@ impl State {
         }
     }
 
+    /// A one-line description for debugging.
     fn __repr__(&self) -> String {
         format!(
             "<memsys.mmsb.State {} pages at LSN {}>",
@@ -167,10 +171,12 @@ impl StatePage {
         Ok(d)
     }
 
+    /// The page size in bytes.
     fn __len__(&self) -> PyResult<usize> {
         self.size()
     }
 
+    /// A one-line description for debugging.
     fn __repr__(&self) -> String {
         format!("<memsys.mmsb.StatePage {}>", self.id.0)
     }
