@@ -591,6 +591,32 @@ def provoke_corrupt_frame(tmp_path, bus):
     mmsb.log_verify(tmp_path / "log")
 
 
+def provoke_damaged_tail(tmp_path, bus):
+    log = tmp_path / "log"
+    make_log(log, n=5)
+    last = mmsb.log_frames(log)[-1]
+    seg = Path(last["file"])
+    raw = bytearray(seg.read_bytes())
+    raw[last["offset"] + last["length"] - 6] ^= 1  # a byte of the last frame
+    seg.write_bytes(raw)
+    try:
+        mmsb.log_verify(log)
+    except mmsb.DamagedTailError as e:
+        assert (e.offset, e.lsn) == (last["offset"], last["lsn"])
+        raise
+
+
+def provoke_not_regular_file(tmp_path, bus):
+    other = tmp_path / "linked"
+    other.mkdir()
+    (other / "LOGID").write_bytes((bus.dir / "LOGID").read_bytes())
+    bus.create_page(8)
+    bus.flush()
+    for seg in bus.dir.glob("*.tlog"):
+        (other / seg.name).symlink_to(seg)
+    mmsb.log_frames(other)
+
+
 @pytest.mark.parametrize(
     "provoke, cls, attrs",
     [
@@ -607,6 +633,8 @@ def provoke_corrupt_frame(tmp_path, bus):
         (provoke_bad_magic, mmsb.BadMagicError, {"what": "log segment"}),
         (provoke_metadata_key_too_long, mmsb.MetadataKeyTooLongError, {"len": 70_000}),
         (provoke_corrupt_frame, mmsb.CorruptFrameError, {}),
+        (provoke_damaged_tail, mmsb.DamagedTailError, {}),
+        (provoke_not_regular_file, mmsb.NotRegularFileError, {"found": "a symbolic link"}),
     ],
     ids=lambda x: x.__name__ if isinstance(x, type) else None,
 )
