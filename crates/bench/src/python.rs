@@ -213,7 +213,15 @@ fn print_table(r: &Report) {
     );
     println!(
         "{:>6} {:>12} {:>12} {:>7} {:>12} {:>12} {:>7} {:>9} {:>9}",
-        "size", "rust write", "py write", "ratio", "rust read", "py read", "ratio", "py send", "py recv"
+        "size",
+        "rust write",
+        "py write",
+        "ratio",
+        "rust read",
+        "py read",
+        "ratio",
+        "py send",
+        "py recv"
     );
     for row in &r.rows {
         println!(

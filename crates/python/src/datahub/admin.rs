@@ -6,9 +6,6 @@ use datahub::Admin;
 
 use super::{errors, to_python};
 
-/// Admin(name)
-/// --
-///
 /// Opens block `name` for diagnosis and recovery (what `datahub diagnose` and `datahub
 /// recover` do). Opening changes nothing; each method says what it changes.
 ///
@@ -26,25 +23,16 @@ impl PyAdmin {
         Ok(PyAdmin { admin })
     }
 
-    /// info() -> dict
-    /// --
-    ///
     /// The block's header, peers and slots (read only).
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         to_python(py, &self.admin.info())
     }
 
-    /// metrics() -> dict
-    /// --
-    ///
     /// The block's counters (read only).
     fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         to_python(py, &self.admin.metrics())
     }
 
-    /// diagnose() -> dict
-    /// --
-    ///
     /// What is wrong (read only): `{"info": ..., "slots": [{"slot", "state", "seq", "len",
     /// "writer_dead", "dead_readers", "age_ms", ...}], "problems": [str, ...]}`; no problems
     /// means healthy.
@@ -53,9 +41,6 @@ impl PyAdmin {
         to_python(py, &d)
     }
 
-    /// validate(repair=False) -> dict
-    /// --
-    ///
     /// Checks the header and every slot's state; with repair=True also fixes what it safely
     /// can. `ok` in the result tells whether the block is consistent.
     #[pyo3(signature = (repair = false))]
@@ -66,9 +51,6 @@ impl PyAdmin {
         Ok(d)
     }
 
-    /// recover(dry_run=True) -> list[dict]
-    /// --
-    ///
     /// Every safe recovery (release zombie readers, clean dead consumers, release a dead
     /// writer's slot); with dry_run=True (the default) only says what it would do.
     #[pyo3(signature = (dry_run = true))]
@@ -77,26 +59,17 @@ impl PyAdmin {
         to_python(py, &a)
     }
 
-    /// check_intact() -> None
-    /// --
-    ///
     /// Raises BlockTruncated if the segment was shrunk under this mapping.
     fn check_intact(&self) -> PyResult<()> {
         self.admin.check_intact().map_err(errors::to_py)
     }
 
-    /// remove() -> None
-    /// --
-    ///
     /// Unlinks the block. Raises: ProducerAlive/OwnerAlive if its producer is alive.
     fn remove(&self) -> PyResult<()> {
         self.admin.remove().map_err(errors::to_py)
     }
 }
 
-/// list_blocks() -> list[str]
-/// --
-///
 /// Names of the DataHub blocks in the shared-memory directory.
 ///
 /// Raises: Io.
@@ -105,9 +78,6 @@ pub(crate) fn list_blocks() -> PyResult<Vec<String>> {
     datahub::list().map_err(errors::to_py)
 }
 
-/// remove_block(name) -> None
-/// --
-///
 /// Unlinks block `name` whatever its state (`datahub remove --force`).
 ///
 /// Raises: NotFound, InvalidName, Io.

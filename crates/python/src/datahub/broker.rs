@@ -8,9 +8,6 @@ use datahub::broker::{Client, ClientKeys, ClientOptions};
 
 use super::{errors, seconds, to_python};
 
-/// Broker(endpoint=None, role="python", *, key=None, server_key=None)
-/// --
-///
 /// A connection to a `datahub broker` at `endpoint` (`ipc://PATH`, or `tcp://HOST:PORT` with
 /// CURVE keys; None: the default endpoint, as `datahub channels` uses). `role` is this
 /// client's role uid (1..=128 printable ASCII bytes). For CURVE, `key` is this client's
@@ -71,9 +68,6 @@ impl PyBroker {
         self.client.endpoint().to_string()
     }
 
-    /// channels(timeout=5.0) -> list[dict]
-    /// --
-    ///
     /// The registered channels (name, block, policy, state, consumers, ...).
     ///
     /// Raises: BrokerTimeout, BrokerBadReply.
@@ -86,9 +80,6 @@ impl PyBroker {
         to_python(py, &c)
     }
 
-    /// metrics(timeout=5.0) -> dict
-    /// --
-    ///
     /// The broker's counters. Raises: BrokerTimeout, BrokerBadReply.
     #[pyo3(signature = (timeout = 5.0))]
     fn metrics<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
@@ -99,9 +90,6 @@ impl PyBroker {
         to_python(py, &m)
     }
 
-    /// deregister(channel, timeout=5.0) -> None
-    /// --
-    ///
     /// Removes a channel this client registered. Raises: BrokerRefused, BrokerTimeout.
     #[pyo3(signature = (channel, timeout = 5.0))]
     fn deregister(&self, py: Python<'_>, channel: &str, timeout: f64) -> PyResult<()> {

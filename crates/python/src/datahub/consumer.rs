@@ -87,10 +87,6 @@ fn expectations(
 
 #[pymethods]
 impl PyConsumer {
-    /// attach(name, *, policy=None, schema=None, min_slot_size=None, checksum_key=None,
-    /// follow_handover=True, timeout=0.0) -> Consumer
-    /// --
-    ///
     /// Attaches to block `name`, checking what is given: policy ("latest", "sequential",
     /// "sequential_sync"), schema (a `Schema`), min_slot_size (bytes), checksum_key (32
     /// bytes). With timeout > 0 (seconds; None: no limit), waits for the block to appear.
@@ -125,10 +121,6 @@ impl PyConsumer {
         Ok(PyConsumer::wrap(c, None))
     }
 
-    /// attach_secure(socket, key, *, policy=None, schema=None, min_slot_size=None,
-    /// timeout=0.0) -> Consumer
-    /// --
-    ///
     /// Secure attach: proves it holds `key` (32 bytes, or a path to a key file, see
     /// `read_key_file`) to the producer serving the sealed block on the AF_UNIX `socket`, and
     /// maps the descriptor it sends. With timeout > 0, waits for the socket to appear.
@@ -161,10 +153,6 @@ impl PyConsumer {
         Ok(PyConsumer::wrap(c, None))
     }
 
-    /// discover(channel, broker, *, schema=None, policy=None, min_slot_size=None,
-    /// timeout=5.0) -> Consumer
-    /// --
-    ///
     /// Asks the broker (a `Broker`) for `channel`, attaches to its block (the header checked
     /// against the announcement), and registers as its consumer; the broker client heartbeats
     /// the registration while the consumer lives. `schema`, when given, is cited at discovery
@@ -225,9 +213,6 @@ impl PyConsumer {
         self.inner.with(|c| Ok(c.producer_alive()))
     }
 
-    /// read(timeout=None) -> ReadSlot
-    /// --
-    ///
     /// Waits up to `timeout` seconds (None: no limit) for the next message and holds it as a
     /// read-only slot until released. The GIL is released while waiting.
     ///
@@ -240,9 +225,6 @@ impl PyConsumer {
         Self::read_slot(&slf, t).map(|s| s.expect("a waiting read gives a slot"))
     }
 
-    /// try_read() -> ReadSlot | None
-    /// --
-    ///
     /// The next message if one is there now, else None. Raises as `read`, but never Timeout.
     fn try_read(slf: Bound<'_, Self>) -> PyResult<Option<ReadSlot>> {
         // Nothing there: say so without a read that would count a timeout.
@@ -255,9 +237,6 @@ impl PyConsumer {
         }
     }
 
-    /// recv(timeout=None) -> tuple[int, bytes]
-    /// --
-    ///
     /// Reads the next message, copies it and releases the slot: `(seq, data)`. Raises as
     /// `read`.
     #[pyo3(signature = (timeout = None))]
@@ -275,9 +254,6 @@ impl PyConsumer {
         })
     }
 
-    /// slots(timeout=None) -> Iterator[ReadSlot]
-    /// --
-    ///
     /// Iterates over incoming messages until the end of the stream. Each step releases the
     /// previous slot if it is still open (BufferError if a view of it is alive), then reads
     /// the next with `timeout` (Timeout is raised, not swallowed).
@@ -290,9 +266,6 @@ impl PyConsumer {
         })
     }
 
-    /// seek_latest() -> None
-    /// --
-    ///
     /// Skips to the newest committed message.
     fn seek_latest(&self) -> PyResult<()> {
         self.inner.with(|c| {
@@ -301,17 +274,11 @@ impl PyConsumer {
         })
     }
 
-    /// seek_to(seq) -> None
-    /// --
-    ///
     /// Moves to message `seq`. Raises: SeqUnavailable.
     fn seek_to(&self, seq: u64) -> PyResult<()> {
         self.inner.with(|c| c.seek_to(seq).map_err(errors::to_py))
     }
 
-    /// heartbeat() -> None
-    /// --
-    ///
     /// Marks the consumer alive now (reads and waits do this on their own).
     fn heartbeat(&self) -> PyResult<()> {
         self.inner.with(|c| {
@@ -320,27 +287,18 @@ impl PyConsumer {
         })
     }
 
-    /// metrics() -> dict
-    /// --
-    ///
     /// The block's counters (see `Producer.metrics`).
     fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let m = self.inner.with(|c| Ok(c.metrics()))?;
         to_python(py, &m)
     }
 
-    /// info() -> dict
-    /// --
-    ///
     /// The block's header and peers.
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let i = self.inner.with(|c| Ok(c.info()))?;
         to_python(py, &i)
     }
 
-    /// close() -> None
-    /// --
-    ///
     /// Detaches (frees the consumer's entry). Raises: SlotInUse while a slot is open.
     fn close(&self) -> PyResult<()> {
         self.inner.close()

@@ -50,9 +50,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-/// read_key_file(path) -> bytes
-/// --
-///
 /// Reads a 32-byte block key: 64 hex characters or 32 raw bytes. The file is opened with
 /// O_NOFOLLOW and must be a regular file of mode 0600 or stricter.
 ///

@@ -12,11 +12,6 @@ use super::schema::PySchema;
 use super::slot::WriteSlot;
 use super::{errors, to_python, wait, wait_unless_ready};
 
-/// Producer(name, policy="sequential", slot_size=4096, slot_count=8, checksum="none", *,
-/// checksum_key=None, schema=None, flex_zone_size=0, max_consumers=None,
-/// heartbeat_timeout=1.0, unlink_on_drop=True, take_over=False)
-/// --
-///
 /// Creates the block `name` (in /dev/shm, or $DATAHUB_SHM_DIR) and becomes its producer.
 ///
 /// - policy: "latest" (readers see the newest message, the producer never waits),
@@ -127,9 +122,6 @@ impl PyProducer {
         self.inner.with(|p| Ok(p.consumers()))
     }
 
-    /// write(timeout=None) -> WriteSlot
-    /// --
-    ///
     /// Claims the next slot, waiting up to `timeout` seconds (None: no limit) for room in the
     /// ring (lossless policies) or for readers to leave it. The GIL is released while waiting.
     ///
@@ -165,9 +157,6 @@ impl PyProducer {
         }
     }
 
-    /// send(data, timeout=None) -> int
-    /// --
-    ///
     /// Copies `data` (any bytes-like object) into the next slot and commits it; returns its
     /// sequence number.
     ///
@@ -189,9 +178,6 @@ impl PyProducer {
         })
     }
 
-    /// wait_for_consumers(n=1, timeout=None) -> None
-    /// --
-    ///
     /// Waits until at least `n` consumers are attached. Raises: Timeout.
     #[pyo3(signature = (n = 1, timeout = None))]
     fn wait_for_consumers(&self, py: Python<'_>, n: u32, timeout: Option<f64>) -> PyResult<()> {
@@ -200,9 +186,6 @@ impl PyProducer {
             .with(|p| wait(py, t, |slice| p.wait_for_consumers(n, slice)))
     }
 
-    /// wait_drained(timeout=None) -> None
-    /// --
-    ///
     /// Waits until every consumer has read every message (lossless policies). Raises: Timeout
     /// (cause "consumers have not drained the stream").
     #[pyo3(signature = (timeout = None))]
@@ -212,9 +195,6 @@ impl PyProducer {
             .with(|p| wait(py, t, |slice| p.wait_drained(slice)))
     }
 
-    /// close() -> None
-    /// --
-    ///
     /// Ends the stream: consumers read what is left, then get EndOfStream (their iterators
     /// stop). The block stays until the producer is freed. Raises: SlotInUse.
     fn close(&self) -> PyResult<()> {
@@ -224,9 +204,6 @@ impl PyProducer {
         })
     }
 
-    /// heartbeat() -> None
-    /// --
-    ///
     /// Marks the producer alive now (writes and waits do this on their own).
     fn heartbeat(&self) -> PyResult<()> {
         self.inner.with(|p| {
@@ -235,9 +212,6 @@ impl PyProducer {
         })
     }
 
-    /// metrics() -> dict
-    /// --
-    ///
     /// The block's counters (slots_written, bytes_written, reader_timeouts, ...; counts and
     /// bytes), each read atomically.
     fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -245,18 +219,12 @@ impl PyProducer {
         to_python(py, &m)
     }
 
-    /// info() -> dict
-    /// --
-    ///
     /// The block's header and peers (`datahub inspect --json`'s block part).
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let i = self.inner.with(|p| Ok(p.info()))?;
         to_python(py, &i)
     }
 
-    /// register(broker, channel, schema_id="python.bytes", timeout=5.0) -> dict
-    /// --
-    ///
     /// Registers this block with a broker as `channel`; the broker client heartbeats it while
     /// the producer lives. Returns the registration (the broker's view of the channel).
     ///

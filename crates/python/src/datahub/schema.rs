@@ -145,9 +145,6 @@ fn flatten(
 
 #[pymethods]
 impl PySchema {
-    /// from_dtype(dtype, version=1) -> Schema
-    /// --
-    ///
     /// The layout schema of a numpy structured dtype (names, formats, offsets, itemsize).
     /// Alignment is the largest field's, as `#[repr(C)]` gives it. Raises: InvalidSchema (not
     /// structured, a type that is not a DataHub scalar, big-endian, overlapping or misaligned
@@ -166,9 +163,6 @@ impl PySchema {
         PySchema::from_layout(zone, version)
     }
 
-    /// from_fields(fields, size, align, version=1) -> Schema
-    /// --
-    ///
     /// The layout schema of `fields`, a list of `(name, scalar, offset, count)`, in a zone of
     /// `size` bytes aligned to `align`. Raises: InvalidSchema.
     #[staticmethod]
@@ -189,9 +183,6 @@ impl PySchema {
         PySchema::from_layout(zone, version)
     }
 
-    /// named(text, version=1) -> Schema
-    /// --
-    ///
     /// A schema named by free text (BLAKE2b-256 of its UTF-8 bytes).
     #[staticmethod]
     #[pyo3(signature = (text, version = 1))]

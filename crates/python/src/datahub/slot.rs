@@ -171,9 +171,6 @@ impl WriteSlot {
         }
     }
 
-    /// commit(n=None) -> int
-    /// --
-    ///
     /// Publishes the first `n` bytes (default: the whole slot) and returns the sequence number.
     ///
     /// Raises: BufferError while a view of the slot is alive; PayloadTooLarge if `n` exceeds
@@ -186,9 +183,6 @@ impl WriteSlot {
         r.map_err(errors::to_py)
     }
 
-    /// commit_with_checksum(n) -> int
-    /// --
-    ///
     /// Manual checksums: computes and stores the checksum of the first `n` bytes, then commits
     /// them. Raises as `commit`.
     fn commit_with_checksum(&self, n: usize) -> PyResult<u64> {
@@ -198,9 +192,6 @@ impl WriteSlot {
         r.map_err(errors::to_py)
     }
 
-    /// abort() -> None
-    /// --
-    ///
     /// Gives the slot back unpublished (the sequence number is reused).
     ///
     /// Raises: BufferError while a view is alive; SlotInUse if already finished.
@@ -355,9 +346,6 @@ impl ReadSlot {
         }
     }
 
-    /// verify_checksum() -> None
-    /// --
-    ///
     /// Checks the message against its stored checksum (Manual checksums; Enforced blocks are
     /// checked on read).
     ///
@@ -370,9 +358,6 @@ impl ReadSlot {
         }
     }
 
-    /// release() -> None
-    /// --
-    ///
     /// Gives the slot back to the producer.
     ///
     /// Raises: BufferError while a view is alive; ValidationFailed or Overrun if the message
@@ -409,9 +394,6 @@ impl ReadSlot {
         Ok(false)
     }
 
-    /// bytes() -> bytes
-    /// --
-    ///
     /// A copy of the message.
     fn bytes(&self) -> PyResult<Vec<u8>> {
         let g = self.guard.lock().unwrap_or_else(|e| e.into_inner());

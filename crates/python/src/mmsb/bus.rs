@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mmsb::{Config, Durability, EdgeKind, Mmsb, PageId, ReplayTarget};
+use pyo3::PyTraverseError;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyMemoryView};
-use pyo3::PyTraverseError;
 
 use super::buffer;
 use super::dicts;
@@ -119,7 +119,9 @@ pub(crate) fn target(
     }
     if let Some(t) = time {
         if !t.is_finite() || t < 0.0 {
-            return Err(PyValueError::new_err("time= is seconds since the Unix epoch, >= 0"));
+            return Err(PyValueError::new_err(
+                "time= is seconds since the Unix epoch, >= 0",
+            ));
         }
         // Saturating float-to-int conversion: a time past year 2554 is "the end".
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -252,9 +254,12 @@ impl Bus {
 
     /// Every page, in id order.
     fn pages(&self, py: Python<'_>) -> PyResult<Vec<Py<Page>>> {
-        let all = self
-            .shared
-            .op(py, |b| Ok(b.state().pages().map(|p| (p.id(), p.size())).collect::<Vec<_>>()))?;
+        let all = self.shared.op(py, |b| {
+            Ok(b.state()
+                .pages()
+                .map(|p| (p.id(), p.size()))
+                .collect::<Vec<_>>())
+        })?;
         all.into_iter()
             .map(|(id, size)| self.page_obj(py, id, size))
             .collect()
@@ -468,7 +473,8 @@ impl Page {
     #[getter]
     fn stale(&self, py: Python<'_>) -> PyResult<bool> {
         let id = self.id;
-        self.shared.op(py, move |b| Ok(b.query_page(id)?.is_stale()))
+        self.shared
+            .op(py, move |b| Ok(b.query_page(id)?.is_stale()))
     }
 
     /// XXH3-64 of the bytes.
@@ -518,8 +524,9 @@ impl Page {
     ) -> PyResult<u64> {
         let value = value.map(bytes_of).transpose()?;
         let id = self.id;
-        self.shared
-            .op(py, move |b| Ok(b.set_metadata(id, &key, value.as_deref())?.0))
+        self.shared.op(py, move |b| {
+            Ok(b.set_metadata(id, &key, value.as_deref())?.0)
+        })
     }
 
     /// Writes `data` (bytes-like) at `offset`; only the bytes that differ go into the delta.
@@ -672,7 +679,9 @@ pub(crate) struct Batch {
 impl Batch {
     fn open(&self) -> PyResult<()> {
         if self.done {
-            return Err(super::errors::misuse("the batch is already committed or aborted"));
+            return Err(super::errors::misuse(
+                "the batch is already committed or aborted",
+            ));
         }
         Ok(())
     }
@@ -696,7 +705,8 @@ impl Batch {
     /// Adds an `update(page, data)` (the whole page) to the batch.
     fn update(&mut self, page: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         self.open()?;
-        self.ops.push(BatchOp::Update(page_id(page)?, bytes_of(data)?));
+        self.ops
+            .push(BatchOp::Update(page_id(page)?, bytes_of(data)?));
         Ok(())
     }
 
@@ -738,7 +748,10 @@ impl Batch {
     /// What `commit` did (`{"lsn", "deltas", "propagated"}`), or None before it.
     #[getter]
     fn result(&self, py: Python<'_>) -> PyResult<Option<Py<PyDict>>> {
-        self.commit.as_ref().map(|c| dicts::commit(py, c)).transpose()
+        self.commit
+            .as_ref()
+            .map(|c| dicts::commit(py, c))
+            .transpose()
     }
 
     /// `with bus.batch() as b:` commits at the end of the block, or discards on an exception.

@@ -98,7 +98,10 @@ pub(crate) fn to_py(py: Python<'_>, e: &mmsb::Error) -> PyErr {
         ),
         E::Locked { dir, waited } => (
             py.get_type::<LockedError>(),
-            vec![("dir", s(py, dir)), ("waited", obj(py, waited.as_secs_f64()))],
+            vec![
+                ("dir", s(py, dir)),
+                ("waited", obj(py, waited.as_secs_f64())),
+            ],
         ),
         E::BadMagic { file, what } => (
             py.get_type::<BadMagicError>(),
@@ -230,10 +233,7 @@ pub(crate) fn to_py(py: Python<'_>, e: &mmsb::Error) -> PyErr {
             py.get_type::<CycleError>(),
             vec![("parent", obj(py, parent.0)), ("child", obj(py, child.0))],
         ),
-        E::Derived(p) => (
-            py.get_type::<DerivedError>(),
-            vec![("page", obj(py, p.0))],
-        ),
+        E::Derived(p) => (py.get_type::<DerivedError>(), vec![("page", obj(py, p.0))]),
         E::Inconsistent {
             page,
             live,
@@ -269,10 +269,7 @@ pub(crate) fn to_py(py: Python<'_>, e: &mmsb::Error) -> PyErr {
             py.get_type::<PoisonedError>(),
             vec![("reason", obj(py, why.as_str()))],
         ),
-        E::Batch(why) => (
-            py.get_type::<BatchError>(),
-            vec![("reason", obj(py, *why))],
-        ),
+        E::Batch(why) => (py.get_type::<BatchError>(), vec![("reason", obj(py, *why))]),
         E::FrameTooLarge { bytes, max } => (
             py.get_type::<FrameTooLargeError>(),
             vec![("bytes", obj(py, *bytes)), ("max", obj(py, *max))],

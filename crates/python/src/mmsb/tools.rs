@@ -100,9 +100,9 @@ pub(crate) fn log_verify<'py>(
         (Some((e, last)), _) => {
             let err = to_py(py, &e);
             let lsn = match &e {
-                mmsb::Error::CorruptFrame { .. } | mmsb::Error::DamagedTail { .. } => {
-                    last.map(|l| l + 1).or_else(|| lsns.first().copied().flatten())
-                }
+                mmsb::Error::CorruptFrame { .. } | mmsb::Error::DamagedTail { .. } => last
+                    .map(|l| l + 1)
+                    .or_else(|| lsns.first().copied().flatten()),
                 _ => None,
             };
             if lsn.is_some() {
@@ -122,7 +122,8 @@ pub(crate) fn log_verify<'py>(
                     reason: p.reason.clone(),
                 },
             );
-            err.value(py).setattr("lsn", lsns.get(i).copied().flatten())?;
+            err.value(py)
+                .setattr("lsn", lsns.get(i).copied().flatten())?;
             Some(err)
         }
         (None, None) => None,
