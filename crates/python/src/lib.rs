@@ -1,10 +1,10 @@
 //! `memsys._native`: the extension module behind the `memsys` Python package.
 //!
 //! Three submodules, each a thin layer over its Rust crate:
-//! - `memsys.datahub` ([`datahub`]): producers and consumers of shared-memory DataBlocks, slots
+//! - `memsys.datahub` (`src/datahub/`, over the `datahub` crate): producers and consumers of shared-memory DataBlocks, slots
 //!   exported through the buffer protocol (zero-copy), broker discovery, admin.
-//! - `memsys.mmsb` ([`mmsb`]): the versioned page store, its log, checkpoints and replay.
-//! - `memsys.tslab` ([`tslab`]): temporal-slab stats snapshots.
+//! - `memsys.mmsb` (`src/mmsb/`, over the `mmsb` crate): the versioned page store, its log, checkpoints and replay.
+//! - `memsys.tslab` (`src/tslab.rs`, over the `tslab` crate): temporal-slab stats snapshots.
 //!
 //! Every error the crates return arrives in Python as its own exception class, each a
 //! subclass of its system's base (`DataHubError`, `MmsbError`, `TslabError`), all subclasses
