@@ -70,6 +70,106 @@ fn views_alive(n: usize, what: &str) -> PyErr {
     ))
 }
 
+/// A slot guard held by a Python slot object, with the count of buffers exported from it:
+/// the one place that decides when the slot's memory may be handed out and when it may be
+/// given back.
+struct Held<G> {
+    /// `None` once finished (committed, aborted, released).
+    guard: Mutex<Option<G>>,
+    /// Live buffer exports (`__getbuffer__` minus `__releasebuffer__`).
+    exports: AtomicUsize,
+    /// How a finished slot is described in errors ("committed or aborted", "released").
+    gone: &'static str,
+}
+
+impl<G> Held<G> {
+    fn new(guard: G, gone: &'static str) -> Held<G> {
+        Held {
+            guard: Mutex::new(Some(guard)),
+            exports: AtomicUsize::new(0),
+            gone,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<G>> {
+        // No code panics while holding it; recover from poisoning anyway.
+        self.guard.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_finished(&self) -> bool {
+        self.lock().is_none()
+    }
+
+    /// `f` on the guard; SlotInUse once finished.
+    fn with<R>(&self, f: impl FnOnce(&G) -> R) -> PyResult<R> {
+        match self.lock().as_ref() {
+            Some(g) => Ok(f(g)),
+            None => Err(errors::slot_in_use(&format!(
+                "the slot was {} already",
+                self.gone
+            ))),
+        }
+    }
+
+    /// Takes the guard to finish the slot (`what`: "commit", "abort", "release"):
+    /// `BufferError` while views are alive, SlotInUse once finished.
+    fn take(&self, what: &str) -> PyResult<G> {
+        let mut g = self.lock();
+        let n = self.exports.load(Ordering::Acquire);
+        if n > 0 {
+            return Err(views_alive(n, what));
+        }
+        g.take()
+            .ok_or_else(|| errors::slot_in_use(&format!("the slot was {} already", self.gone)))
+    }
+
+    /// The guard of a slot object being freed (no view can be alive: each holds a reference).
+    fn take_for_drop(&mut self) -> Option<G> {
+        self.guard
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Exports the region `region` gives of the guard into `view`, owned by `owner`.
+    ///
+    /// # Safety
+    /// `view` is the pointer CPython passed to `bf_getbuffer`; the region stays valid and
+    /// unmoved while the guard is held, and nothing else writes it (for a read-only export)
+    /// or reads it (for a writable one) meanwhile: what the slot protocol gives a guard.
+    unsafe fn export(
+        &self,
+        owner: Bound<'_, PyAny>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+        readonly: bool,
+        region: impl FnOnce(&mut G) -> (*mut u8, usize),
+    ) -> PyResult<()> {
+        let mut g = self.lock();
+        let Some(guard) = g.as_mut() else {
+            return Err(PyBufferError::new_err(format!(
+                "the slot was {}: its memory is no longer this slot's",
+                self.gone
+            )));
+        };
+        let (buf, len) = region(guard);
+        self.exports.fetch_add(1, Ordering::AcqRel);
+        // SAFETY: the guard (and so the region) lives until `take`, which refuses while
+        // `exports` > 0; the view holds a reference to `owner`, which owns this; the caller's
+        // contract covers `view` and the region.
+        let r = unsafe { fill(view, flags, buf, len, readonly, owner) };
+        if r.is_err() {
+            self.exports.fetch_sub(1, Ordering::AcqRel);
+        }
+        r
+    }
+
+    /// One export ended.
+    fn release_export(&self) {
+        self.exports.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A claimed slot of a producer (`Producer.write`). Exports the slot's whole payload area
 /// (`size` bytes, writable) through the buffer protocol.
 ///
@@ -78,11 +178,9 @@ fn views_alive(n: usize, what: &str) -> PyErr {
 /// object is freed.
 #[pyclass(module = "memsys.datahub", frozen)]
 pub(crate) struct WriteSlot {
-    /// `None` once committed or aborted.
-    guard: Mutex<Option<WriteGuard<'static>>>,
+    held: Held<WriteGuard<'static>>,
     /// Keeps the producer (which the guard borrows) alive.
     owner: Py<PyProducer>,
-    exports: AtomicUsize,
     seq: u64,
     size: usize,
 }
@@ -93,41 +191,30 @@ impl WriteSlot {
         WriteSlot {
             seq: guard.seq(),
             size: guard.len(),
-            guard: Mutex::new(Some(guard)),
+            held: Held::new(guard, "committed or aborted"),
             owner,
-            exports: AtomicUsize::new(0),
         }
     }
 
-    /// Takes the guard to finish it: `BufferError` while views are alive, `Closed` if
-    /// finished already.
-    fn take(&self, what: &str) -> PyResult<WriteGuard<'static>> {
-        let mut g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
-        let n = self.exports.load(Ordering::Acquire);
-        if n > 0 {
-            return Err(views_alive(n, what));
-        }
-        g.take()
-            .ok_or_else(|| errors::slot_in_use("the slot was committed or aborted already"))
-    }
-
-    /// Ends the producer's lending (after the guard is gone).
-    fn give_back(&self) {
+    /// Finishes the slot with `f` (commit or abort) and ends the producer's lending.
+    fn finish<R>(
+        &self,
+        what: &str,
+        f: impl FnOnce(WriteGuard<'static>) -> Result<R, datahub::Error>,
+    ) -> PyResult<R> {
+        let g = self.held.take(what)?;
+        let r = f(g);
         self.owner.get().lendable().give_back();
+        r.map_err(errors::to_py)
     }
 }
 
 impl Drop for WriteSlot {
     fn drop(&mut self) {
-        let g = self
-            .guard
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(g) = g {
+        if let Some(g) = self.held.take_for_drop() {
             // Dropping the guard aborts the write; then the producer is usable again.
             drop(g);
-            self.give_back();
+            self.owner.get().lendable().give_back();
         }
     }
 }
@@ -149,10 +236,7 @@ impl WriteSlot {
     /// Whether the slot was committed or aborted.
     #[getter]
     fn finished(&self) -> bool {
-        self.guard
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
+        self.held.is_finished()
     }
 
     fn __len__(&self) -> usize {
@@ -164,11 +248,7 @@ impl WriteSlot {
     /// finished.
     #[getter]
     fn address(&self) -> PyResult<usize> {
-        let g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
-        match g.as_ref() {
-            Some(g) => Ok(g.as_ptr() as usize),
-            None => Err(errors::slot_in_use("the slot was committed or aborted")),
-        }
+        self.held.with(|g| g.as_ptr() as usize)
     }
 
     /// Publishes the first `n` bytes (default: the whole slot) and returns the sequence number.
@@ -177,29 +257,24 @@ impl WriteSlot {
     /// the slot (the write is then aborted); SlotInUse if already finished.
     #[pyo3(signature = (n = None))]
     fn commit(&self, n: Option<usize>) -> PyResult<u64> {
-        let g = self.take("commit")?;
-        let r = g.commit(n.unwrap_or(self.size));
-        self.give_back();
-        r.map_err(errors::to_py)
+        let n = n.unwrap_or(self.size);
+        self.finish("commit", |g| g.commit(n))
     }
 
     /// Manual checksums: computes and stores the checksum of the first `n` bytes, then commits
     /// them. Raises as `commit`.
     fn commit_with_checksum(&self, n: usize) -> PyResult<u64> {
-        let g = self.take("commit")?;
-        let r = g.commit_with_checksum(n);
-        self.give_back();
-        r.map_err(errors::to_py)
+        self.finish("commit", |g| g.commit_with_checksum(n))
     }
 
     /// Gives the slot back unpublished (the sequence number is reused).
     ///
     /// Raises: BufferError while a view is alive; SlotInUse if already finished.
     fn abort(&self) -> PyResult<()> {
-        let g = self.take("abort")?;
-        g.abort();
-        self.give_back();
-        Ok(())
+        self.finish("abort", |g| {
+            g.abort();
+            Ok(())
+        })
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -240,28 +315,20 @@ impl WriteSlot {
         view: *mut ffi::Py_buffer,
         flags: c_int,
     ) -> PyResult<()> {
-        let this = slf.get();
-        let mut g = this.guard.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(guard) = g.as_mut() else {
-            return Err(PyBufferError::new_err(
-                "the slot was committed or aborted: its memory is no longer this slot's",
-            ));
-        };
-        let (buf, len) = (guard.as_mut_ptr(), guard.len());
-        this.exports.fetch_add(1, Ordering::AcqRel);
-        // SAFETY: the slot's payload stays claimed (and mapped) until the guard is taken,
-        // which `take` refuses while `exports` > 0; the view holds a reference to this object.
-        let r = unsafe { fill(view, flags, buf, len, false, slf.clone().into_any()) };
-        if r.is_err() {
-            this.exports.fetch_sub(1, Ordering::AcqRel);
+        let owner = slf.clone().into_any();
+        // SAFETY: the slot is in WRITING state and owned by this guard: only this producer
+        // writes it and no reader enters it until the commit, which waits for the exports.
+        unsafe {
+            slf.get()
+                .held
+                .export(owner, view, flags, false, |g| (g.as_mut_ptr(), g.len()))
         }
-        r
     }
 
     /// # Safety
     /// Called by CPython once for each successful `__getbuffer__`.
     unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {
-        self.exports.fetch_sub(1, Ordering::AcqRel);
+        self.held.release_export();
     }
 }
 
@@ -272,9 +339,9 @@ impl WriteSlot {
 /// it). A slot never released is released when the object is freed.
 #[pyclass(module = "memsys.datahub", frozen)]
 pub(crate) struct ReadSlot {
-    guard: Mutex<Option<ReadGuard<'static>>>,
+    held: Held<ReadGuard<'static>>,
+    /// Keeps the consumer (which the guard borrows) alive.
     owner: Py<PyConsumer>,
-    exports: AtomicUsize,
     seq: u64,
     len: usize,
 }
@@ -285,35 +352,23 @@ impl ReadSlot {
         ReadSlot {
             seq: guard.seq(),
             len: guard.len(),
-            guard: Mutex::new(Some(guard)),
+            held: Held::new(guard, "released"),
             owner,
-            exports: AtomicUsize::new(0),
         }
-    }
-
-    fn give_back(&self) {
-        self.owner.get().lendable().give_back();
     }
 
     /// Whether the slot was released.
     pub(crate) fn is_released(&self) -> bool {
-        self.guard
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
+        self.held.is_finished()
     }
 }
 
 impl Drop for ReadSlot {
     fn drop(&mut self) {
-        let g = self
-            .guard
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(g) = g {
+        if let Some(g) = self.held.take_for_drop() {
+            // Dropping the guard releases the slot; then the consumer is usable again.
             drop(g);
-            self.give_back();
+            self.owner.get().lendable().give_back();
         }
     }
 }
@@ -339,11 +394,7 @@ impl ReadSlot {
     /// The message's address in this process (an int). Raises SlotInUse once released.
     #[getter]
     fn address(&self) -> PyResult<usize> {
-        let g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
-        match g.as_ref() {
-            Some(g) => Ok(g.as_ptr() as usize),
-            None => Err(errors::slot_in_use("the slot was released")),
-        }
+        self.held.with(|g| g.as_ptr() as usize)
     }
 
     /// Checks the message against its stored checksum (Manual checksums; Enforced blocks are
@@ -351,11 +402,9 @@ impl ReadSlot {
     ///
     /// Raises: ChecksumMismatch, ChecksumMissing; SlotInUse once released.
     fn verify_checksum(&self) -> PyResult<()> {
-        let g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
-        match g.as_ref() {
-            Some(g) => g.verify_checksum().map_err(errors::to_py),
-            None => Err(errors::slot_in_use("the slot was released")),
-        }
+        self.held
+            .with(|g| g.verify_checksum())?
+            .map_err(errors::to_py)
     }
 
     /// Gives the slot back to the producer.
@@ -364,17 +413,9 @@ impl ReadSlot {
     /// was overwritten while it was read (Latest policy, or an evicted lossless reader);
     /// SlotInUse if already released.
     pub(crate) fn release(&self) -> PyResult<()> {
-        let g = {
-            let mut g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
-            let n = self.exports.load(Ordering::Acquire);
-            if n > 0 {
-                return Err(views_alive(n, "release"));
-            }
-            g.take()
-                .ok_or_else(|| errors::slot_in_use("the slot was released already"))?
-        };
+        let g = self.held.take("release")?;
         let r = g.release();
-        self.give_back();
+        self.owner.get().lendable().give_back();
         r.map_err(errors::to_py)
     }
 
@@ -394,13 +435,11 @@ impl ReadSlot {
         Ok(false)
     }
 
-    /// A copy of the message.
+    /// A copy of the message. Raises ValueError once released.
     fn bytes(&self) -> PyResult<Vec<u8>> {
-        let g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
-        match g.as_ref() {
-            Some(g) => Ok(g.to_vec()),
-            None => Err(PyValueError::new_err("the slot was released")),
-        }
+        self.held
+            .with(|g| g.to_vec())
+            .map_err(|_| PyValueError::new_err("the slot was released"))
     }
 
     fn __repr__(&self) -> String {
@@ -423,28 +462,19 @@ impl ReadSlot {
         view: *mut ffi::Py_buffer,
         flags: c_int,
     ) -> PyResult<()> {
-        let this = slf.get();
-        let g = this.guard.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(guard) = g.as_ref() else {
-            return Err(PyBufferError::new_err(
-                "the slot was released: its memory is no longer this message's",
-            ));
-        };
-        let (buf, len) = (guard.as_ptr().cast_mut(), guard.len());
-        this.exports.fetch_add(1, Ordering::AcqRel);
-        // SAFETY: the message stays held (its reader bit set) until the guard is taken,
-        // which `release` refuses while `exports` > 0; the view is read-only (checked in
-        // `fill`), so nothing writes through `buf`.
-        let r = unsafe { fill(view, flags, buf, len, true, slf.clone().into_any()) };
-        if r.is_err() {
-            this.exports.fetch_sub(1, Ordering::AcqRel);
+        let owner = slf.clone().into_any();
+        // SAFETY: the message stays held (this consumer's reader bit set) until the guard is
+        // released, so the producer does not write it; the export is read-only.
+        unsafe {
+            slf.get().held.export(owner, view, flags, true, |g| {
+                (g.as_ptr().cast_mut(), g.len())
+            })
         }
-        r
     }
 
     /// # Safety
     /// Called by CPython once for each successful `__getbuffer__`.
     unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {
-        self.exports.fetch_sub(1, Ordering::AcqRel);
+        self.held.release_export();
     }
 }
