@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
 
@@ -97,6 +98,19 @@ def not_regular(name):
     dh.Consumer.attach(name)
 
 
+def checksum_mismatch(name):
+    p = dh.Producer(name, slot_size=256, checksum="enforced")
+    c = dh.Consumer.attach(name)
+    marker = os.urandom(64)
+    p.send(marker, timeout=1)
+    # Flip one byte of the committed payload behind the library's back.
+    with open(SHM / name, "r+b") as f, mmap.mmap(f.fileno(), 0) as m:
+        at = m.find(marker)
+        assert at >= 0
+        m[at + 10] ^= 0xFF
+    c.read(timeout=1)
+
+
 def slot_in_use(name):
     p = dh.Producer(name)
     s = p.write(timeout=1)  # noqa: F841
@@ -141,6 +155,7 @@ CASES = [
     (bad_magic, dh.BadMagic, 6),
     (not_ready, dh.NotReady, 4),
     (not_regular, dh.NotRegular, 29),
+    (checksum_mismatch, dh.ChecksumMismatch, 16),
     (slot_in_use, dh.SlotInUse, 0),
     (invalid_schema, dh.InvalidSchema, 0),
     (big_endian_schema, dh.InvalidSchema, 0),
