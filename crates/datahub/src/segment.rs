@@ -169,9 +169,13 @@ pub(crate) fn create(name: &str, len: u64) -> Result<Option<Segment>, Error> {
         Err(e) => return Err(io_err("open(O_CREAT|O_EXCL)", name, e)),
     };
     let seg = stat_segment(name, File::from(fd))?;
-    if !try_lock(name, &seg.file)? {
-        // Someone opened the empty file and locked it in the instant since O_EXCL: a remover
-        // that takes it for a creator's corpse. The name is its business now.
+    // Someone may open the empty file and lock it in the instant since O_EXCL: a remover that
+    // takes it for a creator's corpse. Then either the lock is still theirs, or they have
+    // unlinked the file and let go of it, and the lock is ours but the name is not (the file is
+    // nobody's block now, and a third process may already have created another under the
+    // name). Both times the name is the other process's business: leave it alone. Once the
+    // lock is ours and the name is still our file, removers fail on the lock.
+    if !try_lock(name, &seg.file)? || !name_is(name, seg.dev, seg.ino) {
         return Err(Error::Busy {
             name: name.to_owned(),
         });

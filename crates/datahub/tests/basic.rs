@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use datahub::{
-    Action, Admin, ChecksumPolicy, Config, Consumer, Error, Expectations, Policy, Preset, Producer,
-    Schema, TypedConsumer, TypedProducer, WaitCause,
+    Action, Admin, ChecksumPolicy, Config, Consumer, Error, Expectations, Inspector, Policy,
+    Preset, Producer, Schema, TypedConsumer, TypedProducer, WaitCause,
 };
 
 const T: Duration = Duration::from_secs(5);
@@ -767,4 +767,41 @@ fn slots_read_never_goes_backwards_while_consumers_leave() {
         assert!(watcher.join().unwrap() > 0, "the watcher read the metrics");
     });
     assert!(p.metrics().slots_read > 0, "consumers read something");
+}
+
+/// `remove_dead` takes a block that is not published yet for a creator's corpse; racing a
+/// creator in the instant between its `O_CREAT|O_EXCL` and its lock, it may unlink the new
+/// file and let go of it before the creator locks. The creator must then give up (Busy), not
+/// go on with a file no name refers to while another block takes the name (seen in CI as a
+/// `datahub pub` that waited 30 s for a consumer that attached to the other block).
+#[test]
+fn a_creator_whose_new_file_was_unlinked_by_a_remover_gives_up_instead_of_producing_into_it() {
+    let n = name("remove-race");
+    let threads: Vec<_> = (1..=4u32)
+        .map(|t| {
+            let n = n.clone();
+            std::thread::spawn(move || {
+                let mut created = 0;
+                for _ in 0..400 {
+                    let _ = datahub::remove_dead(&n);
+                    let config = Config::new(Policy::Sequential)
+                        .slot_size(64)
+                        .slot_count(2)
+                        .schema(Schema::named("remove-race", t));
+                    let Ok(p) = Producer::create(&n, config) else {
+                        continue;
+                    };
+                    // Live and locked: nobody may have taken the name from it.
+                    let found = Inspector::open(&n).map(|i| i.info().schema_version);
+                    assert_eq!(found.ok(), Some(t), "thread {t}: the name is not its block");
+                    created += 1;
+                    drop(p);
+                }
+                created
+            })
+        })
+        .collect();
+    let created: u32 = threads.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(created > 0, "no thread ever created the block");
+    let _ = datahub::remove(&n);
 }
