@@ -12,6 +12,7 @@
 
 use pyo3::prelude::*;
 
+mod buffer;
 mod datahub;
 mod errors;
 mod mmsb;

@@ -1,6 +1,6 @@
 //! Slots as Python objects that export their memory through the buffer protocol.
 
-use std::ffi::{c_char, c_int, c_void};
+use std::ffi::c_int;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -10,59 +10,11 @@ use pyo3::prelude::*;
 
 use datahub::{ReadGuard, WriteGuard};
 
+use crate::buffer;
+
 use super::consumer::PyConsumer;
 use super::errors;
 use super::producer::PyProducer;
-
-/// Fills `view` with `len` bytes at `buf`, owned by `owner`.
-///
-/// # Safety
-/// `view` is the pointer CPython passed to `bf_getbuffer`; `buf..buf+len` stays valid and
-/// unmoved until the matching `bf_releasebuffer` (the owner's export count guarantees it).
-unsafe fn fill(
-    view: *mut ffi::Py_buffer,
-    flags: c_int,
-    buf: *mut u8,
-    len: usize,
-    readonly: bool,
-    owner: Bound<'_, PyAny>,
-) -> PyResult<()> {
-    if view.is_null() {
-        return Err(PyBufferError::new_err("view is null"));
-    }
-    if readonly && (flags & ffi::PyBUF_WRITABLE) == ffi::PyBUF_WRITABLE {
-        return Err(PyBufferError::new_err("a read slot is read-only"));
-    }
-    // SAFETY: `view` is valid (checked non-null, from CPython); the fields are set as the
-    // buffer protocol documents for a 1-D contiguous byte buffer. `format` points to a static
-    // C string that CPython never frees or writes.
-    unsafe {
-        (*view).obj = owner.into_ptr();
-        (*view).buf = buf.cast::<c_void>();
-        (*view).len = len as isize;
-        (*view).readonly = c_int::from(readonly);
-        (*view).itemsize = 1;
-        (*view).format = if (flags & ffi::PyBUF_FORMAT) == ffi::PyBUF_FORMAT {
-            c"B".as_ptr() as *mut c_char
-        } else {
-            std::ptr::null_mut()
-        };
-        (*view).ndim = 1;
-        (*view).shape = if (flags & ffi::PyBUF_ND) == ffi::PyBUF_ND {
-            &raw mut (*view).len
-        } else {
-            std::ptr::null_mut()
-        };
-        (*view).strides = if (flags & ffi::PyBUF_STRIDES) == ffi::PyBUF_STRIDES {
-            &raw mut (*view).itemsize
-        } else {
-            std::ptr::null_mut()
-        };
-        (*view).suboffsets = std::ptr::null_mut();
-        (*view).internal = std::ptr::null_mut();
-    }
-    Ok(())
-}
 
 fn views_alive(n: usize, what: &str) -> PyErr {
     PyBufferError::new_err(format!(
@@ -152,16 +104,14 @@ impl<G> Held<G> {
                 self.gone
             )));
         };
+        buffer::check_request(view, flags, readonly.then_some("a read slot is read-only"))?;
         let (buf, len) = region(guard);
         self.exports.fetch_add(1, Ordering::AcqRel);
         // SAFETY: the guard (and so the region) lives until `take`, which refuses while
         // `exports` > 0; the view holds a reference to `owner`, which owns this; the caller's
         // contract covers `view` and the region.
-        let r = unsafe { fill(view, flags, buf, len, readonly, owner) };
-        if r.is_err() {
-            self.exports.fetch_sub(1, Ordering::AcqRel);
-        }
-        r
+        unsafe { buffer::fill(view, flags, buf, len, readonly, owner) };
+        Ok(())
     }
 
     /// One export ended.

@@ -12,11 +12,11 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyMemoryView};
 
-use super::buffer;
 use super::dicts;
 use super::recompute;
 use super::shared::{OpError, Shared, lock};
 use super::state::State;
+use crate::buffer;
 
 /// Parses a durability string: `buffered`, `flush`, `fsync` (every commit), `fsync:N` (every
 /// N-th commit), `group` (5 ms) or `group:MS` (milliseconds, may be fractional).
@@ -578,7 +578,11 @@ impl Page {
         view: *mut ffi::Py_buffer,
         flags: std::ffi::c_int,
     ) -> PyResult<()> {
-        buffer::check_request(view, flags)?;
+        buffer::check_request(
+            view,
+            flags,
+            Some("page views are read-only: write through write_range or update"),
+        )?;
         let me = slf.get();
         let id = me.id;
         let shared = Arc::clone(&me.shared);
@@ -595,7 +599,7 @@ impl Page {
         // writes to this page or its parents and freed by `close` or dropping the `Shared`,
         // and all of those are refused (BufferError) until `__releasebuffer__` removes the
         // export counted above; the view's `obj` (this page) keeps the `Shared` alive.
-        unsafe { buffer::fill(view, flags, ptr as *const u8, len, slf.into_any()) };
+        unsafe { buffer::fill(view, flags, ptr as *const u8, len, true, slf.into_any()) };
         Ok(())
     }
 

@@ -14,7 +14,6 @@
 
 use pyo3::prelude::*;
 
-mod buffer;
 mod bus;
 mod dicts;
 mod errors;

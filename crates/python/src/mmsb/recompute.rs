@@ -21,9 +21,9 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyMemoryView};
 
-use super::buffer;
 use super::errors::misuse;
 use super::shared::{Shared, lock};
+use crate::buffer;
 
 /// The recompute closure of `child`. It holds the bus weakly (the bus holds the closure).
 pub(crate) fn closure(
@@ -158,7 +158,11 @@ impl ParentView {
         view: *mut ffi::Py_buffer,
         flags: std::ffi::c_int,
     ) -> PyResult<()> {
-        buffer::check_request(view, flags)?;
+        buffer::check_request(
+            view,
+            flags,
+            Some("page views are read-only: write through write_range or update"),
+        )?;
         let me = slf.get();
         if !me.valid.load(Ordering::Relaxed) {
             return Err(PyBufferError::new_err(
@@ -172,7 +176,7 @@ impl ParentView {
         // slice, which is never reallocated); after the call the export counted above keeps
         // every write to the parent and `close` refused (BufferError) until
         // `__releasebuffer__`, and `obj` (this view) keeps the `Shared`, so the bytes, alive.
-        unsafe { buffer::fill(view, flags, ptr, len, slf.into_any()) };
+        unsafe { buffer::fill(view, flags, ptr, len, true, slf.into_any()) };
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyMemoryView};
 
-use super::buffer;
+use crate::buffer;
 
 /// A set of pages detached from any log (the result of `replay_to`): immutable, so its views
 /// need no export rule.
@@ -190,13 +190,17 @@ impl StatePage {
         view: *mut ffi::Py_buffer,
         flags: std::ffi::c_int,
     ) -> PyResult<()> {
-        buffer::check_request(view, flags)?;
+        buffer::check_request(
+            view,
+            flags,
+            Some("page views are read-only: write through write_range or update"),
+        )?;
         let bytes = slf.get().page()?.bytes();
         let (ptr, len) = (bytes.as_ptr(), bytes.len());
         // SAFETY: `view` is valid (CPython's call, checked non-null); the bytes belong to an
         // `mmsb::State` nothing can change (only `Arc`s of it exist, no `&mut`), kept alive by
         // this object, which the view's `obj` holds.
-        unsafe { buffer::fill(view, flags, ptr, len, slf.into_any()) };
+        unsafe { buffer::fill(view, flags, ptr, len, true, slf.into_any()) };
         Ok(())
     }
 

@@ -1,4 +1,5 @@
-//! Filling a `Py_buffer` for a read-only, one-dimensional view of bytes (format `B`).
+//! Filling a `Py_buffer` for a one-dimensional view of bytes (format `B`): the one place the
+//! slots of `memsys.datahub` and the pages of `memsys.mmsb` export memory from.
 
 use std::ffi::{c_int, c_void};
 use std::ptr;
@@ -11,30 +12,37 @@ use pyo3::prelude::*;
 /// nothing (CPython never writes through `format`).
 const FORMAT: &std::ffi::CStr = c"B";
 
-/// Refuses a request for a writable buffer, and a null view, before anything is exported.
-pub(crate) fn check_request(view: *mut ffi::Py_buffer, flags: c_int) -> PyResult<()> {
+/// Refuses a null view, and, for a read-only export (`read_only` says why it is), a request
+/// for a writable buffer, before anything is exported.
+pub(crate) fn check_request(
+    view: *mut ffi::Py_buffer,
+    flags: c_int,
+    read_only: Option<&str>,
+) -> PyResult<()> {
     if view.is_null() {
         return Err(PyBufferError::new_err("null Py_buffer"));
     }
-    if (flags & ffi::PyBUF_WRITABLE) == ffi::PyBUF_WRITABLE {
-        return Err(PyBufferError::new_err(
-            "page views are read-only: write through write_range or update",
-        ));
+    if let Some(why) = read_only {
+        if (flags & ffi::PyBUF_WRITABLE) == ffi::PyBUF_WRITABLE {
+            return Err(PyBufferError::new_err(why.to_owned()));
+        }
     }
     Ok(())
 }
 
-/// Fills `view` as a read-only view of `len` bytes at `buf`, owned by `owner`.
+/// Fills `view` as a view of `len` bytes at `buf` (read-only or writable), owned by `owner`.
 ///
 /// # Safety
-/// `view` must be a valid, writable `Py_buffer` (non-null: [`check_request`] checked it), and
-/// the `len` bytes at `buf` must stay valid and unchanged until `owner`'s `__releasebuffer__`
-/// runs for this view.
+/// `view` must be a valid, writable `Py_buffer` (non-null: [`check_request`] checked it, with
+/// `read_only` set for a read-only export); the `len` bytes at `buf` must stay valid until
+/// `owner`'s `__releasebuffer__` runs for this view, unchanged by anyone else for a read-only
+/// view, and neither read nor written by anyone else for a writable one.
 pub(crate) unsafe fn fill(
     view: *mut ffi::Py_buffer,
     flags: c_int,
     buf: *const u8,
     len: usize,
+    read_only: bool,
     owner: Bound<'_, PyAny>,
 ) {
     // SAFETY: the caller guarantees `view` is valid and writable; the fields set here are the
@@ -44,7 +52,7 @@ pub(crate) unsafe fn fill(
         (*view).obj = owner.into_ptr();
         (*view).buf = buf.cast_mut().cast::<c_void>();
         (*view).len = isize::try_from(len).unwrap_or(isize::MAX);
-        (*view).readonly = 1;
+        (*view).readonly = c_int::from(read_only);
         (*view).itemsize = 1;
         (*view).format = if (flags & ffi::PyBUF_FORMAT) == ffi::PyBUF_FORMAT {
             FORMAT.as_ptr().cast_mut()
