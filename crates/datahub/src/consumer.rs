@@ -444,6 +444,41 @@ impl Consumer {
         readable_at(&self.block, self.position).is_some()
     }
 
+    /// Waits up to `timeout` until [`read`](Self::read) would return without waiting (see
+    /// [`readable`](Self::readable)). Claims nothing and counts no timeout in the block's
+    /// metrics, so a caller can wait in short slices and check its own conditions (signals,
+    /// deadlines) in between, then read with a zero timeout. Heartbeats meanwhile, as `read`
+    /// does.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] (cause `NoData`, or `ProducerDead` when the producer is gone).
+    pub fn wait_readable(&self, timeout: Duration) -> Result<(), Error> {
+        let blk = &self.block;
+        let h = blk.header();
+        let pos = self.position;
+        let started = Instant::now();
+        let ready = wait_until(
+            &h.commit.commit_word,
+            &h.commit.commit_waiters,
+            timeout,
+            self.plan,
+            || readable_at(blk, pos),
+            || heartbeat(blk, self.entry),
+        );
+        match ready {
+            Some(_) => Ok(()),
+            None => Err(Error::Timeout {
+                op: "wait_readable",
+                cause: if blk.producer_liveness() == Liveness::Dead {
+                    WaitCause::ProducerDead
+                } else {
+                    WaitCause::NoData
+                },
+                waited_ms: started.elapsed().as_millis() as u64,
+            }),
+        }
+    }
+
     /// Like [`read`](Self::read) without waiting: `Ok(None)` when nothing new is there.
     pub fn try_read(&mut self) -> Result<Option<ReadGuard<'_>>, Error> {
         match self.read_checked(Duration::ZERO) {

@@ -805,3 +805,34 @@ fn a_creator_whose_new_file_was_unlinked_by_a_remover_gives_up_instead_of_produc
     assert!(created > 0, "no thread ever created the block");
     let _ = datahub::remove(&n);
 }
+
+#[test]
+fn wait_readable_waits_for_a_message_claims_nothing_and_counts_no_timeout() {
+    let n = name("wait-readable");
+    let mut p = Producer::create(&n, Config::new(Policy::Sequential).slot_size(64)).unwrap();
+    let mut c = Consumer::attach(&n, Expectations::new()).unwrap();
+    assert!(!c.readable());
+    let e = c.wait_readable(Duration::from_millis(30)).unwrap_err();
+    assert!(matches!(
+        e,
+        Error::Timeout {
+            cause: WaitCause::NoData,
+            ..
+        }
+    ));
+    assert_eq!(
+        c.metrics().reader_timeouts,
+        0,
+        "a wait that claims nothing counts nothing"
+    );
+    p.send(b"one", T).unwrap();
+    c.wait_readable(T).unwrap();
+    assert!(c.readable());
+    assert_eq!(c.position(), 0, "waiting read nothing");
+    let g = c.read(Duration::ZERO).unwrap();
+    assert_eq!(&g[..], b"one");
+    g.release().unwrap();
+    p.close();
+    c.wait_readable(T).unwrap(); // the end of the stream is an answer too
+    assert!(matches!(c.read(Duration::ZERO), Err(Error::EndOfStream)));
+}

@@ -223,6 +223,8 @@ def test_a_waiting_read_releases_the_gil(block_name):
     assert still_waiting, "the read returned early"
     assert spins > 10_000, f"the main thread ran only {spins} loops while the read waited"
     assert len(errors) == 1 and errors[0].waited_ms >= 900
+    # Waited in slices, counted once, as one Rust read with the same timeout.
+    assert c.metrics()["reader_timeouts"] == 1
 
 
 WAIT_FOREVER = textwrap.dedent(
@@ -232,17 +234,21 @@ WAIT_FOREVER = textwrap.dedent(
     p = dh.Producer(sys.argv[1], slot_size=64, slot_count=2)
     c = dh.Consumer.attach(sys.argv[1])
     print("waiting", flush=True)
+    timeout = None if sys.argv[2] == "none" else float(sys.argv[2])
     try:
-        c.read(timeout=None)
+        c.read(timeout=timeout)
     except KeyboardInterrupt:
         print("interrupted", flush=True)
     """
 )
 
 
-def test_ctrl_c_interrupts_a_read_without_a_timeout(block_name):
+@pytest.mark.parametrize("timeout", ["none", "60"])
+def test_ctrl_c_interrupts_a_waiting_read_whatever_its_timeout(block_name, timeout):
     child = subprocess.Popen(
-        [sys.executable, "-c", WAIT_FOREVER, block_name], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", WAIT_FOREVER, block_name, timeout],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert child.stdout.readline().strip() == "waiting"

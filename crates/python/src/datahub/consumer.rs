@@ -1,5 +1,7 @@
 //! `memsys.datahub.Consumer` and its slot iterator.
 
+use std::time::Duration;
+
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
 
@@ -9,7 +11,7 @@ use super::broker::PyBroker;
 use super::lend::Lendable;
 use super::schema::PySchema;
 use super::slot::ReadSlot;
-use super::{errors, to_python, wait, wait_unless_ready};
+use super::{errors, finish, to_python, wait, wait_until_ready};
 
 /// A consumer of a DataHub block. Made by `Consumer.attach`, `Consumer.attach_secure` or
 /// `Consumer.discover`; detaches when freed, on `close()` or at the end of a `with` block.
@@ -43,14 +45,16 @@ impl PyConsumer {
         let py = slf.py();
         let this = slf.get();
         let lent = this.inner.lend()?;
-        // SAFETY: as below: lent to this call.
-        let ready = unsafe { lent.get() }.readable();
-        let r: PyResult<ReadGuard<'static>> = wait_unless_ready(py, t, ready, move |slice| {
-            // SAFETY: the consumer is lent to this call, then to the slot, until
-            // `give_back`; the slot keeps its owner alive while the guard lives.
-            let c: &'static mut Consumer = unsafe { lent.get() };
-            c.read(slice)
-        });
+        // SAFETY: the consumer is lent to this call, then to the slot, until `give_back`;
+        // the slot keeps its owner alive while the guard lives. The shared borrow for the
+        // wait ends before the mutable one for the read starts.
+        let shared: &Consumer = unsafe { lent.shared() };
+        let r: PyResult<ReadGuard<'static>> =
+            wait_until_ready(py, t, |slice| shared.wait_readable(slice)).and_then(|started| {
+                // SAFETY: as above; `shared` is not used any more.
+                let exclusive: &'static mut Consumer = unsafe { lent.get() };
+                finish(exclusive.read(Duration::ZERO), started)
+            });
         match r {
             Ok(g) => Ok(Some(ReadSlot::new(g, slf.clone().unbind()))),
             Err(e) => {
@@ -243,14 +247,11 @@ impl PyConsumer {
     fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<(u64, Vec<u8>)> {
         let t = super::timeout(timeout)?;
         self.inner.with(|c| {
-            let c = &mut *c;
-            let ready = c.readable();
-            wait_unless_ready(py, t, ready, |slice| {
-                let g = c.read(slice)?;
-                let out = (g.seq(), g.to_vec());
-                g.release()?;
-                Ok(out)
-            })
+            let started = wait_until_ready(py, t, |slice| c.wait_readable(slice))?;
+            let g = finish(c.read(Duration::ZERO), started)?;
+            let out = (g.seq(), g.to_vec());
+            g.release().map_err(errors::to_py)?;
+            Ok(out)
         })
     }
 

@@ -48,6 +48,15 @@ pub(crate) struct Lent<T>(pub(crate) NonNull<T>);
 unsafe impl<T: Send> Send for Lent<T> {}
 
 impl<T> Lent<T> {
+    /// The value, shared, for a wait that only reads it.
+    ///
+    /// # Safety
+    /// As [`Lent::get`], and no `&mut` from `get` may be alive while the result is used.
+    pub(crate) unsafe fn shared<'a>(&self) -> &'a T {
+        // SAFETY: the caller's contract: live, and not mutably borrowed meanwhile.
+        unsafe { &*self.0.as_ptr() }
+    }
+
     /// The value, for the lifetime the caller's guard needs.
     ///
     /// # Safety

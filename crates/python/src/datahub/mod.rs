@@ -9,12 +9,14 @@
 //!   aborting or releasing it while one is alive raises `BufferError` (the rule of CPython's
 //!   `mmap.close()`); the slot object is kept alive by every view (`memoryview.obj`), and an
 //!   unfinished slot is aborted (write) or released (read) only when its last reference goes.
-//! - The GIL is released during every wait. Timeouts are seconds (`float`); `None` waits
-//!   without end, in 200 ms slices between which signals are checked (so Ctrl-C works).
+//! - The GIL is released during every wait, in slices of at most 200 ms between which signals
+//!   are checked (so Ctrl-C works whatever the timeout). Timeouts are seconds (`float`);
+//!   `None` waits without end. A wait that times out counts one timeout in the block's
+//!   metrics, as the Rust call with the same timeout would.
 //! - [`Schema`](schema::PySchema) gives the same fingerprint for a numpy structured dtype as
 //!   `datahub::Schema::of` for the `#[repr(C)]` struct with the same layout.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -82,37 +84,80 @@ pub(crate) fn seconds(name: &str, s: f64) -> PyResult<Duration> {
     })
 }
 
-/// Runs `op` with the GIL released: once with `timeout`, or (`None`) in [`SLICE`]s until it
-/// returns anything but a timeout, checking for signals (KeyboardInterrupt) between slices.
+/// The deadline of a timeout argument (`None`: no limit).
+fn deadline(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// A timeout error whose `waited_ms` is the whole wait (the slices'), not the last slice's.
+fn whole_wait(e: Error, started: Instant) -> Error {
+    match e {
+        Error::Timeout { op, cause, .. } => Error::Timeout {
+            op,
+            cause,
+            waited_ms: started.elapsed().as_millis() as u64,
+        },
+        e => e,
+    }
+}
+
+/// Runs `op(slice)` with the GIL released, in slices of at most [`SLICE`] until it returns
+/// anything but a timeout or `timeout` (`None`: no limit) has passed, checking for signals
+/// (KeyboardInterrupt) between slices. For waits that count nothing in the block's metrics
+/// (attaching, waiting for consumers or for the drain).
 pub(crate) fn wait<T: Send>(
     py: Python<'_>,
     timeout: Option<Duration>,
     mut op: impl FnMut(Duration) -> Result<T, Error> + Send,
 ) -> PyResult<T> {
-    match timeout {
-        Some(t) => py.detach(|| op(t)).map_err(errors::to_py),
-        None => loop {
-            match py.detach(|| op(SLICE)) {
-                Err(Error::Timeout { .. }) => py.check_signals()?,
-                r => return r.map_err(errors::to_py),
-            }
-        },
+    let started = Instant::now();
+    let end = deadline(timeout);
+    loop {
+        let left = end.map(|d| d.saturating_duration_since(Instant::now()));
+        let slice = left.map_or(SLICE, |l| l.min(SLICE));
+        match py.detach(|| op(slice)) {
+            Err(Error::Timeout { .. }) if left.is_none_or(|l| l > slice) => py.check_signals()?,
+            r => return r.map_err(|e| errors::to_py(whole_wait(e, started))),
+        }
     }
 }
 
-/// [`wait`], but when `ready` says the operation will not wait, runs it at once with the GIL
-/// held: releasing and retaking the GIL costs more than a claim or a read that does not wait.
-pub(crate) fn wait_unless_ready<T: Send>(
+/// Waits until `ready(slice)` says an operation will not wait, or `timeout` (`None`: no
+/// limit) has passed; the caller then runs the operation with a zero timeout and passes its
+/// result through [`finish`]. Ready now: returns at once with the GIL held (releasing and
+/// retaking the GIL costs more than a claim or a read that does not wait). Else waits with
+/// `ready` in GIL-free slices of at most [`SLICE`], checking for signals between them. When
+/// `timeout` passes first, the operation still runs once: it reports the timeout, counted once
+/// in the block's metrics as one Rust call with the whole timeout would count it. Returns
+/// when the wait started.
+pub(crate) fn wait_until_ready(
     py: Python<'_>,
     timeout: Option<Duration>,
-    ready: bool,
-    mut op: impl FnMut(Duration) -> Result<T, Error> + Send,
-) -> PyResult<T> {
-    if ready {
-        op(Duration::ZERO).map_err(errors::to_py)
-    } else {
-        wait(py, timeout, op)
+    mut ready: impl FnMut(Duration) -> Result<(), Error> + Send,
+) -> PyResult<Instant> {
+    let started = Instant::now();
+    if ready(Duration::ZERO).is_ok() {
+        return Ok(started);
     }
+    let end = deadline(timeout);
+    loop {
+        let left = end.map(|d| d.saturating_duration_since(Instant::now()));
+        if left == Some(Duration::ZERO) {
+            return Ok(started);
+        }
+        let slice = left.map_or(SLICE, |l| l.min(SLICE));
+        match py.detach(|| ready(slice)) {
+            Err(Error::Timeout { .. }) => py.check_signals()?,
+            // Ready, or closed, truncated, ...: the operation says which.
+            _ => return Ok(started),
+        }
+    }
+}
+
+/// The result of the operation after [`wait_until_ready`]: a timeout with `waited_ms` the
+/// whole wait.
+pub(crate) fn finish<T>(r: Result<T, Error>, started: Instant) -> PyResult<T> {
+    r.map_err(|e| errors::to_py(whole_wait(e, started)))
 }
 
 /// A policy argument: `"latest"`, `"sequential"`, `"sequential_sync"`.

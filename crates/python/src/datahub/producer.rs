@@ -4,13 +4,13 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 
-use datahub::{Config, Producer};
+use datahub::{Config, Producer, WriteGuard};
 
 use super::broker::PyBroker;
 use super::lend::Lendable;
 use super::schema::PySchema;
 use super::slot::WriteSlot;
-use super::{errors, to_python, wait, wait_unless_ready};
+use super::{errors, finish, to_python, wait, wait_until_ready};
 
 /// Creates the block `name` (in /dev/shm, or $DATAHUB_SHM_DIR) and becomes its producer.
 ///
@@ -133,21 +133,16 @@ impl PyProducer {
         let t = super::timeout(timeout)?;
         let this = slf.get();
         let lent = this.inner.lend()?;
-        // SAFETY: as below: lent to this call.
-        let ready = unsafe { lent.get() }.wait_writable(Duration::ZERO).is_ok();
-        let r = wait_unless_ready(py, t, ready, move |slice| {
-            // SAFETY: the producer is lent to this call (and then to the slot) until
-            // `give_back`; the slot keeps `slf` (its owner) alive while the guard lives.
-            let p: &'static mut Producer = unsafe { lent.get() };
-            if t.is_none() {
-                // Slices: wait without counting a timeout in the block's metrics, then claim
-                // (which cannot wait: this is the block's only producer).
-                p.wait_writable(slice)?;
-                p.write(Duration::ZERO)
-            } else {
-                p.write(slice)
-            }
-        });
+        // SAFETY: the producer is lent to this call (and then to the slot) until
+        // `give_back`; the slot keeps `slf` (its owner) alive while the guard lives. The
+        // shared borrow for the wait ends before the mutable one for the claim starts.
+        let shared: &Producer = unsafe { lent.shared() };
+        let r: PyResult<WriteGuard<'static>> =
+            wait_until_ready(py, t, |slice| shared.wait_writable(slice)).and_then(|started| {
+                // SAFETY: as above; `shared` is not used any more.
+                let exclusive: &'static mut Producer = unsafe { lent.get() };
+                finish(exclusive.write(Duration::ZERO), started)
+            });
         match r {
             Ok(g) => Ok(WriteSlot::new(g, slf.clone().unbind())),
             Err(e) => {
@@ -165,16 +160,8 @@ impl PyProducer {
     fn send(&self, py: Python<'_>, data: &[u8], timeout: Option<f64>) -> PyResult<u64> {
         let t = super::timeout(timeout)?;
         self.inner.with(|p| {
-            let lenient = &mut *p;
-            let ready = lenient.wait_writable(Duration::ZERO).is_ok();
-            wait_unless_ready(py, t, ready, |slice| {
-                if t.is_none() {
-                    lenient.wait_writable(slice)?;
-                    lenient.send(data, Duration::ZERO)
-                } else {
-                    lenient.send(data, slice)
-                }
-            })
+            let started = wait_until_ready(py, t, |slice| p.wait_writable(slice))?;
+            finish(p.send(data, Duration::ZERO), started)
         })
     }
 

@@ -52,8 +52,8 @@ fn scalar_of(base: &Bound<'_, PyAny>, field: &str) -> PyResult<Scalar> {
     let kind: String = base.getattr("kind")?.extract()?;
     let size: u64 = base.getattr("itemsize")?.extract()?;
     let order: String = base.getattr("byteorder")?.extract()?;
-    let little = matches!(order.as_str(), "<" | "|")
-        || (order == "=" && cfg!(target_endian = "little"));
+    let little =
+        matches!(order.as_str(), "<" | "|") || (order == "=" && cfg!(target_endian = "little"));
     if !little {
         return Err(errors::invalid_schema(format!(
             "field {field:?}: big-endian types are not DataHub scalars (use '<' byte order)"
