@@ -36,12 +36,8 @@ impl PyConsumer {
         }
     }
 
-    /// Reads the next message into a slot object (`try_only`: without waiting, `None` when
-    /// there is none).
-    fn read_slot(
-        slf: &Bound<'_, Self>,
-        t: Option<std::time::Duration>,
-    ) -> PyResult<Option<ReadSlot>> {
+    /// Reads the next message into a slot object, waiting up to `t` (`None`: no limit).
+    fn read_slot(slf: &Bound<'_, Self>, t: Option<std::time::Duration>) -> PyResult<ReadSlot> {
         let py = slf.py();
         let this = slf.get();
         let lent = this.inner.lend()?;
@@ -56,7 +52,7 @@ impl PyConsumer {
                 finish(exclusive.read(Duration::ZERO), started)
             });
         match r {
-            Ok(g) => Ok(Some(ReadSlot::new(g, slf.clone().unbind()))),
+            Ok(g) => Ok(ReadSlot::new(g, slf.clone().unbind())),
             Err(e) => {
                 this.inner.give_back();
                 Err(e)
@@ -226,7 +222,7 @@ impl PyConsumer {
     #[pyo3(signature = (timeout = None))]
     fn read(slf: Bound<'_, Self>, timeout: Option<f64>) -> PyResult<ReadSlot> {
         let t = super::timeout(timeout)?;
-        Self::read_slot(&slf, t).map(|s| s.expect("a waiting read gives a slot"))
+        Self::read_slot(&slf, t)
     }
 
     /// The next message if one is there now, else None. Raises as `read`, but never Timeout.
@@ -237,7 +233,7 @@ impl PyConsumer {
         }
         match Self::read_slot(&slf, Some(std::time::Duration::ZERO)) {
             Err(e) if e.is_instance_of::<errors::Timeout>(slf.py()) => Ok(None),
-            r => r,
+            r => r.map(Some),
         }
     }
 
@@ -356,12 +352,11 @@ impl SlotIter {
         }
         let c = self.consumer.bind(py);
         match PyConsumer::read_slot(c, self.timeout) {
-            Ok(Some(s)) => {
+            Ok(s) => {
                 let s = Py::new(py, s)?;
                 *self.prev.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone_ref(py));
                 Ok(s)
             }
-            Ok(None) => Err(PyStopIteration::new_err(())),
             Err(e) if e.is_instance_of::<errors::EndOfStream>(py) => {
                 Err(PyStopIteration::new_err(()))
             }
