@@ -1,8 +1,9 @@
 """memsys.datahub: zero-copy exchange between processes through shared-memory DataBlocks.
 
-Timeouts are seconds (float). ``None`` waits without a limit, in 200 ms slices between which
-signals are checked (Ctrl-C raises KeyboardInterrupt); each such slice of a consumer's read
-counts in the block's ``reader_timeouts``. The GIL is released during every wait.
+Timeouts are seconds (float); ``None`` waits without a limit. The GIL is released during
+every wait, in slices of at most 200 ms between which signals are checked (Ctrl-C raises
+KeyboardInterrupt whatever the timeout). A call that times out counts one timeout in the
+block's metrics and reports the whole wait in ``Timeout.waited_ms``.
 
 Slots export their memory through the buffer protocol: ``memoryview(slot)`` and
 ``numpy.frombuffer(slot, dtype)`` are the slot itself, not a copy. A view can never outlive
