@@ -45,12 +45,14 @@ impl PyConsumer {
         // the slot keeps its owner alive while the guard lives. The shared borrow for the
         // wait ends before the mutable one for the read starts.
         let shared: &Consumer = unsafe { lent.shared() };
-        let r: PyResult<ReadGuard<'static>> =
-            wait_until_ready(py, t, |slice| shared.wait_readable(slice)).and_then(|started| {
-                // SAFETY: as above; `shared` is not used any more.
-                let exclusive: &'static mut Consumer = unsafe { lent.get() };
-                finish(exclusive.read(Duration::ZERO), started)
-            });
+        let r: PyResult<ReadGuard<'static>> = wait_until_ready(py, t, shared.readable(), |slice| {
+            shared.wait_readable(slice)
+        })
+        .and_then(|started| {
+            // SAFETY: as above; `shared` is not used any more.
+            let exclusive: &'static mut Consumer = unsafe { lent.get() };
+            finish(exclusive.read(Duration::ZERO), started)
+        });
         match r {
             Ok(g) => Ok(ReadSlot::new(g, slf.clone().unbind())),
             Err(e) => {
@@ -243,7 +245,7 @@ impl PyConsumer {
     fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<(u64, Vec<u8>)> {
         let t = super::timeout(timeout)?;
         self.inner.with(|c| {
-            let started = wait_until_ready(py, t, |slice| c.wait_readable(slice))?;
+            let started = wait_until_ready(py, t, c.readable(), |slice| c.wait_readable(slice))?;
             let g = finish(c.read(Duration::ZERO), started)?;
             let out = (g.seq(), g.to_vec());
             g.release().map_err(errors::to_py)?;

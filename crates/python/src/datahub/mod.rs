@@ -124,40 +124,44 @@ pub(crate) fn wait<T: Send>(
 
 /// Waits until `ready(slice)` says an operation will not wait, or `timeout` (`None`: no
 /// limit) has passed; the caller then runs the operation with a zero timeout and passes its
-/// result through [`finish`]. Ready now: returns at once with the GIL held (releasing and
-/// retaking the GIL costs more than a claim or a read that does not wait). Else waits with
-/// `ready` in GIL-free slices of at most [`SLICE`], checking for signals between them. When
-/// `timeout` passes first, the operation still runs once: it reports the timeout, counted once
-/// in the block's metrics as one Rust call with the whole timeout would count it. Returns
-/// when the wait started.
+/// result through [`finish`]. `ready_now` (the caller's cheap check): returns at once with
+/// the GIL held (releasing and retaking the GIL costs more than a claim or a read that does
+/// not wait). Else waits with `ready` in GIL-free slices of at most [`SLICE`], checking for
+/// signals between them. When `timeout` passes first, the operation still runs once: it
+/// reports the timeout, counted once in the block's metrics as one Rust call with the whole
+/// timeout would count it. Returns when the wait started (`None`: it did not wait).
 pub(crate) fn wait_until_ready(
     py: Python<'_>,
     timeout: Option<Duration>,
+    ready_now: bool,
     mut ready: impl FnMut(Duration) -> Result<(), Error> + Send,
-) -> PyResult<Instant> {
-    let started = Instant::now();
-    if ready(Duration::ZERO).is_ok() {
-        return Ok(started);
+) -> PyResult<Option<Instant>> {
+    if ready_now {
+        return Ok(None);
     }
+    let started = Instant::now();
     let end = deadline(timeout);
     loop {
         let left = end.map(|d| d.saturating_duration_since(Instant::now()));
         if left == Some(Duration::ZERO) {
-            return Ok(started);
+            return Ok(Some(started));
         }
         let slice = left.map_or(SLICE, |l| l.min(SLICE));
         match py.detach(|| ready(slice)) {
             Err(Error::Timeout { .. }) => py.check_signals()?,
             // Ready, or closed, truncated, ...: the operation says which.
-            _ => return Ok(started),
+            _ => return Ok(Some(started)),
         }
     }
 }
 
 /// The result of the operation after [`wait_until_ready`]: a timeout with `waited_ms` the
-/// whole wait.
-pub(crate) fn finish<T>(r: Result<T, Error>, started: Instant) -> PyResult<T> {
-    r.map_err(|e| errors::to_py(whole_wait(e, started)))
+/// whole wait (`started`: when the wait began, `None` if it did not wait).
+pub(crate) fn finish<T>(r: Result<T, Error>, started: Option<Instant>) -> PyResult<T> {
+    r.map_err(|e| match started {
+        Some(t) => errors::to_py(whole_wait(e, t)),
+        None => errors::to_py(e),
+    })
 }
 
 /// A policy argument: `"latest"`, `"sequential"`, `"sequential_sync"`.

@@ -42,6 +42,11 @@ impl PyProducer {
     }
 }
 
+/// Whether a claim would not wait now.
+fn writable_now(p: &Producer) -> bool {
+    p.wait_writable(Duration::ZERO).is_ok()
+}
+
 #[pymethods]
 impl PyProducer {
     #[new]
@@ -138,7 +143,10 @@ impl PyProducer {
         // shared borrow for the wait ends before the mutable one for the claim starts.
         let shared: &Producer = unsafe { lent.shared() };
         let r: PyResult<WriteGuard<'static>> =
-            wait_until_ready(py, t, |slice| shared.wait_writable(slice)).and_then(|started| {
+            wait_until_ready(py, t, writable_now(shared), |slice| {
+                shared.wait_writable(slice)
+            })
+            .and_then(|started| {
                 // SAFETY: as above; `shared` is not used any more.
                 let exclusive: &'static mut Producer = unsafe { lent.get() };
                 finish(exclusive.write(Duration::ZERO), started)
@@ -160,7 +168,7 @@ impl PyProducer {
     fn send(&self, py: Python<'_>, data: &[u8], timeout: Option<f64>) -> PyResult<u64> {
         let t = super::timeout(timeout)?;
         self.inner.with(|p| {
-            let started = wait_until_ready(py, t, |slice| p.wait_writable(slice))?;
+            let started = wait_until_ready(py, t, writable_now(p), |slice| p.wait_writable(slice))?;
             finish(p.send(data, Duration::ZERO), started)
         })
     }
