@@ -262,3 +262,37 @@ def test_ctrl_c_interrupts_a_waiting_read_whatever_its_timeout(block_name, timeo
     finally:
         child.kill()
         child.wait()
+
+
+NO_BLOCKING = textwrap.dedent(
+    """
+    import sys, threading, time
+    import memsys.datahub as dh
+    p = dh.Producer(sys.argv[1], slot_size=64, slot_count=2)
+    def waiter():
+        try:
+            p.wait_for_consumers(1, timeout=1.0)
+        except dh.Timeout:
+            pass
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.1)  # the thread now waits, GIL released, holding the producer
+    t0 = time.monotonic()
+    assert "Producer" in repr(p)
+    try:
+        p.heartbeat()
+    except dh.SlotInUse:
+        pass
+    else:
+        sys.exit("heartbeat ran while another thread held the producer")
+    assert time.monotonic() - t0 < 0.5, "a call waited behind the other thread"
+    t.join()
+    print("ok")
+    """
+)
+
+
+def test_repr_and_calls_never_block_behind_another_threads_wait(block_name, run_python):
+    # In a child: a call that blocked under the GIL would deadlock the child, not the suite.
+    cp = run_python(NO_BLOCKING, block_name, timeout=20)
+    assert cp.returncode == 0 and cp.stdout.strip() == "ok", cp.stderr

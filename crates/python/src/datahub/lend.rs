@@ -110,7 +110,9 @@ impl<T> Lendable<T> {
         }
     }
 
-    /// Ends a lending: the borrower must not use the value any more.
+    /// Ends a lending: the borrower must not use the value any more. Blocks only for the
+    /// instant another thread's [`Lendable::with`] takes to see the value is lent (it never
+    /// waits while holding the state then).
     pub(crate) fn give_back(&self) {
         // Poisoning cannot happen (no code panics while holding the lock); recover anyway.
         let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -136,12 +138,15 @@ impl<T> Lendable<T> {
         }
     }
 
-    /// Whether `close` ran.
+    /// Whether `close` ran. Never blocks: a thread that holds the state is using the value
+    /// (perhaps waiting with the GIL released, which a blocking lock here, under the GIL,
+    /// would deadlock against), so it is not closed.
     pub(crate) fn is_closed(&self) -> bool {
-        matches!(
-            *self.state.lock().unwrap_or_else(|e| e.into_inner()),
-            State::Closed
-        )
+        match self.state.try_lock() {
+            Ok(g) => matches!(*g, State::Closed),
+            Err(std::sync::TryLockError::Poisoned(g)) => matches!(*g.into_inner(), State::Closed),
+            Err(std::sync::TryLockError::WouldBlock) => false,
+        }
     }
 }
 
