@@ -16,6 +16,11 @@ use crate::sync::spin_hint;
 use crate::wait::{WaitPlan, wait_until};
 use crate::{Error, WaitCause};
 
+mod batch;
+mod handover;
+
+pub use batch::BatchReadGuard;
+
 /// Reads between two heartbeat stores on the hot path.
 const HEARTBEAT_EVERY: u32 = 256;
 
@@ -198,71 +203,6 @@ impl Consumer {
         self.handovers
     }
 
-    /// At the end of the stream: if the block has a successor record, moves to the successor
-    /// (`Ok(true)`); `Ok(false)` if there is none.
-    ///
-    /// Lossless: adopts the entry the handover reserved for this consumer (position = the
-    /// cutover) or, for a consumer that attached after the handover, registers anew at the
-    /// successor's read floor; only then unregisters from the old block.
-    fn follow(&mut self) -> Result<bool, Error> {
-        let Some(rec) = crate::handover::read_record(&self.block.header().handover)? else {
-            return Ok(false);
-        };
-        if self.exp.no_follow {
-            return Err(Error::HandedOver {
-                successor: rec.name,
-            });
-        }
-        let lossless = self.policy().is_lossless();
-        if lossless && self.position != rec.cutover_seq {
-            return Err(Error::InvalidSuccessor {
-                why: format!(
-                    "cutover {} but this consumer is at {}",
-                    rec.cutover_seq, self.position
-                ),
-            });
-        }
-        let succ = Block::open(&rec.name, Duration::from_secs(1), Access::ReadWrite)?;
-        crate::handover::check_successor(&rec, &succ)?;
-        check_expectations(&succ, &self.exp)?;
-        let (pid, start) = proc::me();
-        let entry = {
-            let lock = SharedSpinlock::new(&succ, REGISTRATION_LOCK)?;
-            let _g = lock.lock(Duration::from_secs(5))?;
-            succ.reclaim_dead_consumers();
-            let h = succ.header();
-            let bit = 1u64 << self.entry;
-            let e = succ.consumer(self.entry);
-            let reserved = h.handover.reserved_mask.load(SeqCst) & bit != 0
-                && e.state.load(Acquire) == reg::ACTIVE
-                && e.pid.load(Relaxed) == pid
-                && e.start_time.load(Relaxed) == start;
-            if reserved {
-                h.handover.reserved_mask.fetch_and(!bit, SeqCst);
-                e.heartbeat_ns.store(proc::monotonic_ns(), Relaxed);
-                self.entry
-            } else {
-                claim_entry(&succ)?
-            }
-        };
-        succ.header().metrics.attaches.fetch_add(1, Relaxed);
-        self.plan = wait_plan(&succ, &self.exp);
-        let old = std::mem::replace(&mut self.block, succ);
-        unregister(&old, self.entry);
-        self.entry = entry;
-        self.bit = 1 << entry;
-        let e = self.block.consumer(entry);
-        if lossless {
-            self.position = e.position.load(SeqCst);
-        } else {
-            self.position = self.position.max(rec.cutover_seq);
-            e.position.store(self.position, Relaxed);
-        }
-        self.exact = false;
-        self.handovers += 1;
-        Ok(true)
-    }
-
     /// The block's name.
     pub fn name(&self) -> &str {
         &self.block.name
@@ -319,121 +259,6 @@ impl Consumer {
             len,
             released: false,
         })
-    }
-
-    /// Waits up to `timeout` for the next message, then takes it and every message committed
-    /// after it that is already there, up to `max` (and at most the slot count): the committed
-    /// run available, read in place and released together, with one position update (and one
-    /// wake-up of the producer) for the whole batch.
-    ///
-    /// Lossless modes: messages in order, each once, as [`read`](Self::read) gives them; a
-    /// message the batch stops before (not committed yet, or under `Enforced` not yet
-    /// verified) is the first of the next batch. `Latest`: the message `read` would return,
-    /// alone (a latest reader skips, so it has no run to take).
-    ///
-    /// # Errors
-    /// Those of [`read`](Self::read), for the first message; [`Error::OutOfRange`] if `max`
-    /// is 0.
-    pub fn read_batch(
-        &mut self,
-        max: usize,
-        timeout: Duration,
-    ) -> Result<BatchReadGuard<'_>, Error> {
-        if max == 0 {
-            return Err(Error::OutOfRange {
-                what: "batch size",
-                index: 0,
-                limit: usize::MAX,
-            });
-        }
-        let r = self.read_checked(timeout);
-        if let Err(e) = &r {
-            if !matches!(e, Error::EndOfStream) {
-                self.block.note_error(e);
-            }
-        }
-        let (slot, seq, len) = r?;
-        let mut batch = std::mem::take(&mut self.batch);
-        batch.clear();
-        batch.push(Held { slot, seq, len });
-        if self.policy().is_lossless() {
-            self.extend_batch(&mut batch, max);
-        }
-        Ok(BatchReadGuard {
-            consumer: self,
-            held: batch,
-            released: false,
-        })
-    }
-
-    /// Adds to `batch` (holding message `first`) the messages after it that are committed,
-    /// enterable and (Enforced) verified, up to `max` in all. Stops at the first that is not:
-    /// the next read meets it through the full path of `read`.
-    fn extend_batch(&mut self, batch: &mut Vec<Held>, max: usize) {
-        let blk = &self.block;
-        let first = batch[0].seq;
-        let commit = blk.header().commit.commit_index.load(SeqCst);
-        let want = (max as u64)
-            .min(blk.slot_count())
-            .min(commit.wrapping_sub(first));
-        let enforced = blk.params().checksum == ChecksumPolicy::Enforced;
-        for k in 1..want {
-            let seq = first.wrapping_add(k);
-            let Ok(i) = blk.slot_of(seq) else { break };
-            match blk.slot(i).try_enter(self.bit) {
-                Some(e) if e.seq == seq => {
-                    if enforced && self.verify(i, seq, e.len).is_err() {
-                        blk.slot(i).leave(self.bit);
-                        break;
-                    }
-                    batch.push(Held {
-                        slot: i,
-                        seq,
-                        len: e.len,
-                    });
-                }
-                Some(_) => {
-                    blk.slot(i).leave(self.bit);
-                    break;
-                }
-                None => break,
-            }
-        }
-    }
-
-    /// Releases a batch: checks every slot still held its message, leaves them all, then moves
-    /// past the last one with one position store.
-    fn release_batch(&mut self, batch: &[Held]) -> Result<(), Error> {
-        self.block.check_intact(false)?;
-        let blk = &self.block;
-        let mut invalid = None;
-        for h in batch {
-            if invalid.is_none() && !blk.slot(h.slot).still_holds(h.seq) {
-                invalid = Some(*h);
-            }
-            blk.slot(h.slot).leave(self.bit);
-        }
-        blk.consumer(self.entry).held_seq.store(NO_SEQ, Relaxed);
-        let last = batch.last().expect("a batch holds at least one message");
-        let bytes: u64 = batch.iter().map(|h| u64::from(h.len)).sum();
-        self.advance_run(last.seq, batch.len() as u64, bytes);
-        let blk = &self.block;
-        match invalid {
-            None => Ok(()),
-            Some(h) => {
-                blk.check_intact(true)?;
-                blk.header()
-                    .metrics
-                    .validation_failures
-                    .fetch_add(1, Relaxed);
-                let e = Error::ValidationFailed {
-                    slot: h.slot,
-                    seq: h.seq,
-                };
-                blk.note_error(&e);
-                Err(e)
-            }
-        }
     }
 
     /// Whether [`read`](Self::read) would return without waiting (a message is committed, the
@@ -977,10 +802,6 @@ fn unregister(blk: &Block, entry: usize) {
     drop(guard);
 }
 
-/// Whether `blk` was handed over at or before `pos` (a published successor record whose
-/// cutover this reader has reached): the end of its stream, even if the producer died before
-/// storing `end_of_stream`.
-#[inline]
 /// `Some(commit index)` when a read at `pos` has an answer now: a message, the end of the
 /// stream, a truncated block or a handover to follow.
 fn readable_at(blk: &Block, pos: u64) -> Option<u64> {
@@ -993,6 +814,10 @@ fn readable_at(blk: &Block, pos: u64) -> Option<u64> {
     .then_some(c)
 }
 
+/// Whether `blk` was handed over at or before `pos` (a published successor record whose
+/// cutover this reader has reached): the end of its stream, even if the producer died before
+/// storing `end_of_stream`.
+#[inline]
 fn handed_over_at(blk: &Block, pos: u64) -> bool {
     let a = &blk.header().handover;
     crate::handover::published(a) && a.cutover_seq.load(Relaxed) <= pos
@@ -1102,75 +927,5 @@ impl Slots<'_> {
     /// See [`Consumer::seek_to`].
     pub fn seek_to(&mut self, seq: u64) -> Result<(), Error> {
         self.consumer.seek_to(seq)
-    }
-}
-
-/// A batch of held messages ([`Consumer::read_batch`]): consecutive sequence numbers from
-/// [`first_seq`](Self::first_seq), each read in place. Released together (and validated) by
-/// [`release`](Self::release) or on drop.
-#[derive(Debug)]
-pub struct BatchReadGuard<'a> {
-    consumer: &'a mut Consumer,
-    held: Vec<Held>,
-    released: bool,
-}
-
-impl BatchReadGuard<'_> {
-    /// Messages in the batch (at least 1).
-    pub fn len(&self) -> usize {
-        self.held.len()
-    }
-
-    /// Always false: a batch holds at least one message.
-    pub fn is_empty(&self) -> bool {
-        self.held.is_empty()
-    }
-
-    /// Sequence number of the first message (message `k` is `first_seq() + k`).
-    pub fn first_seq(&self) -> u64 {
-        self.held[0].seq
-    }
-
-    /// The committed bytes of message `k`.
-    ///
-    /// # Panics
-    /// If `k >= len()`.
-    pub fn get(&self, k: usize) -> &[u8] {
-        let h = self.held[k];
-        let blk = &self.consumer.block;
-        let len = (h.len as usize).min(blk.slot_size());
-        // SAFETY: this consumer's bit is set in slot `h.slot`'s reader mask and the slot was
-        // COMMITTED with message `h.seq` when it entered, so the producer does not write the
-        // payload until the bit is cleared (in release); `len` is clamped to the slot.
-        unsafe { std::slice::from_raw_parts(blk.payload(h.slot), len) }
-    }
-
-    /// `(seq, bytes)` of each message, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
-        (0..self.held.len()).map(|k| (self.held[k].seq, self.get(k)))
-    }
-
-    /// Releases every message and checks that each slot still held its message while it was
-    /// read.
-    ///
-    /// # Errors
-    /// [`Error::ValidationFailed`] for the first message whose slot recovery reset under the
-    /// reader (every message of the batch is released and counted as read all the same).
-    pub fn release(mut self) -> Result<(), Error> {
-        self.released = true;
-        let held = std::mem::take(&mut self.held);
-        let r = self.consumer.release_batch(&held);
-        self.consumer.batch = held;
-        r
-    }
-}
-
-impl Drop for BatchReadGuard<'_> {
-    fn drop(&mut self) {
-        if !self.released {
-            let held = std::mem::take(&mut self.held);
-            let _ = self.consumer.release_batch(&held);
-            self.consumer.batch = held;
-        }
     }
 }
