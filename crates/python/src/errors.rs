@@ -1,5 +1,7 @@
-//! The exception root shared by the three submodules, and helpers to raise typed exceptions.
+//! The exception root shared by the three submodules, and helpers to raise typed exceptions
+//! and to hand Rust values to Python.
 
+use pyo3::IntoPyObjectExt;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
@@ -27,4 +29,19 @@ pub(crate) fn raise_with(
         let _ = value.setattr(*k, v.bind(py));
     }
     err
+}
+
+/// Any Python-convertible value as an object, for exception attributes (`None` if the
+/// conversion fails, which it never does for the strings and numbers passed).
+pub(crate) fn obj<'py, T: IntoPyObject<'py>>(py: Python<'py>, v: T) -> Py<PyAny> {
+    v.into_bound_py_any(py)
+        .map_or_else(|_| py.None(), Bound::unbind)
+}
+
+/// A serde value as plain Python data (dicts, lists, numbers, strings, None), by pythonize.
+pub(crate) fn to_python<'py, T: serde::Serialize + ?Sized>(
+    py: Python<'py>,
+    v: &T,
+) -> PyResult<Bound<'py, PyAny>> {
+    pythonize::pythonize(py, v).map_err(PyErr::from)
 }

@@ -12,15 +12,14 @@
 
 use std::path::PathBuf;
 
-use pyo3::BoundObject;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple, PyType};
 use serde_json::Value;
 use tslab::report::{ClassMetric, Diff, EpochMetric, Summary};
 use tslab::source::{HTTP_TIMEOUT, MAX_INPUT_BYTES, Source};
 use tslab::{Error, MAX_QUOTED, quote_bounded};
 
-use crate::errors::{MemsysError, raise_with};
+use crate::errors::{MemsysError, obj, raise_with, to_python};
 
 pyo3::create_exception!(
     memsys.tslab,
@@ -100,15 +99,6 @@ pyo3::create_exception!(
     TslabError,
     "The allocator refused something (Rust `Error::Alloc`; not raised by this module's API). Attribute: `message`."
 );
-
-/// Any Python-convertible value as an object (`None` if the conversion fails, which it never
-/// does for the strings and integers passed here).
-fn obj<'py, T: IntoPyObject<'py>>(py: Python<'py>, v: T) -> Py<PyAny> {
-    match v.into_pyobject(py) {
-        Ok(b) => b.into_any().unbind(),
-        Err(_) => py.None(),
-    }
-}
 
 /// Converts a `tslab::Error` into its exception class, message = the Rust error's one line,
 /// attributes = the variant's fields (and `origin` on every class).
@@ -219,45 +209,13 @@ pub(crate) fn to_pyerr(py: Python<'_>, e: Error) -> PyErr {
     raise_with(py, ty, msg, &attrs)
 }
 
-/// A `serde_json::Value` as plain Python data (dict, list, str, int, float, bool, None).
-fn json_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
-    Ok(match v {
-        Value::Null => py.None().into_bound(py),
-        Value::Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
-        Value::Number(n) => {
-            if let Some(u) = n.as_u64() {
-                u.into_pyobject(py)?.into_any()
-            } else if let Some(i) = n.as_i64() {
-                i.into_pyobject(py)?.into_any()
-            } else {
-                n.as_f64().unwrap_or(f64::NAN).into_pyobject(py)?.into_any()
-            }
-        }
-        Value::String(s) => PyString::new(py, s).into_any(),
-        Value::Array(a) => {
-            let list = PyList::empty(py);
-            for x in a {
-                list.append(json_to_py(py, x)?)?;
-            }
-            list.into_any()
-        }
-        Value::Object(m) => {
-            let dict = PyDict::new(py);
-            for (k, x) in m {
-                dict.set_item(k, json_to_py(py, x)?)?;
-            }
-            dict.into_any()
-        }
-    })
-}
-
 /// Any serializable value (a snapshot or report type) as plain Python data, through
 /// `serde_json::Value` (a macro: the crate names serde only through serde_json).
 macro_rules! ser_to_py {
     ($py:expr, $v:expr) => {
         serde_json::to_value($v)
             .map_err(|e| PyErr::new::<TslabError, _>(format!("serializing: {e}")))
-            .and_then(|v| json_to_py($py, &v))
+            .and_then(|v| to_python($py, &v))
     };
 }
 
@@ -273,7 +231,7 @@ fn ranked_to_py<'py>(py: Python<'py>, rows: Value) -> PyResult<Bound<'py, PyList
                 if let Value::Object(e) = &mut entry {
                     e.insert("value".to_owned(), value);
                 }
-                out.append(json_to_py(py, &entry)?)?;
+                out.append(to_python(py, &entry)?)?;
             }
         }
     }

@@ -5,14 +5,13 @@
 //! the binding's own and the broker's classes) and, where the variant has them, the fields a
 //! caller acts on (`name`, `seq`, `slot`, `cause`, `waited_ms`, `expected`, `found`, ...).
 
-use pyo3::BoundObject;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
 use datahub::Error;
 use datahub::broker::BrokerError as RustBrokerError;
 
-use crate::errors::{MemsysError, raise_with};
+use crate::errors::{MemsysError, obj, raise_with};
 
 pyo3::create_exception!(
     memsys.datahub,
@@ -191,15 +190,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("AuthRefused", py.get_type::<AuthRefused>())?;
     m.add("BrokerTransport", py.get_type::<BrokerTransport>())?;
     Ok(())
-}
-
-fn obj<'py, T>(py: Python<'py>, v: T) -> Py<PyAny>
-where
-    T: IntoPyObject<'py>,
-{
-    v.into_pyobject(py)
-        .map(|b| b.into_any().into_bound().unbind())
-        .unwrap_or_else(|_| py.None())
 }
 
 /// The attributes of `e` besides `code`.

@@ -32,6 +32,8 @@ mod producer;
 mod schema;
 mod slot;
 
+pub(crate) use crate::errors::to_python;
+
 /// Wait slice when the timeout is `None` (signals are checked between slices).
 const SLICE: Duration = Duration::from_millis(200);
 
@@ -164,40 +166,26 @@ pub(crate) fn finish<T>(r: Result<T, Error>, started: Option<Instant>) -> PyResu
     })
 }
 
+/// A unit enum named by its serde name (the names the broker protocol and `--json` use).
+fn by_name<T: serde::de::DeserializeOwned>(what: &str, names: &str, s: &str) -> PyResult<T> {
+    use serde::de::IntoDeserializer;
+    let de: serde::de::value::StrDeserializer<'_, serde::de::value::Error> = s.into_deserializer();
+    T::deserialize(de)
+        .map_err(|_| PyValueError::new_err(format!("{what} must be {names}, not {s:?}")))
+}
+
 /// A policy argument: `"latest"`, `"sequential"`, `"sequential_sync"`.
 pub(crate) fn policy(s: &str) -> PyResult<Policy> {
-    match s {
-        "latest" => Ok(Policy::Latest),
-        "sequential" => Ok(Policy::Sequential),
-        "sequential_sync" => Ok(Policy::SequentialSync),
-        _ => Err(PyValueError::new_err(format!(
-            "policy must be 'latest', 'sequential' or 'sequential_sync', not {s:?}"
-        ))),
-    }
+    by_name("policy", "'latest', 'sequential' or 'sequential_sync'", s)
 }
 
 /// A checksum argument: `"none"`, `"manual"`, `"enforced"`.
 pub(crate) fn checksum(s: &str) -> PyResult<ChecksumPolicy> {
-    match s {
-        "none" => Ok(ChecksumPolicy::None),
-        "manual" => Ok(ChecksumPolicy::Manual),
-        "enforced" => Ok(ChecksumPolicy::Enforced),
-        _ => Err(PyValueError::new_err(format!(
-            "checksum must be 'none', 'manual' or 'enforced', not {s:?}"
-        ))),
-    }
+    by_name("checksum", "'none', 'manual' or 'enforced'", s)
 }
 
 /// A 32-byte key argument.
 pub(crate) fn key(k: &[u8]) -> PyResult<[u8; 32]> {
     k.try_into()
         .map_err(|_| PyValueError::new_err(format!("a block key is 32 bytes, not {}", k.len())))
-}
-
-/// A serde value as plain Python data (dicts, lists, numbers, strings).
-pub(crate) fn to_python<'py, T: serde::Serialize>(
-    py: Python<'py>,
-    v: &T,
-) -> PyResult<Bound<'py, PyAny>> {
-    pythonize::pythonize(py, v).map_err(PyErr::from)
 }

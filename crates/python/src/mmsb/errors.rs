@@ -8,11 +8,10 @@
 
 use std::path::Path;
 
-use pyo3::IntoPyObjectExt;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
-use crate::errors::{MemsysError, raise_with};
+use crate::errors::{MemsysError, obj, raise_with};
 
 pyo3::create_exception!(
     memsys.mmsb,
@@ -76,11 +75,6 @@ fn s(py: Python<'_>, p: &Path) -> Py<PyAny> {
         .to_string()
         .into_pyobject(py)
         .map_or_else(|_| py.None(), |o| o.into_any().unbind())
-}
-
-fn obj<'py, T: IntoPyObject<'py>>(py: Python<'py>, v: T) -> Py<PyAny> {
-    v.into_bound_py_any(py)
-        .map_or_else(|_| py.None(), Bound::unbind)
 }
 
 /// The Python exception for `e`: its variant's class, message, and fields as attributes.
