@@ -19,6 +19,7 @@ use crate::stats::{Stats, Timings, record};
 use crate::tlog::{DEFAULT_LOCK_TIMEOUT, Durability, LogConfig, RecoveryReport, TLog};
 
 mod propagate;
+mod replica;
 
 /// When derived pages are recomputed.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
@@ -172,6 +173,11 @@ struct Counters {
 ///
 /// One `Mmsb` owns its log directory (an exclusive lock); methods take `&mut self`, so share it
 /// between threads behind a `Mutex`.
+///
+/// A bus opened with [`Mmsb::start_replica`] is a **replica** (see [`crate::replica`]): every
+/// method that writes (`create_page*`, `set_metadata`, `update_page`, `write_range`,
+/// `apply_delta`, `begin_batch`) returns [`Error::ReadOnly`]; it changes only by
+/// [`Mmsb::apply_replicated`] until [`Mmsb::promote`].
 pub struct Mmsb {
     state: State,
     log: TLog,
@@ -195,6 +201,8 @@ pub struct Mmsb {
     wave: u64,
     scratch: Vec<u8>,
     poisoned: Option<String>,
+    /// Opened with [`Mmsb::start_replica`] and not promoted: user writes are refused.
+    replica: bool,
 }
 
 impl std::fmt::Debug for Mmsb {
@@ -224,6 +232,7 @@ impl Mmsb {
     /// yet `exec`ed), `start` retries for up to [`field@Config::lock_timeout`] (default 1 s).
     ///
     /// # Errors
+    /// [`Error::IsReplica`] for a replica's directory ([`Mmsb::start_replica`] opens it);
     /// [`Error::Locked`] when another writer still has the directory after the lock timeout;
     /// [`Error::CorruptFrame`] for a log corrupt in the middle and [`Error::DamagedTail`] for a
     /// damaged last frame (nothing is modified in either case); [`Error::NotALog`] for a
@@ -240,6 +249,17 @@ impl Mmsb {
     /// # Errors
     /// As [`Mmsb::start`].
     pub fn start_reporting(config: Config) -> Result<(Mmsb, StartReport)> {
+        if crate::replica::is_replica(&config.dir)? {
+            return Err(Error::IsReplica {
+                dir: config.dir.clone(),
+            });
+        }
+        Mmsb::open(config, false)
+    }
+
+    /// Opens the log and restores the state; `replica` only sets the mode (the marker file is
+    /// the callers' business).
+    fn open(config: Config, replica: bool) -> Result<(Mmsb, StartReport)> {
         let mut lc = LogConfig::new(&config.dir);
         lc.durability = config.durability;
         lc.segment_bytes = config.segment_bytes;
@@ -263,7 +283,7 @@ impl Mmsb {
             skipped_checkpoints: skipped,
             pages: state.len(),
         };
-        let in_batch = config.propagation == PropagationMode::Deferred;
+        let in_batch = !replica && config.propagation == PropagationMode::Deferred;
         let timings = Timings::new(config.timings);
         let bus = Mmsb {
             state,
@@ -284,6 +304,7 @@ impl Mmsb {
             wave: 0,
             scratch: Vec::new(),
             poisoned: None,
+            replica,
         };
         Ok((bus, report))
     }
@@ -304,6 +325,17 @@ impl Mmsb {
             Some(why) => Err(Error::Poisoned(why.clone())),
             None => Ok(()),
         }
+    }
+
+    /// [`Mmsb::check_poison`], and refuses writes on a replica.
+    fn check_writable(&self) -> Result<()> {
+        self.check_poison()?;
+        if self.replica {
+            return Err(Error::ReadOnly {
+                dir: self.config.dir.clone(),
+            });
+        }
+        Ok(())
     }
 
     fn poison(&mut self, e: Error) -> Error {
@@ -350,7 +382,7 @@ impl Mmsb {
     /// [`Error::InvalidPageSize`] for 0 or more than [`MAX_PAGE_SIZE`]; log write errors
     /// (which poison the bus: [`Error::Poisoned`] afterwards).
     pub fn create_page_with(&mut self, size: usize, location: Location) -> Result<PageId> {
-        self.check_poison()?;
+        self.check_writable()?;
         if size == 0 || size > MAX_PAGE_SIZE {
             return Err(Error::InvalidPageSize {
                 size,
@@ -391,7 +423,7 @@ impl Mmsb {
     /// # Errors
     /// [`Error::NoSuchPage`]; log write errors.
     pub fn set_metadata(&mut self, id: PageId, key: &str, value: Option<&[u8]>) -> Result<Lsn> {
-        self.check_poison()?;
+        self.check_writable()?;
         let epoch = self.state.page(id).ok_or(Error::NoSuchPage(id))?.epoch;
         let commit = !self.in_batch;
         let (lsn, _) = self.append(
@@ -512,7 +544,7 @@ impl Mmsb {
     }
 
     fn writable(&self, id: PageId) -> Result<&Page> {
-        self.check_poison()?;
+        self.check_writable()?;
         let page = self.state.page(id).ok_or(Error::NoSuchPage(id))?;
         if self
             .recompute
@@ -614,7 +646,7 @@ impl Mmsb {
     /// # Errors
     /// [`Error::Batch`] when a batch is already open (always, in deferred mode).
     pub fn begin_batch(&mut self) -> Result<()> {
-        self.check_poison()?;
+        self.check_writable()?;
         if self.in_batch {
             return Err(Error::Batch("a batch is already open"));
         }

@@ -253,6 +253,42 @@ pub enum Error {
         /// The maximum.
         max: usize,
     },
+    /// A write was asked of a replica (a bus opened with [`crate::Mmsb::start_replica`]): a
+    /// replica changes only by its leader's frames ([`crate::Mmsb::apply_replicated`]) until it
+    /// is promoted ([`crate::Mmsb::promote`]).
+    #[error("{dir}: the bus is a read-only replica (promote it to write)")]
+    ReadOnly {
+        /// The replica's log directory.
+        dir: PathBuf,
+    },
+    /// [`crate::Mmsb::start`] was asked to open a replica's directory (it holds the
+    /// [`crate::replica::MARKER`] file) as a writer; open it with
+    /// [`crate::Mmsb::start_replica`], or promote it first.
+    #[error("{dir}: the directory is a replica; follow it, or promote it before writing")]
+    IsReplica {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// A frame handed to a replica ([`crate::Mmsb::apply_replicated`]) was refused: it does not
+    /// decode (CRC, length, fields), carries another LSN than the next one, does not fit the
+    /// replica's state (page epoch, size, a page created twice), or its commit is malformed.
+    /// Nothing of the commit it belongs to was logged.
+    #[error("replicated frame {lsn} refused: {reason}")]
+    ReplicaFrame {
+        /// The LSN the frame was expected to have (its position in the leader's log).
+        lsn: Lsn,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A log tail ([`crate::tlog::LogTail`]) was asked for frames the log no longer holds:
+    /// segments up to `first` were pruned after a checkpoint.
+    #[error("LSN {wanted} is no longer in the log (pruned: the oldest segment starts at {first})")]
+    Pruned {
+        /// The LSN asked for.
+        wanted: Lsn,
+        /// First LSN of the oldest segment left.
+        first: Lsn,
+    },
     /// An earlier write or fsync of the log failed, so what the file holds past the last
     /// successful sync is unknown; the log refuses further work. Drop it and reopen: recovery
     /// repairs the tail.

@@ -75,6 +75,7 @@ pub mod frame;
 pub mod graph;
 pub mod logdir;
 pub mod page;
+pub mod replica;
 pub mod restore;
 pub mod state;
 pub mod stats;

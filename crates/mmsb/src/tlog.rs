@@ -136,6 +136,11 @@ pub struct LogConfig {
     /// only opens an existing log and fails with [`Error::NotALog`] otherwise, creating nothing
     /// (what a tool that maintains existing logs wants).
     pub create: bool,
+    /// The LSN of the first frame of a log that has no segment yet (default 1). A replica
+    /// bootstrapped from its leader's checkpoint at LSN `c` starts its own log at `c + 1`, so
+    /// that its LSNs are its leader's ([`crate::replica::bootstrap`]). Ignored for a log that
+    /// already has segments.
+    pub first_lsn: Lsn,
 }
 
 impl LogConfig {
@@ -150,6 +155,7 @@ impl LogConfig {
             buffer_bytes: 1 << 20,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             create: true,
+            first_lsn: Lsn(1),
         }
     }
 }
@@ -278,6 +284,7 @@ mod recover;
 pub(crate) mod segment;
 mod summary;
 mod syncer;
+mod tail;
 mod verify;
 mod writer;
 
@@ -287,5 +294,6 @@ use recover::recover;
 use segment::{HeaderErr, SegReader, Step, check_header, encode_header, open_regular_with};
 pub use segment::{list_segments, parse_segment_file_name, segment_file_name};
 pub use summary::{LogSummary, PageTally};
+pub use tail::{LogTail, RawFrame};
 pub use verify::{Problem, SegmentSummary, VerifyReport, verify};
 pub use writer::TLog;

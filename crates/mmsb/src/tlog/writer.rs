@@ -124,7 +124,10 @@ impl TLog {
                 });
             }
         };
-        let rec = recover(&dir)?;
+        let mut rec = recover(&dir)?;
+        if rec.segments.is_empty() && rec.next_lsn == 1 {
+            rec.next_lsn = cfg.first_lsn.0.max(1);
+        }
         let durable = cfg.durability != Durability::Buffered;
         let mut stats = LogStats::default();
         let mut segments = rec.segments;
@@ -359,15 +362,7 @@ impl TLog {
             });
         }
         let commit = commit || matches!(body, BodyRef::Commit);
-        if !self.in_batch
-            && self.seg_frames > 0
-            && self.seg_len + plan.len as u64 > self.cfg.segment_bytes
-        {
-            self.roll()?;
-        }
-        if !self.buf.is_empty() && self.buf.len() + plan.len > self.cfg.buffer_bytes {
-            self.write_out()?;
-        }
+        self.make_room(plan.len)?;
         let ts = now_ns().max(self.last_ts);
         self.last_ts = ts;
         let lsn = Lsn(self.next_lsn);
@@ -382,18 +377,84 @@ impl TLog {
             commit,
             body,
         );
+        self.appended(lsn, plan.len, commit)?;
+        Ok(Appended {
+            lsn,
+            timestamp_ns: ts,
+        })
+    }
+
+    /// Before a frame of `len` bytes is put into the buffer: rolls the segment at a commit
+    /// boundary when it would grow past `segment_bytes`, and writes the buffer out when the
+    /// frame does not fit in it.
+    fn make_room(&mut self, len: usize) -> Result<()> {
+        if !self.in_batch
+            && self.seg_frames > 0
+            && self.seg_len + len as u64 > self.cfg.segment_bytes
+        {
+            self.roll()?;
+        }
+        if !self.buf.is_empty() && self.buf.len() + len > self.cfg.buffer_bytes {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    /// After a frame of `len` bytes with LSN `lsn` went into the buffer: the counters, and at a
+    /// commit the durability rule.
+    fn appended(&mut self, lsn: Lsn, len: usize, commit: bool) -> Result<()> {
         self.next_lsn += 1;
-        self.seg_len += plan.len as u64;
+        self.seg_len += len as u64;
         self.seg_frames += 1;
         self.stats.frames += 1;
-        self.stats.bytes += plan.len as u64;
+        self.stats.bytes += len as u64;
         if commit {
             self.last_committed = lsn.0;
             self.in_batch = false;
-            self.on_commit()?;
+            self.on_commit()
         } else {
             self.in_batch = true;
+            Ok(())
         }
+    }
+
+    /// Appends a frame encoded elsewhere, byte for byte: what a replica does with its leader's
+    /// frames, so that its log holds the same bytes (CRC and timestamp included) at the same
+    /// LSNs. The frame must decode ([`frame::decode_view`]: length, CRC, fields), be exactly
+    /// `bytes.len()` long, carry the next LSN ([`TLog::next_lsn`]) and a timestamp no earlier
+    /// than the previous frame's. Segment rolls, buffering and the durability rule are those of
+    /// [`TLog::append`]; the COMMIT flag in the frame decides whether it ends a batch.
+    ///
+    /// # Errors
+    /// [`Error::ReplicaFrame`] (naming the LSN expected) for a frame that fails any check;
+    /// nothing is written then and the log stays usable. Write and sync failures as
+    /// [`TLog::append`].
+    pub fn append_raw(&mut self, bytes: &[u8]) -> Result<Appended> {
+        self.check_ok()?;
+        let lsn = Lsn(self.next_lsn);
+        let refuse = |reason: String| Error::ReplicaFrame { lsn, reason };
+        let (v, n) = decode_view(bytes).map_err(|e| refuse(e.to_string()))?;
+        if n != bytes.len() {
+            return Err(refuse(format!(
+                "{} bytes follow the {n}-byte frame",
+                bytes.len() - n
+            )));
+        }
+        if v.lsn != lsn {
+            return Err(refuse(format!("the frame carries {}", v.lsn)));
+        }
+        if v.timestamp_ns < self.last_ts {
+            return Err(refuse(format!(
+                "its timestamp {} ns is before the previous frame's {} ns",
+                v.timestamp_ns, self.last_ts
+            )));
+        }
+        let commit = v.commit;
+        let ts = v.timestamp_ns;
+        self.make_room(n)?;
+        self.buf.extend_from_slice(bytes);
+        self.last_ts = ts;
+        self.appended(lsn, n, commit)?;
         Ok(Appended {
             lsn,
             timestamp_ns: ts,
