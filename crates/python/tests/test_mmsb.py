@@ -732,3 +732,16 @@ def test_close_from_a_recompute_function_raises_instead_of_deadlocking(bus):
     with pytest.raises(mmsb.MmsbError, match="recompute function cannot call into its bus"):
         doc.write_range(0, b"x")
     assert not bus.closed
+
+
+def test_a_replica_directory_is_refused_as_a_writer_with_is_replica_error(tmp_path):
+    d = tmp_path / "bus"
+    b = mmsb.Bus.start(str(d))
+    b.create_page(16)
+    b.close()
+    # The marker file is what makes a directory a replica (mmsb::replica::MARKER).
+    (d / "REPLICA").write_text("replica\n")
+    with pytest.raises(mmsb.IsReplicaError) as e:
+        mmsb.Bus.start(str(d))
+    assert e.value.dir == str(d)
+    assert isinstance(e.value, mmsb.MmsbError)

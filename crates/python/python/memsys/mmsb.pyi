@@ -62,6 +62,10 @@ __all__ = [
     "FrameTooLargeError",
     "MetadataKeyTooLongError",
     "LogFailedError",
+    "ReadOnlyError",
+    "IsReplicaError",
+    "ReplicaFrameError",
+    "PrunedError",
     "Bus",
     "Page",
     "Batch",
@@ -576,3 +580,21 @@ class MetadataKeyTooLongError(MmsbError):
 class LogFailedError(MmsbError):
     dir: str
     cause: str
+
+class ReadOnlyError(MmsbError):
+    """A write was asked of a read-only replica."""
+    dir: str
+
+class IsReplicaError(MmsbError):
+    """A replica's directory was opened as a writer; promote it first."""
+    dir: str
+
+class ReplicaFrameError(MmsbError):
+    """A replicated frame was refused; nothing of its commit was logged."""
+    lsn: int
+    reason: str
+
+class PrunedError(MmsbError):
+    """Frames asked of a log that pruned them after a checkpoint."""
+    wanted: int
+    first: int

@@ -68,6 +68,10 @@ variants! {
     FrameTooLargeError => "A log frame would exceed the maximum frame length (attributes: bytes, max).",
     MetadataKeyTooLongError => "A metadata key longer than the maximum (attributes: len, max).",
     LogFailedError => "The log stopped after an earlier write or sync failure; reopen it (attributes: dir, cause).",
+    ReadOnlyError => "A write was asked of a read-only replica (attribute: dir).",
+    IsReplicaError => "A replica's directory was opened as a writer; promote it first (attribute: dir).",
+    ReplicaFrameError => "A replicated frame was refused; nothing of its commit was logged (attributes: lsn, reason).",
+    PrunedError => "Frames asked of a log that pruned them after a checkpoint (attributes: wanted, first).",
 }
 
 fn s(py: Python<'_>, p: &Path) -> Py<PyAny> {
@@ -275,6 +279,19 @@ pub(crate) fn to_py(py: Python<'_>, e: &mmsb::Error) -> PyErr {
         E::LogFailed { dir, cause } => (
             py.get_type::<LogFailedError>(),
             vec![("dir", s(py, dir)), ("cause", obj(py, cause.as_str()))],
+        ),
+        E::ReadOnly { dir } => (py.get_type::<ReadOnlyError>(), vec![("dir", s(py, dir))]),
+        E::IsReplica { dir } => (py.get_type::<IsReplicaError>(), vec![("dir", s(py, dir))]),
+        E::ReplicaFrame { lsn, reason } => (
+            py.get_type::<ReplicaFrameError>(),
+            vec![
+                ("lsn", obj(py, lsn.0)),
+                ("reason", obj(py, reason.as_str())),
+            ],
+        ),
+        E::Pruned { wanted, first } => (
+            py.get_type::<PrunedError>(),
+            vec![("wanted", obj(py, wanted.0)), ("first", obj(py, first.0))],
         ),
         // `mmsb::Error` is non-exhaustive: a variant added later arrives as the base class
         // until it gets its own.
