@@ -18,8 +18,11 @@ use crate::state::{ReplayTarget, State};
 use crate::stats::{Stats, Timings, record};
 use crate::tlog::{DEFAULT_LOCK_TIMEOUT, Durability, LogConfig, RecoveryReport, TLog};
 
+mod metrics;
 mod propagate;
 mod replica;
+
+pub use metrics::{METRICS_PUBLISH_INTERVAL, MetricsHandle, Published};
 
 /// When derived pages are recomputed.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
@@ -162,6 +165,7 @@ struct Counters {
     deltas: u64,
     delta_bytes: u64,
     propagation_deltas: u64,
+    propagation_delta_bytes: u64,
     commits: u64,
     waves: u64,
     recomputes: u64,
@@ -203,6 +207,8 @@ pub struct Mmsb {
     poisoned: Option<String>,
     /// Opened with [`Mmsb::start_replica`] and not promoted: user writes are refused.
     replica: bool,
+    /// Log error and recovery counts, and the stats slot a metrics server reads.
+    metrics: metrics::BusMetrics,
 }
 
 impl std::fmt::Debug for Mmsb {
@@ -277,6 +283,7 @@ impl Mmsb {
             None => State::new(),
         };
         let state = base.replay_log(&config.dir, ReplayTarget::End)?;
+        let metrics = metrics::BusMetrics::new(&recovery);
         let report = StartReport {
             log: recovery,
             checkpoint_lsn,
@@ -305,6 +312,7 @@ impl Mmsb {
             scratch: Vec::new(),
             poisoned: None,
             replica,
+            metrics,
         };
         Ok((bus, report))
     }
@@ -317,6 +325,7 @@ impl Mmsb {
         if self.config.propagation == PropagationMode::Deferred && self.batch_frames > 0 {
             self.commit()?;
         }
+        self.publish_before_stop();
         self.log.close()
     }
 
@@ -364,7 +373,10 @@ impl Mmsb {
                 self.state.set_last_lsn(a.lsn);
                 Ok((a.lsn, a.timestamp_ns))
             }
-            Err(e) => Err(self.poison(e)),
+            Err(e) => {
+                let e = self.log_error(e);
+                Err(self.poison(e))
+            }
         }
     }
 
@@ -410,7 +422,7 @@ impl Mmsb {
         if self.in_batch {
             self.batch_frames += 1;
         } else {
-            self.counters.commits += 1;
+            self.committed();
         }
         if self.subs.wants(EventKind::PageCreated) {
             self.subs.emit(&Event::PageCreated { page: id, size });
@@ -446,7 +458,7 @@ impl Mmsb {
         if self.in_batch {
             self.batch_frames += 1;
         } else {
-            self.counters.commits += 1;
+            self.committed();
         }
         Ok(lsn)
     }
@@ -577,7 +589,7 @@ impl Mmsb {
             self.propagate(&[id])?;
             self.append(PageId(0), 0, Source::User, true, BodyRef::Commit)?;
         }
-        self.counters.commits += 1;
+        self.committed();
         if self.subs.wants(EventKind::PageChanged) {
             self.changed.push(id);
             self.emit_changed();
@@ -685,7 +697,7 @@ impl Mmsb {
         };
         if frames > 0 {
             self.state.set_last_lsn(lsn);
-            self.counters.commits += 1;
+            self.committed();
         }
         self.batch_frames = 0;
         self.batch_deltas = 0;
@@ -730,7 +742,7 @@ impl Mmsb {
                 "checkpoint with uncommitted frames in the open batch: commit first",
             ));
         }
-        self.log.sync()?;
+        self.log.sync().map_err(|e| self.log_error(e))?;
         let lsn = self.log.last_lsn();
         let info = checkpoint::write_for_log(
             &self.config.dir,
@@ -742,6 +754,7 @@ impl Mmsb {
         if self.config.prune_after_checkpoint {
             self.log.prune_before(lsn.next())?;
         }
+        self.publish_now();
         Ok(info)
     }
 
@@ -751,7 +764,7 @@ impl Mmsb {
     /// # Errors
     /// I/O errors.
     pub fn flush(&mut self) -> Result<()> {
-        self.log.flush()
+        self.log.flush().map_err(|e| self.log_error(e))
     }
 
     /// Writes and fsyncs the log.
@@ -759,7 +772,9 @@ impl Mmsb {
     /// # Errors
     /// I/O errors.
     pub fn sync(&mut self) -> Result<()> {
-        self.log.sync()
+        let r = self.log.sync().map_err(|e| self.log_error(e));
+        self.publish_now();
+        r
     }
 
     /// Replays this bus's log into a detached [`State`] up to `target` (the live state is not
@@ -833,6 +848,7 @@ impl Mmsb {
             deltas: c.deltas,
             delta_bytes: c.delta_bytes,
             propagation_deltas: c.propagation_deltas,
+            propagation_delta_bytes: c.propagation_delta_bytes,
             commits: c.commits,
             waves: c.waves,
             recomputes: c.recomputes,
@@ -842,9 +858,13 @@ impl Mmsb {
             graph_edges: self.graph.edge_count(),
             graph_depth: self.graph.depth(),
             last_lsn: self.log.last_lsn().0,
+            durable_lsn: self.log.durable_lsn().0,
             log_frames: l.frames,
             log_bytes: l.bytes,
             log_syncs: l.fsyncs,
+            log_write_errors: self.metrics.write_errors,
+            recovery_truncated_frames: self.metrics.truncated_frames,
+            recovery_truncated_bytes: self.metrics.truncated_bytes,
             delta_apply: Timings::percentiles(&self.timings.apply),
             log_append: Timings::percentiles(&self.timings.append),
             propagation: Timings::percentiles(&self.timings.wave),

@@ -74,6 +74,8 @@ pub mod events;
 pub mod frame;
 pub mod graph;
 pub mod logdir;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod page;
 pub mod replica;
 pub mod restore;
@@ -81,7 +83,10 @@ pub mod state;
 pub mod stats;
 pub mod tlog;
 
-pub use bus::{Commit, Config, Mmsb, PropagationMode, RecomputeFn, StartReport, map, passthrough};
+pub use bus::{
+    Commit, Config, METRICS_PUBLISH_INTERVAL, MetricsHandle, Mmsb, PropagationMode, Published,
+    RecomputeFn, StartReport, map, passthrough,
+};
 pub use delta::{Body, Delta, Mask, Source};
 pub use error::{Error, Result};
 pub use events::{Event, EventKind, SubscriptionId};

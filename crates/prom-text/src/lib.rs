@@ -8,6 +8,10 @@
 //! - [`Builder`]: a [`Registry`] with one-call helpers for the shapes both tools render (a
 //!   counter or gauge without labels, a family per metric), [`clamp_i64`] for `u64` figures
 //!   shown as `i64` gauges, and the two encodings.
+//! - [`Summary`]: a summary family (quantiles, `_sum`, `_count`) of figures computed elsewhere
+//!   (an hdrhistogram's percentiles). prometheus-client 0.24 has no summary type (its
+//!   `MetricType` stops at histogram and info), so [`Builder::summary`] writes these families
+//!   itself, after the registry's, in the same line syntax and escaping.
 //!
 //! Both tools render a point-in-time copy of their counters: every render builds a fresh
 //! [`Builder`], fills it and encodes it once.
@@ -56,17 +60,21 @@ pub struct LabelValue(pub String);
 
 impl EncodeLabelValue for LabelValue {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-        use std::fmt::Write;
-        for c in self.0.chars() {
-            match c {
-                '\\' => encoder.write_str("\\\\")?,
-                '"' => encoder.write_str("\\\"")?,
-                '\n' => encoder.write_str("\\n")?,
-                c => encoder.write_char(c)?,
-            }
-        }
-        Ok(())
+        escape_label_value(&self.0, encoder)
     }
+}
+
+/// Writes `s` to `out` escaped as a label value (`\`, `"` and line feed).
+fn escape_label_value(s: &str, out: &mut impl std::fmt::Write) -> std::fmt::Result {
+    for c in s.chars() {
+        match c {
+            '\\' => out.write_str("\\\\")?,
+            '"' => out.write_str("\\\"")?,
+            '\n' => out.write_str("\\n")?,
+            c => out.write_char(c)?,
+        }
+    }
+    Ok(())
 }
 
 /// Converts prometheus-client's OpenMetrics output to the Prometheus text format 0.0.4.
@@ -149,9 +157,70 @@ pub fn clamp_i64(v: u64) -> i64 {
 ///
 /// Registering the same name twice writes two families of that name (prometheus-client does
 /// not check), which Prometheus rejects; callers register each name once.
+///
+/// [Summaries](Self::summary) are written after every registered metric, in the order they
+/// were added.
 #[derive(Debug, Default)]
 pub struct Builder {
     registry: Registry,
+    prefix: Option<String>,
+    summaries: Vec<(String, String, Vec<Summary>)>,
+}
+
+/// One series of a summary family ([`Builder::summary`]): figures computed elsewhere, in the
+/// family's unit (seconds, for a `_seconds` family).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Summary {
+    /// The series' labels (without `quantile`, which each quantile line adds).
+    pub labels: Labels,
+    /// `(quantile, value)` pairs, quantiles in `0..=1`, written in this order. Prometheus'
+    /// convention for a summary without observations is a `NaN` value.
+    pub quantiles: Vec<(f64, f64)>,
+    /// Sum of the observations (`_sum`).
+    pub sum: f64,
+    /// Number of observations (`_count`).
+    pub count: u64,
+}
+
+/// A float sample value as both formats write it (`NaN`, `+Inf`, `-Inf`, or a decimal).
+fn write_float(out: &mut String, v: f64) {
+    use std::fmt::Write;
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+/// `{k="v",...}` (escaped), with `extra` last; nothing for no labels at all.
+fn write_labels(out: &mut String, labels: &Labels, extra: Option<(&str, f64)>) {
+    if labels.is_empty() && extra.is_none() {
+        return;
+    }
+    out.push('{');
+    let mut first = true;
+    for (k, v) in labels {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str(k);
+        out.push_str("=\"");
+        let _ = escape_label_value(&v.0, out);
+        out.push('"');
+    }
+    if let Some((k, q)) = extra {
+        if !first {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        write_float(out, q);
+        out.push('"');
+    }
+    out.push('}');
 }
 
 impl Builder {
@@ -167,6 +236,8 @@ impl Builder {
     pub fn with_prefix(prefix: &str) -> Self {
         Self {
             registry: Registry::with_prefix(prefix),
+            prefix: Some(prefix.to_owned()),
+            summaries: Vec::new(),
         }
     }
 
@@ -218,12 +289,73 @@ impl Builder {
         f
     }
 
+    /// A summary family `name` (prefixed, as every name) with `series`: `# TYPE name
+    /// summary`, then per series one `name{...,quantile="q"}` line per quantile, `name_sum` and
+    /// `name_count`. Written after the registry's families (see the type's docs).
+    ///
+    /// # Examples
+    /// ```
+    /// let mut b = prom_text::Builder::with_prefix("demo");
+    /// b.summary("wait_seconds", "Time waited", vec![prom_text::Summary {
+    ///     labels: vec![],
+    ///     quantiles: vec![(0.5, 0.25), (0.99, 1.5)],
+    ///     sum: 3.0,
+    ///     count: 8,
+    /// }]);
+    /// assert_eq!(
+    ///     b.into_text().lines().collect::<Vec<_>>(),
+    ///     [
+    ///         "# HELP demo_wait_seconds Time waited.",
+    ///         "# TYPE demo_wait_seconds summary",
+    ///         r#"demo_wait_seconds{quantile="0.5"} 0.25"#,
+    ///         r#"demo_wait_seconds{quantile="0.99"} 1.5"#,
+    ///         "demo_wait_seconds_sum 3",
+    ///         "demo_wait_seconds_count 8",
+    ///     ]
+    /// );
+    /// ```
+    pub fn summary(&mut self, name: &str, help: &str, series: Vec<Summary>) {
+        let full = match &self.prefix {
+            Some(p) => format!("{p}_{name}"),
+            None => name.to_owned(),
+        };
+        self.summaries.push((full, help.to_owned(), series));
+    }
+
     /// The OpenMetrics 1.0 text of everything registered, as prometheus-client writes it
-    /// (`# EOF`-terminated).
+    /// (`# EOF`-terminated), with the [summaries](Self::summary) before the `# EOF`.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
+        if self.summaries.is_empty() {
+            return out;
+        }
+        if out.ends_with("# EOF\n") {
+            out.truncate(out.len() - "# EOF\n".len());
+        }
+        for (name, help, series) in &self.summaries {
+            out.push_str(&format!("# HELP {name} {help}.\n# TYPE {name} summary\n"));
+            for s in series {
+                for &(q, v) in &s.quantiles {
+                    out.push_str(name);
+                    write_labels(&mut out, &s.labels, Some(("quantile", q)));
+                    out.push(' ');
+                    write_float(&mut out, v);
+                    out.push('\n');
+                }
+                out.push_str(name);
+                out.push_str("_sum");
+                write_labels(&mut out, &s.labels, None);
+                out.push(' ');
+                write_float(&mut out, s.sum);
+                out.push('\n');
+                out.push_str(&format!("{name}_count"));
+                write_labels(&mut out, &s.labels, None);
+                out.push_str(&format!(" {}\n", s.count));
+            }
+        }
+        out.push_str("# EOF\n");
         out
     }
 
@@ -285,6 +417,48 @@ mod tests {
              # HELP p_n Counted.\n# TYPE p_n counter\np_n_total{k=\"a\\\"b\\\\c\\nd\"} 2\n\
              # HELP p_i Ints.\n# TYPE p_i gauge\np_i{x=\"1\",y=\"2\"} -3\n\
              # EOF\n"
+        );
+    }
+
+    #[test]
+    fn summary_follows_the_registry_with_escaped_labels_and_nan() {
+        let mut b = Builder::with_prefix("p");
+        b.summary(
+            "s_seconds",
+            "Waits",
+            vec![
+                Summary {
+                    labels: labels(&[("k", "a\"b\\c\nd")]),
+                    quantiles: vec![(0.5, 0.000_001), (0.999, f64::NAN)],
+                    sum: 2.5,
+                    count: 3,
+                },
+                Summary {
+                    labels: labels(&[("k", "e")]),
+                    quantiles: vec![],
+                    sum: 0.0,
+                    count: 0,
+                },
+            ],
+        );
+        b.counter("c", "A counter", 1);
+        let open = b.encode();
+        assert_eq!(
+            open,
+            "# HELP p_c A counter.\n# TYPE p_c counter\np_c_total 1\n\
+             # HELP p_s_seconds Waits.\n# TYPE p_s_seconds summary\n\
+             p_s_seconds{k=\"a\\\"b\\\\c\\nd\",quantile=\"0.5\"} 0.000001\n\
+             p_s_seconds{k=\"a\\\"b\\\\c\\nd\",quantile=\"0.999\"} NaN\n\
+             p_s_seconds_sum{k=\"a\\\"b\\\\c\\nd\"} 2.5\n\
+             p_s_seconds_count{k=\"a\\\"b\\\\c\\nd\"} 3\n\
+             p_s_seconds_sum{k=\"e\"} 0\np_s_seconds_count{k=\"e\"} 0\n\
+             # EOF\n"
+        );
+        // The 0.0.4 text leaves summaries as they are.
+        assert_eq!(
+            b.into_text(),
+            openmetrics_to_text(&open),
+            "text = converted OpenMetrics"
         );
     }
 

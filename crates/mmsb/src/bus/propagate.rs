@@ -63,7 +63,7 @@ impl Mmsb {
         let n = self.propagate_from(pages, true)?;
         if !self.in_batch && n > 0 {
             self.append(PageId(0), 0, Source::User, true, BodyRef::Commit)?;
-            self.counters.commits += 1;
+            self.committed();
             if self.subs.wants(EventKind::PageChanged) {
                 self.emit_changed();
             }
@@ -133,6 +133,7 @@ impl Mmsb {
                     d.source = Source::Propagation;
                     self.log_and_apply(&mut d, false)?;
                     self.counters.propagation_deltas += 1;
+                    self.counters.propagation_delta_bytes += d.payload().len() as u64;
                     written += 1;
                     if self.subs.wants(EventKind::PageChanged) {
                         self.changed.push(id);
