@@ -1,15 +1,17 @@
 //! `mmsb trace`: apply an editing trace through MMSB and check it.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use mmsb::tlog::Durability;
-use mmsb::{ReplayTarget, State};
+use mmsb::{MetricsHandle, ReplayTarget, State};
 use mmsb_trace::doc::logical_text;
-use mmsb_trace::{self as trace, RunOptions};
+use mmsb_trace::{self as trace, OnStart, RunOptions};
 use serde::Serialize;
 
 use crate::{Fail, input_error, out};
@@ -43,6 +45,23 @@ pub(crate) struct TraceArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Serve the running bus's metrics on ADDR:PORT (`/metrics`, `/stats.json`; port 0 picks
+    /// a free one); the address is printed on stderr.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
+    listen: Option<SocketAddr>,
+    /// With --listen: keep serving this long after the trace ends, so a scraper can read the
+    /// final numbers (`5s`, `1m`; SIGINT ends it early).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = cli_support::parse_duration, requires = "listen")]
+    linger: Duration,
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!(
+            "expected ADDR:PORT, e.g. 127.0.0.1:9465, got {}",
+            out::quote(s)
+        )
+    })
 }
 
 fn parse_durability(s: &str) -> Result<Durability, String> {
@@ -148,7 +167,50 @@ fn open_out(out: &Path) -> Result<tempfile::NamedTempFile, Fail> {
         .map_err(|e| input_error(format!("{}: cannot write here: {e}", out.display())))
 }
 
+/// Serves the published stats of the run's bus once [`OnStart`] has given their handle (503
+/// before that); returns the endpoint and the hook.
+fn listen(addr: SocketAddr) -> Result<(mmsb::metrics::Endpoint, OnStart), Fail> {
+    let handle: Arc<OnceLock<MetricsHandle>> = Arc::default();
+    let reader = handle.clone();
+    let endpoint = mmsb::metrics::serve(
+        addr,
+        Box::new(move || match reader.get() {
+            Some(h) => h
+                .stats()
+                .map(|s| (s, None))
+                .ok_or_else(|| "no stats published yet".to_owned()),
+            None => Err("the trace run has not started its bus yet".to_owned()),
+        }),
+    )
+    .map_err(|e| input_error(format!("--listen: {e}")))?;
+    eprintln!("metrics on http://{}/metrics", endpoint.local_addr());
+    let hook = OnStart(Arc::new(move |bus: &mut mmsb::Mmsb| {
+        let _ = handle.set(bus.metrics_handle());
+    }));
+    Ok((endpoint, hook))
+}
+
 pub(crate) fn run(a: &TraceArgs) -> Result<(), Fail> {
+    let served = a.listen.map(listen).transpose()?;
+    let (endpoint, hook) = served.unzip();
+    let r = run_trace(a, hook);
+    if let Some(endpoint) = endpoint {
+        // Serve the final stats (published when the bus stopped) a while longer, unless a
+        // signal asks to stop.
+        let until = Instant::now() + a.linger;
+        while !INTERRUPTED.load(Ordering::Relaxed) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+        drop(endpoint);
+    }
+    r
+}
+
+fn run_trace(a: &TraceArgs, on_start: Option<OnStart>) -> Result<(), Fail> {
     if let Some(log) = &a.log
         && std::fs::symlink_metadata(log).is_ok_and(|m| !m.is_dir())
     {
@@ -173,6 +235,7 @@ pub(crate) fn run(a: &TraceArgs) -> Result<(), Fail> {
         timings: true,
         cancel: Some(&INTERRUPTED),
         prune_checkpoints: true,
+        on_start,
     };
     let report = match trace::run::run_trace(&t, &opts) {
         Ok(r) => r,

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 pub use doc::{DocError, GapDoc, HEADER_SIZE, Header, PageRole, PageStore, VecPages};
 pub use parse::{PatchRef, Trace, TraceError, TraceStats, load};
 pub use run::{
-    CheckpointRecord, DEFAULT_WAVE_EVERY, RunError, RunOptions, RunReport, TracePages,
+    CheckpointRecord, DEFAULT_WAVE_EVERY, OnStart, RunError, RunOptions, RunReport, TracePages,
     VerifyReport, run, run_trace, verify,
 };
 pub use synth::default_trace;

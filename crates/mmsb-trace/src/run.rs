@@ -17,6 +17,7 @@
 //! page ahead of its header.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -40,6 +41,17 @@ pub const NAME_KEY: &str = "mmsb.trace.name";
 /// 100, 0.56 s every 10, and several seconds every transaction; 100 keeps the derived pages at
 /// most 100 edits behind for under a microsecond per edit.
 pub const DEFAULT_WAVE_EVERY: usize = 100;
+
+/// A function [`run_trace`] calls once with the bus, right after it starts and before the
+/// first page is created: `mmsb trace --listen` takes a [`mmsb::MetricsHandle`] there.
+#[derive(Clone)]
+pub struct OnStart(pub Arc<dyn Fn(&mut Mmsb) + Send + Sync>);
+
+impl std::fmt::Debug for OnStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnStart(..)")
+    }
+}
 
 /// What [`run`] does.
 #[derive(Clone, Debug)]
@@ -67,6 +79,8 @@ pub struct RunOptions {
     /// one): each new checkpoint deletes the previous periodic one, so that a long run with
     /// frequent checkpoints does not fill the disk. [`CheckpointRecord::removed`] says which.
     pub prune_checkpoints: bool,
+    /// Called with the bus once it has started ([`OnStart`]).
+    pub on_start: Option<OnStart>,
 }
 
 impl Default for RunOptions {
@@ -81,6 +95,7 @@ impl Default for RunOptions {
             timings: true,
             cancel: None,
             prune_checkpoints: true,
+            on_start: None,
         }
     }
 }
@@ -283,6 +298,9 @@ pub fn run_trace(trace: &Trace, opts: &RunOptions) -> Result<RunReport, RunError
     let mut config = mmsb::Config::new(&dir).durability(opts.durability);
     config.timings = opts.timings;
     let mut bus = Mmsb::start(config)?;
+    if let Some(OnStart(f)) = &opts.on_start {
+        f(&mut bus);
+    }
 
     let header = bus.create_page(HEADER_SIZE)?;
     let document = bus.create_page(layout.doc_capacity)?;
