@@ -65,6 +65,15 @@
 //! process can read the log directory ([`tlog::LogReader`], [`State::replay`]) without a lock.
 //! Tools that take "a state" by path (a log, a segment, a checkpoint) use [`State::load`];
 //! [`tlog::LogReader::summary`] counts what a log holds ([`tlog::LogSummary`]).
+//!
+//! ## Metrics
+//! [`Mmsb::stats`] is a point-in-time copy of the counters and latency percentiles. A server on
+//! another thread cannot call it (one writer), so [`Mmsb::metrics_handle`] makes the bus
+//! publish a copy: at the end of a commit when [`METRICS_PUBLISH_INTERVAL`] (100 ms) has passed
+//! since the last (a `try_lock`: a commit never waits for a scrape), and at once on
+//! checkpoint, sync, a log write error and stop. A reader therefore sees stats at most 100 ms
+//! older than the last commit. With the cargo feature `metrics`, `metrics` renders them for
+//! Prometheus and `Mmsb::serve_metrics` serves them (`docs/metrics.md`, "MMSB").
 
 pub mod bus;
 pub mod checkpoint;
