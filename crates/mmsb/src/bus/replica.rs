@@ -123,6 +123,7 @@ impl Mmsb {
                 self.counters.delta_bytes += n as u64;
                 if f.source == Source::Propagation {
                     self.counters.propagation_deltas += 1;
+                    self.counters.propagation_delta_bytes += n as u64;
                     propagated += 1;
                 } else {
                     deltas += 1;
@@ -138,6 +139,7 @@ impl Mmsb {
                 record(&mut self.timings.append, elapsed_ns(t));
             }
             if let Err(e) = r {
+                let e = self.log_error(e);
                 // The pages already hold the whole commit; the log does not.
                 let lsn = decoded.frames[i].lsn;
                 self.poisoned.get_or_insert_with(|| {
@@ -148,7 +150,7 @@ impl Mmsb {
                 return Err(e);
             }
         }
-        self.counters.commits += 1;
+        self.committed();
         let lsn = decoded.frames.last().map_or(Lsn::ZERO, |f| f.lsn);
         self.emit_replicated(&decoded, &mut changed);
         Ok(Commit {
