@@ -166,3 +166,47 @@ fn an_uncommitted_tail_dropped_at_start_is_in_the_stats() {
     );
     drop(bus);
 }
+
+#[test]
+fn a_follower_splits_deltas_and_bytes_by_source_like_its_leader_and_publishes_its_commits() {
+    use mmsb::Lsn;
+    use mmsb::tlog::LogTail;
+    let ld = tempfile::tempdir().unwrap();
+    let rd = tempfile::tempdir().unwrap();
+    let mut leader = Mmsb::start(Config::new(ld.path())).unwrap();
+    let a = leader.create_page(64).unwrap();
+    let b = leader.create_page(64).unwrap();
+    leader.add_dependency(a, b, EdgeKind::Data).unwrap();
+    leader.register_recompute(b, passthrough()).unwrap();
+    leader.write_range(a, 3, b"abc").unwrap();
+    leader.write_range(a, 20, b"defgh").unwrap();
+    leader.flush().unwrap();
+    let mut follower = Mmsb::start_replica(Config::new(rd.path())).unwrap();
+    let handle = follower.metrics_handle();
+    let mut tail = LogTail::open(ld.path(), Lsn(1)).unwrap();
+    let mut frames = Vec::new();
+    tail.poll(&mut frames, usize::MAX).unwrap();
+    let mut commit: Vec<&[u8]> = Vec::new();
+    for f in &frames {
+        commit.push(&f.bytes);
+        if f.commit {
+            follower.apply_replicated(&commit).unwrap();
+            commit.clear();
+        }
+    }
+    follower.sync().unwrap();
+    let (l, f) = (leader.stats(), handle.stats().unwrap());
+    assert_eq!((l.deltas, l.propagation_deltas), (4, 2));
+    assert_eq!(
+        (f.deltas, f.propagation_deltas),
+        (l.deltas, l.propagation_deltas)
+    );
+    assert_eq!((l.delta_bytes, l.propagation_delta_bytes), (16, 8));
+    assert_eq!(
+        (f.delta_bytes, f.propagation_delta_bytes),
+        (l.delta_bytes, l.propagation_delta_bytes)
+    );
+    assert_eq!(f.commits, l.commits, "every replicated commit counted");
+    leader.stop().unwrap();
+    follower.stop().unwrap();
+}
