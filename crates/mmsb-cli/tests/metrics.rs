@@ -454,3 +454,30 @@ fn every_metric_in_the_dashboard_and_rules_is_documented_and_bus_metrics_are_scr
         );
     }
 }
+
+#[test]
+fn listen_on_a_busy_address_is_bad_input_before_the_run_and_linger_needs_listen() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_mmsb"))
+        .args(["trace", "--listen", &addr, "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains(&addr), "names the address: {err}");
+    assert!(out.stdout.is_empty(), "no run, no report");
+    let out = Command::new(env!("CARGO_BIN_EXE_mmsb"))
+        .args(["trace", "--linger", "1s"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
