@@ -36,6 +36,7 @@ use serde::{Serialize, Serializer};
 use crate::machine::Machine;
 use crate::{RatioGoal, emit_report};
 
+mod replication;
 mod tables;
 mod trace;
 mod workloads;
@@ -354,6 +355,9 @@ struct Report {
     trace: Ordered<TraceResult>,
     original: Original,
     goals: Vec<Goal>,
+    /// Log shipping through NATS JetStream to a follower (`mmsb::replicate`), against the
+    /// same writes with no replication: see `mmsb/replication.rs`.
+    replication: Ordered<replication::ReplicationResult>,
     notes: Vec<&'static str>,
 }
 
@@ -645,6 +649,14 @@ pub fn run(args: &MmsbArgs) -> Result<(), String> {
             },
         )])
     };
+    let replication = if ["replication/sparse_8b", "replication/dense_1kb"]
+        .iter()
+        .any(|n| runner_wants(args.only.as_deref(), n))
+    {
+        Ordered(replication::run(&parent, args.quick, &progress))
+    } else {
+        Ordered(Vec::new())
+    };
     let goals = goals(&results, &trace);
     let report = Report {
         machine,
@@ -653,6 +665,7 @@ pub fn run(args: &MmsbArgs) -> Result<(), String> {
         trace,
         original: ORIGINAL,
         goals,
+        replication,
         notes: NOTES.to_vec(),
     };
     emit_report(&report, args.out.as_deref(), args.json, print_tables)

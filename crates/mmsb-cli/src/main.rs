@@ -25,6 +25,7 @@ macro_rules! outln {
 
 mod log_cmd;
 mod out;
+mod replicate_cmd;
 mod state_cmd;
 mod trace_cmd;
 
@@ -104,6 +105,15 @@ enum Cmd {
     /// Apply an editing trace (josephg/editing-traces `.json.gz`) through MMSB and check the
     /// result against `endContent` (exit 1 if it differs). Without FILE, an embedded trace.
     Trace(trace_cmd::TraceArgs),
+    /// Ship a log's committed frames (and checkpoints) to a NATS JetStream stream, until
+    /// SIGINT/SIGTERM or --until-lsn. One shipper per stream (a lease); exit 1 when fenced.
+    Ship(replicate_cmd::ShipArgs),
+    /// Follow a JetStream stream into a read-only replica directory (built from the newest
+    /// checkpoint when new, resumed when not); exit 2 on a corrupt or hostile frame, naming
+    /// its LSN, 1 when the stream no longer holds what the replica needs.
+    Follow(replicate_cmd::FollowArgs),
+    /// Make a caught-up replica the stream's writer, fencing the old leader off.
+    Promote(replicate_cmd::PromoteArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -242,6 +252,9 @@ fn main() -> ExitCode {
         Cmd::Diff { a, b, json } => state_cmd::diff(&a, &b, json),
         Cmd::Stats { path, json } => state_cmd::stats(&path, json),
         Cmd::Trace(args) => trace_cmd::run(&args),
+        Cmd::Ship(args) => replicate_cmd::ship(&args),
+        Cmd::Follow(args) => replicate_cmd::follow(&args),
+        Cmd::Promote(args) => replicate_cmd::promote(&args),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -14,6 +14,9 @@ use mmsb_trace::doc::logical_text;
 use mmsb_trace::{self as trace, OnStart, RunOptions};
 use serde::Serialize;
 
+use mmsb::replicate::Control;
+
+use crate::replicate_cmd::{StreamArgs, TraceShipper};
 use crate::{Fail, input_error, out};
 
 #[derive(Args, Debug)]
@@ -53,9 +56,17 @@ pub(crate) struct TraceArgs {
     /// final numbers (`5s`, `1m`; SIGINT ends it early).
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = cli_support::parse_duration, requires = "listen")]
     linger: Duration,
+    /// Ship the log to this NATS server (JetStream) while the trace runs, so `mmsb follow`
+    /// can replicate it live; the run ends once the last LSN is in the stream. Needs --log
+    /// and --stream.
+    #[arg(long, value_name = "URL", requires_all = ["log", "stream"])]
+    ship: Option<String>,
+    /// With --ship: the stream.
+    #[arg(long, value_name = "NAME", requires = "ship")]
+    stream: Option<String>,
 }
 
-fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     s.parse().map_err(|_| {
         format!(
             "expected ADDR:PORT, e.g. 127.0.0.1:9465, got {}",
@@ -64,7 +75,7 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     })
 }
 
-fn parse_durability(s: &str) -> Result<Durability, String> {
+pub(crate) fn parse_durability(s: &str) -> Result<Durability, String> {
     match s.split_once(':') {
         None if s == "buffered" => Ok(Durability::Buffered),
         None if s == "flush" => Ok(Durability::Flush),
@@ -101,10 +112,11 @@ struct TraceJson<'a> {
     restore_seconds: Option<f64>,
     verify_error: Option<&'a str>,
     out_error: Option<&'a str>,
+    shipped: Option<&'a mmsb::replicate::ShipReport>,
 }
 
 /// Set by the SIGINT/SIGTERM handler; the run checks it before every transaction.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+pub(crate) static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 /// The signal that set [`INTERRUPTED`].
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
@@ -117,7 +129,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
 
 /// Routes SIGINT and SIGTERM to [`on_signal`] for the rest of the run, once (`SA_RESETHAND`: a
 /// second signal has its default effect, so a stuck run can still be killed).
-fn install_signal_handlers() {
+pub(crate) fn install_signal_handlers() {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: a zeroed `sigaction` is a valid starting value (no flags, empty mask); we set
         // the handler to an `extern "C" fn(c_int)` that only stores to atomics, which is
@@ -167,9 +179,32 @@ fn open_out(out: &Path) -> Result<tempfile::NamedTempFile, Fail> {
         .map_err(|e| input_error(format!("{}: cannot write here: {e}", out.display())))
 }
 
-/// Serves the published stats of the run's bus once [`OnStart`] has given their handle (503
-/// before that); returns the endpoint and the hook.
-fn listen(addr: SocketAddr) -> Result<(mmsb::metrics::Endpoint, OnStart), Fail> {
+/// The shipper of `--ship`, started by the run's start hook.
+type ShipSlot = Arc<Mutex<Option<TraceShipper>>>;
+
+/// The start hook: hands the bus's metrics handle to `--listen`'s server and starts the
+/// `--ship` shipper.
+fn start_hook(
+    handle: Option<Arc<OnceLock<MetricsHandle>>>,
+    ship: Option<(StreamArgs, Arc<Control>, ShipSlot)>,
+) -> OnStart {
+    OnStart(Arc::new(move |bus: &mut mmsb::Mmsb| {
+        if let Some(h) = &handle {
+            let _ = h.set(bus.metrics_handle());
+        }
+        if let Some((args, ctl, slot)) = &ship {
+            let s = TraceShipper::start(bus.dir(), args, Arc::clone(ctl));
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(s);
+        }
+    }))
+}
+
+/// Serves the published stats of the run's bus once the start hook has given their handle
+/// (503 before that), with the shipper's figures when there is one.
+fn listen(
+    addr: SocketAddr,
+    ship: Option<Arc<Control>>,
+) -> Result<(mmsb::metrics::Endpoint, Arc<OnceLock<MetricsHandle>>), Fail> {
     let handle: Arc<OnceLock<MetricsHandle>> = Arc::default();
     let reader = handle.clone();
     let endpoint = mmsb::metrics::serve(
@@ -177,23 +212,37 @@ fn listen(addr: SocketAddr) -> Result<(mmsb::metrics::Endpoint, OnStart), Fail> 
         Box::new(move || match reader.get() {
             Some(h) => h
                 .stats()
-                .map(|s| (s, None))
+                .map(|s| (Some(s), ship.as_ref().map(|c| c.stats())))
                 .ok_or_else(|| "no stats published yet".to_owned()),
             None => Err("the trace run has not started its bus yet".to_owned()),
         }),
     )
     .map_err(|e| input_error(format!("--listen: {e}")))?;
     eprintln!("metrics on http://{}/metrics", endpoint.local_addr());
-    let hook = OnStart(Arc::new(move |bus: &mut mmsb::Mmsb| {
-        let _ = handle.set(bus.metrics_handle());
-    }));
-    Ok((endpoint, hook))
+    Ok((endpoint, handle))
 }
 
 pub(crate) fn run(a: &TraceArgs) -> Result<(), Fail> {
-    let served = a.listen.map(listen).transpose()?;
-    let (endpoint, hook) = served.unzip();
-    let r = run_trace(a, hook);
+    let ship = match (&a.ship, &a.stream) {
+        (Some(url), Some(name)) => Some((
+            StreamArgs {
+                nats: url.clone(),
+                stream: name.clone(),
+                timeout: mmsb::replicate::DEFAULT_TIMEOUT,
+            },
+            Control::new(),
+            ShipSlot::default(),
+        )),
+        _ => None,
+    };
+    let served = a
+        .listen
+        .map(|l| listen(l, ship.as_ref().map(|s| Arc::clone(&s.1))))
+        .transpose()?;
+    let (endpoint, handle) = served.unzip();
+    let slot = ship.as_ref().map(|s| Arc::clone(&s.2));
+    let hook = (handle.is_some() || ship.is_some()).then(|| start_hook(handle, ship));
+    let r = run_trace(a, hook, slot);
     if let Some(endpoint) = endpoint {
         // Serve the final stats (published when the bus stopped) a while longer, unless a
         // signal asks to stop.
@@ -210,7 +259,7 @@ pub(crate) fn run(a: &TraceArgs) -> Result<(), Fail> {
     r
 }
 
-fn run_trace(a: &TraceArgs, on_start: Option<OnStart>) -> Result<(), Fail> {
+fn run_trace(a: &TraceArgs, on_start: Option<OnStart>, ship: Option<ShipSlot>) -> Result<(), Fail> {
     if let Some(log) = &a.log
         && std::fs::symlink_metadata(log).is_ok_and(|m| !m.is_dir())
     {
@@ -250,6 +299,12 @@ fn run_trace(a: &TraceArgs, on_start: Option<OnStart>) -> Result<(), Fail> {
     if let Some(f) = interrupted() {
         return Err(f);
     }
+    // With --ship: wait until the stream holds the last LSN.
+    let shipper = ship.and_then(|s| s.lock().unwrap_or_else(PoisonError::into_inner).take());
+    let shipped = match shipper {
+        Some(s) => Some(s.finish(state.last_lsn())?),
+        None => None,
+    };
     let header = state
         .page(report.pages.header)
         .map(|p| p.bytes())
@@ -293,6 +348,7 @@ fn run_trace(a: &TraceArgs, on_start: Option<OnStart>) -> Result<(), Fail> {
             restore_seconds: v.map(|v| v.restore_seconds),
             verify_error: verify_error.as_deref(),
             out_error: write_error.as_deref(),
+            shipped: shipped.as_ref(),
         })?;
     } else {
         outln!(
@@ -328,6 +384,15 @@ fn run_trace(a: &TraceArgs, on_start: Option<OnStart>) -> Result<(), Fail> {
                 "  replay from empty {:.3} s, restore from checkpoint {:.3} s",
                 v.replay_seconds,
                 v.restore_seconds
+            );
+        }
+        if let Some(r) = &shipped {
+            outln!(
+                "  shipped to stream {}: up to LSN {} ({} frames, {} messages)",
+                r.stream,
+                r.last_lsn.max(r.resumed_after),
+                r.frames,
+                r.messages
             );
         }
     }

@@ -87,6 +87,8 @@ pub mod logdir;
 pub mod metrics;
 pub mod page;
 pub mod replica;
+#[cfg(feature = "replicate")]
+pub mod replicate;
 pub mod restore;
 pub mod state;
 pub mod stats;

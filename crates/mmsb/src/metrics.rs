@@ -75,8 +75,8 @@ pub struct ReplicationStats {
 /// otherwise).
 #[derive(Debug, Serialize)]
 pub struct StatsJson<'a> {
-    /// [`crate::Mmsb::stats`], as last published.
-    pub stats: &'a Stats,
+    /// [`crate::Mmsb::stats`], as last published (`null` for a shipper, which has no bus).
+    pub stats: Option<&'a Stats>,
     /// The replication figures, if any.
     pub replication: Option<&'a ReplicationStats>,
 }
@@ -113,8 +113,20 @@ fn summary(p: &Percentiles) -> Summary {
 /// ([`Stats::propagation_deltas`], [`Stats::propagation_delta_bytes`]), `user` the rest.
 /// Counts above `i64::MAX` show as `i64::MAX` in gauges.
 pub fn render(stats: &Stats, repl: Option<&ReplicationStats>, openmetrics: bool) -> String {
+    render_parts(Some(stats), repl, openmetrics)
+}
+
+/// [`render`] of what there is: a shipper reading a log directory has replication figures and
+/// no bus (`stats` `None`: the bus families are left out).
+pub fn render_parts(
+    stats: Option<&Stats>,
+    repl: Option<&ReplicationStats>,
+    openmetrics: bool,
+) -> String {
     let mut b = Builder::with_prefix(PREFIX);
-    bus(&mut b, stats);
+    if let Some(stats) = stats {
+        bus(&mut b, stats);
+    }
     if let Some(r) = repl {
         replication(&mut b, r);
     }
@@ -291,10 +303,10 @@ fn replication(b: &mut Builder, r: &ReplicationStats) {
     }
 }
 
-/// What [`serve`] answers from: the stats (and replication figures) of the moment, or why
-/// there are none (HTTP 503).
+/// What [`serve`] answers from: the bus's stats (`None` when there is no bus, as for a shipper)
+/// and replication figures of the moment, or why there are none (HTTP 503).
 pub type MetricsSource =
-    dyn Fn() -> Result<(Stats, Option<ReplicationStats>), String> + Send + Sync;
+    dyn Fn() -> Result<(Option<Stats>, Option<ReplicationStats>), String> + Send + Sync;
 
 /// Serves what `source` returns on `addr` (port 0 picks a free port:
 /// [`Endpoint::local_addr`]): `GET /metrics` ([`render`], OpenMetrics when the client's
@@ -338,11 +350,14 @@ fn respond(req: &Request, source: &MetricsSource) -> Reply {
                     } else {
                         TEXT_CONTENT_TYPE
                     };
-                    Reply::ok(ct, render(&stats, repl.as_ref(), req.openmetrics))
+                    Reply::ok(
+                        ct,
+                        render_parts(stats.as_ref(), repl.as_ref(), req.openmetrics),
+                    )
                 }
                 Ok(Ok((stats, repl))) => {
                     let json = StatsJson {
-                        stats: &stats,
+                        stats: stats.as_ref(),
                         replication: repl.as_ref(),
                     };
                     match serde_json::to_string_pretty(&json) {
@@ -576,7 +591,7 @@ mod tests {
         );
         let panics: Box<MetricsSource> = Box::new(|| panic!("boom"));
         assert_eq!(respond(&get("/stats.json"), &*panics).status, 500);
-        let ok: Box<MetricsSource> = Box::new(|| Ok((known(), None)));
+        let ok: Box<MetricsSource> = Box::new(|| Ok((Some(known()), None)));
         assert_eq!(respond(&get("/nope"), &*ok).status, 404);
         let json = respond(&get("/stats.json"), &*ok);
         assert_eq!(json.status, 200);

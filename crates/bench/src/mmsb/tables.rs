@@ -54,6 +54,53 @@ pub(super) fn print_tables(r: &Report) {
         }
     }
     println!();
+    if !r.replication.0.is_empty() {
+        println!(
+            "replication through NATS JetStream on loopback (each write its own commit, log Flush; \
+             lag = leader commit to follower applied):"
+        );
+        println!(
+            "{:<26} {:>7} {:>8} {:>10} {:>10} {:>7} {:>11} {:>11} {:>14} {:>14}",
+            "workload",
+            "writes",
+            "frame B",
+            "local/s",
+            "shipped/s",
+            "ratio",
+            "backlog p50",
+            "backlog p99",
+            "paced lag p50",
+            "paced lag p99"
+        );
+        let f = |v: Option<f64>| v.map_or("-".to_owned(), crate::si);
+        let m = |v: Option<f64>| v.map_or("-".to_owned(), |x| format!("{x:.2} ms"));
+        for (name, x) in &r.replication.0 {
+            if let Some(n) = &x.note {
+                println!("{name:<26} {n}");
+                continue;
+            }
+            println!(
+                "{:<26} {:>7} {:>8} {:>10} {:>10} {:>7} {:>11} {:>11} {:>14} {:>14}",
+                name,
+                x.writes,
+                x.frame_bytes,
+                f(x.local_deltas_per_sec),
+                f(x.shipped_deltas_per_sec),
+                x.shipped_over_local
+                    .map_or("-".to_owned(), |v| format!("{v:.2}")),
+                m(x.unthrottled_lag_p50_ms),
+                m(x.unthrottled_lag_p99_ms),
+                m(x.paced_lag_p50_ms),
+                m(x.paced_lag_p99_ms),
+            );
+        }
+        if let Some((_, x)) = r.replication.0.first()
+            && let Some(rate) = x.paced_rate_per_sec
+        {
+            println!("  paced: {rate:.0} writes/s");
+        }
+        println!();
+    }
     println!("goals:");
     let evaluated = r.goals.iter().filter(|g| g.evaluated).count();
     let met = r.goals.iter().filter(|g| g.evaluated && g.goal.met).count();

@@ -144,7 +144,7 @@ impl Mmsb {
             Box::new(move || {
                 handle
                     .stats()
-                    .map(|s| (s, None))
+                    .map(|s| (Some(s), None))
                     .ok_or_else(|| "no stats published yet".to_owned())
             }),
         )
