@@ -48,7 +48,8 @@ pub(crate) struct ShipArgs {
     /// it lives.
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = cli_support::parse_duration)]
     lease: Duration,
-    /// Return once this LSN is in the stream (default: run until SIGINT/SIGTERM).
+    /// Ship up to the end of the commit holding this LSN, then return once the stream has it
+    /// (default: run until SIGINT/SIGTERM).
     #[arg(long, value_name = "LSN")]
     until_lsn: Option<u64>,
     /// Serve the shipper's replication metrics on ADDR:PORT (`/metrics`, `/stats.json`).

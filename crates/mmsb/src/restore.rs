@@ -292,8 +292,11 @@ pub fn verify_dir(path: &Path) -> Result<DirVerifyReport> {
     }
     let kind = logdir::probe_log(path)?;
     let log = tlog::verify(path)?;
-    let end = log.last_lsn.0 - log.segments.last().map_or(0, |s| s.uncommitted);
     let first_seg = log.segments.first().map(|s| s.first_lsn);
+    // The last committed LSN; a log whose segments hold no frame yet (pruned up to a
+    // checkpoint, or a replica built from one) ends just before its first segment.
+    let end = (log.last_lsn.0 - log.segments.last().map_or(0, |s| s.uncommitted))
+        .max(first_seg.map_or(0, |f| f.0.saturating_sub(1)));
     let mut rep = DirVerifyReport {
         log,
         ..DirVerifyReport::default()

@@ -404,3 +404,19 @@ fn a_tail_refuses_a_complete_corrupt_frame_but_waits_for_a_frame_being_written()
     assert_eq!(tail.poll(&mut got, usize::MAX).unwrap(), 1);
     assert_eq!(got[2].lsn, Lsn(3));
 }
+
+#[test]
+fn a_replica_just_built_from_a_checkpoint_verifies_clean_though_its_log_has_no_frame_yet() {
+    let ld = tempfile::tempdir().unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let rd = base.path().join("replica");
+    let mut m = Mmsb::start(config(ld.path())).unwrap();
+    let a = m.create_page(64).unwrap();
+    m.write_range(a, 0, b"before").unwrap();
+    let info = m.checkpoint().unwrap();
+    m.stop().unwrap();
+    mmsb::replica::bootstrap(&rd, &fs::read(&info.path).unwrap()).unwrap();
+    let r = mmsb::verify_dir(&rd).unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(r.restore_from, Some(info.lsn));
+}

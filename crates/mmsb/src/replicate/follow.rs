@@ -212,7 +212,7 @@ impl Follower {
             };
             if let Some(first) = first.filter(|f| *f > want) {
                 return Err(self.gap(format!(
-                    "the replica needs LSN {want}; the stream's message {seq} starts at {first} (purged after a checkpoint?): remove {} and follow again to rebuild it from the newest checkpoint",
+                    "the replica needs {want}; the stream's message {seq} starts at {first} (purged after a checkpoint?): remove {} and follow again to rebuild it from the newest checkpoint",
                     self.dir.display()
                 )));
             }
@@ -336,7 +336,7 @@ impl Follower {
                     return Err(self.conn.hostile(
                         seq,
                         format!(
-                            "a promotion at LSN {} while this replica is at {} with {} frames of an open commit",
+                            "a promotion at {} while this replica is at {} with {} frames of an open commit",
                             meta.last,
                             self.applied,
                             self.pending.len()
@@ -369,14 +369,13 @@ impl Follower {
                 if resumed && self.pending.is_empty() {
                     continue;
                 }
-                return Err(self.conn.hostile(
-                    seq,
-                    format!("LSN {lsn} again: the replica expects {expected}"),
-                ));
+                return Err(self
+                    .conn
+                    .hostile(seq, format!("{lsn} again: the replica expects {expected}")));
             }
             if lsn > expected {
                 return Err(self.gap(format!(
-                    "message {seq} holds LSN {lsn}; the replica needs {expected} first"
+                    "message {seq} holds {lsn}; the replica needs {expected} first"
                 )));
             }
             let bytes = payload.slice(r);

@@ -99,7 +99,7 @@ pub enum ReplicateError {
     },
     /// A replicated frame failed its checks (CRC, fields, LSN, or it does not fit the
     /// replica's state). The follower stopped before applying the commit it belongs to.
-    #[error("stream {stream} message {seq}: frame at LSN {lsn} refused: {reason}")]
+    #[error("stream {stream} message {seq}: frame at {lsn} refused: {reason}")]
     Frame {
         /// The stream.
         stream: String,
@@ -121,7 +121,7 @@ pub enum ReplicateError {
         reason: String,
     },
     /// A frame larger than the largest message the server accepts.
-    #[error("frame at LSN {lsn} is {len} bytes; the server accepts messages of at most {max}")]
+    #[error("frame at {lsn} is {len} bytes; the server accepts messages of at most {max}")]
     FrameTooLarge {
         /// The frame's LSN.
         lsn: Lsn,
@@ -180,8 +180,9 @@ impl Control {
         self.stop.load(Ordering::Acquire)
     }
 
-    /// Asks the shipper to return once every frame up to `lsn` is acknowledged by the stream,
-    /// or the follower once it has applied `lsn`.
+    /// Asks the shipper to publish up to the end of the commit that holds `lsn` (no further)
+    /// and return once the stream acknowledged it, or the follower to return once it has
+    /// applied `lsn`.
     pub fn finish_at(&self, lsn: Lsn) {
         self.finish_at.store(lsn.0.max(1), Ordering::Release);
     }

@@ -83,7 +83,7 @@ pub async fn promote(dir: &Path, url: &str, opts: &PromoteOptions) -> Result<Pro
                 return Err(ReplicateError::Gap {
                     stream: opts.stream.clone(),
                     reason: format!(
-                        "the replica is at LSN {applied} and the stream at {} (sequence {}): follow it to the end before promoting",
+                        "the replica is at {applied} and the stream at {} (sequence {}): follow it to the end before promoting",
                         m.meta.last, m.seq
                     ),
                 });
@@ -123,15 +123,15 @@ pub async fn promote(dir: &Path, url: &str, opts: &PromoteOptions) -> Result<Pro
         }
         Err(e) => return Err(conn.err("publishing the promotion", e)),
     };
-    // The old shipper's next renewal fails; a new shipper takes the lease at once.
+    // The old shipper's next renewal fails; the promoted log's shipper takes the lease at once.
     if let Ok(kv) = conn
         .js
         .get_key_value(wire::lease_bucket(&opts.stream))
         .await
     {
-        kv.purge(wire::LEASE_KEY)
+        kv.put(wire::LEASE_KEY, Bytes::from(wire::promoted_value(&leader)))
             .await
-            .map_err(|e| conn.err("dropping the shipper lease", e))?;
+            .map_err(|e| conn.err("handing the shipper lease over", e))?;
     }
     bus.promote()?;
     bus.stop()?;

@@ -127,7 +127,7 @@ pub async fn ship(dir: &Path, url: &str, opts: &ShipOptions, ctl: &Control) -> R
         .max_message_bytes
         .min(server_max.saturating_sub(4096))
         .max(crate::frame::FRAME_HEADER_LEN);
-    let lease = Lease::acquire(&conn, opts, &token, ctl).await?;
+    let lease = Lease::acquire(&conn, opts, &leader, &token, ctl).await?;
     let ckpts = if opts.checkpoints {
         conn.checkpoints(true).await?
     } else {
@@ -238,7 +238,7 @@ impl Shipper {
                 if m.meta.leader != self.leader {
                     return Err(self.fenced(match m.meta.kind {
                         Kind::Promote => format!(
-                            "log {} was promoted at LSN {} (sequence {}); this log {} is no longer the leader",
+                            "log {} was promoted at {} (sequence {}); this log {} is no longer the leader",
                             m.meta.leader, m.meta.last, m.seq, self.leader
                         ),
                         Kind::Frames => format!(
@@ -250,7 +250,7 @@ impl Shipper {
                 if self.adopted && m.meta.shipper != self.token {
                     return Err(self.fenced(format!(
                         "another shipper ({}) published sequence {} (LSN {}..={})",
-                        m.meta.shipper, m.seq, m.meta.first, m.meta.last
+                        m.meta.shipper, m.seq, m.meta.first.0, m.meta.last.0
                     )));
                 }
                 self.check_boundary(&m).await?;
@@ -279,7 +279,7 @@ impl Shipper {
             return Err(ReplicateError::Gap {
                 stream: self.opts.stream.clone(),
                 reason: format!(
-                    "the stream holds LSN {} (sequence {}) but this log does not: it lost committed frames; rebuild its followers",
+                    "the stream holds {} (sequence {}) but this log does not: it lost committed frames; rebuild its followers",
                     m.meta.last, m.seq
                 ),
             });
@@ -292,7 +292,7 @@ impl Shipper {
                 return Err(ReplicateError::Gap {
                     stream: self.opts.stream.clone(),
                     reason: format!(
-                        "the stream's frame at LSN {} (sequence {}) differs from this log's",
+                        "the stream's frame at {} (sequence {}) differs from this log's",
                         m.meta.last, m.seq
                     ),
                 });
@@ -334,6 +334,12 @@ impl Shipper {
                     continue;
                 }
                 Err(e) => return Err(e.into()),
+            }
+            // With a finish LSN, publish up to the end of the commit that holds it, no further.
+            if let Some(l) = ctl.finish_lsn()
+                && let Some(end) = buf.iter().position(|f| f.lsn.0 >= l && f.commit)
+            {
+                buf.truncate(end + 1);
             }
             if buf.is_empty() {
                 if let Some(f) = self.inflight.pop_front() {
@@ -509,7 +515,7 @@ impl Shipper {
             return Err(ReplicateError::Gap {
                 stream: self.opts.stream.clone(),
                 reason: format!(
-                    "the log no longer holds LSN {wanted} (it starts at {first}) and no checkpoint covers it"
+                    "the log no longer holds {wanted} (it starts at {first}) and no checkpoint covers it"
                 ),
             });
         };
@@ -610,7 +616,13 @@ struct Lease {
 }
 
 impl Lease {
-    async fn acquire(conn: &Conn, opts: &ShipOptions, token: &str, ctl: &Control) -> Result<Lease> {
+    async fn acquire(
+        conn: &Conn,
+        opts: &ShipOptions,
+        leader: &str,
+        token: &str,
+        ctl: &Control,
+    ) -> Result<Lease> {
         let store = conn.lease_bucket(opts.lease).await?;
         let deadline = Instant::now() + opts.lease_wait;
         loop {
@@ -627,6 +639,20 @@ impl Lease {
                     });
                 }
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    // A promotion of this log left the lease to it: take it over.
+                    if let Ok(Some(en)) = store.entry(wire::LEASE_KEY).await
+                        && en.value.as_ref() == wire::promoted_value(leader).as_bytes()
+                        && let Ok(revision) = store
+                            .update(wire::LEASE_KEY, Bytes::from(token.to_owned()), en.revision)
+                            .await
+                    {
+                        return Ok(Lease {
+                            store,
+                            revision,
+                            renewed: Instant::now(),
+                            every: opts.lease / 3,
+                        });
+                    }
                     if Instant::now() >= deadline || ctl.is_stopped() {
                         let holder: String = match store.entry(wire::LEASE_KEY).await {
                             Ok(Some(en)) => String::from_utf8_lossy(&en.value)

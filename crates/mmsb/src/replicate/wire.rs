@@ -8,7 +8,7 @@
 //! |---|---|
 //! | log messages | stream `NAME`, subject `mmsb.NAME.log` |
 //! | checkpoints | object store bucket `NAME-checkpoints`, objects `checkpoint-<LSN, 20 digits>` |
-//! | the shipper lease | key-value bucket `NAME-lease`, key `shipper` |
+//! | the shipper lease | key-value bucket `NAME-lease`, key `shipper`: the shipper's token, or `promoted:<log id>` after a promotion |
 //!
 //! A log message has these headers (values ASCII):
 //!
@@ -40,6 +40,13 @@ pub const HDR_FIRST: &str = "Mmsb-First-Lsn";
 pub const HDR_LAST: &str = "Mmsb-Last-Lsn";
 /// Key of the shipper lease in the lease bucket.
 pub const LEASE_KEY: &str = "shipper";
+
+/// The lease value a promotion leaves: the promoted log's shipper takes the lease over at once;
+/// any other shipper (the old leader's) finds it taken.
+#[must_use]
+pub fn promoted_value(leader: &str) -> String {
+    format!("promoted:{leader}")
+}
 
 /// Longest stream name.
 pub const MAX_STREAM_NAME: usize = 64;
