@@ -71,7 +71,14 @@ impl Nats {
 
     fn spawn(&mut self) {
         let child = Command::new(&self.bin)
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
             .arg(self.store.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -81,7 +88,10 @@ impl Nats {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen on {addr}");
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen on {addr}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -199,7 +209,10 @@ pub fn trace_path(name: &str) -> Option<PathBuf> {
 
 /// The last LSN of the log (or replica) in `dir`, read with `mmsb stats --json`.
 pub fn last_lsn(dir: &Path) -> u64 {
-    let o = run(&["stats", dir.to_str().unwrap(), "--json"], Duration::from_secs(60));
+    let o = run(
+        &["stats", dir.to_str().unwrap(), "--json"],
+        Duration::from_secs(60),
+    );
     assert!(
         o.status.success(),
         "mmsb stats {}: {}",
