@@ -324,8 +324,97 @@ def test_stats_counts_deltas_commits_and_recomputes(bus):
     assert s["pages"] == 2 and s["page_bytes"] == 72
     assert s["deltas"] == 4 and s["propagation_deltas"] == 2 and s["recomputes"] == 2
     assert s["graph_edges"] == 1 and s["last_lsn"] == bus.last_lsn
-    assert set(s["log_append"]) == {"count", "p50_ns", "p99_ns", "p999_ns", "max_ns"}
+    assert set(s["log_append"]) == PERCENTILES_KEYS
     assert s["log_append"]["count"] == s["log_frames"]
+
+
+PERCENTILES_KEYS = {"count", "p50_ns", "p99_ns", "p999_ns", "max_ns", "sum_ns"}
+
+# Every field of mmsb::Stats (crates/mmsb/src/stats.rs).
+STATS_KEYS = {
+    "pages",
+    "page_bytes",
+    "deltas",
+    "delta_bytes",
+    "propagation_deltas",
+    "propagation_delta_bytes",
+    "commits",
+    "waves",
+    "recomputes",
+    "cutoffs",
+    "stale_marks",
+    "graph_nodes",
+    "graph_edges",
+    "graph_depth",
+    "last_lsn",
+    "durable_lsn",
+    "log_frames",
+    "log_bytes",
+    "log_syncs",
+    "log_write_errors",
+    "recovery_truncated_frames",
+    "recovery_truncated_bytes",
+    "delta_apply",
+    "log_append",
+    "propagation",
+}
+
+
+def test_stats_dict_has_every_field_of_the_rust_stats_with_sensible_values(tmp_path: Path):
+    with mmsb.Bus.start(tmp_path / "bus") as b:
+        fresh = b.stats()
+        assert set(fresh) == STATS_KEYS
+        for k in ("delta_apply", "log_append", "propagation"):
+            assert set(fresh[k]) == PERCENTILES_KEYS, k
+        assert fresh["log_write_errors"] == 0
+        assert fresh["recovery_truncated_frames"] == fresh["recovery_truncated_bytes"] == 0
+        assert fresh["propagation_delta_bytes"] == 0
+        assert fresh["durable_lsn"] == fresh["last_lsn"] == b.last_lsn
+
+        doc, count = b.create_page(64), b.create_page(8)
+        b.add_dependency(doc, count)
+        b.register_recompute(count, word_count_fn)
+        doc.write_range(0, b"a b")
+        doc.write_range(4, b"c d")
+        s = b.stats()
+        # "flush" writes each commit but syncs none: nothing new is known to be durable.
+        assert s["durable_lsn"] <= s["last_lsn"] == b.last_lsn
+        b.sync()
+        s = b.stats()
+        assert s["durable_lsn"] == s["last_lsn"] == b.last_lsn
+        # The two recomputes wrote the 8-byte count (1, then 2: one byte changed each time).
+        assert s["propagation_deltas"] == 2
+        assert 0 < s["propagation_delta_bytes"] <= 2 * 8
+        assert s["propagation_delta_bytes"] < s["delta_bytes"]
+        assert s["log_write_errors"] == 0
+        for k in ("delta_apply", "log_append", "propagation"):
+            p = s[k]
+            assert p["count"] > 0, k
+            # Every sample is at least 1 ns and at most max_ns (to 0.1% histogram precision).
+            assert p["count"] <= p["sum_ns"] <= p["count"] * p["max_ns"] * 1.001 + 1, (k, p)
+        assert fresh["log_append"]["sum_ns"] <= s["log_append"]["sum_ns"]
+
+
+def test_stats_report_what_recovery_cut_off_the_log(tmp_path: Path):
+    with mmsb.Bus.start(tmp_path / "bus", "fsync") as b:
+        p = b.create_page(8)
+        p.write_range(0, b"kept")
+        p.write_range(0, b"torn")
+        last = b.last_lsn
+    segment = max((tmp_path / "bus").glob("*.tlog"))
+    size = segment.stat().st_size
+    os.truncate(segment, size - 5)  # the last frame torn: its last 5 bytes never written
+    with mmsb.Bus.start(tmp_path / "bus") as b:
+        t = b.start_report["truncated"]
+        assert t is not None and t["frames_dropped"] == 0
+        assert 0 < t["bytes_dropped"] < size - 5
+        s = b.stats()
+        assert s["recovery_truncated_bytes"] == t["bytes_dropped"]
+        assert s["recovery_truncated_frames"] == 0
+        assert b.page(p.id).read() == b"kept\x00\x00\x00\x00"
+        # What recovery kept counts as durable.
+        assert s["durable_lsn"] == s["last_lsn"] == last - 1
+        assert s["log_write_errors"] == 0
 
 
 # --- the log tools -----------------------------------------------------------------------------

@@ -97,6 +97,8 @@ class Percentiles(TypedDict):
     p99_ns: int
     p999_ns: int
     max_ns: int
+    sum_ns: int
+    """The histogram's mean times ``count`` (within 0.1% of the true sum)."""
 
 @type_check_only
 class Stats(TypedDict):
@@ -105,6 +107,8 @@ class Stats(TypedDict):
     deltas: int
     delta_bytes: int
     propagation_deltas: int
+    propagation_delta_bytes: int
+    """Bytes the propagation deltas changed (part of ``delta_bytes``)."""
     commits: int
     waves: int
     recomputes: int
@@ -114,9 +118,18 @@ class Stats(TypedDict):
     graph_edges: int
     graph_depth: int
     last_lsn: int
+    durable_lsn: int
+    """The highest LSN known to be on stable storage (everything recovered at start counts):
+    at most ``last_lsn``, equal to it after ``sync()``."""
     log_frames: int
     log_bytes: int
     log_syncs: int
+    log_write_errors: int
+    """Log appends, flushes and syncs that failed with an I/O error since start."""
+    recovery_truncated_frames: int
+    """Frames of an uncommitted batch recovery dropped when this bus started (0: clean)."""
+    recovery_truncated_bytes: int
+    """Bytes recovery cut off the log's end when this bus started (0: clean)."""
     delta_apply: Percentiles
     log_append: Percentiles
     propagation: Percentiles

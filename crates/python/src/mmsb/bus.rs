@@ -383,7 +383,9 @@ impl Bus {
 
     /// Counters, graph shape and latency percentiles: a dict of ints, with `delta_apply`,
     /// `log_append` and `propagation` each `{"count", "p50_ns", "p99_ns", "p999_ns",
-    /// "max_ns"}`.
+    /// "max_ns", "sum_ns"}`. `durable_lsn` is at most `last_lsn` (equal after `sync()`);
+    /// `log_write_errors`, `recovery_truncated_frames` and `recovery_truncated_bytes` are 0 for
+    /// a healthy bus that started from a clean log.
     fn stats(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
         let s = self.shared.op(py, |b| Ok(b.stats()))?;
         dicts::stats(py, &s)

@@ -61,6 +61,7 @@ fn percentiles<'py>(py: Python<'py>, p: &Percentiles) -> PyResult<Bound<'py, PyD
     d.set_item("p99_ns", p.p99_ns)?;
     d.set_item("p999_ns", p.p999_ns)?;
     d.set_item("max_ns", p.max_ns)?;
+    d.set_item("sum_ns", p.sum_ns)?;
     Ok(d)
 }
 
@@ -71,6 +72,7 @@ pub(crate) fn stats(py: Python<'_>, s: &Stats) -> PyResult<Py<PyDict>> {
     d.set_item("deltas", s.deltas)?;
     d.set_item("delta_bytes", s.delta_bytes)?;
     d.set_item("propagation_deltas", s.propagation_deltas)?;
+    d.set_item("propagation_delta_bytes", s.propagation_delta_bytes)?;
     d.set_item("commits", s.commits)?;
     d.set_item("waves", s.waves)?;
     d.set_item("recomputes", s.recomputes)?;
@@ -80,9 +82,13 @@ pub(crate) fn stats(py: Python<'_>, s: &Stats) -> PyResult<Py<PyDict>> {
     d.set_item("graph_edges", s.graph_edges)?;
     d.set_item("graph_depth", s.graph_depth)?;
     d.set_item("last_lsn", s.last_lsn)?;
+    d.set_item("durable_lsn", s.durable_lsn)?;
     d.set_item("log_frames", s.log_frames)?;
     d.set_item("log_bytes", s.log_bytes)?;
     d.set_item("log_syncs", s.log_syncs)?;
+    d.set_item("log_write_errors", s.log_write_errors)?;
+    d.set_item("recovery_truncated_frames", s.recovery_truncated_frames)?;
+    d.set_item("recovery_truncated_bytes", s.recovery_truncated_bytes)?;
     d.set_item("delta_apply", percentiles(py, &s.delta_apply)?)?;
     d.set_item("log_append", percentiles(py, &s.log_append)?)?;
     d.set_item("propagation", percentiles(py, &s.propagation)?)?;
