@@ -725,16 +725,14 @@ fn promote_fences_the_old_leader_and_the_promoted_replica_ships_on_to_new_follow
     let p: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(p["lsn"].as_u64(), Some(last));
     // The old leader writes again: its shipper must be fenced (exit 1) rather than publish.
-    let leader2 = {
+    {
         let mut bus = Mmsb::start(Config::new(&ld)).unwrap();
         bus.write_range(mmsb::PageId(1), 0, b"stale!!!").unwrap();
         bus.stop().unwrap();
-    };
-    let _ = leader2;
+    }
     let o = wait_output(old_shipper, LONG);
     assert_eq!(o.status.code(), Some(1), "old shipper: {}", stderr(&o));
     assert!(stderr(&o).contains("fenced"), "{}", stderr(&o));
-    // A second promotion attempt of a stale copy is refused too.
     // The promoted replica writes and ships; a new follower gets its history.
     let new_last = {
         let mut bus = Mmsb::start(Config::new(&fd)).expect("promoted replica opens as a writer");
@@ -767,4 +765,75 @@ fn finish_follow(dir: &Path, n: &Nats, stream: &str, last: u64) {
     a.extend(["--until-lsn", &l]);
     let o = run(&a, LONG);
     assert!(o.status.success(), "follow: {}", stderr(&o));
+}
+
+#[test]
+fn bad_stream_names_unreachable_servers_and_non_replica_dirs_are_one_line_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ld = tmp.path().join("leader");
+    Leader::start(&ld, Duration::from_millis(1)).stop();
+    let dead = format!("nats://127.0.0.1:{}", support::free_port());
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["ship", s(&ld), "--nats", &dead, "--stream", "a.b"],
+            "bad stream name",
+        ),
+        (
+            vec!["follow", "--nats", &dead, "--stream", "x>", "--dir", s(&ld)],
+            "bad stream name",
+        ),
+        (
+            vec![
+                "ship",
+                s(&ld),
+                "--nats",
+                &dead,
+                "--stream",
+                "s",
+                "--timeout",
+                "300ms",
+            ],
+            "connecting",
+        ),
+        (
+            vec![
+                "promote",
+                s(&ld),
+                "--nats",
+                &dead,
+                "--stream",
+                "s",
+                "--timeout",
+                "300ms",
+            ],
+            "not a replica",
+        ),
+    ];
+    for (args, want) in cases {
+        let o = run(&args, LONG);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+    // A follower pointed at a leader's (writable) log refuses it rather than write into it.
+    let Some(n) = Nats::start() else { return };
+    let o = run(
+        &[
+            "ship",
+            s(&ld),
+            "--nats",
+            &n.url,
+            "--stream",
+            "s",
+            "--until-lsn",
+            "1",
+        ],
+        LONG,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = support::last_lsn(&ld);
+    let o = run(&follow_args(&ld, &n, "s"), LONG);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(support::last_lsn(&ld), before);
 }

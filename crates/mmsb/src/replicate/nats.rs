@@ -106,7 +106,7 @@ impl Conn {
                 .map_err(|e| self.err(format!("opening stream {}", self.name), e))?
         };
         let subjects = &s.cached_info().config.subjects;
-        if subjects != &[subject.clone()] {
+        if subjects.as_slice() != std::slice::from_ref(&subject) {
             return Err(ReplicateError::Fenced {
                 stream: self.name.clone(),
                 reason: format!(
