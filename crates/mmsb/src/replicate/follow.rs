@@ -93,8 +93,8 @@ pub fn follow_blocking(
 /// its commit was applied), [`ReplicateError::Hostile`] for a message that is not ours,
 /// [`ReplicateError::Gap`] when the stream no longer holds what the replica needs next;
 /// [`ReplicateError::Nats`] when the server cannot be reached at start; the replica's errors
-/// ([`Error::NotALog`] for a directory that is not a replica, [`Error::LockTimeout`]-like
-/// errors when another process has it open).
+/// ([`Error::NotALog`] for a directory that is not a replica, [`Error::Locked`]
+/// when another process has it open).
 pub async fn follow(
     dir: &Path,
     url: &str,
