@@ -190,7 +190,6 @@ struct Follower {
     pending: Vec<Bytes>,
     pending_bytes: usize,
     report: FollowReport,
-    #[allow(dead_code)]
     dir: PathBuf,
 }
 
@@ -324,7 +323,6 @@ impl Follower {
         payload: &Bytes,
         resumed: bool,
     ) -> Result<()> {
-        let expected = Lsn(self.applied.0 + self.pending.len() as u64 + 1);
         if meta.kind == Kind::Promote {
             if !payload.is_empty() {
                 return Err(self.conn.hostile(seq, "a promote message with a payload"));
@@ -418,7 +416,6 @@ impl Follower {
                 self.pending_bytes = 0;
             }
         }
-        let _ = expected;
         Ok(())
     }
 
