@@ -14,7 +14,9 @@ use mmsb::replicate::{
 };
 use mmsb::tlog::Durability;
 
-use crate::trace_cmd::{INTERRUPTED, install_signal_handlers, parse_durability, parse_listen};
+use crate::trace_cmd::{
+    INTERRUPTED, install_signal_handlers, parse_durability, parse_listen, serve_listen,
+};
 use crate::{Fail, out};
 
 /// Where the stream is: `--nats URL --stream NAME`.
@@ -124,7 +126,7 @@ pub(crate) fn serve(
     with_bus: bool,
 ) -> Result<mmsb::metrics::Endpoint, Fail> {
     let c = Arc::clone(ctl);
-    let endpoint = mmsb::metrics::serve(
+    serve_listen(
         addr,
         Box::new(move || {
             let bus = c.bus_stats();
@@ -134,9 +136,6 @@ pub(crate) fn serve(
             Ok((bus, Some(c.stats())))
         }),
     )
-    .map_err(|e| crate::input_error(format!("--listen: {e}")))?;
-    eprintln!("metrics on http://{}/metrics", endpoint.local_addr());
-    Ok(endpoint)
 }
 
 fn ship_options(s: &StreamArgs) -> ShipOptions {

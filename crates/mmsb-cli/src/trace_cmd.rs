@@ -207,7 +207,7 @@ fn listen(
 ) -> Result<(mmsb::metrics::Endpoint, Arc<OnceLock<MetricsHandle>>), Fail> {
     let handle: Arc<OnceLock<MetricsHandle>> = Arc::default();
     let reader = handle.clone();
-    let endpoint = mmsb::metrics::serve(
+    let endpoint = serve_listen(
         addr,
         Box::new(move || match reader.get() {
             Some(h) => h
@@ -216,10 +216,20 @@ fn listen(
                 .ok_or_else(|| "no stats published yet".to_owned()),
             None => Err("the trace run has not started its bus yet".to_owned()),
         }),
-    )
-    .map_err(|e| input_error(format!("--listen: {e}")))?;
-    eprintln!("metrics on http://{}/metrics", endpoint.local_addr());
+    )?;
     Ok((endpoint, handle))
+}
+
+/// `--listen`: serves `source` on `addr` and names the address on stderr (`metrics on
+/// http://ADDR/metrics`); a bind failure is exit 2.
+pub(crate) fn serve_listen(
+    addr: SocketAddr,
+    source: Box<mmsb::metrics::MetricsSource>,
+) -> Result<mmsb::metrics::Endpoint, Fail> {
+    let endpoint =
+        mmsb::metrics::serve(addr, source).map_err(|e| input_error(format!("--listen: {e}")))?;
+    eprintln!("metrics on http://{}/metrics", endpoint.local_addr());
+    Ok(endpoint)
 }
 
 pub(crate) fn run(a: &TraceArgs) -> Result<(), Fail> {

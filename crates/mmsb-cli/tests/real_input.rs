@@ -2,16 +2,16 @@
 //! the workspace; skipped when absent unless `REQUIRE_SHARED_DATA=1`): exit 0, `--out` equals
 //! `endContent`, the log verifies; and a trace whose `endContent` was altered exits 1.
 
+mod support;
+
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
+use support::end_content;
+
 fn traces() -> Vec<PathBuf> {
-    let dir = match std::env::var_os("SHARED_DATA_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
-    }
-    .join("editing-traces");
+    let dir = support::editing_traces_dir();
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|r| {
             r.filter_map(|e| e.ok().map(|e| e.path()))
@@ -30,15 +30,6 @@ fn traces() -> Vec<PathBuf> {
         eprintln!("skipped: no editing traces in {}", dir.display());
     }
     v
-}
-
-fn end_content(path: &Path) -> String {
-    let mut s = String::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
-        .read_to_string(&mut s)
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&s).unwrap();
-    v["endContent"].as_str().unwrap().to_owned()
 }
 
 #[test]

@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::io::Read;
 use std::path::Path;
 use std::process::Child;
 use std::sync::Arc;
@@ -144,15 +143,6 @@ fn assert_replica_exact(leader: &Path, replica: &Path, last: u64) {
     assert_eq!(a.last_lsn(), b.last_lsn());
 }
 
-fn end_content(path: &Path) -> String {
-    let mut s = String::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
-        .read_to_string(&mut s)
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&s).unwrap();
-    v["endContent"].as_str().unwrap().to_owned()
-}
-
 /// The document text of the trace state in `dir` (pages from the trace report).
 fn document(dir: &Path, header: u64, doc: u64) -> String {
     let st = State::replay(dir, ReplayTarget::End).unwrap();
@@ -218,16 +208,13 @@ fn followers_started_before_and_after_mmsb_trace_ship_of_automerge_paper_reach_i
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let c = early.take().unwrap();
-    // SAFETY: kill(2) on our child's pid, not yet reaped.
-    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-    let o = wait_output(c, LONG);
+    let o = support::terminate(early.take().unwrap(), LONG);
     assert!(
         o.status.success(),
         "early follower after SIGTERM: {}",
         stderr(&o)
     );
-    let want = end_content(&trace);
+    let want = support::end_content(&trace);
     for f in [&before, &after] {
         assert_replica_exact(&leader, f, last);
         assert_eq!(
@@ -264,12 +251,12 @@ fn a_shipper_killed_at_random_points_20_times_and_restarted_leaves_no_gap_and_no
     a.extend(["--until-lsn", &l]);
     let o = run(&a, LONG);
     assert!(o.status.success(), "final ship: {}", stderr(&o));
-    wait_replica(&fd, last, &mut follower);
+    wait_replica(&fd, last, follower);
     assert_replica_exact(&ld, &fd, last);
 }
 
 /// Waits until the running follower has applied `last`, then stops it (SIGTERM, exit 0).
-fn wait_replica(dir: &Path, last: u64, follower: &mut Child) {
+fn wait_replica(dir: &Path, last: u64, mut follower: Child) {
     let deadline = Instant::now() + LONG;
     loop {
         if let Some(st) = follower.try_wait().unwrap() {
@@ -284,19 +271,8 @@ fn wait_replica(dir: &Path, last: u64, follower: &mut Child) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    // SAFETY: kill(2) on our child's pid, not yet reaped.
-    unsafe { libc::kill(follower.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + LONG;
-    while follower.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the follower ignored SIGTERM");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let mut err = String::new();
-    let _ = follower.stderr.take().unwrap().read_to_string(&mut err);
-    assert!(
-        follower.wait().unwrap().success(),
-        "follower after SIGTERM: {err}"
-    );
+    let o = support::terminate(follower, LONG);
+    assert!(o.status.success(), "follower after SIGTERM: {}", stderr(&o));
 }
 
 #[test]
@@ -352,7 +328,7 @@ fn shipper_and_follower_reconnect_and_converge_across_20_restarts_of_the_nats_se
     }
     leader.progress(50);
     let last = leader.stop();
-    wait_replica(&fd, last, &mut follower);
+    wait_replica(&fd, last, follower);
     kill9(shipper);
     assert_replica_exact(&ld, &fd, last);
 }
@@ -605,7 +581,7 @@ fn a_follower_started_after_a_checkpoint_and_a_purge_catches_up_from_the_checkpo
         tmp.path().join("stale"),
     );
     let leader = Leader::start(&ld, Duration::from_micros(100));
-    let mut shipper = spawn(&{
+    let shipper = spawn(&{
         let mut a = ship_args(&ld, &n, "s");
         a.push("--purge");
         a
@@ -645,23 +621,7 @@ fn a_follower_started_after_a_checkpoint_and_a_purge_catches_up_from_the_checkpo
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(1500));
-    // SAFETY: kill(2) on our child's pid, not yet reaped.
-    unsafe { libc::kill(shipper.id() as i32, libc::SIGTERM) };
-    let o = {
-        let deadline = Instant::now() + LONG;
-        while shipper.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline);
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let mut out = String::new();
-        shipper
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        out
-    };
+    let o = String::from_utf8_lossy(&support::terminate(shipper, LONG).stdout).into_owned();
     assert!(
         o.contains("1 checkpoints") && o.contains("purged below"),
         "{o}"

@@ -389,9 +389,7 @@ fn prometheus_scraping_a_follower_sees_its_applied_lsn_climb_to_the_leaders_and_
 
     // The follower stops cleanly on SIGTERM, with the leader's state.
     let child = follow.0.take().unwrap();
-    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let o = support::wait_output(child, WAIT);
+    let o = support::terminate(child, WAIT);
     assert!(
         o.status.success(),
         "mmsb follow after SIGTERM: {:?}; stderr: {}",

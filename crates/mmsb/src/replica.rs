@@ -96,25 +96,11 @@ pub fn promote_local(dir: &Path) -> Result<()> {
 /// [`Error::CorruptCheckpoint`] and the other errors of [`checkpoint::read`] for bytes that are
 /// not a sound checkpoint; [`Error::Io`].
 pub fn bootstrap(dir: &Path, checkpoint_bytes: &[u8]) -> Result<Lsn> {
-    match fs::symlink_metadata(dir) {
-        Ok(m) if m.is_dir() => {
-            let mut it = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-            if it.next().is_some() {
-                return Err(Error::NotALog {
-                    dir: dir.to_path_buf(),
-                    reason: "a replica is bootstrapped only into a missing or empty directory"
-                        .into(),
-                });
-            }
-        }
-        Ok(_) => {
-            return Err(Error::NotALog {
-                dir: dir.to_path_buf(),
-                reason: "not a directory".into(),
-            });
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(dir, e)),
+    if !is_fresh(dir)? {
+        return Err(Error::NotALog {
+            dir: dir.to_path_buf(),
+            reason: "a replica is bootstrapped only into a missing or empty directory".into(),
+        });
     }
     let tmp = temp_sibling(dir)?;
     if fs::symlink_metadata(&tmp).is_ok() {
@@ -132,6 +118,26 @@ pub fn bootstrap(dir: &Path, checkpoint_bytes: &[u8]) -> Result<Lsn> {
         let _ = fs::remove_dir_all(&tmp);
     }
     r
+}
+
+/// `dir` is missing or an empty directory: where [`bootstrap`] may build a replica. Not
+/// followed through a link.
+///
+/// # Errors
+/// [`Error::NotALog`] when `dir` is something other than a directory; [`Error::Io`].
+pub fn is_fresh(dir: &Path) -> Result<bool> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => {
+            let mut it = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+            Ok(it.next().is_none())
+        }
+        Ok(_) => Err(Error::NotALog {
+            dir: dir.to_path_buf(),
+            reason: "not a directory".into(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(Error::io(dir, e)),
+    }
 }
 
 /// `.<name>.bootstrap-<pid>` next to `dir`.

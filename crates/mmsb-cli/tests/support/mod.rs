@@ -170,6 +170,15 @@ pub fn wait_output(mut child: Child, limit: Duration) -> Output {
     }
 }
 
+/// Asks `child` to stop (SIGTERM) and waits for it at most `limit` (see [`wait_output`]).
+pub fn terminate(child: Child, limit: Duration) -> Output {
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    wait_output(child, limit)
+}
+
 /// Starts `mmsb` with `args` in the background (stdout and stderr piped).
 pub fn spawn(args: &[&str]) -> Child {
     mmsb()
@@ -186,14 +195,20 @@ pub fn kill9(mut c: Child) {
     let _ = c.wait();
 }
 
-/// The shared editing traces directory (`$SHARED_DATA_DIR`, else `../shared/data`).
-pub fn trace_path(name: &str) -> Option<PathBuf> {
-    let dir = match std::env::var_os("SHARED_DATA_DIR") {
+/// The shared editing traces directory (`$SHARED_DATA_DIR`, else `../shared/data` beside the
+/// workspace).
+pub fn editing_traces_dir() -> PathBuf {
+    match std::env::var_os("SHARED_DATA_DIR") {
         Some(d) => PathBuf::from(d),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
     }
-    .join("editing-traces");
-    let p = dir.join(name);
+    .join("editing-traces")
+}
+
+/// The shared editing trace `name`, or `None` (after saying so) when it is missing and
+/// `REQUIRE_SHARED_DATA=1` is not set.
+pub fn trace_path(name: &str) -> Option<PathBuf> {
+    let p = editing_traces_dir().join(name);
     if p.is_file() {
         return Some(p);
     }
@@ -205,6 +220,17 @@ pub fn trace_path(name: &str) -> Option<PathBuf> {
     );
     eprintln!("skipped: {} is missing", p.display());
     None
+}
+
+/// The `endContent` of a `.json.gz` editing trace.
+pub fn end_content(path: &Path) -> String {
+    use std::io::Read;
+    let mut s = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
+        .read_to_string(&mut s)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+    v["endContent"].as_str().unwrap().to_owned()
 }
 
 /// The last LSN of the log (or replica) in `dir`, read with `mmsb stats --json`.

@@ -79,7 +79,7 @@ pub fn follow_blocking(
     opts: &FollowOptions,
     ctl: &Control,
 ) -> Result<FollowReport> {
-    block_on(follow(dir, url, opts, ctl))
+    block_on(url, follow(dir, url, opts, ctl))
 }
 
 /// Follows stream `opts.stream` at `url` into the replica in `dir` until `ctl` stops it (or,
@@ -121,7 +121,7 @@ pub async fn follow(
         stream: opts.stream.clone(),
         ..FollowReport::default()
     };
-    if is_new(dir)? {
+    if replica::is_fresh(dir)? {
         if let Some(b) = conn.checkpoints(false).await? {
             if let Some((lsn, name)) = conn.list_checkpoints(&b).await?.pop() {
                 let bytes = conn
@@ -165,15 +165,6 @@ pub async fn follow(
     r?;
     stopped?;
     Ok(f.report)
-}
-
-/// `dir` is missing or an empty directory.
-fn is_new(dir: &Path) -> Result<bool> {
-    match std::fs::read_dir(dir) {
-        Ok(mut it) => Ok(it.next().is_none()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-        Err(e) => Err(Error::io(dir, e).into()),
-    }
 }
 
 struct Follower {

@@ -223,13 +223,14 @@ impl Control {
     }
 }
 
-/// Runs `fut` on a new current-thread tokio runtime (the `_blocking` entry points).
-fn block_on<T>(fut: impl Future<Output = Result<T>>) -> Result<T> {
+/// Runs `fut` (talking to `url`) on a new current-thread tokio runtime (the `_blocking` entry
+/// points).
+fn block_on<T>(url: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| ReplicateError::Nats {
-            url: String::new(),
+            url: url.to_owned(),
             what: "creating the client's runtime".into(),
             reason: e.to_string(),
         })?;

@@ -53,7 +53,7 @@ pub struct PromoteReport {
 /// # Errors
 /// As [`promote`].
 pub fn promote_blocking(dir: &Path, url: &str, opts: &PromoteOptions) -> Result<PromoteReport> {
-    block_on(promote(dir, url, opts))
+    block_on(url, promote(dir, url, opts))
 }
 
 /// Promotes the replica in `dir` (not running: its follower stopped) to the writer of stream

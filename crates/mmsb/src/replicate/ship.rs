@@ -101,7 +101,7 @@ pub fn ship_blocking(
     opts: &ShipOptions,
     ctl: &Control,
 ) -> Result<ShipReport> {
-    block_on(ship(dir, url, opts, ctl))
+    block_on(url, ship(dir, url, opts, ctl))
 }
 
 /// Ships the log in `dir` to stream `opts.stream` at `url` until `ctl` stops it (or, with
@@ -424,7 +424,7 @@ impl Shipper {
             .js
             .send_publish(wire::subject(&self.opts.stream), p)
             .await
-            .map_err(|e| classify(e.kind(), &e))
+            .map_err(|e| classify(&self.conn, e.kind(), &e))
     }
 
     /// Awaits one acknowledgement and counts it.
@@ -438,7 +438,7 @@ impl Shipper {
                 self.report.bytes += f.bytes;
                 Ok(())
             }
-            Err(e) => Err(classify(e.kind(), &e)),
+            Err(e) => Err(classify(&self.conn, e.kind(), &e)),
         }
     }
 
@@ -576,7 +576,7 @@ impl Shipper {
             .put(name.as_str(), &mut bytes.as_slice())
             .await
             .map_err(|e| self.conn.err(format!("putting checkpoint {name}"), e))?;
-        for (old, n) in self
+        for (_, n) in self
             .conn
             .list_checkpoints(&bucket)
             .await?
@@ -584,7 +584,6 @@ impl Shipper {
             .rev()
             .skip(2)
         {
-            let _ = old;
             let _ = bucket.delete(n).await;
         }
         self.published_ckpt = lsn;
@@ -594,14 +593,10 @@ impl Shipper {
     }
 }
 
-fn classify(kind: PublishErrorKind, e: &dyn std::fmt::Display) -> Failure {
+fn classify(conn: &Conn, kind: PublishErrorKind, e: &dyn std::fmt::Display) -> Failure {
     match kind {
         PublishErrorKind::WrongLastSequence => Failure::WrongSequence,
-        PublishErrorKind::MaxPayloadExceeded => Failure::Fatal(ReplicateError::Nats {
-            url: String::new(),
-            what: "publishing".into(),
-            reason: e.to_string(),
-        }),
+        PublishErrorKind::MaxPayloadExceeded => Failure::Fatal(conn.err("publishing", e)),
         _ => Failure::Transient,
     }
 }
