@@ -454,7 +454,7 @@ fn last_lsn_in_stream(url: &str, stream: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The headers of the last message of `stream`.
+/// The headers of the last message of `stream` (none while the stream is missing or empty).
 fn last_headers(url: &str, stream: &str) -> Vec<(String, String)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -463,8 +463,13 @@ fn last_headers(url: &str, stream: &str) -> Vec<(String, String)> {
     rt.block_on(async {
         let c = async_nats::connect(url).await.unwrap();
         let js = async_nats::jetstream::new(c);
-        let st = js.get_stream(stream).await.unwrap();
+        let Ok(st) = js.get_stream(stream).await else {
+            return Vec::new();
+        };
         let last = st.get_info().await.unwrap().state.last_sequence;
+        if last == 0 {
+            return Vec::new();
+        }
         let m = st.get_raw_message(last).await.unwrap();
         // Ours only: the Nats-* ones (expected sequence, message id) are the shipper's.
         m.headers
@@ -796,4 +801,51 @@ fn bad_stream_names_unreachable_servers_and_non_replica_dirs_are_one_line_exit_2
     let o = run(&follow_args(&ld, &n, "s"), LONG);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert_eq!(support::last_lsn(&ld), before);
+}
+
+#[test]
+fn an_unusable_checkpoint_in_the_leader_dir_is_skipped_and_nothing_is_purged_for_it() {
+    let Some(n) = Nats::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (ld, fd) = (tmp.path().join("leader"), tmp.path().join("replica"));
+    let last = {
+        let leader = Leader::start(&ld, Duration::from_micros(100));
+        leader.progress(200);
+        leader.stop()
+    };
+    // A damaged checkpoint the leader's directory happens to hold (a name, junk inside).
+    std::fs::write(
+        ld.join(mmsb::checkpoint::file_name(mmsb::Lsn(5))),
+        b"MMSBCKPT junk",
+    )
+    .unwrap();
+    let mut a = ship_args(&ld, &n, "s");
+    a.push("--purge");
+    let shipper = spawn(&a);
+    let deadline = Instant::now() + LONG;
+    while last_lsn_in_stream(&n.url, "s") < last {
+        assert!(
+            Instant::now() < deadline,
+            "the log never reached the stream"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Past two checkpoint looks (every half second), then stop it.
+    std::thread::sleep(Duration::from_millis(1200));
+    let o = support::terminate(shipper, LONG);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "shipper: {}", stderr(&o));
+    assert!(
+        out.contains("0 checkpoints") && !out.contains("purged"),
+        "{out}"
+    );
+    // The whole stream is still there: a new follower replays it from LSN 1.
+    let l = last.to_string();
+    let mut a = follow_args(&fd, &n, "s");
+    a.extend(["--until-lsn", &l, "--json"]);
+    let o = run(&a, LONG);
+    assert!(o.status.success(), "follow: {}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["bootstrapped_from"], serde_json::Value::Null, "{r}");
+    assert_replica_exact(&ld, &fd, last);
 }

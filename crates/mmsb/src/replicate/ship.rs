@@ -133,7 +133,7 @@ pub async fn ship(dir: &Path, url: &str, opts: &ShipOptions, ctl: &Control) -> R
     } else {
         None
     };
-    let published_ckpt = match &ckpts {
+    let seen_ckpt = match &ckpts {
         Some(b) => conn
             .list_checkpoints(b)
             .await?
@@ -152,7 +152,7 @@ pub async fn ship(dir: &Path, url: &str, opts: &ShipOptions, ctl: &Control) -> R
         opts: opts.clone(),
         lease,
         ckpts,
-        published_ckpt,
+        seen_ckpt,
         expected: 0,
         tail: None,
         acked: Lsn::ZERO,
@@ -191,7 +191,8 @@ struct Shipper {
     opts: ShipOptions,
     lease: Lease,
     ckpts: Option<object_store::ObjectStore>,
-    published_ckpt: Lsn,
+    /// The newest checkpoint LSN in the object store, or found unusable in the directory.
+    seen_ckpt: Lsn,
     /// Stream sequence the next publish expects as the last.
     expected: u64,
     tail: Option<LogTail>,
@@ -519,7 +520,14 @@ impl Shipper {
                 ),
             });
         };
-        self.put_checkpoint(lsn, &path, ctl).await?;
+        if !self.put_checkpoint(lsn, &path, ctl).await? {
+            return Err(ReplicateError::Gap {
+                stream: self.opts.stream.clone(),
+                reason: format!(
+                    "the log no longer holds {wanted} and its checkpoint at {lsn} cannot be published (unreadable, or another log's)"
+                ),
+            });
+        }
         // Settle what is in flight, then continue after the checkpoint.
         while let Some(f) = self.inflight.pop_front() {
             self.settle(f, ctl).await?;
@@ -536,12 +544,12 @@ impl Shipper {
             .into_iter()
             .rev()
             .find(|(l, _)| *l <= self.acked)
-            .filter(|(l, _)| *l > self.published_ckpt)
+            .filter(|(l, _)| *l > self.seen_ckpt)
         else {
             return Ok(());
         };
-        self.put_checkpoint(lsn, &path, ctl).await?;
-        if self.opts.purge {
+        // Purge only below a checkpoint a new follower can start from.
+        if self.put_checkpoint(lsn, &path, ctl).await? && self.opts.purge {
             let (seq, _) = self.conn.find(&self.stream, lsn.next()).await?;
             let (first, _) = self.conn.bounds(&self.stream).await?;
             if seq > first {
@@ -557,20 +565,30 @@ impl Shipper {
     }
 
     /// Checks the checkpoint at `path` (sound, this log's) and puts it in the object store;
-    /// keeps the newest two there.
-    async fn put_checkpoint(&mut self, lsn: Lsn, path: &Path, ctl: &Control) -> Result<()> {
+    /// keeps the newest two there. False when there is no object store, or the checkpoint is
+    /// unusable (unreadable, damaged, gone since it was listed, or another log's: counted in
+    /// `errors_total` and not tried again); the shipper goes on either way.
+    async fn put_checkpoint(&mut self, lsn: Lsn, path: &Path, ctl: &Control) -> Result<bool> {
         let Some(bucket) = self.ckpts.clone() else {
-            return Ok(());
+            return Ok(false);
         };
-        let c = checkpoint::read(path)?;
-        if c.log_id.map(hex_id) != Some(self.leader.clone()) {
-            ctl.update(|s| s.errors_total += 1);
-            return Ok(());
-        }
-        let (mut f, len) = crate::tlog::segment::open_regular(path)?;
-        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-        f.read_to_end(&mut bytes)
-            .map_err(|e| crate::Error::io(path, e))?;
+        self.seen_ckpt = self.seen_ckpt.max(lsn);
+        let read = checkpoint::read(path).and_then(|c| {
+            let (mut f, len) = crate::tlog::segment::open_regular(path)?;
+            let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+            f.read_to_end(&mut bytes)
+                .map_err(|e| crate::Error::io(path, e))?;
+            Ok((c, bytes))
+        });
+        let bytes = match read {
+            Ok((c, bytes)) if c.log_id.map(hex_id).as_deref() == Some(self.leader.as_str()) => {
+                bytes
+            }
+            _ => {
+                ctl.update(|s| s.errors_total += 1);
+                return Ok(false);
+            }
+        };
         let name = wire::checkpoint_object(lsn);
         bucket
             .put(name.as_str(), &mut bytes.as_slice())
@@ -586,10 +604,9 @@ impl Shipper {
         {
             let _ = bucket.delete(n).await;
         }
-        self.published_ckpt = lsn;
         self.report.checkpoints += 1;
         ctl.update(|s| s.checkpoints_total += 1);
-        Ok(())
+        Ok(true)
     }
 }
 
